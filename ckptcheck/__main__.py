@@ -1,0 +1,3 @@
+from ckptcheck.cli import main
+
+main()

@@ -1,0 +1,62 @@
+"""Typed errors. The CLI turns each into one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+
+class CkptcheckError(Exception):
+    """Base class: something about the input or the request that ckptcheck cannot work with.
+
+    ``path`` names the file at fault, ``tensor`` the tensor (when one is), ``hint`` what the user can try.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        tensor: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.tensor = tensor
+        self.hint = hint
+
+    def __str__(self) -> str:
+        parts = []
+        if self.path:
+            parts.append(str(self.path))
+        if self.tensor is not None:
+            parts.append(f"tensor '{self.tensor}'")
+        parts.append(self.message)
+        text = ": ".join(parts)
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+
+class CheckpointNotFoundError(CkptcheckError):
+    """The path does not exist, or names no checkpoint ckptcheck can find."""
+
+
+class UnsupportedFormatError(CkptcheckError):
+    """The file exists but is not a checkpoint format ckptcheck reads."""
+
+
+class CorruptCheckpointError(CkptcheckError):
+    """The checkpoint's structure or data is damaged (bad magic, checksum, truncation...)."""
+
+
+class TensorNotFoundError(CkptcheckError):
+    """A tensor name asked for is not in the checkpoint."""
+
+
+class UsageError(CkptcheckError):
+    """The command was called with options that do not fit together or do not apply."""
+
+
+class MissingDependencyError(CkptcheckError):
+    """An optional dependency (TensorFlow) is needed for this command and is not installed."""

@@ -1,0 +1,572 @@
+"""Native reader for TensorFlow's tensor-bundle checkpoints (TF1 Saver, tf.train.Checkpoint, SavedModel).
+
+A bundle is a prefix P with ``P.index`` (a sorted table of BundleEntryProto, see sstable.py) and data shards
+``P.data-0000i-of-0000N``. Entries are decoded here from the protobuf wire format; values are read with bounds
+checked against the shard's real size before anything is allocated, and checked against the entry's crc32c.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.formats import dtypes
+from ckptcheck.formats.dtypes import DType
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
+from ckptcheck.formats.protobuf import (
+    DecodeError,
+    as_bytes,
+    as_int,
+    iter_fields,
+    read_varint,
+    to_int64,
+)
+from ckptcheck.formats.sstable import SSTable, crc32c, unmask_crc
+from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo
+
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_HEADER_KEY = b""
+_SLICE_KEY_START = 0x00  # slice keys are OrderedCode-encoded and begin with WriteNumIncreasing(0) = b"\x00"
+_LITTLE, _BIG = 0, 1
+
+Extent = tuple[int, int]  # (start, length); length -1 means the whole dimension
+
+
+def shard_filename(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    num_shards: int
+    endianness: int
+    producer: int
+    min_consumer: int
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    """A decoded BundleEntryProto (tensorflow/core/protobuf/tensor_bundle.proto)."""
+
+    key: str
+    dtype: DType
+    shape: tuple[int, ...]
+    unknown_rank: bool
+    shard_id: int
+    offset: int
+    size: int
+    crc32c: int | None  # masked, as stored
+    slices: tuple[tuple[Extent, ...], ...]
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def _decode_shape(buf: bytes) -> tuple[tuple[int, ...], bool]:
+    dims: list[int] = []
+    unknown = False
+    for number, _wire, value in iter_fields(buf):
+        if number == 2:  # dim
+            size = 0
+            for n2, _w2, v2 in iter_fields(as_bytes(value, "shape.dim")):
+                if n2 == 1:
+                    size = to_int64(as_int(v2, "dim.size"))
+            dims.append(size)
+        elif number == 3:
+            unknown = bool(value)
+    return tuple(dims), unknown
+
+
+def _decode_slice(buf: bytes) -> tuple[Extent, ...]:
+    extents: list[Extent] = []
+    for number, _wire, value in iter_fields(buf):
+        if number != 1:
+            continue
+        start, length = 0, -1  # an extent with no length covers the whole dimension
+        for n2, _w2, v2 in iter_fields(as_bytes(value, "slice.extent")):
+            if n2 == 1:
+                start = to_int64(as_int(v2, "extent.start"))
+            elif n2 == 2:
+                length = to_int64(as_int(v2, "extent.length"))
+        extents.append((start, length))
+    return tuple(extents)
+
+
+def decode_entry(key: str, buf: bytes) -> BundleEntry:
+    dtype_enum = 0
+    shape: tuple[int, ...] = ()
+    unknown = False
+    shard_id = offset = size = 0
+    crc: int | None = None
+    slices: list[tuple[Extent, ...]] = []
+    for number, _wire, value in iter_fields(buf):
+        if number == 1:
+            dtype_enum = as_int(value, "dtype")
+        elif number == 2:
+            shape, unknown = _decode_shape(as_bytes(value, "shape"))
+        elif number == 3:
+            shard_id = to_int64(as_int(value, "shard_id"))
+        elif number == 4:
+            offset = to_int64(as_int(value, "offset"))
+        elif number == 5:
+            size = to_int64(as_int(value, "size"))
+        elif number == 6:
+            crc = as_int(value, "crc32c")
+        elif number == 7:
+            slices.append(_decode_slice(as_bytes(value, "slices")))
+    return BundleEntry(key, dtypes.from_enum(dtype_enum), shape, unknown, shard_id, offset, size, crc, tuple(slices))
+
+
+def decode_header(buf: bytes) -> BundleHeader:
+    num_shards = 1
+    endianness = _LITTLE
+    producer = min_consumer = 0
+    for number, _wire, value in iter_fields(buf):
+        if number == 1:
+            num_shards = to_int64(as_int(value, "num_shards"))
+        elif number == 2:
+            endianness = as_int(value, "endianness")
+        elif number == 3:
+            for n2, _w2, v2 in iter_fields(as_bytes(value, "version")):
+                if n2 == 1:
+                    producer = to_int64(as_int(v2, "producer"))
+                elif n2 == 2:
+                    min_consumer = to_int64(as_int(v2, "min_consumer"))
+    return BundleHeader(num_shards, endianness, producer, min_consumer)
+
+
+# --- OrderedCode (tensorflow/core/lib/strings/ordered_code.cc), for the keys of slices -----------------------
+
+
+def _read_ordered_string(buf: bytes, pos: int) -> tuple[bytes, int]:
+    out = bytearray()
+    n = len(buf)
+    while pos < n:
+        c = buf[pos]
+        if c == 0x00:
+            if pos + 1 >= n:
+                break
+            nxt = buf[pos + 1]
+            if nxt == 0x01:
+                return bytes(out), pos + 2
+            if nxt != 0xFF:
+                break
+            out.append(0)
+            pos += 2
+        elif c == 0xFF:
+            if pos + 1 >= n or buf[pos + 1] != 0x00:
+                break
+            out.append(0xFF)
+            pos += 2
+        else:
+            out.append(c)
+            pos += 1
+    raise DecodeError("bad string in slice key")
+
+
+def _read_ordered_uint(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(buf):
+        raise DecodeError("truncated number in slice key")
+    length = buf[pos]
+    if length > 8 or pos + 1 + length > len(buf):
+        raise DecodeError("bad number in slice key")
+    return int.from_bytes(buf[pos + 1 : pos + 1 + length], "big"), pos + 1 + length
+
+
+def _read_ordered_signed(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(buf):
+        raise DecodeError("truncated signed number in slice key")
+    negative = not buf[pos] & 0x80
+    flip = 0xFF if negative else 0x00
+    # The length is the count of leading bits equal to the sign bit (the sign bit included), 1 to 10.
+    bits = 0
+    length = 0
+    for i in range(min(2, len(buf) - pos)):
+        bits = (bits << 8) | (buf[pos + i] ^ flip)
+    bits <<= 8 * (2 - min(2, len(buf) - pos))
+    while length < 16 and bits & (0x8000 >> length):
+        length += 1
+    if not 1 <= length <= 10 or pos + length > len(buf):
+        raise DecodeError("bad signed number in slice key")
+    raw = int.from_bytes(bytes(b ^ flip for b in buf[pos : pos + length]), "big")
+    payload_bits = 8 * length - length - 1  # minus the length bits and the delimiter bit
+    value = raw & ((1 << payload_bits) - 1)
+    return (~value if negative else value), pos + length
+
+
+def decode_slice_key(key: bytes) -> tuple[str, tuple[Extent, ...]]:
+    """Split a slice entry's key into the variable name and the slice's extents."""
+    if not key or key[0] != _SLICE_KEY_START:
+        raise DecodeError("not a slice key")
+    name, pos = _read_ordered_string(key, 1)
+    ndims, pos = _read_ordered_uint(key, pos)
+    extents = []
+    for _ in range(ndims):
+        start, pos = _read_ordered_signed(key, pos)
+        length, pos = _read_ordered_signed(key, pos)
+        extents.append((start, length))
+    if pos != len(key):
+        raise DecodeError("trailing bytes in slice key")
+    return name.decode("utf-8", "backslashreplace"), tuple(extents)
+
+
+def _normalize(extents: tuple[Extent, ...], shape: tuple[int, ...]) -> tuple[Extent, ...]:
+    """Full extents (length -1) written out, so a slice compares equal however it was recorded."""
+    out = []
+    for i, (start, length) in enumerate(extents):
+        if length < 0:
+            start, length = 0, shape[i] if i < len(shape) else -1
+        out.append((start, length))
+    return tuple(out)
+
+
+# --- The reader ------------------------------------------------------------------------------------------------
+
+
+class BundleReader(CheckpointReader):
+    def __init__(self, prefix: str, *, path: str | None = None, format: str | None = None) -> None:
+        self.prefix = prefix
+        self.path = path or prefix
+        self.index_path = prefix + ".index"
+        table = SSTable.open(self.index_path)
+        entries: dict[str, BundleEntry] = {}
+        slice_keys: dict[str, dict[tuple[Extent, ...], BundleEntry]] = {}
+        header: BundleHeader | None = None
+        try:
+            for key, value in table.items():
+                if key == _HEADER_KEY:
+                    header = decode_header(value)
+                elif key[0] == _SLICE_KEY_START:
+                    name, extents = decode_slice_key(key)
+                    slice_keys.setdefault(name, {})[extents] = decode_entry(name, value)
+                else:
+                    name = key.decode("utf-8", "backslashreplace")
+                    entries[name] = decode_entry(name, value)
+        except DecodeError as exc:
+            raise CorruptCheckpointError(f"bad entry in index: {exc.message}", path=self.index_path) from None
+        if header is None:
+            raise CorruptCheckpointError("the index has no bundle header", path=self.index_path,
+                                         hint="this .index was not written by TensorFlow's bundle writer")
+        if header.num_shards < 1 or header.num_shards > 1_000_000:
+            raise CorruptCheckpointError(f"the header claims {header.num_shards} shards", path=self.index_path)
+        if header.endianness not in (_LITTLE, _BIG):
+            raise CorruptCheckpointError(f"unknown endianness {header.endianness} in the header",
+                                         path=self.index_path)
+        self.header = header
+        self.entries = entries
+        self._slice_entries = slice_keys
+        self.has_object_graph = OBJECT_GRAPH_KEY in entries
+        self.format = format or (TF2 if self.has_object_graph else TF1)
+        self._files: dict[int, object] = {}
+
+    # -- listing --
+
+    @property
+    def num_shards(self) -> int:
+        return self.header.num_shards
+
+    def shard_path(self, shard: int) -> str:
+        return shard_filename(self.prefix, shard, self.header.num_shards)
+
+    def slices_of(self, entry: BundleEntry) -> list[tuple[tuple[Extent, ...], BundleEntry]]:
+        """The stored slices of a partitioned variable, each matched to its own entry."""
+        stored = self._slice_entries.get(entry.key, {})
+        by_norm = {_normalize(ext, entry.shape): e for ext, e in stored.items()}
+        out = []
+        for extents in entry.slices:
+            norm = _normalize(extents, entry.shape)
+            found = by_norm.get(norm)
+            if found is None:
+                raise CorruptCheckpointError(
+                    f"slice {_format_extents(norm)} is listed but has no entry in the index",
+                    path=self.index_path, tensor=entry.key,
+                )
+            out.append((norm, found))
+        return out
+
+    def _stored_nbytes(self, entry: BundleEntry) -> int:
+        if entry.slices:
+            stored = self._slice_entries.get(entry.key, {})
+            return sum(e.size for e in stored.values())
+        return entry.size
+
+    @cached_property
+    def _info(self) -> CheckpointInfo:
+        tensors = []
+        for name in sorted(self.entries):
+            e = self.entries[name]
+            if e.slices:
+                stored = self._slice_entries.get(name, {})
+                first = min(stored.values(), key=lambda s: (s.shard_id, s.offset), default=None)
+                shard = first.shard_id if first is not None else 0
+            else:
+                shard = e.shard_id
+            tensors.append(
+                TensorInfo(
+                    name=name,
+                    dtype=e.dtype.name,
+                    shape=e.shape,
+                    nbytes=self._stored_nbytes(e),
+                    slices=len(e.slices),
+                    file=os.path.basename(self.shard_path(shard)),
+                )
+            )
+        files = [self.index_path] + [self.shard_path(i) for i in range(self.num_shards)]
+        meta = self.prefix + ".meta"
+        if os.path.exists(meta):
+            files.append(meta)
+        metadata = {}
+        if self.header.endianness == _BIG:
+            metadata["endianness"] = "big"
+        return CheckpointInfo(
+            format=self.format,
+            path=self.path,
+            location=self.prefix,
+            files=tuple(files),
+            tensors=tuple(tensors),
+            shards=self.num_shards,
+            writer=f"tensor bundle, producer version {self.header.producer}",
+            metadata=metadata,
+        )
+
+    def info(self) -> CheckpointInfo:
+        return self._info
+
+    # -- values --
+
+    def entry(self, name: str) -> BundleEntry:
+        e = self.entries.get(name)
+        if e is None:
+            raise self.not_found(name)
+        return e
+
+    def _shard_file(self, shard: int, tensor: str):  # type: ignore[no-untyped-def]
+        f = self._files.get(shard)
+        if f is None:
+            if not 0 <= shard < self.num_shards:
+                raise CorruptCheckpointError(
+                    f"entry names shard {shard} but the header says there are {self.num_shards}",
+                    path=self.index_path, tensor=tensor,
+                )
+            path = self.shard_path(shard)
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - kept open for the reader's life, closed in close()
+            except FileNotFoundError:
+                raise CorruptCheckpointError(
+                    "data shard is missing", path=path, tensor=tensor,
+                    hint=f"a bundle with {self.num_shards} shard(s) needs every .data file beside its .index",
+                ) from None
+            except OSError as exc:
+                raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path, tensor=tensor) from None
+            self._files[shard] = f
+        return f
+
+    def check_bounds(self, entry: BundleEntry, tensor: str) -> str:
+        """Check that the entry's bytes lie inside its shard and fit its dtype and shape; return the shard path."""
+        f = self._shard_file(entry.shard_id, tensor)
+        path = self.shard_path(entry.shard_id)
+        if entry.unknown_rank or any(d < 0 for d in entry.shape):
+            raise CorruptCheckpointError(f"entry has an invalid shape {list(entry.shape)}",
+                                         path=self.index_path, tensor=tensor)
+        if entry.offset < 0 or entry.size < 0:
+            raise CorruptCheckpointError(f"entry has a negative offset or size ({entry.offset}, {entry.size})",
+                                         path=self.index_path, tensor=tensor)
+        file_size = os.fstat(f.fileno()).st_size  # type: ignore[attr-defined]
+        if entry.offset + entry.size > file_size:
+            raise CorruptCheckpointError(
+                f"data runs past the end of the shard (bytes {entry.offset}..{entry.offset + entry.size - 1}, "
+                f"file is {file_size} bytes)",
+                path=path, tensor=tensor, hint="the shard file is truncated",
+            )
+        if entry.dtype.is_string:
+            if entry.num_elements > entry.size:  # every element takes at least one length byte
+                raise CorruptCheckpointError(
+                    f"entry claims {entry.num_elements} strings in {entry.size} bytes",
+                    path=self.index_path, tensor=tensor,
+                )
+        elif not entry.dtype.readable:
+            raise UnsupportedFormatError(f"values of dtype {entry.dtype.name} cannot be read",
+                                         path=self.index_path, tensor=tensor)
+        elif entry.num_elements * entry.dtype.itemsize != entry.size:
+            raise CorruptCheckpointError(
+                f"invalid size in bundle entry: shape {list(entry.shape)} of {entry.dtype.name} needs "
+                f"{entry.num_elements * entry.dtype.itemsize} bytes, the entry says {entry.size}",
+                path=self.index_path, tensor=tensor,
+            )
+        return path
+
+    def _checksum_error(self, entry: BundleEntry, tensor: str, actual: int) -> CorruptCheckpointError:
+        stored = unmask_crc(entry.crc32c or 0)
+        return CorruptCheckpointError(
+            f"checksum mismatch (bytes {entry.offset}..{entry.offset + entry.size - 1}: stored crc32c "
+            f"{stored:#010x}, calculated {actual:#010x})",
+            path=self.shard_path(entry.shard_id), tensor=tensor,
+        )
+
+    def _numpy_dtype(self, dtype: DType) -> np.dtype:
+        dt = dtype.numpy
+        return dt.newbyteorder(">") if self.header.endianness == _BIG and dt.itemsize > 1 else dt
+
+    def _read_entry(self, entry: BundleEntry, tensor: str) -> np.ndarray:
+        self.check_bounds(entry, tensor)
+        if entry.dtype.is_string:
+            return self._read_strings(entry, tensor)
+        f = self._shard_file(entry.shard_id, tensor)
+        raw = np.empty(entry.size, dtype=np.uint8)
+        f.seek(entry.offset)  # type: ignore[attr-defined]
+        got = f.readinto(memoryview(raw))  # type: ignore[attr-defined]
+        if got != entry.size:
+            raise CorruptCheckpointError("short read from the shard", path=self.shard_path(entry.shard_id),
+                                         tensor=tensor)
+        if entry.crc32c is not None:
+            actual = crc32c(raw)
+            if actual != unmask_crc(entry.crc32c):
+                raise self._checksum_error(entry, tensor, actual)
+        arr = raw.view(self._numpy_dtype(entry.dtype)).reshape(entry.shape)
+        return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
+
+    def _read_strings(self, entry: BundleEntry, tensor: str) -> np.ndarray:
+        f = self._shard_file(entry.shard_id, tensor)
+        f.seek(entry.offset)  # type: ignore[attr-defined]
+        data = f.read(entry.size)  # type: ignore[attr-defined]
+        path = self.shard_path(entry.shard_id)
+        n = entry.num_elements
+        lengths: list[int] = []
+        pos = 0
+        try:
+            for _ in range(n):
+                length, pos = read_varint(data, pos)
+                lengths.append(length)
+        except DecodeError:
+            raise CorruptCheckpointError("bad string lengths", path=path, tensor=tensor) from None
+        if pos + 4 + sum(lengths) != len(data):
+            raise CorruptCheckpointError(
+                f"string lengths add up to {pos + 4 + sum(lengths)} bytes, the entry says {len(data)}",
+                path=path, tensor=tensor,
+            )
+        # The lengths' own checksum is over each length as a little-endian uint32 (uint64 past 2**32-1).
+        packed = b"".join(struct.pack("<I", v) if v <= 0xFFFFFFFF else struct.pack("<Q", v) for v in lengths)
+        (stored_len_crc,) = struct.unpack_from("<I", data, pos)
+        if unmask_crc(stored_len_crc) != crc32c(packed):
+            raise CorruptCheckpointError("checksum mismatch in the string lengths", path=path, tensor=tensor)
+        body = memoryview(data)[pos + 4 :]
+        if entry.crc32c is not None:
+            actual = crc32c(body, crc32c(data[pos : pos + 4], crc32c(packed)))
+            if actual != unmask_crc(entry.crc32c):
+                raise self._checksum_error(entry, tensor, actual)
+        out = np.empty(n, dtype=object)
+        start = 0
+        for i, length in enumerate(lengths):
+            out[i] = bytes(body[start : start + length])
+            start += length
+        return out.reshape(entry.shape)
+
+    def _assemble(self, entry: BundleEntry, name: str) -> np.ndarray:
+        slices = self.slices_of(entry)
+        total = entry.num_elements
+        covered = 0
+        for extents, part in slices:
+            if len(extents) != len(entry.shape) or any(
+                s < 0 or s + n > d for (s, n), d in zip(extents, entry.shape, strict=False)
+            ):
+                raise CorruptCheckpointError(f"slice {_format_extents(extents)} lies outside the shape "
+                                             f"{list(entry.shape)}", path=self.index_path, tensor=name)
+            if tuple(n for _, n in extents) != part.shape:
+                raise CorruptCheckpointError(f"slice {_format_extents(extents)} stores shape {list(part.shape)}",
+                                             path=self.index_path, tensor=name)
+            covered += part.num_elements
+        if covered != total:
+            raise CorruptCheckpointError(
+                f"slices cover {covered} of the {total} elements", path=self.index_path, tensor=name
+            )
+        out = np.empty(entry.shape, dtype=object if entry.dtype.is_string else entry.dtype.numpy)
+        for extents, part in slices:
+            index = tuple(slice(s, s + n) for s, n in extents)
+            out[index] = self._read_entry(part, name)
+        return out
+
+    def read(self, name: str) -> np.ndarray:
+        entry = self.entry(name)
+        if entry.slices:
+            return self._assemble(entry, name)
+        return self._read_entry(entry, name)
+
+    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        entry = self.entry(name)
+        parts = [part for _, part in self.slices_of(entry)] if entry.slices else [entry]
+        if entry.slices:
+            self._assemble_check(entry, name)
+        buf: np.ndarray | None = None
+        for part in parts:
+            self.check_bounds(part, name)
+            if part.dtype.is_string:
+                yield self._read_strings(part, name).reshape(-1)
+                continue
+            itemsize = part.dtype.itemsize
+            step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
+            if buf is None or buf.size < min(step, part.size):
+                buf = np.empty(min(step, max(part.size, itemsize)), dtype=np.uint8)
+            f = self._shard_file(part.shard_id, name)
+            f.seek(part.offset)  # type: ignore[attr-defined]
+            dt = self._numpy_dtype(part.dtype)
+            crc = 0
+            remaining = part.size
+            while remaining > 0:
+                n = min(remaining, buf.size)
+                view = memoryview(buf)[:n]
+                got = f.readinto(view)  # type: ignore[attr-defined]
+                if got != n:
+                    raise CorruptCheckpointError("short read from the shard", path=self.shard_path(part.shard_id),
+                                                 tensor=name)
+                crc = crc32c(view, crc)
+                remaining -= n
+                arr = buf[:n].view(dt)
+                yield arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
+            if part.crc32c is not None and crc != unmask_crc(part.crc32c):
+                raise self._checksum_error(part, name, crc)
+
+    def _assemble_check(self, entry: BundleEntry, name: str) -> None:
+        covered = sum(part.num_elements for _, part in self.slices_of(entry))
+        if covered != entry.num_elements:
+            raise CorruptCheckpointError(
+                f"slices cover {covered} of the {entry.num_elements} elements", path=self.index_path, tensor=name
+            )
+
+    # -- object graph --
+
+    def object_graph_bytes(self) -> bytes | None:
+        if not self.has_object_graph:
+            return None
+        value = self.read(OBJECT_GRAPH_KEY)
+        return bytes(value.reshape(-1)[0]) if value.size else None
+
+    def objects(self) -> tuple[ObjectRef, ...] | None:
+        data = self.object_graph_bytes()
+        if data is None:
+            return None
+        from ckptcheck.formats.object_graph import object_refs
+
+        try:
+            return object_refs(data, stored=set(self.entries))
+        except DecodeError as exc:
+            raise CorruptCheckpointError(f"the object graph cannot be decoded: {exc.message}",
+                                         path=self.index_path, tensor=OBJECT_GRAPH_KEY) from None
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()  # type: ignore[attr-defined]
+        self._files.clear()
+
+
+def _format_extents(extents: tuple[Extent, ...]) -> str:
+    return "[" + ", ".join(f"{s}:{s + n}" if n >= 0 else f"{s}:" for s, n in extents) + "]"

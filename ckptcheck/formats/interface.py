@@ -1,0 +1,70 @@
+"""The one face every format reader shows."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from types import TracebackType
+
+import numpy as np
+
+from ckptcheck.errors import TensorNotFoundError
+from ckptcheck.model import CheckpointInfo, ObjectRef, TensorInfo
+
+# Streaming reads hand out arrays of at most this many bytes, from one reused buffer.
+DEFAULT_CHUNK_BYTES = 8 << 20
+
+
+class CheckpointReader(ABC):
+    """An open checkpoint. Reading never writes to the checkpoint's files."""
+
+    format: str
+    path: str
+
+    @abstractmethod
+    def info(self) -> CheckpointInfo:
+        """The checkpoint and its tensor list; reads metadata only, never tensor values."""
+
+    def tensors(self) -> tuple[TensorInfo, ...]:
+        return self.info().tensors
+
+    def tensor_info(self, name: str) -> TensorInfo:
+        for t in self.tensors():
+            if t.name == name:
+                return t
+        raise self.not_found(name)
+
+    def not_found(self, name: str) -> TensorNotFoundError:
+        names = [t.name for t in self.tensors()]
+        close = [n for n in names if name.lower() in n.lower()][:5]
+        hint = f"did you mean {', '.join(close)}?" if close else "run `ckptcheck inspect` to list the names"
+        return TensorNotFoundError("no such tensor in the checkpoint", path=self.path, tensor=name, hint=hint)
+
+    @abstractmethod
+    def read(self, name: str) -> np.ndarray:
+        """The whole tensor, checked against its stored checksum where the format has one."""
+
+    @abstractmethod
+    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """The tensor's elements as flat arrays in storage order, each valid only until the next is yielded.
+
+        Memory stays bounded by ``chunk_bytes`` whatever the tensor's size (string tensors come whole).
+        """
+
+    def objects(self) -> tuple[ObjectRef, ...] | None:
+        """For object-based checkpoints: every stored tensor with the object paths reaching it."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - most readers hold nothing open
+        pass
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

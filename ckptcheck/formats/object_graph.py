@@ -1,0 +1,138 @@
+"""The TF2 object graph (tensorflow/core/protobuf/trackable_object_graph.proto) a checkpoint stores.
+
+A tf.train.Checkpoint stores each variable once, under the key built from the first breadth-first path that
+reaches it. Users think in other paths (``model/.../_kernel`` rather than ``optimizer/_trainable_variables/0``),
+so for each stored tensor this module lists every path through the graph that reaches it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ckptcheck.formats.protobuf import as_bytes, as_int, iter_fields
+from ckptcheck.model import ObjectRef
+
+# The graph may hold cycles and many diamond paths (a Keras model reaches a kernel through layers, _operations,
+# _functional, the optimizer's variable lists...). Enough paths to tell the user what a key is, and no blow-up.
+MAX_PATHS_PER_NODE = 8
+MAX_PATH_DEPTH = 32
+
+
+@dataclass
+class Attribute:
+    name: str
+    full_name: str
+    checkpoint_key: str
+
+
+@dataclass
+class SlotRef:
+    original_node: int
+    slot_name: str
+    slot_node: int
+
+
+@dataclass
+class Node:
+    children: list[tuple[int, str]] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+    slots: list[SlotRef] = field(default_factory=list)
+
+
+def parse_graph(data: bytes) -> list[Node]:
+    nodes = []
+    for number, _wire, value in iter_fields(data):
+        if number != 1:
+            continue
+        node = Node()
+        for n2, _w2, v2 in iter_fields(as_bytes(value, "nodes")):
+            if n2 == 1:
+                node_id, local_name = 0, ""
+                for n3, _w3, v3 in iter_fields(as_bytes(v2, "children")):
+                    if n3 == 1:
+                        node_id = as_int(v3, "node_id")
+                    elif n3 == 2:
+                        local_name = as_bytes(v3, "local_name").decode("utf-8", "backslashreplace")
+                node.children.append((node_id, local_name))
+            elif n2 == 2:
+                attr = Attribute("", "", "")
+                for n3, _w3, v3 in iter_fields(as_bytes(v2, "attributes")):
+                    if n3 in (1, 2, 3):
+                        text = as_bytes(v3, "attribute").decode("utf-8", "backslashreplace")
+                        if n3 == 1:
+                            attr.name = text
+                        elif n3 == 2:
+                            attr.full_name = text
+                        else:
+                            attr.checkpoint_key = text
+                node.attributes.append(attr)
+            elif n2 == 3:
+                orig, slot_name, slot_node = 0, "", 0
+                for n3, _w3, v3 in iter_fields(as_bytes(v2, "slot_variables")):
+                    if n3 == 1:
+                        orig = as_int(v3, "original_variable_node_id")
+                    elif n3 == 2:
+                        slot_name = as_bytes(v3, "slot_name").decode("utf-8", "backslashreplace")
+                    elif n3 == 3:
+                        slot_node = as_int(v3, "slot_variable_node_id")
+                node.slots.append(SlotRef(orig, slot_name, slot_node))
+        nodes.append(node)
+    return nodes
+
+
+def node_paths(nodes: list[Node]) -> dict[int, list[str]]:
+    """Breadth-first, the paths (child names joined by '/') that reach each node from the root, shortest first."""
+    paths: dict[int, list[str]] = {0: [""]} if nodes else {}
+    queue: deque[tuple[int, str, frozenset[int], int]] = deque([(0, "", frozenset([0]), 0)]) if nodes else deque()
+    while queue:
+        node_id, path, seen, depth = queue.popleft()
+        if depth >= MAX_PATH_DEPTH:
+            continue
+        for child, name in nodes[node_id].children:
+            if not 0 <= child < len(nodes) or child in seen:
+                continue
+            child_path = f"{path}/{name}" if path else name
+            known = paths.setdefault(child, [])
+            if len(known) >= MAX_PATHS_PER_NODE:
+                continue
+            known.append(child_path)
+            queue.append((child, child_path, seen | {child}, depth + 1))
+    return paths
+
+
+def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
+    """For each stored checkpoint key the graph names: every object path to it, and slot ownership."""
+    nodes = parse_graph(data)
+    paths = node_paths(nodes)
+    # A slot variable node is reached through its optimizer, not through children edges.
+    slot_of: dict[int, tuple[int, str, int]] = {}
+    for opt_id, node in enumerate(nodes):
+        for slot in node.slots:
+            slot_of[slot.slot_node] = (slot.original_node, slot.slot_name, opt_id)
+
+    def first(node_id: int) -> str:
+        found = paths.get(node_id)
+        return found[0] if found else f"<node {node_id}>"
+
+    refs: dict[str, ObjectRef] = {}
+    for node_id, node in enumerate(nodes):
+        for attr in node.attributes:
+            key = attr.checkpoint_key
+            if key in refs:
+                continue
+            node_paths_ = list(paths.get(node_id, []))
+            slot = slot_of.get(node_id)
+            slot_fields: dict[str, str | None] = {}
+            if slot is not None:
+                orig, slot_name, opt_id = slot
+                original = first(orig)
+                optimizer = first(opt_id)
+                node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{slot_name}")
+                slot_fields = {"slot_of": original, "slot_name": slot_name, "optimizer": optimizer}
+            # A variable's value is its only attribute worth naming; others (iterator state, configs) are named.
+            suffix = "" if attr.name == "VARIABLE_VALUE" else attr.name
+            full = tuple("/".join(x for x in (p, suffix) if x) for p in node_paths_)
+            refs[key] = ObjectRef(key=key, paths=full, **slot_fields)  # type: ignore[arg-type]
+    ordered = [refs[k] for k in sorted(refs) if k in stored]
+    return tuple(ordered)

@@ -1,0 +1,196 @@
+"""Turn what a user types into a checkpoint location and a format, the way users actually type it.
+
+Accepted: a bundle prefix (``dir/ckpt-3``), ``dir/ckpt-3.index``, a ``.data-*`` or ``.meta`` file, a directory
+holding a ``checkpoint`` state file (TF2 CheckpointManager or an Estimator model_dir), a SavedModel directory (or
+its ``variables/`` directory), and Keras ``.keras``, ``.weights.h5`` and legacy ``.h5`` files (recognised by their
+bytes, whatever their name).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, CheckpointEntry
+
+STATE_FILE = "checkpoint"
+_DATA_RE = re.compile(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$")
+_STEP_RE = re.compile(r"-(\d+)$")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+_STATE_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"\s*$')
+_MAX_STATE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a path names: ``kind`` is "bundle" or one of the Keras formats; ``location`` the prefix or file."""
+
+    kind: str
+    location: str
+    format_hint: str | None = None  # SAVEDMODEL when reached through a SavedModel directory
+    state_file: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    latest: str | None
+    all: tuple[str, ...]
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text)
+
+
+def read_state(path: str) -> CheckpointState:
+    """Parse a `checkpoint` state file (a CheckpointState text proto); paths are made absolute."""
+    try:
+        if os.path.getsize(path) > _MAX_STATE_BYTES:
+            raise CorruptCheckpointError("state file is too large to be a checkpoint state", path=path)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as exc:
+        raise CheckpointNotFoundError(f"cannot read the state file: {exc.strerror}", path=path) from None
+    base = os.path.dirname(path)
+    latest: str | None = None
+    others: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = _STATE_LINE.match(line)
+        if m is None:
+            if ":" in line and line.split(":", 1)[0].strip().endswith("timestamp"):
+                continue  # last_preserved_timestamp, all_model_checkpoint_timestamps
+            raise CorruptCheckpointError(f"unreadable line in the state file: {line.strip()[:80]!r}", path=path,
+                                         hint="a `checkpoint` file holds lines like model_checkpoint_path: \"...\"")
+        value = os.path.join(base, _unescape(m.group(2)))
+        if m.group(1) == "model_checkpoint_path":
+            latest = value
+        else:
+            others.append(value)
+    if latest is None and not others:
+        raise CorruptCheckpointError("the state file names no checkpoint", path=path)
+    if latest is not None and latest not in others:
+        others.append(latest)
+    return CheckpointState(latest=latest or others[-1], all=tuple(others))
+
+
+def step_of(prefix: str) -> int | None:
+    m = _STEP_RE.search(prefix)
+    return int(m.group(1)) if m else None
+
+
+def list_state(directory: str) -> list[CheckpointEntry]:
+    """Every checkpoint a directory's state file names, oldest first, with its step and whether it exists."""
+    state_path = os.path.join(directory, STATE_FILE)
+    if not os.path.isfile(state_path):
+        raise CheckpointNotFoundError("no `checkpoint` state file in this directory", path=directory,
+                                      hint="--all lists what a state file names; pass a directory that has one")
+    state = read_state(state_path)
+    return [
+        CheckpointEntry(prefix=p, step=step_of(p), exists=os.path.exists(p + ".index"), latest=p == state.latest)
+        for p in state.all
+    ]
+
+
+def _sniff(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError as exc:
+        raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
+
+
+def _keras_kind(path: str) -> str | None:
+    head = _sniff(path)
+    if head.startswith(_ZIP_MAGIC):
+        return KERAS
+    if head.startswith(_HDF5_MAGIC):
+        return KERAS_WEIGHTS if path.endswith(".weights.h5") else KERAS_H5
+    return None
+
+
+def _bundles_in(directory: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, n[: -len(".index")]) for n in names if n.endswith(".index")]
+
+
+def _near_misses(path: str) -> str | None:
+    parent = os.path.dirname(path) or "."
+    prefixes = [os.path.basename(p) for p in _bundles_in(parent)]
+    if prefixes:
+        return "checkpoints here: " + ", ".join(prefixes[-5:])
+    return None
+
+
+def _resolve_prefix(prefix: str, given: str) -> Resolved:
+    if not os.path.exists(prefix + ".index"):
+        raise CheckpointNotFoundError(f"no index file {os.path.basename(prefix)}.index beside it", path=given,
+                                      hint="a bundle needs its .index file; pass the prefix")
+    return Resolved("bundle", prefix)
+
+
+def _resolve_directory(directory: str) -> Resolved:
+    state_path = os.path.join(directory, STATE_FILE)
+    if os.path.isfile(state_path):
+        state = read_state(state_path)
+        latest = state.latest or ""
+        if not os.path.exists(latest + ".index"):
+            present = [os.path.basename(p) for p in _bundles_in(directory)]
+            hint = ("checkpoints present: " + ", ".join(present[-5:])) if present else "no checkpoint is left here"
+            raise CheckpointNotFoundError(
+                f"the state file points at {os.path.basename(latest)}, which is gone", path=state_path, hint=hint
+            )
+        return Resolved("bundle", latest, state_file=state_path)
+    for variables in (os.path.join(directory, "variables", "variables"), os.path.join(directory, "variables")):
+        if os.path.isfile(variables + ".index"):
+            return Resolved("bundle", variables, format_hint=SAVEDMODEL)
+    if os.path.isfile(os.path.join(directory, "saved_model.pb")) or os.path.isfile(
+        os.path.join(directory, "saved_model.pbtxt")
+    ):
+        raise CheckpointNotFoundError("SavedModel has no variables/variables.index", path=directory,
+                                      hint="a SavedModel without variables stores no checkpoint")
+    bundles = _bundles_in(directory)
+    if len(bundles) == 1:
+        return Resolved("bundle", bundles[0])
+    if bundles:
+        names = ", ".join(os.path.basename(b) for b in bundles[-5:])
+        raise CheckpointNotFoundError(f"{len(bundles)} checkpoints and no `checkpoint` state file to choose one",
+                                      path=directory, hint=f"pass one prefix: {names}")
+    raise CheckpointNotFoundError("no checkpoint in this directory", path=directory,
+                                  hint="pass a checkpoint prefix, a .index file, a .keras or .h5 file")
+
+
+def resolve(path: str) -> Resolved:
+    """Find the checkpoint ``path`` names; raise CheckpointNotFoundError with a hint when there is none."""
+    if os.path.isdir(path):
+        return _resolve_directory(path)
+    if os.path.isfile(path):
+        if path.endswith(".index"):
+            return _resolve_prefix(path[: -len(".index")], path)
+        m = _DATA_RE.match(path)
+        if m:
+            return _resolve_prefix(m.group("prefix"), path)
+        if path.endswith(".meta") and os.path.exists(path[: -len(".meta")] + ".index"):
+            return Resolved("bundle", path[: -len(".meta")])
+        if os.path.basename(path) == STATE_FILE:
+            return _resolve_directory(os.path.dirname(path) or ".")
+        kind = _keras_kind(path)
+        if kind is not None:
+            return Resolved(kind, path)
+        if os.path.exists(path + ".index"):
+            return Resolved("bundle", path)
+        if os.path.getsize(path) == 0:
+            raise UnsupportedFormatError("file is empty", path=path)
+        raise UnsupportedFormatError(
+            "not a checkpoint format ckptcheck reads", path=path,
+            hint="ckptcheck reads TensorFlow bundles (.index/.data), .keras, .weights.h5 and .h5 files",
+        )
+    if os.path.exists(path + ".index"):
+        return Resolved("bundle", path)
+    raise CheckpointNotFoundError("no such file or directory", path=path, hint=_near_misses(path))

@@ -1,0 +1,122 @@
+"""The data ckptcheck's core returns: frozen dataclasses, rendered by ckptcheck.render and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Format names, shared with `ckptcheck generate --format`.
+TF1 = "tf1"  # name-based tf.compat.v1.train.Saver bundle (also Estimator model_dirs)
+TF2 = "tf2"  # object-based tf.train.Checkpoint bundle (has _CHECKPOINTABLE_OBJECT_GRAPH)
+SAVEDMODEL = "savedmodel"  # a SavedModel's variables/variables bundle
+KERAS = "keras"  # Keras 3 .keras zip archive
+KERAS_WEIGHTS = "keras-weights"  # Keras 3 .weights.h5
+KERAS_H5 = "keras-h5"  # legacy HDF5 (Keras 2 / tf_keras, or Keras 3 model.save("x.h5"))
+
+BUNDLE_FORMATS = (TF1, TF2, SAVEDMODEL)
+HDF5_FORMATS = (KERAS, KERAS_WEIGHTS, KERAS_H5)
+FORMATS = BUNDLE_FORMATS + HDF5_FORMATS
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor as listed (no values read)."""
+
+    name: str
+    dtype: str  # TensorFlow's name: float32, bfloat16, string, ...
+    shape: tuple[int, ...]
+    nbytes: int  # bytes the values take in the checkpoint's data files
+    slices: int = 0  # > 0: a partitioned variable stored as this many slices
+    file: str | None = None  # data file holding the values (the first slice's for a partitioned variable)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """One layer of a recorded architecture, as its config describes it."""
+
+    name: str
+    class_name: str
+    module: str | None
+    details: dict[str, Any] = field(default_factory=dict)  # units, activation, initializers...
+
+
+@dataclass(frozen=True)
+class SafetyFinding:
+    """Something in a saved config that would run code, or import non-Keras code, on load."""
+
+    location: str  # layer name or config path
+    message: str
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a Keras file's config records about the model (read as JSON, nothing is loaded)."""
+
+    source: str  # "config.json" or "model_config attribute"
+    model_class: str
+    model_name: str | None
+    layers: tuple[LayerSummary, ...]
+    findings: tuple[SafetyFinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What `inspect` shows: the checkpoint as a whole and its tensors."""
+
+    format: str
+    path: str  # as the user gave it
+    location: str  # what it resolved to: a bundle prefix or a file
+    files: tuple[str, ...]
+    tensors: tuple[TensorInfo, ...]
+    shards: int | None = None
+    writer: str | None = None  # version of what wrote it, where recorded
+    metadata: dict[str, str] = field(default_factory=dict)
+    architecture: Architecture | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """One checkpoint named by a `checkpoint` state file."""
+
+    prefix: str
+    step: int | None
+    exists: bool
+    latest: bool
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A stored tensor of a TF2 checkpoint with every object path that reaches it."""
+
+    key: str  # checkpoint key
+    paths: tuple[str, ...]  # object paths (attribute name last), shortest first
+    slot_of: str | None = None  # for an optimizer slot: the path of the variable it belongs to
+    slot_name: str | None = None
+    optimizer: str | None = None  # path of the optimizer that owns the slot
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Streaming statistics of one tensor's values."""
+
+    name: str
+    dtype: str
+    count: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    nan: int = 0
+    inf: int = 0
+    note: str | None = None  # e.g. "constant 0.5", "all zeros", "no statistics for string"

@@ -1,0 +1,1 @@
+"""Session-scoped fixtures that build Keras files (see conftest.py)."""

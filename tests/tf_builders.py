@@ -1,0 +1,1 @@
+"""Session-scoped fixtures that build TensorFlow bundle checkpoints (see conftest.py)."""
