@@ -12,5 +12,5 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_builders import *  # noqa: E402, F403
-from tf_builders import *  # noqa: E402, F403
+from keras_builders import *  # noqa: F403
+from tf_builders import *  # noqa: F403
