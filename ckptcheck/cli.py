@@ -1,0 +1,186 @@
+"""The command line: parse, call the core, render, map errors to exit codes. The only module that prints.
+
+Exit codes: 0 ok; 1 the check found a problem (mismatch, corruption, difference); 2 the input could not be read
+or the command was misused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ckptcheck import __version__
+from ckptcheck.errors import CkptcheckError, UsageError
+
+app = typer.Typer(
+    name="ckptcheck",
+    help="See exactly what a machine-learning checkpoint does and does not record.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_OK, EXIT_PROBLEM, EXIT_INPUT = 0, 1, 2
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (schema in README.md) instead of tables.")]
+T = TypeVar("T")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ckptcheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """See exactly what a machine-learning checkpoint does and does not record."""
+
+
+def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
+    typer.echo(f"ckptcheck: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """Typed errors become one line on stderr and their exit code; nothing else leaks a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except CkptcheckError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except MemoryError:
+        raise fail("out of memory while reading the checkpoint") from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise fail(f"{where}{exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
+
+
+def show_progress(json_output: bool) -> bool:
+    return not json_output and sys.stderr.isatty()
+
+
+def progress_over(items: Sequence[T], label: str, enabled: bool) -> Iterator[T]:
+    """Yield items, drawing a progress bar on stderr when enabled (a terminal, and not --json)."""
+    if not enabled or len(items) < 2:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            progress.advance(task)
+
+
+def name_matcher(pattern: str | None) -> Callable[[str], bool]:
+    """A glob when the pattern has glob characters, else a substring test."""
+    if not pattern:
+        return lambda name: True
+    if any(c in pattern for c in "*?["):
+        return lambda name: fnmatch.fnmatchcase(name, pattern)
+    return lambda name: pattern in name
+
+
+@app.command()
+def inspect(
+    path: Annotated[str, typer.Argument(help="Checkpoint prefix, .index/.data file, model_dir, SavedModel, "
+                                              ".keras, .weights.h5 or .h5.")],
+    json_output: JsonOption = False,
+    objects: Annotated[bool, typer.Option("--objects", help="TF2: every object path reaching each tensor, "
+                                                            "and which variable each optimizer slot belongs to.")]
+    = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Per-tensor min, max, mean, std, NaN/Inf counts and "
+                                                        "constant values (streamed, bounded memory).")] = False,
+    tensor: Annotated[str | None, typer.Option("--tensor", metavar="NAME", help="Print this tensor's values.")]
+    = None,
+    filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
+                                                help="Only names matching PATTERN (a glob, or a substring).")]
+    = None,
+    all_: Annotated[bool, typer.Option("--all", help="List every checkpoint the directory's `checkpoint` state "
+                                                     "file names, with its step.")] = False,
+) -> None:
+    """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
+    from ckptcheck import open_checkpoint, render
+
+    with errors_to_exit():
+        if all_:
+            if tensor or stats or objects:
+                raise UsageError("--all lists checkpoints; it does not combine with --tensor, --stats or --objects")
+            from ckptcheck.formats.resolve import list_state
+
+            entries = list_state(path)
+            if json_output:
+                emit_json(render.state_dict(path, entries))
+            else:
+                typer.echo(render.state_table(entries))
+            return
+        with open_checkpoint(path) as reader:
+            info = reader.info()
+            if tensor is not None:
+                values = reader.read(tensor)
+                t_info = reader.tensor_info(tensor)
+                if json_output:
+                    emit_json(render.tensor_dict(t_info, values))
+                else:
+                    typer.echo(render.tensor_text(t_info, values))
+                return
+            match = name_matcher(filter_)
+            shown = [t for t in info.tensors if match(t.name)]
+            refs = None
+            if objects:
+                found = reader.objects()
+                if found is None:
+                    raise UsageError(
+                        f"--objects needs an object-based (TF2) checkpoint; this one is {info.format}",
+                        path=path,
+                        hint="name-based checkpoints key tensors by variable name, there is no object graph",
+                    )
+                refs = {r.key: r for r in found}
+            stats_by_name = None
+            if stats:
+                from ckptcheck.stats import tensor_stats
+
+                stats_by_name = {
+                    t.name: tensor_stats(reader, t.name)
+                    for t in progress_over(shown, "statistics", show_progress(json_output))
+                }
+            if json_output:
+                emit_json(render.inspect_dict(info, shown, stats_by_name, refs))
+                return
+            typer.echo(render.inspect_header(info, len(shown)))
+            if info.architecture is not None:
+                typer.echo("")
+                typer.echo(render.architecture_text(info.architecture))
+            typer.echo("")
+            typer.echo(render.tensors_table(shown, stats_by_name, refs) if shown else "(no tensors match)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""`ckptcheck inspect` driven in-process through Typer's CliRunner; TensorFlow builds the inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import ckptcheck
+from ckptcheck.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def run_json(*args: str) -> Any:
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def demo_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tf.train.Checkpoint with a constant kernel, zero bias, a NaN/Inf tensor, a bool, a string and a step."""
+    import tensorflow as tf
+
+    prefix = str(tmp_path_factory.mktemp("demo") / "ckpt")
+    ckpt = tf.train.Checkpoint(
+        kernel=tf.Variable(tf.constant(0.5, shape=[4, 3])),
+        bias=tf.Variable(tf.zeros([3])),
+        odd=tf.Variable(np.array([1.0, np.nan, np.inf, -np.inf, 3.0], dtype=np.float32)),
+        flags=tf.Variable([True, True]),
+        words=tf.Variable(["héllo", ""]),
+        step=tf.Variable(7, dtype=tf.int64),
+    )
+    return str(ckpt.write(prefix))
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"ckptcheck {ckptcheck.__version__}"
+
+
+def test_every_command_has_help_and_documentation() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
+    assert "inspect" in commands
+    for name in commands:
+        result = run(name, "--help")
+        assert result.exit_code == 0, name
+        assert "--json" in result.stdout, f"{name} has no --json"
+        assert f"### `ckptcheck {name}" in readme, f"{name} is not documented in README.md"
+
+
+def test_inspect_table_header_and_rows(demo_ckpt: str) -> None:
+    result = run("inspect", demo_ckpt)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "format:   tf2" in out
+    assert "shards:   1" in out
+    assert "tensors:  7," in out
+    assert "kernel/.ATTRIBUTES/VARIABLE_VALUE  float32" in out
+    assert "[4, 3]" in out and "48 B" in out
+
+
+def test_inspect_json_matches_library(demo_ckpt: str) -> None:
+    data = run_json("inspect", demo_ckpt)
+    assert data["schema"] == "ckptcheck.inspect/1"
+    assert data["format"] == "tf2"
+    listed = ckptcheck.list_tensors(demo_ckpt)
+    assert [t["name"] for t in data["tensors"]] == [t.name for t in listed]
+    by_name = {t["name"]: t for t in data["tensors"]}
+    assert by_name["words/.ATTRIBUTES/VARIABLE_VALUE"]["dtype"] == "string"
+    assert by_name["step/.ATTRIBUTES/VARIABLE_VALUE"]["shape"] == []
+    assert by_name["kernel/.ATTRIBUTES/VARIABLE_VALUE"]["nbytes"] == 48
+    assert data["total_bytes"] == sum(t["nbytes"] for t in data["tensors"])
+    assert data["tensor_count"] == len(data["tensors"])
+
+
+def test_inspect_stats(demo_ckpt: str) -> None:
+    data = run_json("inspect", demo_ckpt, "--stats")
+    stats = {t["name"].split("/")[0]: t["stats"] for t in data["tensors"]}
+    assert stats["kernel"]["note"] == "constant 0.5"
+    assert stats["kernel"]["std"] == 0.0
+    assert stats["bias"]["note"] == "all zeros"
+    assert stats["flags"]["note"] == "all True"
+    assert stats["step"]["note"] == "constant 7"
+    odd = stats["odd"]
+    assert (odd["nan"], odd["inf"], odd["count"]) == (1, 2, 5)
+    assert (odd["min"], odd["max"], odd["mean"]) == (1.0, 3.0, 2.0)
+    assert stats["words"]["min"] is None and stats["words"]["count"] == 2
+    text = run("inspect", demo_ckpt, "--stats").stdout
+    assert "constant 0.5" in text and "all zeros" in text
+
+
+def test_inspect_stats_match_numpy_on_trained_model(tf1_model_dir: Path) -> None:
+    data = run_json("inspect", str(tf1_model_dir), "--stats")
+    with ckptcheck.open_checkpoint(str(tf1_model_dir)) as reader:
+        for row in data["tensors"]:
+            values = reader.read(row["name"])
+            if values.dtype.kind != "f" or values.size == 0:
+                continue
+            wide = values.astype(np.float64)
+            assert math.isclose(row["stats"]["mean"], wide.mean(), rel_tol=1e-9, abs_tol=1e-12), row["name"]
+            assert math.isclose(row["stats"]["std"], wide.std(), rel_tol=1e-6, abs_tol=1e-12), row["name"]
+            assert row["stats"]["min"] == wide.min() and row["stats"]["max"] == wide.max()
+
+
+def test_inspect_filter_glob_and_substring(demo_ckpt: str) -> None:
+    names = [t["name"] for t in run_json("inspect", demo_ckpt, "--filter", "*kernel*")["tensors"]]
+    assert names == ["kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+    names = [t["name"] for t in run_json("inspect", demo_ckpt, "--filter", "bia")["tensors"]]
+    assert names == ["bias/.ATTRIBUTES/VARIABLE_VALUE"]
+    result = run("inspect", demo_ckpt, "--filter", "nothing-like-this")
+    assert result.exit_code == 0 and "(no tensors match)" in result.stdout
+
+
+def test_inspect_tensor_values(demo_ckpt: str) -> None:
+    result = run("inspect", demo_ckpt, "--tensor", "kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("kernel/.ATTRIBUTES/VARIABLE_VALUE: float32 [4, 3]")
+    assert result.stdout.count("0.5") == 12
+    data = run_json("inspect", demo_ckpt, "--tensor", "odd/.ATTRIBUTES/VARIABLE_VALUE")
+    assert data["values"] == [1.0, "NaN", "Infinity", "-Infinity", 3.0]
+    data = run_json("inspect", demo_ckpt, "--tensor", "words/.ATTRIBUTES/VARIABLE_VALUE")
+    assert data["values"] == ["héllo", ""]
+
+
+def test_inspect_unknown_tensor_names_it(demo_ckpt: str) -> None:
+    result = run("inspect", demo_ckpt, "--tensor", "kernel")
+    assert result.exit_code == 2
+    assert "tensor 'kernel'" in result.stderr and "did you mean kernel/.ATTRIBUTES/VARIABLE_VALUE" in result.stderr
+
+
+def test_inspect_partitioned_variable_row(tf1_model_dir: Path) -> None:
+    data = run_json("inspect", str(tf1_model_dir))
+    assert data["format"] == "tf1"
+    assert any(t["slices"] == 3 for t in data["tensors"])
+    assert any(f.endswith(".meta") for f in data["files"])
+
+
+def test_inspect_all_lists_state_file(manager_dir: Path) -> None:
+    data = run_json("inspect", str(manager_dir), "--all")
+    steps = [c["step"] for c in data["checkpoints"]]
+    assert steps == sorted(steps) and len(steps) == 3
+    assert [c["latest"] for c in data["checkpoints"]] == [False, False, True]
+    assert all(c["exists"] for c in data["checkpoints"])
+    assert "latest" in run("inspect", str(manager_dir), "--all").stdout
+
+
+def test_inspect_objects_on_keras_checkpoint(keras_tf_checkpoint: str) -> None:
+    data = run_json("inspect", keras_tf_checkpoint, "--objects")
+    rows = [t for t in data["tensors"] if t["object_paths"]]
+    assert rows, "no tensor has an object path"
+    # Some stored tensor is reachable by more than one path: that is what --objects is for.
+    assert any(len(t["object_paths"]) > 1 for t in rows)
+    text = run("inspect", keras_tf_checkpoint, "--objects").stdout
+    assert "object paths" in text
+
+
+def test_inspect_objects_refused_for_tf1(tf1_model_dir: Path) -> None:
+    result = run("inspect", str(tf1_model_dir), "--objects")
+    assert result.exit_code == 2
+    assert "--objects needs an object-based (TF2) checkpoint" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make_path", "expected"),
+    [
+        (lambda tmp: tmp / "does-not-exist", "no such file or directory"),
+        (lambda tmp: tmp, "no checkpoint in this directory"),
+    ],
+)
+def test_inspect_bad_paths(tmp_path: Path, make_path: Any, expected: str) -> None:
+    path = make_path(tmp_path)
+    result = run("inspect", str(path))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_inspect_misuse_exits_2(demo_ckpt: str) -> None:
+    assert run("inspect", demo_ckpt, "--all", "--stats").exit_code == 2
+    assert run("inspect").exit_code == 2
+
+
+def test_inspect_runs_without_tensorflow(
+    tf1_model_dir: Path, demo_ckpt: str, savedmodel_dir: Path, keras_files: dict[str, Path]
+) -> None:
+    """Reading commands never import TensorFlow (or Keras): made to fail on import, inspect still works."""
+    paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)] + [str(p) for p in keras_files.values()]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
+        sys.modules["keras"] = None
+        from ckptcheck.cli import app
+        for path in {paths!r}:
+            for extra in ([], ["--stats", "--json"]):
+                try:
+                    app(["inspect", path, *extra], standalone_mode=False)
+                except SystemExit as exc:
+                    assert not exc.code, (path, exc.code)
+        assert "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None
+        print("NO-TF-OK")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "NO-TF-OK" in proc.stdout
+
+
+def test_python_m_entry_point(demo_ckpt: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "ckptcheck", "inspect", demo_ckpt, "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["format"] == "tf2"
