@@ -178,6 +178,64 @@ def inspect(
             typer.echo(render.tensors_table(shown, stats_by_name, refs) if shown else "(no tensors match)")
 
 
+# --- verify / manifest / diff -----------------------------------------------------------------------------------
+
+AtolOption = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance for float values.")]
+RtolOption = Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (of B's magnitude).")]
+
+
+@app.command()
+def manifest(
+    path: Annotated[str, typer.Argument(help="The checkpoint to describe.")],
+    output: Annotated[str | None, typer.Option("-o", "--output", metavar="FILE",
+                                               help="Write the manifest here instead of stdout.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git."""
+    from ckptcheck import open_checkpoint
+    from ckptcheck.manifest import build_manifest, dumps
+
+    with errors_to_exit(), open_checkpoint(path) as reader:
+        names = [t.name for t in reader.tensors()]
+        ticker = iter(progress_over(names, "manifest", show_progress(json_output or output is None)))
+        text = dumps(build_manifest(reader, on_tensor=lambda _name: next(ticker, None)))
+        if output is None:
+            typer.echo(text, nl=False)
+            return
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+        if not json_output:
+            typer.echo(f"wrote {output}: {len(names)} tensors", err=True)
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="The first checkpoint (A).")],
+    b: Annotated[str, typer.Argument(help="The second checkpoint (B).")],
+    atol: AtolOption = 0.0,
+    rtol: RtolOption = 0.0,
+    filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
+                                                help="Only names matching PATTERN (a glob, or a substring).")]
+    = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different."""
+    from ckptcheck import open_checkpoint, render
+    from ckptcheck.diff import diff_checkpoints
+
+    with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
+        names = [t.name for t in ra.tensors()]
+        ticker = iter(progress_over(names, "diff", show_progress(json_output)))
+        report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
+                                  on_tensor=lambda _name: next(ticker, None))
+        if json_output:
+            emit_json(render.diff_dict(report))
+        else:
+            typer.echo(render.diff_text(report))
+        if not report.same:
+            raise typer.Exit(EXIT_PROBLEM)
+
+
 def main() -> None:
     app()
 

@@ -120,3 +120,94 @@ class TensorStats:
     nan: int = 0
     inf: int = 0
     note: str | None = None  # e.g. "constant 0.5", "all zeros", "no statistics for string"
+
+
+@dataclass(frozen=True)
+class ValueDiff:
+    """How two tensors' values differ, element by element."""
+
+    count: int  # elements compared
+    differing: int  # elements outside atol + rtol * |b| (NaN equals NaN; exact compares bits)
+    max_abs: float  # largest |a - b| over finite differences (0.0 when none)
+    max_rel: float  # largest |a - b| / |b| over finite differences with b != 0
+
+    @property
+    def equal(self) -> bool:
+        return self.differing == 0
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """A tensor present in both checkpoints whose dtype, shape or values differ."""
+
+    name: str  # name in A
+    name_b: str  # name in B (differs from `name` when matched across formats)
+    dtype_a: str
+    dtype_b: str
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+    values: ValueDiff | None  # None when dtype or shape differ (values are not comparable)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        out = []
+        if self.dtype_a != self.dtype_b:
+            out.append("dtype")
+        if self.shape_a != self.shape_b:
+            out.append("shape")
+        if self.values is not None and not self.values.equal:
+            out.append("values")
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    """What `diff A B` found: tensors only in B (added), only in A (removed), and changed."""
+
+    a: str
+    b: str
+    format_a: str
+    format_b: str
+    added: tuple[TensorInfo, ...]
+    removed: tuple[TensorInfo, ...]
+    changed: tuple[TensorChange, ...]
+    unchanged: tuple[str, ...]
+    matching: str  # "names" or "normalized names" (cross-format)
+    atol: float
+    rtol: float
+    note: str | None = None
+
+    @property
+    def same(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing `verify` found wrong; `file` and `tensor` name where."""
+
+    kind: str  # "checksum", "truncated", "missing-file", "index", "structure", "unreadable"
+    message: str
+    file: str | None = None
+    tensor: str | None = None
+
+    def __str__(self) -> str:
+        where = " ".join(x for x in (f"`{self.tensor}`" if self.tensor else "",
+                                     f"({self.file})" if self.file else "") if x)
+        return f"{self.message} in {where}" if where else self.message
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    path: str
+    format: str
+    files: tuple[str, ...]
+    tensors_checked: int
+    bytes_checked: int
+    problems: tuple[Problem, ...]
+    against: str | None = None  # the manifest compared with, if any
+    differences: tuple[Problem, ...] = ()  # differences from that manifest
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.differences

@@ -15,9 +15,13 @@ from ckptcheck.model import (
     Architecture,
     CheckpointEntry,
     CheckpointInfo,
+    DiffReport,
     ObjectRef,
+    Problem,
+    TensorChange,
     TensorInfo,
     TensorStats,
+    VerifyReport,
 )
 
 INSPECT_SCHEMA = "ckptcheck.inspect/1"
@@ -218,6 +222,121 @@ def state_dict(directory: str, entries: Sequence[CheckpointEntry]) -> dict[str, 
         "path": directory,
         "checkpoints": [
             {"prefix": e.prefix, "step": e.step, "exists": e.exists, "latest": e.latest} for e in entries
+        ],
+    }
+
+
+# --- verify / manifest / diff -----------------------------------------------------------------------------------
+
+VERIFY_SCHEMA = "ckptcheck.verify/1"
+DIFF_SCHEMA = "ckptcheck.diff/1"
+
+
+def verify_text(report: VerifyReport) -> str:
+    status = "OK" if report.ok else "DAMAGED" if report.problems else "DIFFERENT FROM MANIFEST"
+    lines = [f"{status}: {report.path} ({report.format}): {report.tensors_checked} tensors, "
+             f"{human_bytes(report.bytes_checked)} checked"]
+    if report.problems:
+        lines.append(f"{len(report.problems)} problem(s):")
+        lines += [f"  - {p}" for p in report.problems]
+    if report.against is not None:
+        if report.differences:
+            lines.append(f"{len(report.differences)} difference(s) from {report.against}:")
+            lines += [f"  - {d.kind}: `{d.tensor}`: {d.message}" for d in report.differences]
+        else:
+            lines.append(f"matches {report.against}")
+    return "\n".join(lines)
+
+
+def _problem_dict(p: Problem) -> dict[str, Any]:
+    return {"kind": p.kind, "message": p.message, "file": p.file, "tensor": p.tensor}
+
+
+def verify_dict(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "schema": VERIFY_SCHEMA,
+        "path": report.path,
+        "format": report.format,
+        "ok": report.ok,
+        "files": list(report.files),
+        "tensors_checked": report.tensors_checked,
+        "bytes_checked": report.bytes_checked,
+        "problems": [_problem_dict(p) for p in report.problems],
+        "against": report.against,
+        "differences": [_problem_dict(d) for d in report.differences],
+    }
+
+
+def _change_text(c: TensorChange) -> str:
+    parts = []
+    if "dtype" in c.kinds:
+        parts.append(f"dtype {c.dtype_a} -> {c.dtype_b}")
+    if "shape" in c.kinds:
+        parts.append(f"shape {shape_text(c.shape_a)} -> {shape_text(c.shape_b)}")
+    if c.values is not None and not c.values.equal:
+        v = c.values
+        parts.append(f"{v.differing} of {v.count} elements differ")
+    return "; ".join(parts)
+
+
+def diff_text(report: DiffReport) -> str:
+    verdict = "same" if report.same else "different"
+    tol = f" (atol={report.atol:g}, rtol={report.rtol:g})" if report.atol or report.rtol else " (exact)"
+    lines = [f"{verdict}{tol}: {len(report.unchanged)} unchanged, {len(report.changed)} changed, "
+             f"{len(report.removed)} removed, {len(report.added)} added",
+             f"A: {report.a} ({report.format_a})", f"B: {report.b} ({report.format_b})"]
+    if report.matching != "names":
+        lines.append(f"tensors matched by {report.matching}")
+    if report.note:
+        lines.append(f"note: {report.note}")
+    if report.changed:
+        rows = []
+        for c in report.changed:
+            name = c.name if c.name == c.name_b else f"{c.name} ~ {c.name_b}"
+            v = c.values
+            rows.append([name, ", ".join(c.kinds), _change_text(c),
+                         number(v.max_abs) if v else "", number(v.max_rel) if v else ""])
+        lines += ["", table(["changed", "what", "detail", "max abs diff", "max rel diff"], rows)]
+    if report.removed:
+        lines += ["", table(["removed (only in A)", "dtype", "shape"],
+                            [[t.name, t.dtype, shape_text(t.shape)] for t in report.removed])]
+    if report.added:
+        lines += ["", table(["added (only in B)", "dtype", "shape"],
+                            [[t.name, t.dtype, shape_text(t.shape)] for t in report.added])]
+    return "\n".join(lines)
+
+
+def diff_dict(report: DiffReport) -> dict[str, Any]:
+    def brief(t: TensorInfo) -> dict[str, Any]:
+        return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+
+    return {
+        "schema": DIFF_SCHEMA,
+        "a": report.a,
+        "b": report.b,
+        "format_a": report.format_a,
+        "format_b": report.format_b,
+        "same": report.same,
+        "atol": report.atol,
+        "rtol": report.rtol,
+        "matching": report.matching,
+        "note": report.note,
+        "unchanged": list(report.unchanged),
+        "removed": [brief(t) for t in report.removed],
+        "added": [brief(t) for t in report.added],
+        "changed": [
+            {
+                "name": c.name,
+                "name_b": c.name_b,
+                "kinds": list(c.kinds),
+                "dtype": [c.dtype_a, c.dtype_b],
+                "shape": [list(c.shape_a), list(c.shape_b)],
+                "elements": c.values.count if c.values else None,
+                "differing": c.values.differing if c.values else None,
+                "max_abs_diff": c.values.max_abs if c.values else None,
+                "max_rel_diff": c.values.max_rel if c.values else None,
+            }
+            for c in report.changed
         ],
     }
 

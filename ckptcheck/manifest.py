@@ -1,0 +1,154 @@
+"""Manifests: a deterministic JSON description of a checkpoint, meant to be committed and reviewed in git.
+
+Each tensor gets its dtype, shape, byte size, a sha256 digest of its values and summary statistics. No paths,
+no timestamps, sorted keys: regenerating an unchanged checkpoint's manifest gives an identical file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ckptcheck.errors import CorruptCheckpointError, UsageError
+from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.model import TensorStats
+from ckptcheck.stats import stats_of_chunks
+
+MANIFEST_VERSION = 1
+_STAT_KEYS = ("min", "max", "mean", "std")
+
+
+def _hashed(chunks: Iterable[np.ndarray], digest: Any) -> Iterator[np.ndarray]:
+    """Pass chunks through, feeding the digest: raw little-endian bytes, or length-prefixed strings."""
+    for chunk in chunks:
+        if chunk.dtype == object:
+            for item in chunk.tolist():
+                data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+                digest.update(struct.pack("<Q", len(data)))
+                digest.update(data)
+        else:
+            digest.update(np.ascontiguousarray(chunk).view(np.uint8))
+        yield chunk
+
+
+def tensor_fingerprint(reader: CheckpointReader, name: str) -> tuple[str, TensorStats]:
+    """sha256 of the values in C order, and their statistics, in one streamed pass."""
+    info = reader.tensor_info(name)
+    digest = hashlib.sha256()
+    # A partitioned variable is stored slice by slice; its digest must not depend on how it was cut.
+    chunks: Iterable[np.ndarray] = [reader.read(name).reshape(-1)] if info.slices else reader.iter_chunks(name)
+    stats = stats_of_chunks(name, info.dtype, _hashed(chunks, digest))
+    return digest.hexdigest(), stats
+
+
+def _clean(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def build_manifest(reader: CheckpointReader, on_tensor: Callable[[str], None] | None = None) -> dict[str, Any]:
+    info = reader.info()
+    tensors: dict[str, Any] = {}
+    for t in info.tensors:
+        if on_tensor is not None:
+            on_tensor(t.name)
+        sha, stats = tensor_fingerprint(reader, t.name)
+        tensors[t.name] = {
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "nbytes": t.nbytes,
+            "sha256": sha,
+            "stats": {
+                "count": stats.count,
+                "min": _clean(stats.min),
+                "max": _clean(stats.max),
+                "mean": _clean(stats.mean),
+                "std": _clean(stats.std),
+                "nan": stats.nan,
+                "inf": stats.inf,
+            },
+        }
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "format": info.format,
+        "tensor_count": len(tensors),
+        "total_bytes": sum(t["nbytes"] for t in tensors.values()),
+        "tensors": tensors,
+    }
+
+
+def dumps(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def load(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UsageError("manifest file does not exist", path=path,
+                         hint="write one with `ckptcheck manifest CKPT -o FILE`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(f"not a readable manifest: {exc}", path=path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict):
+        raise CorruptCheckpointError("not a ckptcheck manifest (no `tensors` object)", path=path)
+    version = data.get("manifest_version")
+    if version != MANIFEST_VERSION:
+        raise UsageError(f"manifest_version {version!r} is not one this ckptcheck reads ({MANIFEST_VERSION})",
+                         path=path)
+    return data
+
+
+@dataclass(frozen=True)
+class ManifestDifference:
+    tensor: str
+    kind: str  # "missing", "extra", "dtype", "shape", "values"
+    message: str
+
+
+def _close(a: float | None, b: float | None, atol: float, rtol: float) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
+def compare_manifests(
+    actual: dict[str, Any], expected: dict[str, Any], atol: float = 0.0, rtol: float = 0.0
+) -> list[ManifestDifference]:
+    """What changed from ``expected`` (the committed manifest) to ``actual``.
+
+    Values compare by digest when exact; with a tolerance, by the recorded statistics (a manifest holds no
+    element values), each within atol + rtol * |expected|.
+    """
+    out: list[ManifestDifference] = []
+    have, want = actual["tensors"], expected["tensors"]
+    for name in sorted(set(want) - set(have)):
+        out.append(ManifestDifference(name, "missing", "in the manifest, not in the checkpoint"))
+    for name in sorted(set(have) - set(want)):
+        out.append(ManifestDifference(name, "extra", "in the checkpoint, not in the manifest"))
+    for name in sorted(set(have) & set(want)):
+        h, w = have[name], want[name]
+        if h.get("dtype") != w.get("dtype"):
+            out.append(ManifestDifference(name, "dtype", f"dtype {w.get('dtype')} -> {h.get('dtype')}"))
+            continue
+        if list(h.get("shape", [])) != list(w.get("shape", [])):
+            out.append(ManifestDifference(name, "shape", f"shape {w.get('shape')} -> {h.get('shape')}"))
+            continue
+        if h.get("sha256") == w.get("sha256"):
+            continue
+        if atol == 0.0 and rtol == 0.0:
+            out.append(ManifestDifference(name, "values", "values changed (digest differs)"))
+            continue
+        hs, ws = h.get("stats", {}), w.get("stats", {})
+        drift = [
+            f"{k} {ws.get(k)} -> {hs.get(k)}" for k in _STAT_KEYS if not _close(hs.get(k), ws.get(k), atol, rtol)
+        ] + [f"{k} {ws.get(k)} -> {hs.get(k)}" for k in ("nan", "inf", "count") if hs.get(k) != ws.get(k)]
+        if drift:
+            out.append(ManifestDifference(name, "values", "values changed beyond tolerance: " + ", ".join(drift)))
+    return out
