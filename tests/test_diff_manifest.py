@@ -1,0 +1,152 @@
+"""`diff` and `manifest`: library results and CLI exit codes, on checkpoints TensorFlow wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import ckptcheck
+from ckptcheck.cli import app
+from ckptcheck.compare import compare_arrays
+from ckptcheck.diff import diff_checkpoints, normalize_name
+from ckptcheck.manifest import build_manifest, compare_manifests, dumps
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Two tf.train.Checkpoints: B changes one element of `w`, retypes `n`, drops `gone`, adds `new`."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("diff")
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a = tf.train.Checkpoint(w=tf.Variable(w), same=tf.Variable([1.0, np.nan]), n=tf.Variable([1, 2], dtype=tf.int32),
+                            gone=tf.Variable([0.0]), big=tf.Variable(np.full([300], 7, dtype=np.int64)))
+    w2 = w.copy()
+    w2[1, 2] += 0.25
+    b = tf.train.Checkpoint(w=tf.Variable(w2), same=tf.Variable([1.0, np.nan]), n=tf.Variable([1, 2], dtype=tf.int64),
+                            new=tf.Variable([5.0]), big=tf.Variable(np.full([300], 7, dtype=np.int64)))
+    return str(a.write(str(root / "a"))), str(b.write(str(root / "b")))
+
+
+def _name(short: str) -> str:
+    return f"{short}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def test_diff_library_report(pair: tuple[str, str]) -> None:
+    with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
+        report = diff_checkpoints(ra, rb)
+    assert not report.same
+    assert [t.name for t in report.removed] == [_name("gone")]
+    assert [t.name for t in report.added] == [_name("new")]
+    assert set(report.unchanged) == {_name("same"), _name("big")}  # NaN equals NaN
+    changed = {c.name: c for c in report.changed}
+    assert set(changed) == {_name("w"), _name("n")}
+    assert changed[_name("n")].kinds == ("dtype",)
+    w = changed[_name("w")]
+    assert w.kinds == ("values",)
+    assert w.values is not None
+    assert (w.values.count, w.values.differing) == (12, 1)
+    assert w.values.max_abs == pytest.approx(0.25)
+    assert w.values.max_rel == pytest.approx(0.25 / 6.25)
+
+
+def test_diff_tolerance_hides_small_drift(pair: tuple[str, str]) -> None:
+    with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
+        report = diff_checkpoints(ra, rb, atol=0.3)
+    assert _name("w") not in {c.name for c in report.changed}
+    with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
+        report = diff_checkpoints(ra, rb, rtol=0.05)
+    assert _name("w") not in {c.name for c in report.changed}
+
+
+def test_compare_exact_is_bitwise() -> None:
+    a = np.array([0.0, 1.0, np.nan], dtype=np.float32)
+    b = np.array([-0.0, 1.0, np.nan], dtype=np.float32)
+    assert compare_arrays(a, b)[0] == 1  # -0.0 is not bit-identical to 0.0
+    assert compare_arrays(a, b, atol=1e-9)[0] == 0
+    big = np.array([2**62 + 1], dtype=np.int64)
+    assert compare_arrays(big, big - 1)[0] == 1  # not lost to float64 rounding
+
+
+def test_diff_cli_exit_codes(pair: tuple[str, str]) -> None:
+    same = runner.invoke(app, ["diff", pair[0], pair[0]])
+    assert same.exit_code == 0, same.stderr
+    assert same.stdout.startswith("same (exact)")
+    different = runner.invoke(app, ["diff", pair[0], pair[1]])
+    assert different.exit_code == 1
+    assert "1 of 12 elements differ" in different.stdout
+    data = json.loads(runner.invoke(app, ["diff", pair[0], pair[1], "--json"]).stdout)
+    assert data["schema"] == "ckptcheck.diff/1" and data["same"] is False
+    w = next(c for c in data["changed"] if c["name"] == _name("w"))
+    assert (w["differing"], w["elements"]) == (1, 12)
+    filtered = runner.invoke(app, ["diff", pair[0], pair[1], "--filter", "big"])
+    assert filtered.exit_code == 0
+    missing = runner.invoke(app, ["diff", pair[0], pair[0] + "-nope"])
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+def test_diff_finds_what_training_moved(tf1_model_dir: Path) -> None:
+    """The question asked after training from constant initializers: which variables moved, and by how much."""
+    entries = sorted(p.name[: -len(".index")] for p in tf1_model_dir.glob("*.index"))
+    assert len(entries) >= 2
+    first, last = (str(tf1_model_dir / e) for e in (entries[0], entries[-1]))
+    result = runner.invoke(app, ["diff", first, last, "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    moved = {c["name"] for c in data["changed"]}
+    assert "global_step" in moved
+    assert all(c["max_abs_diff"] > 0 for c in data["changed"] if "values" in c["kinds"])
+
+
+def test_normalize_name_matches_across_formats() -> None:
+    assert normalize_name("dense/kernel/.ATTRIBUTES/VARIABLE_VALUE") == "dense/kernel"
+    assert normalize_name("dense/kernel:0") == "dense/kernel"
+
+
+def test_manifest_is_deterministic_and_path_free(pair: tuple[str, str], tmp_path: Path) -> None:
+    first = runner.invoke(app, ["manifest", pair[0]])
+    second = runner.invoke(app, ["manifest", pair[0]])
+    assert first.exit_code == 0 and first.stdout == second.stdout
+    data = json.loads(first.stdout)
+    assert data["manifest_version"] == 1 and data["format"] == "tf2"
+    assert str(Path(pair[0]).parent) not in first.stdout
+    assert list(data) == sorted(data)
+    w = data["tensors"][_name("w")]
+    assert w["shape"] == [3, 4] and w["stats"]["mean"] == pytest.approx(5.5)
+    out = tmp_path / "m.json"
+    written = runner.invoke(app, ["manifest", pair[0], "-o", str(out)])
+    assert written.exit_code == 0 and out.read_text() == first.stdout
+
+
+def test_manifest_digest_ignores_how_a_variable_is_sharded(tf2_sharded: str, tmp_path: Path) -> None:
+    """A partitioned variable's digest is of its values in C order, not of its slices."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(tf2_sharded)
+    names = [n for n, _ in tf.train.list_variables(tf2_sharded) if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    whole = tf.train.Checkpoint(**{f"v{i}": tf.Variable(reader.get_tensor(n)) for i, n in enumerate(names)})
+    prefix = whole.write(str(tmp_path / "whole"))
+    with ckptcheck.open_checkpoint(tf2_sharded) as rs, ckptcheck.open_checkpoint(prefix) as rw:
+        ms, mw = build_manifest(rs), build_manifest(rw)
+    digests_s = sorted(ms["tensors"][n]["sha256"] for n in names)
+    digests_w = sorted(v["sha256"] for k, v in mw["tensors"].items() if k != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert digests_s == digests_w
+
+
+def test_compare_manifests(pair: tuple[str, str]) -> None:
+    with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
+        ma, mb = build_manifest(ra), build_manifest(rb)
+    assert compare_manifests(ma, json.loads(dumps(ma))) == []
+    kinds = {(d.tensor, d.kind) for d in compare_manifests(mb, ma)}
+    assert (_name("gone"), "missing") in kinds
+    assert (_name("new"), "extra") in kinds
+    assert (_name("n"), "dtype") in kinds
+    assert (_name("w"), "values") in kinds
+    loose = {(d.tensor, d.kind) for d in compare_manifests(mb, ma, atol=0.1)}
+    assert (_name("w"), "values") not in loose  # mean moved by 0.25/12, std by less: within 0.1
