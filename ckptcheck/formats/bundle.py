@@ -234,8 +234,13 @@ def _normalize(extents: tuple[Extent, ...], shape: tuple[int, ...]) -> tuple[Ext
 
 
 class BundleReader(CheckpointReader):
-    def __init__(self, prefix: str, *, path: str | None = None, format: str | None = None) -> None:
+    def __init__(
+        self, prefix: str, *, path: str | None = None, format: str | None = None, tolerant: bool = False
+    ) -> None:
+        """Open the bundle at ``prefix``. ``tolerant`` (for verification) skips damaged index blocks, recording
+        them in ``index_problems``, instead of refusing the whole checkpoint."""
         self.prefix = prefix
+        self.index_problems: list[str] = []
         self.path = path or prefix
         self.index_path = prefix + ".index"
         table = SSTable.open(self.index_path)
@@ -243,7 +248,7 @@ class BundleReader(CheckpointReader):
         slice_keys: dict[str, dict[tuple[Extent, ...], BundleEntry]] = {}
         header: BundleHeader | None = None
         try:
-            for key, value in table.items():
+            for key, value in table.items(self.index_problems if tolerant else None):
                 if key == _HEADER_KEY:
                     header = decode_header(value)
                 elif key[0] == _SLICE_KEY_START:

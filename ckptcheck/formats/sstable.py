@@ -167,11 +167,22 @@ class SSTable:
             handles.append(BlockHandle(off, size))
         return handles
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) in key order, checking each block's checksum as it is read."""
+    def items(self, problems: list[str] | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) in key order, checking each block's checksum as it is read.
+
+        With a ``problems`` list, a damaged data block is recorded there and skipped instead of raising, so a
+        verification can go on to check the entries of the blocks that are intact.
+        """
         previous: bytes | None = None
         for handle in self.data_block_handles():
-            for key, value in self._block_entries(self.read_block(handle), handle.offset):
+            try:
+                entries = list(self._block_entries(self.read_block(handle), handle.offset))
+            except CorruptCheckpointError as exc:
+                if problems is None:
+                    raise
+                problems.append(exc.message)
+                continue
+            for key, value in entries:
                 if previous is not None and key <= previous:
                     raise self._error(f"keys out of order in block at byte {handle.offset}")
                 previous = key
