@@ -184,6 +184,49 @@ AtolOption = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tol
 RtolOption = Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (of B's magnitude).")]
 
 
+@contextlib.contextmanager
+def byte_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback (bytes done, total) drawing a transfer bar on stderr, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, total=total, advance=done)
+
+        yield advance
+
+
+@app.command()
+def verify(
+    path: Annotated[str, typer.Argument(help="The checkpoint to check.")],
+    against: Annotated[str | None, typer.Option("--against", metavar="MANIFEST",
+                                                help="Also compare with a manifest written by `ckptcheck "
+                                                     "manifest`.")] = None,
+    atol: AtolOption = 0.0,
+    rtol: RtolOption = 0.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Check integrity: every checksum, shard and dataset. Exit 0 clean, 1 damaged or different, 2 unreadable."""
+    from ckptcheck import render
+    from ckptcheck.verify import verify as run_verify
+
+    with errors_to_exit(), byte_progress("verify", show_progress(json_output)) as progress:
+        report = run_verify(path, against=against, atol=atol, rtol=rtol, progress=progress)
+    if json_output:
+        emit_json(render.verify_dict(report))
+    else:
+        typer.echo(render.verify_text(report))
+    if not report.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
 @app.command()
 def manifest(
     path: Annotated[str, typer.Argument(help="The checkpoint to describe.")],

@@ -18,7 +18,7 @@ import numpy as np
 
 from ckptcheck.errors import CorruptCheckpointError, UsageError
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import TensorStats
+from ckptcheck.model import TensorInfo, TensorStats
 from ckptcheck.stats import stats_of_chunks
 
 MANIFEST_VERSION = 1
@@ -52,35 +52,44 @@ def _clean(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
+def manifest_entry(reader: CheckpointReader, t: TensorInfo) -> dict[str, Any]:
+    """One tensor's manifest record (streams its values once)."""
+    sha, stats = tensor_fingerprint(reader, t.name)
+    return {
+        "dtype": t.dtype,
+        "shape": list(t.shape),
+        "nbytes": t.nbytes,
+        "sha256": sha,
+        "stats": {
+            "count": stats.count,
+            "min": _clean(stats.min),
+            "max": _clean(stats.max),
+            "mean": _clean(stats.mean),
+            "std": _clean(stats.std),
+            "nan": stats.nan,
+            "inf": stats.inf,
+        },
+    }
+
+
+def assemble(format_name: str, tensors: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "format": format_name,
+        "tensor_count": len(tensors),
+        "total_bytes": sum(t["nbytes"] for t in tensors.values()),
+        "tensors": tensors,
+    }
+
+
 def build_manifest(reader: CheckpointReader, on_tensor: Callable[[str], None] | None = None) -> dict[str, Any]:
     info = reader.info()
     tensors: dict[str, Any] = {}
     for t in info.tensors:
         if on_tensor is not None:
             on_tensor(t.name)
-        sha, stats = tensor_fingerprint(reader, t.name)
-        tensors[t.name] = {
-            "dtype": t.dtype,
-            "shape": list(t.shape),
-            "nbytes": t.nbytes,
-            "sha256": sha,
-            "stats": {
-                "count": stats.count,
-                "min": _clean(stats.min),
-                "max": _clean(stats.max),
-                "mean": _clean(stats.mean),
-                "std": _clean(stats.std),
-                "nan": stats.nan,
-                "inf": stats.inf,
-            },
-        }
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "format": info.format,
-        "tensor_count": len(tensors),
-        "total_bytes": sum(t["nbytes"] for t in tensors.values()),
-        "tensors": tensors,
-    }
+        tensors[t.name] = manifest_entry(reader, t)
+    return assemble(info.format, tensors)
 
 
 def dumps(manifest: dict[str, Any]) -> str:

@@ -192,9 +192,9 @@ class Problem:
     tensor: str | None = None
 
     def __str__(self) -> str:
-        where = " ".join(x for x in (f"`{self.tensor}`" if self.tensor else "",
-                                     f"({self.file})" if self.file else "") if x)
-        return f"{self.message} in {where}" if where else self.message
+        if self.tensor is not None:
+            return f"{self.message} in `{self.tensor}`" + (f" ({self.file})" if self.file else "")
+        return f"{self.file}: {self.message}" if self.file else self.message
 
 
 @dataclass(frozen=True)

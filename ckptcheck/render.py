@@ -244,7 +244,8 @@ def verify_text(report: VerifyReport) -> str:
             lines.append(f"{len(report.differences)} difference(s) from {report.against}:")
             lines += [f"  - {d.kind}: `{d.tensor}`: {d.message}" for d in report.differences]
         else:
-            lines.append(f"matches {report.against}")
+            tail = " (damaged tensors not compared)" if any(p.tensor for p in report.problems) else ""
+            lines.append(f"matches {report.against}{tail}")
     return "\n".join(lines)
 
 

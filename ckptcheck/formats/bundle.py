@@ -506,39 +506,45 @@ class BundleReader(CheckpointReader):
             return self._assemble(entry, name)
         return self._read_entry(entry, name)
 
-    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+    def parts(self, name: str) -> list[BundleEntry]:
+        """The entries holding a tensor's bytes: itself, or each slice of a partitioned variable."""
         entry = self.entry(name)
-        parts = [part for _, part in self.slices_of(entry)] if entry.slices else [entry]
-        if entry.slices:
-            self._assemble_check(entry, name)
-        buf: np.ndarray | None = None
-        for part in parts:
-            self.check_bounds(part, name)
-            if part.dtype.is_string:
-                yield self._read_strings(part, name).reshape(-1)
-                continue
-            itemsize = part.dtype.itemsize
-            step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
-            if buf is None or buf.size < min(step, part.size):
-                buf = np.empty(min(step, max(part.size, itemsize)), dtype=np.uint8)
-            f = self._shard_file(part.shard_id, name)
-            f.seek(part.offset)  # type: ignore[attr-defined]
-            dt = self._numpy_dtype(part.dtype)
-            crc = 0
-            remaining = part.size
-            while remaining > 0:
-                n = min(remaining, buf.size)
-                view = memoryview(buf)[:n]
-                got = f.readinto(view)  # type: ignore[attr-defined]
-                if got != n:
-                    raise CorruptCheckpointError("short read from the shard", path=self.shard_path(part.shard_id),
-                                                 tensor=name)
-                crc = crc32c(view, crc)
-                remaining -= n
-                arr = buf[:n].view(dt)
-                yield arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
-            if part.crc32c is not None and crc != unmask_crc(part.crc32c):
-                raise self._checksum_error(part, name, crc)
+        if not entry.slices:
+            return [entry]
+        self._assemble_check(entry, name)
+        return [part for _, part in self.slices_of(entry)]
+
+    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        for part in self.parts(name):
+            yield from self.iter_part(part, name, chunk_bytes)
+
+    def iter_part(self, part: BundleEntry, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """One entry's elements in chunks read into a reused buffer; its crc32c is checked after the last chunk."""
+        self.check_bounds(part, name)
+        if part.dtype.is_string:
+            yield self._read_strings(part, name).reshape(-1)
+            return
+        itemsize = part.dtype.itemsize
+        step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
+        buf = np.empty(min(step, max(part.size, itemsize)), dtype=np.uint8)
+        f = self._shard_file(part.shard_id, name)
+        f.seek(part.offset)  # type: ignore[attr-defined]
+        dt = self._numpy_dtype(part.dtype)
+        crc = 0
+        remaining = part.size
+        while remaining > 0:
+            n = min(remaining, buf.size)
+            view = memoryview(buf)[:n]
+            got = f.readinto(view)  # type: ignore[attr-defined]
+            if got != n:
+                raise CorruptCheckpointError("short read from the shard", path=self.shard_path(part.shard_id),
+                                             tensor=name)
+            crc = crc32c(view, crc)
+            remaining -= n
+            arr = buf[:n].view(dt)
+            yield arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
+        if part.crc32c is not None and crc != unmask_crc(part.crc32c):
+            raise self._checksum_error(part, name, crc)
 
     def _assemble_check(self, entry: BundleEntry, name: str) -> None:
         covered = sum(part.num_elements for _, part in self.slices_of(entry))

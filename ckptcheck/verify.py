@@ -1,0 +1,197 @@
+"""`verify`: check everything a checkpoint format can check, report every problem, stream the data.
+
+Tensor bundles: every index block checksum, the header's shard count, every shard present and long enough for
+every entry, every entry's size against its dtype and shape, every entry's crc32c (numeric, string and sliced
+tensors). Keras files: every HDF5 dataset readable to the end; for .keras archives, every zip member's CRC.
+Damage found is a Problem (exit 1); only a path that names no checkpoint at all is an error (exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+from ckptcheck.errors import CorruptCheckpointError
+from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.formats.resolve import resolve
+from ckptcheck.model import KERAS, Problem, VerifyReport
+
+ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
+_ZIP_READ = 1 << 20
+
+
+class MultipleProblems(Exception):
+    def __init__(self, errors: list[CorruptCheckpointError]) -> None:
+        super().__init__(f"{len(errors)} problems")
+        self.errors = errors
+
+
+def _kind_of(message: str) -> str:
+    if "checksum" in message:
+        return "checksum"
+    if "past the end" in message or "truncated" in message or "short read" in message:
+        return "truncated"
+    if "missing" in message:
+        return "missing-file"
+    return "structure"
+
+
+def problem_from(exc: CorruptCheckpointError, kind: str | None = None) -> Problem:
+    return Problem(kind or _kind_of(exc.message), exc.message, file=exc.path, tensor=exc.tensor)
+
+
+def _check_tensors(
+    reader: CheckpointReader,
+    problems: list[Problem],
+    progress: ProgressFn | None,
+    fingerprints: dict[str, Any] | None,
+    skip: Callable[[str], bool] = lambda name: False,
+    check: Callable[[str], None] | None = None,
+) -> tuple[int, int]:
+    """Stream every tensor once (checksums are checked as the bytes pass); return (tensors, bytes) checked."""
+    from ckptcheck.manifest import manifest_entry
+
+    checked = nbytes = 0
+    todo = [t for t in reader.tensors() if not skip(t.name)]
+    total = sum(t.nbytes for t in todo)
+    for t in todo:
+        try:
+            if check is not None:
+                check(t.name)
+            if fingerprints is not None:
+                fingerprints[t.name] = manifest_entry(reader, t)
+            elif check is None:
+                for _chunk in reader.iter_chunks(t.name):
+                    pass
+        except MultipleProblems as many:
+            problems += [problem_from(exc) for exc in many.errors]
+        except CorruptCheckpointError as exc:
+            problems.append(problem_from(exc))
+        checked += 1
+        nbytes += t.nbytes
+        if progress is not None:
+            progress(t.nbytes, total)
+    return checked, nbytes
+
+
+def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: ProgressFn | None,
+                   fingerprints: dict[str, Any] | None) -> VerifyReport:
+    from ckptcheck.formats.bundle import BundleReader
+    from ckptcheck.formats.sstable import SSTable
+
+    index = prefix + ".index"
+    problems: list[Problem] = []
+    try:
+        reader = BundleReader(prefix, path=path, format=format_hint, tolerant=True)
+    except CorruptCheckpointError as exc:
+        # The reader could not go on (no header, bad footer...): still name every damaged block.
+        with contextlib.suppress(CorruptCheckpointError):
+            problems += [Problem("index", b.message, file=index) for b in SSTable.open(index).scan_problems()]
+        problems.append(problem_from(exc, "index"))
+        return VerifyReport(path, format_hint or "tensor-bundle", (index,), 0, 0, tuple(_dedupe(problems)))
+    with reader:
+        problems += [Problem("index", message, file=index) for message in reader.index_problems]
+        missing_shards = set()
+        for shard in range(reader.num_shards):
+            shard_path = reader.shard_path(shard)
+            if not os.path.exists(shard_path):
+                missing_shards.add(os.path.basename(shard_path))
+                problems.append(Problem("missing-file", "data shard is missing", file=shard_path))
+        info = reader.info()
+
+        def in_missing_shard(name: str) -> bool:
+            t = reader.tensor_info(name)
+            return t.nbytes > 0 and not t.slices and t.file in missing_shards
+
+        def check_parts(name: str) -> None:
+            # Each slice is checked on its own, so damage in one shard does not hide damage in another.
+            errors = []
+            for part in reader.parts(name):
+                try:
+                    for _chunk in reader.iter_part(part, name):
+                        pass
+                except CorruptCheckpointError as exc:
+                    errors.append(exc)
+            if errors:
+                raise MultipleProblems(errors)
+
+        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, skip=in_missing_shard,
+                                         check=check_parts)
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(_dedupe(problems)))
+
+
+def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
+    """Read every member of a .keras archive to its end: zipfile checks each member's CRC there."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                try:
+                    with zf.open(member) as f:
+                        while f.read(_ZIP_READ):
+                            pass
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    problems.append(Problem("checksum", f"archive member {member.filename} is damaged: {exc}",
+                                            file=archive))
+    except (zipfile.BadZipFile, OSError) as exc:
+        problems.append(Problem("structure", f"not a readable zip archive: {exc}", file=archive))
+
+
+def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | None,
+                  fingerprints: dict[str, Any] | None) -> VerifyReport:
+    from ckptcheck.formats.keras import open_keras
+
+    problems: list[Problem] = []
+    if kind == KERAS:
+        _verify_zip_members(location, problems)
+    try:
+        reader = open_keras(kind, location, path=path)
+    except CorruptCheckpointError as exc:
+        problems.append(problem_from(exc))
+        return VerifyReport(path, kind, (location,), 0, 0, tuple(_dedupe(problems)))
+    with reader:
+        info = reader.info()
+        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints)
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(_dedupe(problems)))
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen = set()
+    out = []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def verify(
+    path: str,
+    against: str | None = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    progress: ProgressFn | None = None,
+) -> VerifyReport:
+    """Check a checkpoint's integrity and, with ``against``, compare it with a committed manifest."""
+    from ckptcheck import manifest as manifest_mod
+
+    expected = manifest_mod.load(against) if against is not None else None  # a bad manifest is misuse: fail early
+    fingerprints: dict[str, Any] | None = {} if expected is not None else None
+    resolved = resolve(path)
+    if resolved.kind == "bundle":
+        report = _verify_bundle(resolved.location, path, resolved.format_hint, progress, fingerprints)
+    else:
+        report = _verify_keras(resolved.kind, resolved.location, path, progress, fingerprints)
+    if expected is None or fingerprints is None:
+        return report
+    damaged = {p.tensor for p in report.problems if p.tensor}
+    want = {k: v for k, v in expected["tensors"].items() if k not in damaged}
+    actual = manifest_mod.assemble(report.format, fingerprints)
+    differences = manifest_mod.compare_manifests(actual, {**expected, "tensors": want}, atol, rtol)
+    return VerifyReport(
+        report.path, report.format, report.files, report.tensors_checked, report.bytes_checked, report.problems,
+        against=against,
+        differences=tuple(Problem(d.kind, d.message, tensor=d.tensor) for d in differences),
+    )
