@@ -5,11 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ckptcheck.errors import TensorNotFoundError
 from ckptcheck.model import CheckpointInfo, ObjectRef, TensorInfo
+
+if TYPE_CHECKING:  # numpy is imported by the readers that produce arrays, not by `ckptcheck --version`
+    import numpy as np
 
 # Streaming reads hand out arrays of at most this many bytes, from one reused buffer.
 DEFAULT_CHUNK_BYTES = 8 << 20
