@@ -11,7 +11,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -72,7 +72,9 @@ class BundleEntry:
         return n
 
 
+@lru_cache(maxsize=4096)
 def _decode_shape(buf: bytes) -> tuple[tuple[int, ...], bool]:
+    # Cached: a model repeats a few shapes across thousands of entries (and every Adam slot copies its variable's).
     dims: list[int] = []
     unknown = False
     for number, _wire, value in iter_fields(buf):
@@ -307,6 +309,7 @@ class BundleReader(CheckpointReader):
 
     @cached_property
     def _info(self) -> CheckpointInfo:
+        shard_names = [os.path.basename(self.shard_path(i)) for i in range(self.num_shards)]
         tensors = []
         for name in sorted(self.entries):
             e = self.entries[name]
@@ -323,7 +326,7 @@ class BundleReader(CheckpointReader):
                     shape=e.shape,
                     nbytes=self._stored_nbytes(e),
                     slices=len(e.slices),
-                    file=os.path.basename(self.shard_path(shard)),
+                    file=shard_names[shard] if 0 <= shard < len(shard_names) else None,
                 )
             )
         files = [self.index_path] + [self.shard_path(i) for i in range(self.num_shards)]
