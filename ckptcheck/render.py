@@ -38,11 +38,25 @@ FORMAT_TITLES = {
 }
 
 
+# Past this many rows, tabulate lays out the header and the widest row and the other rows follow that layout:
+# tabulate spends ~20 microseconds a row, 0.4 s of a 20,000-tensor listing that otherwise takes about as long.
+FAST_TABLE_ROWS = 1000
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     from tabulate import tabulate
 
     # disable_numparse: names and shapes stay as written, and tabulate skips its slow number sniffing.
-    return str(tabulate(rows, headers=list(headers), tablefmt="simple", disable_numparse=True))
+    cells = [[str(c) for c in row] for row in rows]
+    simple = len(cells) > FAST_TABLE_ROWS and all(c.isascii() and "\n" not in c for row in cells for c in row)
+    if not simple:
+        return str(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    widest = [max((row[i] for row in cells), key=len) for i in range(len(headers))]
+    layout = str(tabulate([widest], headers=list(headers), tablefmt="simple", disable_numparse=True)).split("\n")
+    widths = [max(w, len(h)) for w, h in zip(widths, headers, strict=True)]
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(layout[:2] + body)
 
 
 def human_bytes(n: int) -> str:
