@@ -40,8 +40,25 @@ class CheckpointState:
     all: tuple[str, ...]
 
 
+_SIMPLE_ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v"}
+_ESCAPE = re.compile(rb"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.DOTALL)
+# Fields of CheckpointState (tensorflow/core/protobuf/checkpoint_state.proto) that hold no path.
+_TIMESTAMP_FIELDS = ("all_model_checkpoint_timestamps", "last_preserved_timestamp")
+
+
 def _unescape(text: str) -> str:
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text)
+    """Undo protobuf text-format string escaping (C escapes, octal and hex bytes); the bytes are a file name."""
+    raw = text.encode("utf-8", "surrogateescape")
+
+    def one(m: re.Match[bytes]) -> bytes:
+        octal, hexa, char = m.groups()
+        if octal is not None:
+            return bytes([int(octal, 8) & 0xFF])
+        if hexa is not None:
+            return bytes([int(hexa, 16)])
+        return _SIMPLE_ESCAPES.get(char.decode("latin-1"), char)
+
+    return os.fsdecode(_ESCAPE.sub(one, raw))
 
 
 def read_state(path: str) -> CheckpointState:
@@ -49,7 +66,7 @@ def read_state(path: str) -> CheckpointState:
     try:
         if os.path.getsize(path) > _MAX_STATE_BYTES:
             raise CorruptCheckpointError("state file is too large to be a checkpoint state", path=path)
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
     except OSError as exc:
         raise CheckpointNotFoundError(f"cannot read the state file: {exc.strerror}", path=path) from None
@@ -61,8 +78,8 @@ def read_state(path: str) -> CheckpointState:
             continue
         m = _STATE_LINE.match(line)
         if m is None:
-            if ":" in line and line.split(":", 1)[0].strip().endswith("timestamp"):
-                continue  # last_preserved_timestamp, all_model_checkpoint_timestamps
+            if ":" in line and line.split(":", 1)[0].strip() in _TIMESTAMP_FIELDS:
+                continue
             raise CorruptCheckpointError(f"unreadable line in the state file: {line.strip()[:80]!r}", path=path,
                                          hint="a `checkpoint` file holds lines like model_checkpoint_path: \"...\"")
         value = os.path.join(base, _unescape(m.group(2)))
