@@ -81,10 +81,36 @@ def parse_graph(data: bytes) -> list[Node]:
     return nodes
 
 
+def escape_name(name: str) -> str:
+    """An edge name as checkpoint keys write it (tensorflow/python/trackable/trackable_utils.py): `.` -> `..`,
+    then `/` -> `.S`, so that `/` only ever separates edges."""
+    return name.replace(".", "..").replace("/", ".S")
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}/{escape_name(name)}" if path else escape_name(name)
+
+
 def node_paths(nodes: list[Node]) -> dict[int, list[str]]:
-    """Breadth-first, the paths (child names joined by '/') that reach each node from the root, shortest first."""
-    paths: dict[int, list[str]] = {0: [""]} if nodes else {}
-    queue: deque[tuple[int, str, frozenset[int], int]] = deque([(0, "", frozenset([0]), 0)]) if nodes else deque()
+    """The paths (escaped child names joined by '/') that reach each node from the root.
+
+    The first is TensorFlow's: the path along which a breadth-first walk first reaches the node, the one its
+    checkpoint keys are built from, at any depth. Up to MAX_PATHS_PER_NODE - 1 other cycle-free paths follow,
+    shortest first, looked for down to MAX_PATH_DEPTH edges.
+    """
+    if not nodes:
+        return {}
+    first: dict[int, str] = {0: ""}
+    order: deque[int] = deque([0])
+    while order:
+        node_id = order.popleft()
+        for child, name in nodes[node_id].children:
+            if 0 <= child < len(nodes) and child not in first:
+                first[child] = _join(first[node_id], name)
+                order.append(child)
+    paths: dict[int, list[str]] = {node_id: [path] for node_id, path in first.items()}
+    queue: deque[tuple[int, str, frozenset[int], int]] = deque([(0, "", frozenset([0]), 0)])
+    walked_first: set[int] = set()
     while queue:
         node_id, path, seen, depth = queue.popleft()
         if depth >= MAX_PATH_DEPTH:
@@ -92,11 +118,17 @@ def node_paths(nodes: list[Node]) -> dict[int, list[str]]:
         for child, name in nodes[node_id].children:
             if not 0 <= child < len(nodes) or child in seen:
                 continue
-            child_path = f"{path}/{name}" if path else name
-            known = paths.setdefault(child, [])
-            if len(known) >= MAX_PATHS_PER_NODE:
+            child_path = _join(path, name)
+            known = paths[child]
+            # Each distinct path is walked once, so a hostile graph (duplicate edges) cannot blow up the walk.
+            if child_path == known[0]:
+                if child in walked_first:
+                    continue
+                walked_first.add(child)
+            elif child_path in known or len(known) >= MAX_PATHS_PER_NODE:
                 continue
-            known.append(child_path)
+            else:
+                known.append(child_path)
             queue.append((child, child_path, seen | {child}, depth + 1))
     return paths
 
@@ -128,7 +160,7 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
                 orig, slot_name, opt_id = slot
                 original = first(orig)
                 optimizer = first(opt_id)
-                node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{slot_name}")
+                node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{escape_name(slot_name)}")
                 slot_fields = {"slot_of": original, "slot_name": slot_name, "optimizer": optimizer}
             # A variable's value is its only attribute worth naming; others (iterator state, configs) are named.
             suffix = "" if attr.name == "VARIABLE_VALUE" else attr.name
