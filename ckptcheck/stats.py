@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,35 +33,50 @@ class _Accumulator:
         if n == 0:
             return
         self.count += n
-        if self.constant:
-            if self.first is None:
-                self.first = values[0].item()
-            first = self.first
-            if isinstance(first, float) and math.isnan(first):
-                self.constant = bool(np.isnan(values).all())
-            else:
-                self.constant = bool((values == first).all())
-        if values.dtype.kind == "f":
-            bad = ~np.isfinite(values)
-            if bad.any():
-                nans = int(np.isnan(values).sum())
-                self.nan += nans
-                self.inf += int(bad.sum()) - nans
-                values = values[~bad]
+        # min and max in the stored dtype first: NaN propagates through them, so finite extremes prove the chunk
+        # holds no NaN or Inf and the masking pass is skipped (the common case, and most of the time saved).
+        cmin, cmax = values.min(), values.max()
+        if values.dtype.kind == "f" and not (np.isfinite(cmin) and np.isfinite(cmax)):
+            nans = np.isnan(values)
+            infs = np.isinf(values)
+            n_nan, n_inf = int(nans.sum()), int(infs.sum())
+            self.nan += n_nan
+            self.inf += n_inf
+            self._track_constant(values, n_nan == n, n_nan)
+            values = values[~(nans | infs)]
+            if values.size == 0:
+                return
+            cmin, cmax = values.min(), values.max()
+        else:
+            self._track_constant(values, False, 0, cmin, cmax)
         k = values.size
-        if k == 0:
-            return
-        wide = values.astype(np.float64, copy=False)
-        cmin, cmax = float(wide.min()), float(wide.max())
-        self.min = min(self.min, cmin)
-        self.max = max(self.max, cmax)
-        cmean = float(wide.mean())
-        cm2 = float(np.square(wide - cmean).sum())
+        self.min = min(self.min, float(cmin))
+        self.max = max(self.max, float(cmax))
+        wide = values.astype(np.float64)  # one copy; then in place, and a BLAS dot for the squared deviations
+        cmean = float(wide.sum()) / k
+        wide -= cmean
+        cm2 = float(np.dot(wide, wide))
         total = self.finite + k
         delta = cmean - self.mean
         self.mean += delta * k / total
         self.m2 += cm2 + delta * delta * self.finite * k / total
         self.finite = total
+
+    def _track_constant(self, values: np.ndarray, all_nan: bool, n_nan: int, cmin: Any = None,
+                        cmax: Any = None) -> None:
+        if not self.constant:
+            return
+        if self.first is None:
+            self.first = values.flat[0].item()
+        first = self.first
+        if isinstance(first, float) and math.isnan(first):
+            self.constant = all_nan
+        elif n_nan:
+            self.constant = False
+        elif cmin is not None:
+            self.constant = bool(cmin == cmax == first)
+        else:
+            self.constant = bool((values == first).all())
 
 
 def _as_number(value: float) -> str:

@@ -31,10 +31,13 @@ class CheckpointReader(ABC):
         return self.info().tensors
 
     def tensor_info(self, name: str) -> TensorInfo:
-        for t in self.tensors():
-            if t.name == name:
-                return t
-        raise self.not_found(name)
+        by_name = self.__dict__.get("_tensor_index")
+        if by_name is None:
+            by_name = self.__dict__["_tensor_index"] = {t.name: t for t in self.tensors()}
+        found = by_name.get(name)
+        if found is None:
+            raise self.not_found(name)
+        return found
 
     def not_found(self, name: str) -> TensorNotFoundError:
         names = [t.name for t in self.tensors()]
