@@ -1,0 +1,240 @@
+"""Side-by-side benchmarks: ckptcheck against TensorFlow's own tools, whole processes, in the same run.
+
+    python bench/run.py [--runs 5] [--large] [--only inspect,verify,stats,diff,startup]
+
+Needs the tf extra (TensorFlow builds the synthetic checkpoints once, cached in bench/cache/, and is the side
+compared against). Runs alternate A B A B; the table quotes medians, the median of the per-pair ratios, and each
+side's peak resident memory (from the kernel's rusage of that process). Writes bench/RESULTS.md.
+Not a unit test: nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache"
+PY = sys.executable
+CKPT = [PY, "-m", "ckptcheck"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+# name -> (number of tensors, float32 elements per tensor)
+CHECKPOINTS = {
+    "small20k": (20_000, 800),  # ~64 MiB in 20,000 tensors
+    "1g": (2_000, 134_144),  # ~1 GiB in 2,000 tensors
+    "4g": (2_000, 536_576),  # ~4 GiB, with --large: memory must stay flat
+}
+
+BUILD = textwrap.dedent(
+    """
+    import sys, numpy as np, tensorflow as tf
+    prefix, count, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(size).astype(np.float32)
+    variables = {}
+    for i in range(count):
+        values = np.roll(base, i)
+        if seed and i % 10 == 0:
+            values = values + np.float32(1e-3 * seed)
+        variables[f"layer_{i:05d}"] = tf.Variable(values, name=f"v{i}")
+    tf.train.Checkpoint(**variables).write(prefix)
+    """
+)
+
+TF_READ_ALL = textwrap.dedent(
+    """
+    import sys, tensorflow as tf
+    reader = tf.train.load_checkpoint(sys.argv[1])
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
+    """
+)
+
+TF_STATS = textwrap.dedent(
+    """
+    import sys, numpy as np, tensorflow as tf
+    reader = tf.train.load_checkpoint(sys.argv[1])
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype.is_floating:
+            v = reader.get_tensor(name)
+            print(name, v.min(), v.max(), v.mean(), v.std(), np.isnan(v).sum(), np.isinf(v).sum())
+    """
+)
+
+TF_DIFF = textwrap.dedent(
+    """
+    import sys, numpy as np, tensorflow as tf
+    a, b = tf.train.load_checkpoint(sys.argv[1]), tf.train.load_checkpoint(sys.argv[2])
+    shapes_a, shapes_b = a.get_variable_to_shape_map(), b.get_variable_to_shape_map()
+    for name in sorted(set(shapes_a) & set(shapes_b)):
+        x, y = a.get_tensor(name), b.get_tensor(name)
+        if x.dtype != object and x.shape == y.shape:
+            d = np.abs(x.astype(np.float64) - y)
+            print(name, d.max() if d.size else 0, int((x != y).sum()))
+    """
+)
+
+
+def prefix_of(name: str, variant: int = 0) -> str:
+    return str(CACHE / f"{name}-{variant}" / "ckpt")
+
+
+def build(name: str, variant: int = 0) -> str:
+    prefix = prefix_of(name, variant)
+    if not Path(prefix + ".index").exists():
+        count, size = CHECKPOINTS[name]
+        print(f"building {name} variant {variant} ({count} tensors x {size} float32) ...", file=sys.stderr)
+        subprocess.run([PY, "-c", BUILD, prefix, str(count), str(size), str(variant)], check=True, env=ENV)
+    return prefix
+
+
+@dataclass
+class Sample:
+    seconds: float
+    peak_mib: float
+
+
+def run_once(cmd: list[str]) -> Sample:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode not in (0, 1):  # diff exits 1 when the checkpoints differ, as they do here
+        raise SystemExit(f"{cmd} failed ({proc.returncode}): {err[-2000:]}")
+    return Sample(seconds, usage.ru_maxrss / 1024)  # ru_maxrss is KiB on Linux
+
+
+@dataclass
+class Result:
+    label: str
+    cmd_a: list[str]
+    cmd_b: list[str]
+    a: list[Sample]
+    b: list[Sample]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(y.seconds / x.seconds for x, y in zip(self.a, self.b, strict=True))
+
+
+def compare(label: str, cmd_a: list[str], cmd_b: list[str], runs: int) -> Result:
+    run_once(cmd_a)  # warm the page cache, so both sides read from memory
+    a: list[Sample] = []
+    b: list[Sample] = []
+    for _ in range(runs):
+        a.append(run_once(cmd_a))
+        b.append(run_once(cmd_b))
+    result = Result(label, cmd_a, cmd_b, a, b)
+    print(f"{label}: ckptcheck {med(a):.3f} s / TensorFlow {med(b):.3f} s = {result.ratio:.1f}x; "
+          f"peak {peak(a):.0f} / {peak(b):.0f} MiB", file=sys.stderr)
+    return result
+
+
+def med(samples: list[Sample]) -> float:
+    return statistics.median(s.seconds for s in samples)
+
+
+def peak(samples: list[Sample]) -> float:
+    return max(s.peak_mib for s in samples)
+
+
+def single(label: str, cmd: list[str], runs: int) -> Result:
+    samples = [run_once(cmd) for _ in range(runs)]
+    print(f"{label}: {statistics.median(s.seconds for s in samples):.3f} s", file=sys.stderr)
+    return Result(label, cmd, [], samples, [])
+
+
+def short(cmd: list[str]) -> str:
+    out = []
+    for part in cmd:
+        if part == PY:
+            out.append("python")
+        elif "\n" in part:
+            out.append("<script>")
+        else:
+            out.append(part.replace(str(CACHE), "cache"))
+    return " ".join(out)
+
+
+def write_results(results: list[Result], runs: int, tf_version: str) -> None:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {platform.platform()}; {cpu}; {os.cpu_count()} cores; {mem:.0f} GiB; "
+        f"Python {platform.python_version()}; TensorFlow {tf_version}.",
+        f"Each row: {runs} runs per side, alternating A B A B after one warm-up run (page cache warm); "
+        "medians of wall time of the whole process; ratio = median of per-pair TensorFlow/ckptcheck; "
+        "peak = largest max RSS of any run.",
+        "",
+        "| benchmark | ckptcheck (s) | TensorFlow (s) | speed-up | ckptcheck peak (MiB) | TensorFlow peak (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.b:
+            lines.append(f"| {r.label} | {med(r.a):.3f} | {med(r.b):.3f} | {r.ratio:.1f}x | {peak(r.a):.0f} | "
+                         f"{peak(r.b):.0f} |")
+        else:
+            lines.append(f"| {r.label} | {med(r.a):.3f} | | | {peak(r.a):.0f} | |")
+    lines += ["", "Commands:", ""]
+    for r in results:
+        lines.append(f"- {r.label}: `{short(r.cmd_a)}`" + (f" vs `{short(r.cmd_b)}`" if r.cmd_b else ""))
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--large", action="store_true", help="also the 4 GiB checkpoint (memory must stay flat)")
+    parser.add_argument("--only", default="startup,inspect,verify,stats,diff")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    tf_version = subprocess.run([PY, "-c", "import tensorflow as tf; print(tf.__version__)"], capture_output=True,
+                                text=True, env=ENV, check=True).stdout.strip()
+    small, big = build("small20k"), build("1g")
+    results: list[Result] = []
+    if "startup" in only:
+        results.append(single("ckptcheck --version", [*CKPT, "--version"], args.runs))
+        results.append(single("ckptcheck inspect --help", [*CKPT, "inspect", "--help"], args.runs))
+    tf_inspect = [PY, "-m", "tensorflow.python.tools.inspect_checkpoint", f"--file_name={small}"]
+    if "inspect" in only:
+        results.append(compare("inspect, 20,000 tensors (table)", [*CKPT, "inspect", small], tf_inspect, args.runs))
+        results.append(compare("inspect, 20,000 tensors (--json)", [*CKPT, "inspect", small, "--json"], tf_inspect,
+                               args.runs))
+    sizes = [("1 GiB", big)] + ([("4 GiB", build("4g"))] if args.large else [])
+    for label, prefix in sizes:
+        if "verify" in only:
+            results.append(compare(f"verify, {label}", [*CKPT, "verify", prefix],
+                                   [PY, "-c", TF_READ_ALL, prefix], args.runs))
+        if "stats" in only:
+            results.append(compare(f"inspect --stats, {label}", [*CKPT, "inspect", prefix, "--stats"],
+                                   [PY, "-c", TF_STATS, prefix], args.runs))
+    if "diff" in only:
+        other = build("1g", variant=1)
+        results.append(compare("diff, 1 GiB vs 1 GiB", [*CKPT, "diff", big, other],
+                               [PY, "-c", TF_DIFF, big, other], args.runs))
+    write_results(results, args.runs, tf_version)
+    print(f"wrote {HERE / 'RESULTS.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
