@@ -7,6 +7,7 @@ checked against the shard's real size before anything is allocated, and checked 
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -274,7 +275,7 @@ class BundleReader(CheckpointReader):
         self._slice_entries = slice_keys
         self.has_object_graph = OBJECT_GRAPH_KEY in entries
         self.format = format or (TF2 if self.has_object_graph else TF1)
-        self._files: dict[int, object] = {}
+        self._files: dict[int, io.BufferedReader] = {}
 
     # -- listing --
 
@@ -358,7 +359,7 @@ class BundleReader(CheckpointReader):
             raise self.not_found(name)
         return e
 
-    def _shard_file(self, shard: int, tensor: str):  # type: ignore[no-untyped-def]
+    def _shard_file(self, shard: int, tensor: str) -> io.BufferedReader:
         f = self._files.get(shard)
         if f is None:
             if not 0 <= shard < self.num_shards:
@@ -389,7 +390,7 @@ class BundleReader(CheckpointReader):
         if entry.offset < 0 or entry.size < 0:
             raise CorruptCheckpointError(f"entry has a negative offset or size ({entry.offset}, {entry.size})",
                                          path=self.index_path, tensor=tensor)
-        file_size = os.fstat(f.fileno()).st_size  # type: ignore[attr-defined]
+        file_size = os.fstat(f.fileno()).st_size
         if entry.offset + entry.size > file_size:
             raise CorruptCheckpointError(
                 f"data runs past the end of the shard (bytes {entry.offset}..{entry.offset + entry.size - 1}, "
@@ -431,13 +432,13 @@ class BundleReader(CheckpointReader):
             return self._read_strings(entry, tensor)
         f = self._shard_file(entry.shard_id, tensor)
         raw = np.empty(entry.size, dtype=np.uint8)
-        f.seek(entry.offset)  # type: ignore[attr-defined]
-        got = f.readinto(memoryview(raw))  # type: ignore[attr-defined]
+        f.seek(entry.offset)
+        got = f.readinto(raw.data)
         if got != entry.size:
             raise CorruptCheckpointError("short read from the shard", path=self.shard_path(entry.shard_id),
                                          tensor=tensor)
         if entry.crc32c is not None:
-            actual = crc32c(raw)
+            actual = crc32c(raw.data)
             if actual != unmask_crc(entry.crc32c):
                 raise self._checksum_error(entry, tensor, actual)
         arr = raw.view(self._numpy_dtype(entry.dtype)).reshape(entry.shape)
@@ -445,8 +446,8 @@ class BundleReader(CheckpointReader):
 
     def _read_strings(self, entry: BundleEntry, tensor: str) -> np.ndarray:
         f = self._shard_file(entry.shard_id, tensor)
-        f.seek(entry.offset)  # type: ignore[attr-defined]
-        data = f.read(entry.size)  # type: ignore[attr-defined]
+        f.seek(entry.offset)
+        data = f.read(entry.size)
         path = self.shard_path(entry.shard_id)
         n = entry.num_elements
         lengths: list[int] = []
@@ -479,24 +480,42 @@ class BundleReader(CheckpointReader):
             start += length
         return out.reshape(entry.shape)
 
-    def _assemble(self, entry: BundleEntry, name: str) -> np.ndarray:
+    def _tiling(self, entry: BundleEntry, name: str) -> list[tuple[tuple[Extent, ...], BundleEntry]]:
+        """The slices of a partitioned variable, checked to tile its shape exactly: each inside the shape, of the
+        variable's dtype, storing the shape it claims, none overlapping another, all together covering it."""
         slices = self.slices_of(entry)
-        total = entry.num_elements
         covered = 0
         for extents, part in slices:
+            where = _format_extents(extents)
             if len(extents) != len(entry.shape) or any(
-                s < 0 or s + n > d for (s, n), d in zip(extents, entry.shape, strict=False)
+                s < 0 or n < 0 or s + n > d for (s, n), d in zip(extents, entry.shape, strict=False)
             ):
-                raise CorruptCheckpointError(f"slice {_format_extents(extents)} lies outside the shape "
-                                             f"{list(entry.shape)}", path=self.index_path, tensor=name)
-            if tuple(n for _, n in extents) != part.shape:
-                raise CorruptCheckpointError(f"slice {_format_extents(extents)} stores shape {list(part.shape)}",
+                raise CorruptCheckpointError(f"slice {where} lies outside the shape {list(entry.shape)}",
                                              path=self.index_path, tensor=name)
+            if tuple(n for _, n in extents) != part.shape:
+                raise CorruptCheckpointError(f"slice {where} stores shape {list(part.shape)}",
+                                             path=self.index_path, tensor=name)
+            if part.dtype != entry.dtype:
+                raise CorruptCheckpointError(f"slice {where} stores {part.dtype.name}, the variable is "
+                                             f"{entry.dtype.name}", path=self.index_path, tensor=name)
             covered += part.num_elements
-        if covered != total:
+        if covered != entry.num_elements:
             raise CorruptCheckpointError(
-                f"slices cover {covered} of the {total} elements", path=self.index_path, tensor=name
+                f"slices cover {covered} of the {entry.num_elements} elements", path=self.index_path, tensor=name
             )
+        clash = _first_overlap([extents for extents, _ in slices])
+        if clash is not None:
+            a, b = (_format_extents(slices[i][0]) for i in clash)
+            # Same element count with an overlap means a gap too: part of the tensor would be left unset.
+            raise CorruptCheckpointError(f"slices {a} and {b} overlap", path=self.index_path, tensor=name)
+        return slices
+
+    def _assemble(self, entry: BundleEntry, name: str) -> np.ndarray:
+        slices = self._tiling(entry, name)
+        # Every slice's bytes are checked against its shard before the whole tensor is allocated, so an index
+        # claiming a huge shape fails here rather than in np.empty.
+        for _, part in slices:
+            self.check_bounds(part, name)
         out = np.empty(entry.shape, dtype=object if entry.dtype.is_string else entry.dtype.numpy)
         for extents, part in slices:
             index = tuple(slice(s, s + n) for s, n in extents)
@@ -514,8 +533,7 @@ class BundleReader(CheckpointReader):
         entry = self.entry(name)
         if not entry.slices:
             return [entry]
-        self._assemble_check(entry, name)
-        return [part for _, part in self.slices_of(entry)]
+        return [part for _, part in self._tiling(entry, name)]
 
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
         for part in self.parts(name):
@@ -531,14 +549,14 @@ class BundleReader(CheckpointReader):
         step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
         buf = np.empty(min(step, max(part.size, itemsize)), dtype=np.uint8)
         f = self._shard_file(part.shard_id, name)
-        f.seek(part.offset)  # type: ignore[attr-defined]
+        f.seek(part.offset)
         dt = self._numpy_dtype(part.dtype)
         crc = 0
         remaining = part.size
         while remaining > 0:
             n = min(remaining, buf.size)
-            view = memoryview(buf)[:n]
-            got = f.readinto(view)  # type: ignore[attr-defined]
+            view = buf.data[:n]
+            got = f.readinto(view)
             if got != n:
                 raise CorruptCheckpointError("short read from the shard", path=self.shard_path(part.shard_id),
                                              tensor=name)
@@ -548,13 +566,6 @@ class BundleReader(CheckpointReader):
             yield arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
         if part.crc32c is not None and crc != unmask_crc(part.crc32c):
             raise self._checksum_error(part, name, crc)
-
-    def _assemble_check(self, entry: BundleEntry, name: str) -> None:
-        covered = sum(part.num_elements for _, part in self.slices_of(entry))
-        if covered != entry.num_elements:
-            raise CorruptCheckpointError(
-                f"slices cover {covered} of the {entry.num_elements} elements", path=self.index_path, tensor=name
-            )
 
     # -- object graph --
 
@@ -578,9 +589,25 @@ class BundleReader(CheckpointReader):
 
     def close(self) -> None:
         for f in self._files.values():
-            f.close()  # type: ignore[attr-defined]
+            f.close()
         self._files.clear()
 
 
 def _format_extents(extents: tuple[Extent, ...]) -> str:
     return "[" + ", ".join(f"{s}:{s + n}" if n >= 0 else f"{s}:" for s, n in extents) + "]"
+
+
+def _first_overlap(boxes: list[tuple[Extent, ...]]) -> tuple[int, int] | None:
+    """Indices of two boxes that share an element, if any: a sweep along the first dimension, comparing each box
+    only with the boxes still open there (few, for the row-wise and block-wise slicings TensorFlow writes)."""
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0][0] if boxes[i] else 0)
+    open_boxes: list[int] = []
+    for i in order:
+        box = boxes[i]
+        if box:
+            open_boxes = [j for j in open_boxes if boxes[j][0][0] + boxes[j][0][1] > box[0][0]]
+        for j in open_boxes:
+            if all(max(s1, s2) < min(s1 + n1, s2 + n2) for (s1, n1), (s2, n2) in zip(box, boxes[j], strict=True)):
+                return j, i
+        open_boxes.append(i)
+    return None
