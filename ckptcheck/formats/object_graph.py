@@ -16,7 +16,11 @@ from ckptcheck.model import ObjectRef
 # The graph may hold cycles and many diamond paths (a Keras model reaches a kernel through layers, _operations,
 # _functional, the optimizer's variable lists...). Enough paths to tell the user what a key is, and no blow-up.
 MAX_PATHS_PER_NODE = 8
-MAX_PATH_DEPTH = 32
+MAX_PATH_DEPTH = 32  # alternative paths are looked for this deep; the first path is found at any depth
+# A hostile graph (a long chain, huge names) could make path strings quadratic in its size: a path longer than
+# this is not spelled out, and all paths together stop at a budget far above any real model's.
+MAX_PATH_CHARS = 4096
+PATH_CHARS_BUDGET = 1 << 26
 
 
 @dataclass
@@ -95,41 +99,53 @@ def node_paths(nodes: list[Node]) -> dict[int, list[str]]:
     """The paths (escaped child names joined by '/') that reach each node from the root.
 
     The first is TensorFlow's: the path along which a breadth-first walk first reaches the node, the one its
-    checkpoint keys are built from, at any depth. Up to MAX_PATHS_PER_NODE - 1 other cycle-free paths follow,
-    shortest first, looked for down to MAX_PATH_DEPTH edges.
+    checkpoint keys are built from. Up to MAX_PATHS_PER_NODE - 1 other cycle-free paths follow, shortest first.
+    A node whose first path is too long to spell out (see MAX_PATH_CHARS) has no entry.
     """
     if not nodes:
         return {}
-    first: dict[int, str] = {0: ""}
+    budget = PATH_CHARS_BUDGET
+    # The breadth-first tree: each node's first path, and the edge (parent, edge index) it arrives by.
+    first: dict[int, str | None] = {0: ""}
+    tree_edge: dict[int, tuple[int, int]] = {}
     order: deque[int] = deque([0])
     while order:
         node_id = order.popleft()
-        for child, name in nodes[node_id].children:
-            if 0 <= child < len(nodes) and child not in first:
-                first[child] = _join(first[node_id], name)
-                order.append(child)
-    paths: dict[int, list[str]] = {node_id: [path] for node_id, path in first.items()}
-    queue: deque[tuple[int, str, frozenset[int], int]] = deque([(0, "", frozenset([0]), 0)])
-    walked_first: set[int] = set()
-    while queue:
-        node_id, path, seen, depth = queue.popleft()
-        if depth >= MAX_PATH_DEPTH:
+        parent_path = first[node_id]
+        for index, (child, name) in enumerate(nodes[node_id].children):
+            if not 0 <= child < len(nodes) or child in first:
+                continue
+            tree_edge[child] = (node_id, index)
+            path = None if parent_path is None else _join(parent_path, name)
+            if path is not None and (len(path) > MAX_PATH_CHARS or len(path) > budget):
+                path = None
+            if path is not None:
+                budget -= len(path)
+            first[child] = path
+            order.append(child)
+    paths: dict[int, list[str]] = {node_id: [path] for node_id, path in first.items() if path is not None}
+    # Other paths: walk the tree edges (once per node) and, from any node, edges off the tree (each distinct path
+    # at most once, a few per node), so duplicate edges or dense diamonds cannot blow the walk up.
+    queue: deque[tuple[int, str, frozenset[int], bool]] = deque([(0, "", frozenset([0]), True)])
+    while queue and budget > 0:
+        node_id, path, seen, on_tree = queue.popleft()
+        if len(seen) > MAX_PATH_DEPTH:
             continue
-        for child, name in nodes[node_id].children:
+        for index, (child, name) in enumerate(nodes[node_id].children):
             if not 0 <= child < len(nodes) or child in seen:
                 continue
             child_path = _join(path, name)
-            known = paths[child]
-            # Each distinct path is walked once, so a hostile graph (duplicate edges) cannot blow up the walk.
-            if child_path == known[0]:
-                if child in walked_first:
-                    continue
-                walked_first.add(child)
-            elif child_path in known or len(known) >= MAX_PATHS_PER_NODE:
+            if len(child_path) > MAX_PATH_CHARS:
                 continue
-            else:
+            child_on_tree = on_tree and tree_edge.get(child) == (node_id, index)
+            if not child_on_tree:
+                known = paths.get(child)
+                # (A node whose first path is too long to spell gets no others: the first must come first.)
+                if known is None or child_path in known or len(known) >= MAX_PATHS_PER_NODE:
+                    continue
                 known.append(child_path)
-            queue.append((child, child_path, seen | {child}, depth + 1))
+                budget -= len(child_path)
+            queue.append((child, child_path, seen | {child}, child_on_tree))
     return paths
 
 
