@@ -1,1 +1,250 @@
-"""Session-scoped fixtures that build TensorFlow bundle checkpoints (see conftest.py)."""
+"""Session-scoped fixtures that build TensorFlow bundle checkpoints (see conftest.py).
+
+TensorFlow is imported inside the fixtures only, so collecting tests stays fast and a module that needs no
+checkpoint never pays for it. Every builder uses fixed seeds and fixed values: the files differ between runs only
+where TensorFlow writes timestamps (the `checkpoint` state file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+__all__ = [
+    "SHARDED_STRINGS",
+    "keras_tf_checkpoint",
+    "manager_dir",
+    "savedmodel_dir",
+    "tf1_model_dir",
+    "tf2_all_dtypes",
+    "tf2_sharded",
+    "tf2_sharded_strings",
+    "tf2_slots_checkpoint",
+]
+
+# Steps at which the TF1 model_dir is saved; single digits so the prefixes also sort by name.
+TF1_SAVE_STEPS = (3, 6)
+# A string variable large enough to be split into slices across shards (see tf2_sharded_strings).
+SHARDED_STRINGS = np.array([f"row {i} ".encode() * (i % 7 + 1) + bytes([i % 256]) for i in range(60)], dtype=object)
+# The shard-size cap for the sharded checkpoints: small, so variables of a few KiB are split.
+MAX_SHARD_BYTES = 1000
+
+
+def _tf() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    return tf
+
+
+@pytest.fixture(scope="session")
+def tf1_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Estimator-style model_dir written by a graph-mode tf.compat.v1 Saver at steps 3 and 6.
+
+    Holds dense/kernel (constant 0.5 initializer), dense/bias (zeros), a [10, 4] `embedding` partitioned into 3
+    slices, Adam's slots and beta powers, and global_step; model.ckpt-3 and model.ckpt-6 with their .meta files and
+    a `checkpoint` state file naming both.
+    """
+    tf = _tf()
+    v1 = tf.compat.v1
+    model_dir = tmp_path_factory.mktemp("tf1_model_dir")
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(0)
+        features = tf.constant(np.arange(20, dtype=np.float32).reshape(5, 4) / 10.0)
+        labels = tf.constant(np.ones([5, 1], dtype=np.float32))
+        ids = tf.constant([0, 3, 7, 9, 2])
+        with v1.variable_scope("dense"):
+            kernel = v1.get_variable("kernel", [4, 1], initializer=v1.constant_initializer(0.5))
+            bias = v1.get_variable("bias", [1], initializer=v1.zeros_initializer())
+        embedding = v1.get_variable(
+            "embedding", [10, 4], initializer=v1.random_normal_initializer(seed=1),
+            partitioner=v1.fixed_size_partitioner(3),
+        )
+        looked_up = tf.nn.embedding_lookup(embedding, ids)
+        loss = tf.reduce_mean((tf.matmul(features + looked_up, kernel) + bias - labels) ** 2)
+        global_step = v1.train.get_or_create_global_step()
+        train_op = v1.train.AdamOptimizer(0.01).minimize(loss, global_step=global_step)
+        saver = v1.train.Saver()
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            for step in range(1, max(TF1_SAVE_STEPS) + 1):
+                session.run(train_op)
+                if step in TF1_SAVE_STEPS:
+                    saver.save(session, str(model_dir / "model.ckpt"), global_step=global_step)
+    return model_dir
+
+
+def _all_dtype_values() -> dict[str, Any]:
+    """One variable per dtype TensorFlow can hold in a variable on CPU, with awkward values where they exist."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(0)
+    floats = np.array([0.0, -0.0, 1.5, -2.25, np.nan, np.inf, -np.inf, 1e-3], dtype=np.float64)
+    values: dict[str, Any] = {
+        "float16": floats.astype(np.float16).reshape(2, 4),
+        "bfloat16": floats.astype(ml_dtypes.bfloat16),
+        "float32": np.concatenate([floats, rng.standard_normal(24)]).astype(np.float32).reshape(4, 8),
+        "float64": np.concatenate([floats, [np.finfo(np.float64).tiny / 2, np.finfo(np.float64).max]]),
+        "int8": np.array([-128, -1, 0, 1, 127], dtype=np.int8),
+        "int16": np.array([-32768, -1, 0, 32767], dtype=np.int16),
+        "int32": np.arange(-6, 6, dtype=np.int32).reshape(3, 2, 2),
+        "int64": np.array([-(2**63), -1, 0, 2**63 - 1], dtype=np.int64),
+        "uint8": np.arange(0, 256, 51, dtype=np.uint8),
+        "uint16": np.array([0, 1, 65535], dtype=np.uint16),
+        "uint32": np.array([0, 1, 2**32 - 1], dtype=np.uint32),
+        "uint64": np.array([0, 1, 2**64 - 1], dtype=np.uint64),
+        "bool": np.array([[True, False, True], [False, False, True]]),
+        "complex64": np.array([1 + 2j, -0.0 - 0.0j, complex(np.nan, np.inf)], dtype=np.complex64),
+        "complex128": np.array([[1e300 + 1j, -1 - 1e-300j]], dtype=np.complex128),
+        "int4": np.array([-8, -1, 0, 7], dtype=ml_dtypes.int4),
+        "uint4": np.array([0, 1, 15], dtype=ml_dtypes.uint4),
+        "float8_e4m3fn": np.array([0.5, -1.0, 448.0], dtype=np.float32).astype(ml_dtypes.float8_e4m3fn),
+        "float8_e5m2": np.array([0.5, -1.0, np.inf], dtype=np.float32).astype(ml_dtypes.float8_e5m2),
+        "scalar": np.float32(3.25),
+        "step": np.int64(42),
+        "empty": np.zeros([0, 3], dtype=np.float32),
+        "empty_strings": np.zeros([0], dtype=object),
+        # Strings: empty, non-ASCII UTF-8, NUL and 0xff bytes, one long enough (200 bytes) that its length varint
+        # takes 2 bytes, and a long list; a scalar string too.
+        "strings": np.array(["", "héllo wörld ✓", b"\x00\xff\x00", "x" * 200, "tail"], dtype=object),
+        "many_strings": np.array([f"s{i}".encode() * (i % 5) for i in range(1000)], dtype=object).reshape(10, 100),
+        "string_scalar": np.array(b"just one", dtype=object),
+    }
+    return values
+
+
+@pytest.fixture(scope="session")
+def tf2_all_dtypes(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tf.train.Checkpoint with one variable per dtype (see _all_dtype_values); returns the prefix."""
+    tf = _tf()
+    variables = {}
+    for name, value in _all_dtype_values().items():
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            variables[name] = tf.Variable(tf.constant(value, dtype=tf.string))
+        else:
+            variables[name] = tf.Variable(value)
+    ckpt = tf.train.Checkpoint(**variables)
+    return str(ckpt.write(str(tmp_path_factory.mktemp("tf2_all_dtypes") / "ckpt")))
+
+
+def _sharding_options(tf: Any) -> Any:
+    policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=MAX_SHARD_BYTES)
+    return tf.train.CheckpointOptions(experimental_sharding_callback=policy)
+
+
+@pytest.fixture(scope="session")
+def tf2_sharded(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Variables written with a MaxShardSizePolicy of 1000 bytes: float32 [40, 30], float64 [7, 3, 9], bfloat16
+    [700] and complex128 [90] are split into slices across shards; small ones (and a short string) stay whole.
+
+    No string variable is large enough to be split: TensorFlow 2.21 writes sliced string variables but cannot read
+    them back (see tf2_sharded_strings), and other tests read every tensor here with TensorFlow.
+    """
+    tf = _tf()
+    rng = np.random.default_rng(1)
+    ckpt = tf.train.Checkpoint(
+        big=tf.Variable(rng.standard_normal([40, 30]).astype(np.float32)),
+        cube=tf.Variable(rng.standard_normal([7, 3, 9])),
+        bf=tf.Variable(tf.constant(rng.standard_normal(700), dtype=tf.bfloat16)),
+        c=tf.Variable((rng.standard_normal(90) + 1j * rng.standard_normal(90)).astype(np.complex128)),
+        small=tf.Variable(np.arange(5, dtype=np.int64)),
+        words=tf.Variable(["a", "bb"]),
+    )
+    prefix = tmp_path_factory.mktemp("tf2_sharded") / "ckpt"
+    return str(ckpt.write(str(prefix), options=_sharding_options(tf)))
+
+
+@pytest.fixture(scope="session")
+def tf2_sharded_strings(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SHARDED_STRINGS (60 strings, ~1.9 KB) written with the 1000-byte shard policy, so it is split into slices.
+
+    TensorFlow 2.21 cannot read this variable back ("Dtype string not supported" from both
+    CheckpointReader.get_tensor and RestoreV2); tests compare with SHARDED_STRINGS instead.
+    """
+    tf = _tf()
+    ckpt = tf.train.Checkpoint(words=tf.Variable(tf.constant(SHARDED_STRINGS, dtype=tf.string)))
+    prefix = tmp_path_factory.mktemp("tf2_sharded_strings") / "ckpt"
+    return str(ckpt.write(str(prefix), options=_sharding_options(tf)))
+
+
+@pytest.fixture(scope="session")
+def tf2_slots_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A checkpoint using TensorFlow's own slot mechanism, with names that need escaping and a deep object.
+
+    tf.compat.v1.train.AdamOptimizer, used eagerly, records its m/v slots as `slot_variables` in the object graph
+    (Keras 3 optimizers do not). The model holds a dict with keys "a.b" and "c/d" (escaped in checkpoint keys as
+    "a..b" and "c.Sd") and a chain of 40 nested modules ending in a variable.
+    """
+    tf = _tf()
+    model = tf.Module()
+    model.w = tf.Variable(np.arange(6, dtype=np.float32).reshape(3, 2))
+    model.named = {"a.b": tf.Variable([1.0, 2.0]), "c/d": tf.Variable([3.0])}
+    chain = tf.Module()
+    model.deep = chain
+    for _ in range(39):
+        chain.inner = tf.Module()
+        chain = chain.inner
+    chain.leaf = tf.Variable([7.0])
+    trained = [model.w, model.named["a.b"], model.named["c/d"]]
+    optimizer = tf.compat.v1.train.AdamOptimizer(0.1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model.w * 2.0) + tf.reduce_sum(model.named["a.b"] ** 2) + tf.reduce_sum(
+            model.named["c/d"]
+        )
+    optimizer.apply_gradients(zip(tape.gradient(loss, trained), trained, strict=True))
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    return str(ckpt.write(str(tmp_path_factory.mktemp("tf2_slots") / "ckpt")))
+
+
+@pytest.fixture(scope="session")
+def keras_tf_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Keras 3 Sequential (Input 4 -> Dense 3 relu -> Dense 1) after one Adam step, saved with
+    tf.train.Checkpoint(model=model, optimizer=optimizer); returns the prefix."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    tf = _tf()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam(0.01)
+    x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    y = np.ones((8, 1), dtype=np.float32)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((model(x) - y) ** 2)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    return str(ckpt.write(str(tmp_path_factory.mktemp("keras_tf") / "ckpt")))
+
+
+@pytest.fixture(scope="session")
+def savedmodel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tf.saved_model.save of a tf.Module with two variables and a traced function; returns the directory."""
+    tf = _tf()
+    module = tf.Module()
+    module.scale = tf.Variable([1.0, 2.0, 3.0])
+    module.offset = tf.Variable(0.5, dtype=tf.float64)
+    module.apply = tf.function(lambda x: x * module.scale, input_signature=[tf.TensorSpec([3], tf.float32)])
+    directory = tmp_path_factory.mktemp("savedmodel") / "model"
+    tf.saved_model.save(module, str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def manager_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tf.train.CheckpointManager directory (max_to_keep=3) after 4 saves: ckpt-2, ckpt-3, ckpt-4 remain."""
+    tf = _tf()
+    directory = tmp_path_factory.mktemp("manager")
+    value = tf.Variable(np.zeros([2, 2], dtype=np.float32))
+    step = tf.Variable(0, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(value=value, step=step), str(directory), max_to_keep=3)
+    for _ in range(4):
+        value.assign_add(tf.ones([2, 2]))
+        step.assign_add(1)
+        manager.save()
+    return directory
