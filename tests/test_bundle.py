@@ -1,0 +1,449 @@
+"""The native bundle reader against TensorFlow: names, order, shapes, dtypes and every value, bit for bit.
+
+TensorFlow (tf.train.list_variables / load_checkpoint) is the oracle; ckptcheck itself never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from index_writer import write_table
+from tf_builders import SHARDED_STRINGS, TF1_SAVE_STEPS
+
+import ckptcheck
+from ckptcheck.formats import dtypes
+from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY, BundleReader
+from ckptcheck.formats.resolve import list_state
+from ckptcheck.formats.sstable import SSTable
+from ckptcheck.model import SAVEDMODEL, TF1, TF2
+
+VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    return tf
+
+
+def _prefixes(request: pytest.FixtureRequest, fixture: str) -> list[str]:
+    """Every bundle prefix a fixture built (a directory fixture may hold several)."""
+    value = request.getfixturevalue(fixture)
+    path = Path(value)
+    if path.is_dir():
+        return sorted(str(p)[: -len(".index")] for p in path.rglob("*.index"))
+    return [str(value)]
+
+
+ALL_BUNDLES = [
+    "tf1_model_dir",
+    "tf2_all_dtypes",
+    "tf2_sharded",
+    "tf2_slots_checkpoint",
+    "keras_tf_checkpoint",
+    "savedmodel_dir",
+    "manager_dir",
+]
+
+
+def assert_same_value(mine: np.ndarray, theirs: Any, name: str) -> None:
+    """Equal bit for bit: numeric arrays by dtype, shape and raw bytes (NaN payloads, -0.0, bfloat16 included);
+    string arrays element by element, each element bytes."""
+    theirs = np.asarray(theirs, dtype=object) if isinstance(theirs, bytes) else np.asarray(theirs)
+    assert mine.shape == theirs.shape, name
+    if theirs.dtype == object:
+        assert mine.dtype == object, name
+        for a, b in zip(mine.reshape(-1), theirs.reshape(-1), strict=True):
+            assert type(a) is bytes and a == b, name
+    else:
+        assert mine.dtype == theirs.dtype, (name, mine.dtype, theirs.dtype)
+        assert mine.tobytes() == theirs.tobytes(), name
+
+
+# --- listing and values against TensorFlow ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ALL_BUNDLES)
+def test_listing_and_values_match_tensorflow(request: pytest.FixtureRequest, fixture: str) -> None:
+    tf = _tf()
+    for prefix in _prefixes(request, fixture):
+        expected = tf.train.list_variables(prefix)
+        tf_reader = tf.train.load_checkpoint(prefix)
+        dtype_map = tf_reader.get_variable_to_dtype_map()
+        with ckptcheck.open_checkpoint(prefix) as reader:
+            listed = reader.tensors()
+            assert [(t.name, list(t.shape)) for t in listed] == [(n, list(s)) for n, s in expected]
+            for t in listed:
+                assert t.dtype == dtype_map[t.name].name, t.name
+                value = reader.read(t.name)
+                assert_same_value(value, tf_reader.get_tensor(t.name), t.name)
+                if t.dtype != "string":
+                    assert t.nbytes == value.nbytes, t.name
+                assert t.file is not None and os.path.isfile(os.path.join(os.path.dirname(prefix), t.file))
+
+
+def test_every_dtype_is_present_and_read(tf2_all_dtypes: str) -> None:
+    """The all-dtypes checkpoint really holds each dtype, with the awkward values it was built with."""
+    with ckptcheck.open_checkpoint(tf2_all_dtypes) as reader:
+        by_name = {t.name[: -len(VALUE)]: t for t in reader.tensors() if t.name.endswith(VALUE)}
+        wanted = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                  "uint32", "uint64", "bool", "complex64", "complex128", "string", "int4", "uint4",
+                  "float8_e4m3fn", "float8_e5m2"}
+        assert wanted <= {t.dtype for t in by_name.values()}
+        assert by_name["scalar"].shape == () and by_name["empty"].shape == (0, 3)
+        f32 = reader.read("float32" + VALUE).reshape(-1)
+        assert np.isnan(f32[4]) and np.isposinf(f32[5]) and np.isneginf(f32[6])
+        assert f32[1] == 0 and np.signbit(f32[1])
+        strings = reader.read("strings" + VALUE)
+        assert list(strings) == [b"", "héllo wörld ✓".encode(), b"\x00\xff\x00", b"x" * 200, b"tail"]
+        assert reader.read("string_scalar" + VALUE).shape == ()
+        assert reader.read("many_strings" + VALUE).shape == (10, 100)
+        assert reader.read("empty_strings" + VALUE).shape == (0,)
+
+
+def test_dtype_table_matches_tensorflow() -> None:
+    tf = _tf()
+    for enum, dtype in dtypes.BY_ENUM.items():
+        tf_dtype = tf.as_dtype(enum)
+        assert dtype.name == tf_dtype.name, enum
+        if dtype.readable and not dtype.is_string:
+            assert dtype.itemsize == tf_dtype.size, dtype.name
+            assert dtype.numpy.itemsize == dtype.itemsize, dtype.name
+        # Reference dtypes (enum + 100) are stored as their base type.
+        assert dtypes.from_enum(enum + 100) == dtype
+
+
+def _expected_chunks(reader: BundleReader, name: str) -> np.ndarray:
+    """Storage order: C order of the whole tensor, or of each slice in turn for a partitioned variable."""
+    whole = reader.read(name)
+    entry = reader.entry(name)
+    if not entry.slices:
+        return whole.reshape(-1)
+    parts = [whole[tuple(slice(s, s + n) for s, n in extents)].reshape(-1) for extents, _ in reader.slices_of(entry)]
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("fixture", ["tf1_model_dir", "tf2_all_dtypes", "tf2_sharded", "tf2_sharded_strings"])
+@pytest.mark.parametrize("chunk_bytes", [1, 24, 1 << 20])
+def test_iter_chunks_concatenated_equals_read(request: pytest.FixtureRequest, fixture: str, chunk_bytes: int) -> None:
+    for prefix in _prefixes(request, fixture):
+        with ckptcheck.open_checkpoint(prefix) as reader:
+            assert isinstance(reader, BundleReader)
+            for t in reader.tensors():
+                chunks = [c.copy() for c in reader.iter_chunks(t.name, chunk_bytes=chunk_bytes)]
+                expected = _expected_chunks(reader, t.name)
+                got = np.concatenate(chunks) if chunks else np.zeros(0, expected.dtype)
+                if t.dtype == "string":
+                    assert list(got) == list(expected), t.name
+                    continue
+                assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes(), t.name
+                itemsize = expected.dtype.itemsize
+                assert all(c.nbytes <= max(chunk_bytes - chunk_bytes % itemsize, itemsize) for c in chunks), t.name
+
+
+# --- partitioned and sharded variables ---------------------------------------------------------------------------
+
+
+def test_tf1_partitioned_variable_is_one_row_with_three_slices(tf1_model_dir: Path) -> None:
+    with ckptcheck.open_checkpoint(str(tf1_model_dir)) as reader:
+        slices = {t.name: t.slices for t in reader.tensors()}
+        infos = {t.name: t for t in reader.tensors()}
+    assert slices["embedding"] == slices["embedding/Adam"] == slices["embedding/Adam_1"] == 3
+    assert infos["embedding"].shape == (10, 4)
+    assert infos["embedding"].nbytes == 10 * 4 * 4
+    assert all(n == 0 for name, n in slices.items() if not name.startswith("embedding"))
+
+
+def _raw_keys(prefix: str) -> list[bytes]:
+    return [key for key, _ in SSTable.open(prefix + ".index").items()]
+
+
+def test_sharded_checkpoint_really_has_slices_across_shards(tf2_sharded: str) -> None:
+    """The fixture does what it claims: several shards, and variables split into slice entries among them."""
+    data_files = sorted(Path(tf2_sharded).parent.glob("ckpt.data-*"))
+    assert len(data_files) > 1
+    assert all(f.name.endswith(f"-of-{len(data_files):05d}") for f in data_files)
+    slice_keys = [k for k in _raw_keys(tf2_sharded) if k.startswith(b"\x00")]
+    assert slice_keys, "no slice entries in the index"
+    with ckptcheck.open_checkpoint(tf2_sharded) as reader:
+        assert isinstance(reader, BundleReader)
+        assert reader.num_shards == len(data_files)
+        info = {t.name: t for t in reader.tensors()}
+        for short in ("big", "cube", "bf", "c"):
+            name = short + VALUE
+            n = sum(1 for k in slice_keys if k.startswith(b"\x00" + name.encode() + b"\x00\x01"))
+            assert info[name].slices == n > 1, name
+            shards = {part.shard_id for _, part in reader.slices_of(reader.entry(name))}
+            assert len(shards) > 1, name
+            assert info[name].nbytes == int(np.prod(info[name].shape)) * reader.entry(name).dtype.itemsize
+        assert info["small" + VALUE].slices == info["words" + VALUE].slices == 0
+        # "big" is split along both dimensions: its slices are not whole rows.
+        big = reader.entry("big" + VALUE)
+        assert any(length != 30 for extents, _ in reader.slices_of(big) for _, length in extents[1:])
+
+
+def test_sliced_string_variable_tensorflow_cannot_read(tf2_sharded_strings: str) -> None:
+    """TF 2.21 writes this variable in slices and then fails to read it ("Dtype string not supported");
+    ckptcheck reads it, checked against the values the fixture wrote."""
+    tf = _tf()
+    name = "words" + VALUE
+    with ckptcheck.open_checkpoint(tf2_sharded_strings) as reader:
+        info = reader.tensor_info(name)
+        assert info.dtype == "string" and info.slices > 1 and info.shape == SHARDED_STRINGS.shape
+        got = reader.read(name)
+    assert list(got) == list(SHARDED_STRINGS)
+    with pytest.raises(Exception, match="Dtype string not supported"):
+        tf.train.load_checkpoint(tf2_sharded_strings).get_tensor(name)
+
+
+# --- resolving what users pass -----------------------------------------------------------------------------------
+
+
+def _location(path: str) -> tuple[str, str]:
+    with ckptcheck.open_checkpoint(path) as reader:
+        info = reader.info()
+    return info.format, info.location
+
+
+def test_paths_that_name_a_tf1_checkpoint(tf1_model_dir: Path) -> None:
+    tf = _tf()
+    latest = str(tf1_model_dir / f"model.ckpt-{TF1_SAVE_STEPS[-1]}")
+    assert tf.train.latest_checkpoint(str(tf1_model_dir)) == latest
+    for given in (
+        str(tf1_model_dir),
+        str(tf1_model_dir / "checkpoint"),
+        latest,
+        latest + ".index",
+        latest + ".data-00000-of-00001",
+        latest + ".meta",
+    ):
+        assert _location(given) == (TF1, latest), given
+    older = str(tf1_model_dir / f"model.ckpt-{TF1_SAVE_STEPS[0]}")
+    assert _location(older + ".meta") == (TF1, older)
+    with ckptcheck.open_checkpoint(latest) as reader:
+        files = reader.info().files
+    assert latest + ".meta" in files and all(os.path.isfile(f) for f in files)
+
+
+def test_tf2_formats_are_detected(tf2_all_dtypes: str, keras_tf_checkpoint: str, tf1_model_dir: Path) -> None:
+    assert _location(tf2_all_dtypes)[0] == TF2
+    assert _location(keras_tf_checkpoint)[0] == TF2
+    assert _location(str(tf1_model_dir))[0] == TF1
+    with ckptcheck.open_checkpoint(str(tf1_model_dir)) as reader:
+        assert reader.objects() is None
+        assert OBJECT_GRAPH_KEY not in {t.name for t in reader.tensors()}
+
+
+def test_savedmodel_directory(savedmodel_dir: Path) -> None:
+    variables = str(savedmodel_dir / "variables" / "variables")
+    assert _location(str(savedmodel_dir)) == (SAVEDMODEL, variables)
+    assert _location(str(savedmodel_dir / "variables")) == (SAVEDMODEL, variables)
+    with ckptcheck.open_checkpoint(str(savedmodel_dir)) as reader:
+        names = {t.name for t in reader.tensors()}
+        assert {"scale" + VALUE, "offset" + VALUE} <= names
+        np.testing.assert_array_equal(reader.read("scale" + VALUE), np.array([1.0, 2.0, 3.0], dtype=np.float32))
+
+
+def test_checkpoint_manager_directory(manager_dir: Path) -> None:
+    tf = _tf()
+    latest = tf.train.latest_checkpoint(str(manager_dir))
+    assert latest == str(manager_dir / "ckpt-4")
+    assert _location(str(manager_dir)) == (TF2, latest)
+    with ckptcheck.open_checkpoint(str(manager_dir)) as reader:
+        assert int(reader.read("step" + VALUE)) == 4
+        np.testing.assert_array_equal(reader.read("value" + VALUE), np.full([2, 2], 4.0, dtype=np.float32))
+
+
+@pytest.mark.parametrize(("fixture", "steps"), [("manager_dir", [2, 3, 4]), ("tf1_model_dir", list(TF1_SAVE_STEPS))])
+def test_list_state_names_every_checkpoint_with_its_step(
+    request: pytest.FixtureRequest, fixture: str, steps: list[int]
+) -> None:
+    tf = _tf()
+    directory = request.getfixturevalue(fixture)
+    state = tf.train.get_checkpoint_state(str(directory))
+    entries = list_state(str(directory))
+    assert [e.prefix for e in entries] == list(state.all_model_checkpoint_paths)
+    assert [e.step for e in entries] == steps
+    assert [e.latest for e in entries] == [False] * (len(steps) - 1) + [True]
+    assert all(e.exists for e in entries)
+
+
+def test_state_file_with_escaped_names(tmp_path: Path) -> None:
+    """TensorFlow writes the state file as a text proto: quotes and backslashes are escaped, UTF-8 kept."""
+    tf = _tf()
+    name = 'é"q\'\\b'
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(tmp_path), max_to_keep=3,
+                                         checkpoint_name=name)
+    manager.save()
+    manager.save()
+    assert "\\\\" in (tmp_path / "checkpoint").read_text()
+    entries = list_state(str(tmp_path))
+    assert [e.prefix for e in entries] == list(tf.train.get_checkpoint_state(str(tmp_path)).all_model_checkpoint_paths)
+    assert [e.step for e in entries] == [1, 2] and all(e.exists for e in entries)
+    assert _location(str(tmp_path)) == (TF2, str(tmp_path / f"{name}-2"))
+
+
+# --- the object graph --------------------------------------------------------------------------------------------
+
+
+def _escape(name: str) -> str:
+    """tensorflow/python/trackable/trackable_utils.py's escape of an edge name in a checkpoint key."""
+    return name.replace(".", "..").replace("/", ".S")
+
+
+def _tf_graph(prefix: str) -> Any:
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(_tf().train.load_checkpoint(prefix).get_tensor(OBJECT_GRAPH_KEY))
+    return graph
+
+
+def _all_simple_paths(graph: Any) -> dict[int, set[str]]:
+    """Every cycle-free path from the root to each node (escaped edge names joined by '/')."""
+    found: dict[int, set[str]] = {0: {""}}
+    stack: list[tuple[int, str, frozenset[int]]] = [(0, "", frozenset([0]))]
+    while stack:
+        node, path, seen = stack.pop()
+        for child in graph.nodes[node].children:
+            if child.node_id in seen:
+                continue
+            child_path = f"{path}/{_escape(child.local_name)}" if path else _escape(child.local_name)
+            found.setdefault(child.node_id, set()).add(child_path)
+            stack.append((child.node_id, child_path, seen | {child.node_id}))
+    return found
+
+
+def _first_paths(graph: Any) -> dict[int, str]:
+    """TensorFlow's own rule: the path along which a breadth-first walk first reaches a node."""
+    first = {0: ""}
+    queue = deque([0])
+    while queue:
+        node = queue.popleft()
+        for child in graph.nodes[node].children:
+            if child.node_id not in first:
+                prefix = first[node]
+                first[child.node_id] = f"{prefix}/{_escape(child.local_name)}" if prefix else _escape(child.local_name)
+                queue.append(child.node_id)
+    return first
+
+
+@pytest.mark.parametrize("fixture", ["keras_tf_checkpoint", "tf2_slots_checkpoint", "tf2_all_dtypes", "manager_dir"])
+def test_objects_name_every_path_tensorflow_records(request: pytest.FixtureRequest, fixture: str) -> None:
+    prefix = _prefixes(request, fixture)[-1]
+    graph = _tf_graph(prefix)
+    all_paths = _all_simple_paths(graph)
+    first = _first_paths(graph)
+    slots = {s.slot_variable_node_id: (s.original_variable_node_id, s.slot_name, opt_id)
+             for opt_id, node in enumerate(graph.nodes) for s in node.slot_variables}
+    with ckptcheck.open_checkpoint(prefix) as reader:
+        refs = {r.key: r for r in reader.objects() or ()}
+        stored = {t.name for t in reader.tensors()}
+    assert set(refs) == stored - {OBJECT_GRAPH_KEY}
+    for node_id, node in enumerate(graph.nodes):
+        for attr in node.attributes:
+            ref = refs[attr.checkpoint_key]
+            if node_id in slots:
+                original, slot_name, optimizer = slots[node_id]
+                assert (ref.slot_of, ref.slot_name, ref.optimizer) == (first[original], slot_name, first[optimizer])
+                expected_first = f"{first[original]}/.OPTIMIZER_SLOT/{first[optimizer]}/{_escape(slot_name)}"
+                assert ref.paths[0] == expected_first
+            else:
+                assert ref.slot_of is ref.slot_name is ref.optimizer is None
+                # The first path is the one TensorFlow built the key from; all others are real paths too.
+                assert ref.paths[0] == first[node_id]
+                assert set(ref.paths) <= all_paths[node_id]
+                assert len(ref.paths) == min(len(all_paths[node_id]), 8)
+            assert attr.checkpoint_key == f"{ref.paths[0]}/.ATTRIBUTES/{attr.name}"
+
+
+def test_keras_objects_show_the_model_path_of_each_weight(keras_tf_checkpoint: str) -> None:
+    with ckptcheck.open_checkpoint(keras_tf_checkpoint) as reader:
+        refs = {r.key: r for r in reader.objects() or ()}
+        # Keras 3 tracks the optimizer's copy of the trainable variables first, so the Dense kernel is stored under
+        # an optimizer key; only the object graph says it is the first Dense layer's `_kernel`.
+        kernel = refs["optimizer/_trainable_variables/0" + VALUE]
+        assert kernel.paths == ("optimizer/_trainable_variables/0", "model/_functional/_operations/1/_kernel")
+        assert refs["optimizer/_trainable_variables/1" + VALUE].paths[1] == "model/_functional/_operations/1/bias"
+        assert refs["optimizer/_trainable_variables/2" + VALUE].paths[1] == "model/_functional/_operations/2/_kernel"
+        # Keras 3 does not use TensorFlow's slot mechanism: the object graph has no `slot_variables`, so no key is
+        # reported as a slot. Adam's m and v are plain lists on the optimizer, `_momentums/i` and `_velocities/i`,
+        # in the order of `_trainable_variables/i`, and are stored as `optimizer/_variables/<n>` (after iterations
+        # and learning_rate). The pairing is by list index only; the checkpoint records nothing more.
+        assert all(r.slot_of is None for r in refs.values())
+        assert refs["optimizer/_iterations" + VALUE].paths == ("optimizer/_iterations", "optimizer/_variables/0")
+        for i in range(4):
+            m = refs[f"optimizer/_variables/{2 + 2 * i}" + VALUE]
+            v = refs[f"optimizer/_variables/{3 + 2 * i}" + VALUE]
+            assert m.paths[1] == f"optimizer/_momentums/{i}" and v.paths[1] == f"optimizer/_velocities/{i}"
+            weight = reader.tensor_info(f"optimizer/_trainable_variables/{i}" + VALUE)
+            assert reader.tensor_info(m.key).shape == reader.tensor_info(v.key).shape == weight.shape
+
+
+def test_tf_slot_variables_map_to_their_variable(tf2_slots_checkpoint: str) -> None:
+    with ckptcheck.open_checkpoint(tf2_slots_checkpoint) as reader:
+        refs = {r.key: r for r in reader.objects() or ()}
+    for variable in ("model/w", "model/named/a..b", "model/named/c.Sd"):
+        for slot in ("m", "v"):
+            ref = refs[f"{variable}/.OPTIMIZER_SLOT/optimizer/{slot}" + VALUE]
+            assert (ref.slot_of, ref.slot_name, ref.optimizer) == (variable, slot, "optimizer")
+    # Escaped names stay escaped in paths, so a path is never ambiguous: "c/d" is one edge, written "c.Sd".
+    assert refs["model/named/c.Sd" + VALUE].paths == ("model/named/c.Sd",)
+    assert refs["model/named/a..b" + VALUE].paths == ("model/named/a..b",)
+    deep = [r for r in refs.values() if r.key.endswith("/leaf" + VALUE)]
+    assert len(deep) == 1 and deep[0].paths == (deep[0].key[: -len(VALUE)],)
+    assert deep[0].paths[0].count("/inner") == 39
+
+
+# --- the test-only index writer, and the reader without TensorFlow -----------------------------------------------
+
+
+def test_index_writer_round_trips_a_real_index(tf2_sharded: str, tmp_path: Path) -> None:
+    """tests/index_writer.py writes tables this reader (and TensorFlow) accept: rewrite a real index with it."""
+    tf = _tf()
+    source = Path(tf2_sharded)
+    for f in source.parent.glob(source.name + ".data-*"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "ckpt.index").write_bytes(write_table(SSTable.open(tf2_sharded + ".index").items()))
+    copy = str(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt.index").read_bytes() != (source.parent / "ckpt.index").read_bytes()
+    tf_reader = tf.train.load_checkpoint(copy)
+    with ckptcheck.open_checkpoint(copy) as reader:
+        for t in reader.tensors():
+            assert_same_value(reader.read(t.name), tf_reader.get_tensor(t.name), t.name)
+
+
+def test_reading_never_imports_tensorflow(request: pytest.FixtureRequest) -> None:
+    prefixes = [p for fixture in [*ALL_BUNDLES, "tf2_sharded_strings"] for p in _prefixes(request, fixture)]
+    paths = [*prefixes, str(request.getfixturevalue("tf1_model_dir")), str(request.getfixturevalue("savedmodel_dir"))]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
+        import ckptcheck
+        count = 0
+        for path in {paths!r}:
+            with ckptcheck.open_checkpoint(path) as reader:
+                reader.objects()
+                for t in ckptcheck.list_tensors(reader):
+                    ckptcheck.read_tensor(reader, t.name)
+                    for _ in reader.iter_chunks(t.name, chunk_bytes=64):
+                        pass
+                    count += 1
+        assert sys.modules["tensorflow"] is None
+        assert not [m for m in sys.modules if m.startswith(("tensorflow.", "keras"))]
+        print("read", count)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.split()[-1]) > 50
