@@ -108,7 +108,7 @@ def numpy_dtype(name: str) -> np.dtype:
     if name in _ML_DTYPES:
         import ml_dtypes
 
-        return np.dtype(getattr(ml_dtypes, name))
+        return np.dtype(getattr(ml_dtypes, name))  # type: ignore[no-any-return]
     return np.dtype(name)
 
 

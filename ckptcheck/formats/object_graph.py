@@ -170,17 +170,15 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
             if key in refs:
                 continue
             node_paths_ = list(paths.get(node_id, []))
-            slot = slot_of.get(node_id)
-            slot_fields: dict[str, str | None] = {}
-            if slot is not None:
-                orig, slot_name, opt_id = slot
-                original = first(orig)
-                optimizer = first(opt_id)
+            owner = slot_of.get(node_id)
+            original = slot_name = optimizer = None
+            if owner is not None:
+                orig_id, slot_name, opt_id = owner
+                original, optimizer = first(orig_id), first(opt_id)
                 node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{escape_name(slot_name)}")
-                slot_fields = {"slot_of": original, "slot_name": slot_name, "optimizer": optimizer}
             # A variable's value is its only attribute worth naming; others (iterator state, configs) are named.
             suffix = "" if attr.name == "VARIABLE_VALUE" else attr.name
             full = tuple("/".join(x for x in (p, suffix) if x) for p in node_paths_)
-            refs[key] = ObjectRef(key=key, paths=full, **slot_fields)  # type: ignore[arg-type]
+            refs[key] = ObjectRef(key=key, paths=full, slot_of=original, slot_name=slot_name, optimizer=optimizer)
     ordered = [refs[k] for k in sorted(refs) if k in stored]
     return tuple(ordered)
