@@ -282,6 +282,139 @@ def diff(
             raise typer.Exit(EXIT_PROBLEM)
 
 
+# --- generate / roundtrip ---------------------------------------------------------------------------------------
+
+FormatChoice = Annotated[str, typer.Option("--format", help="tf1, tf2, keras, keras-weights or keras-h5.")]
+InitOption = Annotated[list[str] | None, typer.Option(
+    "--init", metavar="SPEC",
+    help="Initializer of every variable (constant:0.5, zeros, ones, random_normal:mean=0,stddev=0.05, "
+         "truncated_normal:stddev=0.1, random_uniform:minval=-1,maxval=1, glorot_uniform, glorot_normal, "
+         "he_normal, he_uniform, lecun_normal, orthogonal, identity), or kernel=SPEC and bias=SPEC, each once. "
+         "Default: kernel=glorot_uniform bias=zeros.")]
+LayersOption = Annotated[str, typer.Option("--layers", metavar="UNITS",
+                                           help="Units of each Dense layer, comma-separated; the last is the "
+                                                "output.")]
+InputsOption = Annotated[int, typer.Option("--inputs", help="Input features.")]
+StepsOption = Annotated[int, typer.Option("--train-steps", help="Optimizer steps before saving (0: save the "
+                                                                "initial values).")]
+OptimizerOption = Annotated[str, typer.Option("--optimizer", help="sgd or adam.")]
+LearningRateOption = Annotated[float, typer.Option("--learning-rate", help="The optimizer's learning rate.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seeds initializers and data: same seed, same bits.")]
+
+
+def _generate_options(fmt: str, init: list[str] | None, layers: str, inputs: int, train_steps: int,
+                      optimizer: str, learning_rate: float, seed: int) -> Any:
+    from ckptcheck.generate import check_options, parse_layers
+    from ckptcheck.initializers import parse_plan
+    from ckptcheck.reports import GenerateOptions
+
+    options = GenerateOptions(format=fmt, layers=parse_layers(layers), inputs=inputs, train_steps=train_steps,
+                              optimizer=optimizer.lower(), learning_rate=learning_rate, seed=seed,
+                              init=parse_plan(init))
+    check_options(options)
+    return options
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[str], None]]:
+    """A callback that advances a bar on stderr by one and shows what is being done; a no-op when disabled."""
+    if not enabled or total < 1:
+        yield lambda _what: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def advance(what: str) -> None:
+            bar.update(task, description=f"{label}: {what}", advance=1)
+
+        yield advance
+
+
+@app.command("generate")
+def generate_command(
+    out: Annotated[str, typer.Argument(help="Directory to write into (tf1: an Estimator-style model_dir); for "
+                                            "Keras formats also a file name with the format's suffix.")],
+    format_: FormatChoice,
+    init: InitOption = None,
+    layers: LayersOption = "64,10",
+    inputs: InputsOption = 100,
+    train_steps: StepsOption = 10,
+    optimizer: OptimizerOption = "adam",
+    learning_rate: LearningRateOption = 0.01,
+    seed: SeedOption = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Build a small Dense model with chosen initializers, train it a few steps, save it in one format."""
+    from ckptcheck import render
+    from ckptcheck.generate import generate
+
+    with errors_to_exit():
+        options = _generate_options(format_, init, layers, inputs, train_steps, optimizer, learning_rate, seed)
+        with _progress_bar(show_progress(json_output), options.train_steps, "training") as tick:
+            report = generate(out, options, on_step=lambda step, loss: tick(f"step {step}, loss {loss:.4g}"))
+        if json_output:
+            emit_json(render.generate_dict(report))
+        else:
+            typer.echo(render.generate_text(report))
+
+
+@app.command("roundtrip")
+def roundtrip_command(
+    format_: Annotated[str | None, typer.Option("--format", help="tf1, tf2, keras, keras-weights, keras-h5, or "
+                                                                 "all (the default without --from).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", metavar="PATH",
+                                              help="Restore this checkpoint instead of generating one; give the "
+                                                   "options it was generated with.")] = None,
+    keep: Annotated[str | None, typer.Option("--keep", metavar="DIR",
+                                             help="Work in DIR/<format>/ and keep it, instead of a temporary "
+                                                  "directory that is removed.")] = None,
+    init: InitOption = None,
+    layers: LayersOption = "64,10",
+    inputs: InputsOption = 100,
+    train_steps: StepsOption = 10,
+    optimizer: OptimizerOption = "adam",
+    learning_rate: LearningRateOption = 0.01,
+    seed: SeedOption = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Save, restore into fresh models with other initializers, compare every tensor bit for bit, and show what
+    the checkpoint records. Exit 1 if any tensor did not restore exactly."""
+    from ckptcheck import render
+    from ckptcheck.generate import GENERATE_FORMATS
+    from ckptcheck.roundtrip import roundtrip, source_format
+
+    with errors_to_exit():
+        fmt = (format_ or "").lower()
+        if from_ is not None:
+            if fmt == "all":
+                raise UsageError("--from takes one checkpoint; --format all generates one of each format")
+            fmt = fmt or source_format(from_)[0]
+        fmt = fmt or "all"
+        formats = GENERATE_FORMATS if fmt == "all" else (fmt,)
+        # Check every option before any TensorFlow work.
+        _generate_options(formats[0], init, layers, inputs, train_steps, optimizer, learning_rate, seed)
+        stages = (2 if from_ else 3) + 1  # generate, one restore per fresh model, facts
+        reports = []
+        with _progress_bar(show_progress(json_output), stages * len(formats), "roundtrip") as tick:
+            for name in formats:
+                options = _generate_options(name, init, layers, inputs, train_steps, optimizer, learning_rate,
+                                            seed)
+                reports.append(roundtrip(options, source=from_, keep=keep, on_stage=tick))
+        if json_output:
+            data = [render.roundtrip_dict(r) for r in reports]
+            emit_json(data if fmt == "all" else data[0])
+        elif fmt == "all":
+            typer.echo(render.roundtrip_matrix(reports))
+        else:
+            typer.echo(render.roundtrip_text(reports[0]))
+        if not all(r.ok for r in reports):
+            raise typer.Exit(EXIT_PROBLEM)
+
+
 def main() -> None:
     app()
 

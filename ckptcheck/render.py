@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -392,3 +392,141 @@ def _json_safe(data: Any) -> Any:
     if isinstance(data, float) and not math.isfinite(data):
         return "NaN" if math.isnan(data) else ("Infinity" if data > 0 else "-Infinity")
     return data
+
+
+# --- generate / roundtrip ---------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from ckptcheck.reports import Fact, GenerateOptions, GenerateReport, RoundTripReport
+
+GENERATE_SCHEMA = "ckptcheck.generate/1"
+ROUNDTRIP_SCHEMA = "ckptcheck.roundtrip/1"
+EVIDENCE_WIDTH = 110
+
+
+def options_dict(options: GenerateOptions) -> dict[str, Any]:
+    return {
+        "format": options.format,
+        "layers": list(options.layers),
+        "inputs": options.inputs,
+        "train_steps": options.train_steps,
+        "optimizer": options.optimizer,
+        "learning_rate": options.learning_rate,
+        "seed": options.seed,
+        "init": {"kernel": options.init.kernel.text(), "bias": options.init.bias.text()},
+        "batch_size": options.batch_size,
+    }
+
+
+def _options_line(options: GenerateOptions) -> str:
+    return (f"layers {','.join(str(u) for u in options.layers)}, inputs {options.inputs}, init "
+            f"{options.init.text()}, {options.optimizer} lr {options.learning_rate:g}, seed {options.seed}")
+
+
+def generate_text(report: GenerateReport) -> str:
+    options = report.options
+    lines = [f"wrote {options.format} — {FORMAT_TITLES.get(options.format, options.format)}",
+             f"checkpoint: {report.location}",
+             f"model:      {_options_line(options)}"]
+    if report.losses:
+        lines.append(f"training:   {len(report.losses)} steps on {options.batch_size} examples, loss "
+                     f"{number(report.losses[0])} -> {number(report.losses[-1])} (before each step's update)")
+    else:
+        lines.append("training:   none (--train-steps 0): the saved values are the initial values")
+    lines += ["", table(["file", "size"], [[f.path, f"{human_bytes(f.bytes)} ({f.bytes} bytes)"]
+                                            for f in report.files])]
+    lines += ["", tensors_table(report.tensors)]
+    return "\n".join(lines)
+
+
+def generate_dict(report: GenerateReport) -> dict[str, Any]:
+    return {
+        "schema": GENERATE_SCHEMA,
+        "format": report.options.format,
+        "out": report.out,
+        "location": report.location,
+        "options": options_dict(report.options),
+        "files": [{"path": f.path, "bytes": f.bytes} for f in report.files],
+        "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "nbytes": t.nbytes}
+                    for t in report.tensors],
+        "losses": [v if math.isfinite(v) else None for v in report.losses],
+    }
+
+
+def fact_dict(fact: Fact) -> dict[str, Any]:
+    return {"recorded": fact.recorded, "where": list(fact.where), "evidence": fact.evidence}
+
+
+def roundtrip_dict(report: RoundTripReport) -> dict[str, Any]:
+    return {
+        "schema": ROUNDTRIP_SCHEMA,
+        "format": report.format,
+        "ok": report.ok,
+        "source": report.source,
+        "generated": report.generated,
+        "options": options_dict(report.options),
+        "restores": [{"label": r.label, "init": r.init, "seed": r.seed, "method": r.method, "notes": list(r.notes)}
+                     for r in report.runs],
+        "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                     "restored_exactly": t.restored_exactly, "max_abs_diff": t.max_abs_diff,
+                     "differed_before": t.differed_before, "problem": t.problem}
+                    for t in report.tensors],
+        "facts": {name: fact_dict(fact) for name, fact in report.facts.items()},
+        "kept": report.kept,
+    }
+
+
+def _wrap(text: str, indent: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=EVIDENCE_WIDTH, initial_indent=indent, subsequent_indent=indent,
+                         break_on_hyphens=False)
+
+
+def roundtrip_text(report: RoundTripReport) -> str:
+    bad = [t for t in report.tensors if not t.restored_exactly]
+    verdict = (f"OK: all {len(report.tensors)} tensors restored bit for bit" if report.ok
+               else f"NOT RESTORED EXACTLY: {len(bad)} of {len(report.tensors)} tensors")
+    origin = "generated" if report.generated else "given"
+    lines = [f"{verdict} — {report.format}, {FORMAT_TITLES.get(report.format, report.format)}",
+             f"checkpoint: {report.source} ({origin})",
+             f"model:      {_options_line(report.options)}"]
+    for run in report.runs:
+        lines.append(f"restored:   into a fresh model initialized with {run.init} (seed {run.seed}) by {run.method}")
+        lines += [_wrap(note, "            note: ") for note in run.notes]
+    if report.kept:
+        lines.append(f"kept:       {report.kept}")
+    runs = len(report.runs)
+    rows = [[t.name, t.dtype, shape_text(t.shape), "yes" if t.restored_exactly else "NO",
+             number(t.max_abs_diff) if t.max_abs_diff is not None else "-",
+             f"{t.differed_before}/{runs}", t.problem or ""]
+            for t in report.tensors]
+    lines += ["", table(["tensor", "dtype", "shape", "restored exactly", "max abs diff",
+                         "differed before restore", "problem"], rows)]
+    lines += ["", "facts (from the files and the restore experiment):"]
+    for name, fact in report.facts.items():
+        lines.append(f"  {name}: {'RECORDED' if fact.recorded else 'not recorded'}"
+                     + (f" — {_names_short(fact.where)}" if fact.where else ""))
+        lines.append(_wrap(fact.evidence, "      "))
+    return "\n".join(lines)
+
+
+def _names_short(items: Sequence[str], limit: int = 3) -> str:
+    items = list(items)
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
+
+
+def roundtrip_matrix(reports: Sequence[RoundTripReport]) -> str:
+    """One row per format, one column per fact: recorded or not; then where each recorded fact is."""
+    facts = list(reports[0].facts) if reports else []
+    rows = [[r.format, "yes" if r.ok else "NO"] + ["yes" if r.facts[f].recorded else "no" for f in facts]
+            for r in reports]
+    lines = [table(["format", "restored exactly", *facts], rows), "", "where:"]
+    for r in reports:
+        for name, fact in r.facts.items():
+            if fact.recorded and name != "values":
+                lines.append(f"  {r.format} {name}: {_names_short(fact.where, 2)}")
+    lines += ["", "run `ckptcheck roundtrip --format FORMAT` for the evidence behind each answer"]
+    return "\n".join(lines)
