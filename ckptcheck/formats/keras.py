@@ -1,0 +1,640 @@
+"""Readers for Keras files: Keras 3 ``.weights.h5`` and ``.keras`` archives, and legacy HDF5 ``.h5`` files.
+
+Values are read with h5py (imported when a file is opened, so ``import ckptcheck`` stays light); Keras and
+TensorFlow are never imported. Layouts, as Keras writes them:
+
+* Keras 3 weights (``save_weights("x.weights.h5")``, and ``model.weights.h5`` inside a ``.keras``): datasets
+  ``0, 1, ...`` in groups ``layers/<layer>/vars``, nested layers under their own ``layers/``, optimizer variables
+  in ``optimizer/vars``, the model's own in ``vars``. bfloat16 values are opaque 2-byte datasets whose ``dtype``
+  attribute says ``bfloat16``.
+* ``.keras``: a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5``, read in memory, never
+  extracted.
+* Legacy HDF5 (Keras 2 / tf_keras, Keras 3 ``model.save("x.h5")``): root attributes ``keras_version``,
+  ``backend``, ``model_config`` and ``training_config``; group ``model_weights`` whose attribute ``layer_names``
+  lists layer groups, each with a ``weight_names`` attribute naming its datasets; ``optimizer_weights`` likewise.
+  Weights-only files (``save_weights("x.h5")``) have the layer groups at the root. Name lists over 64 KB are
+  split into attributes ``layer_names0``, ``layer_names1``, ...
+
+The layout is recognized from the file's contents, whatever its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.formats import dtypes, keras_config
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
+from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo
+
+if TYPE_CHECKING:
+    import h5py
+
+WEIGHTS_MEMBER = "model.weights.h5"
+CONFIG_MEMBER = "config.json"
+METADATA_MEMBER = "metadata.json"
+# Members read whole into memory are refused above these sizes (a zip entry can claim any size).
+MAX_CONFIG_BYTES = 64 << 20
+MAX_METADATA_BYTES = 1 << 20
+MAX_ATTRIBUTE_BYTES = 64 << 20
+# A dataset declaring far more bytes than the file stores is refused by read() (a shape bomb); iter_chunks
+# stays bounded anyway.
+_BOMB_FLOOR_BYTES = 1 << 30
+_BOMB_EXPANSION = 1000
+
+_KERAS3_ROOTS = ("layers", "vars", "optimizer", "_layer_checkpoint_dependencies")
+_TOP_LEVEL_WEIGHTS = "top_level_model_weights"
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (version..sizes), name length, extra length
+_LOCAL_MAGIC = b"PK\x03\x04"
+
+# Everything h5py, zipfile and zlib raise for damaged input; mapped to CorruptCheckpointError at the boundary.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error,
+    NotImplementedError, struct.error, UnicodeDecodeError, RecursionError,
+)
+
+
+def open_keras(kind: str, location: str, *, path: str) -> CheckpointReader:
+    """Open a Keras file. ``kind`` is what the file looked like from outside (model.KERAS for a zip,
+    KERAS_WEIGHTS or KERAS_H5 for HDF5); for HDF5 the layout inside decides the format reported."""
+    if kind == KERAS:
+        return KerasArchiveReader(location, path=path)
+    if kind in (KERAS_WEIGHTS, KERAS_H5):
+        return KerasHDF5Reader(location, path=path, named_as=kind)
+    raise UnsupportedFormatError(f"not a Keras format: {kind!r}", path=path)
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - h5py is a dependency
+        from ckptcheck.errors import MissingDependencyError
+
+        raise MissingDependencyError("reading Keras files needs h5py", hint="pip install h5py") from None
+    return h5py
+
+
+@contextlib.contextmanager
+def _guard(what: str, *, path: str, tensor: str | None = None, hint: str | None = None) -> Iterator[None]:
+    """Turn h5py/zipfile/json failures into CorruptCheckpointError naming the file (and tensor)."""
+    try:
+        yield
+    except CkptcheckError:
+        raise
+    except _READ_ERRORS as exc:
+        detail = str(exc).strip() or type(exc).__name__
+        raise CorruptCheckpointError(f"{what}: {detail}", path=path, tensor=tensor, hint=hint) from None
+
+
+def _natural_key(name: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:
+    # vars/10 after vars/9, dense_10 after dense_2.
+    return tuple(
+        tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part) if t)
+        for part in name.split("/")
+    )
+
+
+def _text(value: Any) -> str:
+    """An HDF5 string attribute (bytes, str, numpy scalar or 0-d array) as str."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, found {type(value).__name__}")
+
+
+# --- one dataset --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: TensorInfo
+    h5path: str  # the dataset's path inside the HDF5 file
+    read_dtype: np.dtype  # what values are read as (bfloat16 for Keras's opaque 2-byte datasets)
+
+
+def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
+    """The TensorFlow dtype name of a dataset and the numpy dtype to read it as."""
+    stored = ds.dtype
+    if stored.kind == "V" and stored.fields is None and stored.subdtype is None:  # HDF5 opaque
+        mark = ds.attrs.get("dtype")  # Keras 3 marks opaque bfloat16 datasets with attribute dtype="bfloat16"
+        name = _text(mark) if mark is not None else None
+        if name is None and stored.itemsize == 2:
+            # Keras 3's legacy .h5 writer stores bfloat16 as the same opaque type without the mark; no other dtype
+            # Keras writes comes out as a 2-byte opaque.
+            name = "bfloat16"
+        known = dtypes.BY_NAME.get(name) if name else None
+        if known is not None and known.readable and known.itemsize == stored.itemsize:
+            return known.name, known.numpy
+        return f"opaque{stored.itemsize * 8}", stored
+    known = dtypes.from_numpy(stored)
+    if known is None:
+        return f"unknown ({stored})", stored
+    if known.is_string:
+        return known.name, stored
+    return known.name, stored.newbyteorder("=")  # HDF5 converts a big-endian dataset on read
+
+
+def _entry(ds: h5py.Dataset, name: str, h5path: str, label: str, *, path: str) -> _Entry:
+    with _guard("cannot read the dataset's header", path=path, tensor=name):
+        if ds.external:
+            raise UnsupportedFormatError("the dataset keeps its values in an external file; ckptcheck will not "
+                                         "follow it", path=path, tensor=name)
+        if ds.is_virtual:
+            raise UnsupportedFormatError("the dataset is virtual (its values live in other files)", path=path,
+                                         tensor=name)
+        if ds.shape is None:
+            raise CorruptCheckpointError("the dataset has no dataspace", path=path, tensor=name)
+        shape = tuple(int(d) for d in ds.shape)
+        dtype_name, read_dtype = _dtype_of(ds)
+        count = math.prod(shape)
+        nbytes = int(ds.id.get_storage_size()) if read_dtype.kind == "O" else count * read_dtype.itemsize
+    return _Entry(TensorInfo(name=name, dtype=dtype_name, shape=shape, nbytes=nbytes, file=label), h5path,
+                  read_dtype)
+
+
+def _child(group: h5py.Group, relpath: str, *, path: str, what: str) -> Any:
+    """``group[relpath]``, refusing soft and external links on the way (Keras writes neither, and an external
+    link would read another file named by the checkpoint)."""
+    h5lib = _h5py()
+    node = group
+    for part in relpath.split("/"):
+        if not part:
+            continue
+        if not isinstance(node, h5lib.Group) or part not in node:
+            raise CorruptCheckpointError(f"{what} '{relpath}' is listed but missing from {group.name}", path=path)
+        link = node.get(part, getlink=True)
+        if isinstance(link, (h5lib.SoftLink, h5lib.ExternalLink)):
+            raise UnsupportedFormatError(f"'{node.name.rstrip('/')}/{part}' is a link; Keras files have none",
+                                         path=path)
+        node = node[part]
+    return node
+
+
+# --- the HDF5 layouts ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    format: str
+    entries: list[tuple[str, str]]  # (tensor name, dataset path)
+    writer: str | None = None
+    metadata: dict[str, str] | None = None
+    architecture: Architecture | None = None
+
+
+def _layout_of(f: h5py.File, *, path: str, allow_empty: bool) -> _Layout:
+    h5lib = _h5py()
+    keys = list(f.keys())
+    attrs = set(f.attrs.keys())
+    if "model_weights" in keys or "model_config" in attrs:
+        return _legacy_layout(f, path=path, full_model=True)
+    if "layer_names" in attrs or "layer_names0" in attrs:
+        return _legacy_layout(f, path=path, full_model=False)
+    if any(k in keys and isinstance(f.get(k, getlink=True), h5lib.HardLink) for k in _KERAS3_ROOTS) or (
+        allow_empty and not keys
+    ):
+        return _Layout(KERAS_WEIGHTS, _keras3_entries(f, path=path))
+    shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "") if keys else "nothing"
+    raise UnsupportedFormatError(
+        f"HDF5 file is not a Keras weights or model file (top level holds {shown})", path=path,
+        hint="ckptcheck reads Keras 3 .weights.h5 (groups layers/.../vars) and legacy Keras .h5 files "
+             "(model_weights, or a layer_names attribute)",
+    )
+
+
+def _keras3_entries(f: h5py.File, *, path: str) -> list[tuple[str, str]]:
+    """Every dataset in the file, by path, in natural order (vars/10 after vars/9)."""
+    h5lib = _h5py()
+    out: list[str] = []
+    seen: set[Any] = set()
+
+    def walk(group: h5py.Group, prefix: str, depth: int) -> None:
+        if depth > 64:
+            raise CorruptCheckpointError("groups nest more than 64 levels deep", path=path)
+        for key in group:
+            full = prefix + key
+            link = group.get(key, getlink=True)
+            if isinstance(link, (h5lib.SoftLink, h5lib.ExternalLink)):
+                raise UnsupportedFormatError(f"'{full}' is a link; Keras files have none", path=path)
+            obj = group[key]
+            if isinstance(obj, h5lib.Group):
+                if obj.id in seen:  # a group hard-linked twice (a cycle, in a crafted file)
+                    continue
+                seen.add(obj.id)
+                walk(obj, full + "/", depth + 1)
+            elif isinstance(obj, h5lib.Dataset):
+                out.append(full)
+
+    walk(f, "", 0)
+    return [(n, n) for n in sorted(out, key=_natural_key)]
+
+
+def _attr(obj: h5py.HLObject, name: str, *, path: str) -> Any:
+    # Declared size (elements x type size); variable-length strings count as their 16-byte handles, their bytes
+    # having to exist in the file.
+    aid = obj.attrs.get_id(name)
+    size = aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size()
+    if size > MAX_ATTRIBUTE_BYTES:
+        raise CorruptCheckpointError(f"attribute {name} of {obj.name} is {size} bytes, more than the "
+                                     f"{MAX_ATTRIBUTE_BYTES} ckptcheck reads", path=path)
+    return obj.attrs[name]
+
+
+def _names_attr(obj: h5py.HLObject, name: str, *, path: str) -> list[str]:
+    """A list-of-names attribute, joined back when Keras split it into ``name0``, ``name1``, ... (64 KB limit)."""
+    attrs = obj.attrs
+    if name in attrs:
+        parts = [_attr(obj, name, path=path)]
+    else:
+        parts = []
+        while f"{name}{len(parts)}" in attrs:
+            parts.append(_attr(obj, f"{name}{len(parts)}", path=path))
+    out: list[str] = []
+    for part in parts:
+        values = np.asarray(part)
+        if values.size == 0:  # Keras writes an empty float64 array for a layer without weights
+            continue
+        if values.dtype.kind not in "OSU":
+            raise CorruptCheckpointError(f"attribute {name} of {obj.name} holds {values.dtype}, not names",
+                                         path=path)
+        out += [_text(v) for v in values.reshape(-1)]
+    return out
+
+
+def _json_attr(f: h5py.File, name: str, *, path: str) -> Any:
+    raw = _attr(f, name, path=path)
+    try:
+        return json.loads(_text(raw))
+    except (ValueError, RecursionError):
+        raise CorruptCheckpointError(f"the {name} attribute is not valid JSON", path=path) from None
+
+
+def _legacy_layout(f: h5py.File, *, path: str, full_model: bool) -> _Layout:
+    h5lib = _h5py()
+    root = _child(f, "model_weights", path=path, what="group") if "model_weights" in f else f
+    if not isinstance(root, h5lib.Group):
+        raise CorruptCheckpointError("model_weights is not a group", path=path)
+    layer_names = _names_attr(root, "layer_names", path=path)
+    if not layer_names and "layer_names" not in root.attrs and "layer_names0" not in root.attrs:
+        raise CorruptCheckpointError(f"{root.name} has no layer_names attribute", path=path,
+                                     hint="a legacy Keras .h5 lists its layers in a layer_names attribute")
+    groups = list(layer_names)
+    # Keras 3's legacy writer keeps the model's own variables in a group that layer_names does not list.
+    if _TOP_LEVEL_WEIGHTS in root and _TOP_LEVEL_WEIGHTS not in groups:
+        groups.append(_TOP_LEVEL_WEIGHTS)
+    prefix = root.name.rstrip("/") + "/"
+    entries: list[tuple[str, str]] = []
+    for layer in groups:
+        group = _child(root, layer, path=path, what="layer group")
+        if not isinstance(group, h5lib.Group):
+            raise CorruptCheckpointError(f"layer '{layer}' is not a group", path=path)
+        for weight in _names_attr(group, "weight_names", path=path):
+            name = f"{layer}/{weight}"
+            entries.append((name, prefix + name))
+    if "optimizer_weights" in f:
+        opt = _child(f, "optimizer_weights", path=path, what="group")
+        for weight in _names_attr(opt, "weight_names", path=path):
+            name = f"optimizer_weights/{weight}"
+            entries.append((name, "/" + name))
+    version = _root_text(f, root, "keras_version", path=path)
+    metadata: dict[str, str] = {}
+    backend = _root_text(f, root, "backend", path=path)
+    if backend:
+        metadata["backend"] = backend
+    architecture = None
+    if full_model and "model_config" in f.attrs:
+        config = _json_attr(f, "model_config", path=path)
+        extra: dict[str, Any] = {}
+        if "training_config" in f.attrs:
+            training = _json_attr(f, "training_config", path=path)
+            extra["training_config"] = training
+            metadata.update(_compile_summary(training, "optimizer_config"))
+        architecture = keras_config.architecture(config, keras_config.SOURCE_MODEL_CONFIG, path=path, extra=extra)
+    return _Layout(KERAS_H5, entries, writer=f"Keras {version}" if version else None, metadata=metadata,
+                   architecture=architecture)
+
+
+def _root_text(f: h5py.File, root: h5py.Group, name: str, *, path: str) -> str | None:
+    for obj in (f, root):
+        if name in obj.attrs:
+            return _text(_attr(obj, name, path=path))
+    return None
+
+
+def _compile_summary(training: Any, optimizer_key: str) -> dict[str, str]:
+    """Optimizer class and loss from a legacy training_config or a Keras 3 compile_config."""
+    out: dict[str, str] = {}
+    if not isinstance(training, dict):
+        return out
+    opt = training.get(optimizer_key)
+    if isinstance(opt, dict) and isinstance(opt.get("class_name"), str):
+        out["optimizer"] = opt["class_name"]
+    loss = training.get("loss")
+    if isinstance(loss, str):
+        out["loss"] = loss
+    return out
+
+
+# --- the readers --------------------------------------------------------------------------------------------------
+
+
+class _H5Values(CheckpointReader):
+    """Listing and value reading shared by both readers: one open HDF5 file, named datasets in it."""
+
+    _h5: h5py.File
+    _entries: dict[str, _Entry]
+    _info: CheckpointInfo
+    _error_path: str  # the file named in errors
+
+    def _load(self, layout: _Layout, label: str) -> None:
+        entries: dict[str, _Entry] = {}
+        with _guard("cannot read the HDF5 structure", path=self._error_path):
+            for name, h5path in layout.entries:
+                if name in entries:
+                    raise CorruptCheckpointError("the file lists this weight twice", path=self._error_path,
+                                                 tensor=name)
+                ds = _child(self._h5, h5path, path=self._error_path, what="dataset")
+                if not isinstance(ds, _h5py().Dataset):
+                    raise CorruptCheckpointError(f"'{h5path}' is listed as a weight but is not a dataset",
+                                                 path=self._error_path, tensor=name)
+                entries[name] = _entry(ds, name, h5path, label, path=self._error_path)
+        self._entries = entries
+
+    def info(self) -> CheckpointInfo:
+        return self._info
+
+    def _get(self, name: str) -> tuple[_Entry, h5py.Dataset]:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise self.not_found(name)
+        with _guard("cannot open the dataset", path=self._error_path, tensor=name):
+            return entry, self._h5[entry.h5path]
+
+    def read(self, name: str) -> np.ndarray:
+        entry, ds = self._get(name)
+        shape = entry.info.shape
+        with _guard("cannot read the values", path=self._error_path, tensor=name,
+                    hint="the file may be truncated or damaged"):
+            if entry.read_dtype.kind == "O":
+                return np.asarray(ds[()]).reshape(shape)
+            declared = entry.info.nbytes
+            stored = ds.id.get_storage_size()
+            if declared > _BOMB_FLOOR_BYTES and declared > _BOMB_EXPANSION * stored:
+                raise CorruptCheckpointError(
+                    f"the dataset declares {declared} bytes but the file stores {stored}; refusing to allocate",
+                    path=self._error_path, tensor=name,
+                )
+            out = np.empty(shape, dtype=entry.read_dtype)
+            if out.size:
+                ds.read_direct(out)
+            return out
+
+    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        entry, ds = self._get(name)
+        shape = entry.info.shape
+        if entry.read_dtype.kind == "O":  # strings come whole
+            yield self.read(name).reshape(-1)
+            return
+        itemsize = entry.read_dtype.itemsize
+        count = math.prod(shape)
+        if count == 0:
+            return
+        if not shape or count * itemsize <= chunk_bytes:
+            yield self.read(name).reshape(-1)
+            return
+        # Block along the first axis whose single step fits in chunk_bytes (axis 0 unless one row is too big),
+        # iterating over the axes before it: elements come out in storage (C) order.
+        axis = len(shape) - 1
+        for k in range(len(shape)):
+            if math.prod(shape[k + 1 :]) * itemsize <= chunk_bytes:
+                axis = k
+                break
+        step_elems = math.prod(shape[axis + 1 :])
+        rows = max(1, min(shape[axis], chunk_bytes // max(1, step_elems * itemsize)))
+        buf = np.empty((rows, *shape[axis + 1 :]), dtype=entry.read_dtype)
+        for lead in np.ndindex(*shape[:axis]):
+            for start in range(0, shape[axis], rows):
+                n = min(rows, shape[axis] - start)
+                with _guard("cannot read the values", path=self._error_path, tensor=name,
+                            hint="the file may be truncated or damaged"):
+                    ds.read_direct(buf, source_sel=(*lead, slice(start, start + n)), dest_sel=np.s_[0:n])
+                yield buf[:n].reshape(-1)
+
+    def close(self) -> None:
+        h5 = getattr(self, "_h5", None)
+        if h5 is not None:
+            with contextlib.suppress(Exception):  # closing a damaged file can fail; nothing is lost
+                h5.close()
+
+
+def _open_h5(source: str | io.IOBase, *, path: str, what: str) -> h5py.File:
+    h5lib = _h5py()
+    try:
+        return h5lib.File(source, "r")  # read-only: the user's file is never written
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise CorruptCheckpointError(
+            f"{what} cannot be opened as HDF5 ({str(exc).strip() or type(exc).__name__})", path=path,
+            hint="the file may be truncated or damaged",
+        ) from None
+
+
+class KerasHDF5Reader(_H5Values):
+    """A ``.weights.h5`` (Keras 3) or legacy ``.h5`` file; which one is decided by what the file holds."""
+
+    def __init__(self, location: str, *, path: str | None = None, named_as: str = KERAS_H5) -> None:
+        self.location = location
+        self.path = path or location
+        self._error_path = location
+        self._h5 = _open_h5(location, path=location, what="the file")
+        try:
+            with _guard("cannot read the HDF5 structure", path=location):
+                layout = _layout_of(self._h5, path=location, allow_empty=named_as == KERAS_WEIGHTS)
+            self.format = layout.format
+            self._load(layout, os.path.basename(location))
+        except BaseException:
+            self.close()
+            raise
+        self._info = CheckpointInfo(
+            format=self.format,
+            path=self.path,
+            location=location,
+            files=(location,),
+            tensors=tuple(e.info for e in self._entries.values()),
+            writer=layout.writer,
+            metadata=layout.metadata or {},
+            architecture=layout.architecture,
+        )
+
+
+class _StoredMember(io.RawIOBase):
+    """A read-only window onto an uncompressed zip member: seeks are free, where ZipExtFile (before Python 3.12)
+    re-reads the member from its start on every backward seek, and h5py seeks back and forth."""
+
+    def __init__(self, archive: str, start: int, size: int) -> None:
+        super().__init__()
+        self._f = open(archive, "rb")  # noqa: SIM115 - closed in close()
+        self._start = start
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        if n == 0:
+            return 0
+        self._f.seek(self._start + self._pos)
+        got = self._f.readinto(view[:n])
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+class KerasArchiveReader(_H5Values):
+    """A Keras 3 ``.keras`` zip: config.json and metadata.json read in memory within size limits, the weights read
+    from model.weights.h5 inside the archive; nothing is extracted."""
+
+    format = KERAS
+
+    def __init__(self, location: str, *, path: str | None = None) -> None:
+        self.location = location
+        self.path = path or location
+        self._error_path = location
+        self._zip: zipfile.ZipFile | None = None
+        self._member: io.IOBase | None = None
+        try:
+            self._open(location)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, location: str) -> None:
+        try:
+            self._zip = zipfile.ZipFile(location)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise CorruptCheckpointError(
+                f"not a readable zip archive ({str(exc).strip() or type(exc).__name__})", path=location,
+                hint="a .keras file is a zip archive; this one may be truncated or damaged",
+            ) from None
+        zf = self._zip
+        config = self._json_member(CONFIG_MEMBER, MAX_CONFIG_BYTES, required=True)
+        meta = self._json_member(METADATA_MEMBER, MAX_METADATA_BYTES, required=False)
+        try:
+            info = zf.getinfo(WEIGHTS_MEMBER)
+        except KeyError:
+            raise CorruptCheckpointError(
+                f"the archive has no {WEIGHTS_MEMBER}", path=location,
+                hint=f"a .keras archive holds {CONFIG_MEMBER}, {METADATA_MEMBER} and {WEIGHTS_MEMBER}",
+            ) from None
+        self._member = self._open_member(info)
+        self._h5 = _open_h5(self._member, path=location, what=f"{WEIGHTS_MEMBER} in the archive")
+        with _guard(f"cannot read the HDF5 structure of {WEIGHTS_MEMBER}", path=location):
+            layout = _layout_of(self._h5, path=location, allow_empty=True)
+        if layout.format != KERAS_WEIGHTS:
+            raise UnsupportedFormatError(f"{WEIGHTS_MEMBER} in the archive has the legacy .h5 layout", path=location)
+        self._load(layout, WEIGHTS_MEMBER)
+        metadata: dict[str, str] = {}
+        version = None
+        if isinstance(config, dict):
+            metadata.update(_compile_summary(config.get("compile_config"), "optimizer"))
+        if isinstance(meta, dict):
+            for key, value in meta.items():
+                if key == "keras_version":
+                    version = str(value)
+                elif isinstance(value, (str, int, float, bool)):
+                    metadata[str(key)] = str(value)
+        self._info = CheckpointInfo(
+            format=KERAS,
+            path=self.path,
+            location=location,
+            files=(location,),
+            tensors=tuple(e.info for e in self._entries.values()),
+            writer=f"Keras {version}" if version else None,
+            metadata=metadata,
+            architecture=keras_config.architecture(config, keras_config.SOURCE_CONFIG_JSON, path=location),
+        )
+
+    def _json_member(self, name: str, limit: int, *, required: bool) -> Any:
+        assert self._zip is not None
+        try:
+            info = self._zip.getinfo(name)
+        except KeyError:
+            if not required:
+                return None
+            raise CorruptCheckpointError(f"the archive has no {name}", path=self.location,
+                                         hint=f"a .keras archive holds {CONFIG_MEMBER} and {WEIGHTS_MEMBER}") from None
+        if info.file_size > limit:
+            raise CorruptCheckpointError(f"{name} claims {info.file_size} bytes, more than the {limit} ckptcheck "
+                                         "reads", path=self.location, hint="the archive may be crafted or damaged")
+        with _guard(f"cannot read {name} from the archive", path=self.location), self._zip.open(info) as f:
+            data = f.read(limit + 1)  # the size a member claims is not to be trusted
+        if len(data) > limit:
+            raise CorruptCheckpointError(f"{name} is larger than the {limit} bytes ckptcheck reads",
+                                         path=self.location)
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise CorruptCheckpointError(f"{name} in the archive is not valid JSON", path=self.location) from None
+
+    def _open_member(self, info: zipfile.ZipInfo) -> io.IOBase:
+        assert self._zip is not None
+        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:  # stored, not encrypted
+            archive_size = os.path.getsize(self.location)
+            with open(self.location, "rb") as f:
+                f.seek(info.header_offset)
+                header = f.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
+                raise CorruptCheckpointError(f"bad local header for {info.filename} in the archive",
+                                             path=self.location)
+            _magic, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+            start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+            if info.compress_size != info.file_size or start + info.file_size > archive_size:
+                raise CorruptCheckpointError(
+                    f"{info.filename} claims {info.file_size} bytes, past the end of the archive",
+                    path=self.location, hint="the archive is truncated or damaged",
+                )
+            return _StoredMember(self.location, start, info.file_size)
+        with _guard(f"cannot open {info.filename} in the archive", path=self.location):
+            return self._zip.open(info)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        super().close()
+        for thing in (self._member, self._zip):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+        self._member = None
+        self._zip = None
