@@ -61,6 +61,17 @@ def _unescape(text: str) -> str:
     return os.fsdecode(_ESCAPE.sub(one, raw))
 
 
+def _state_path(base: str, recorded: str) -> str:
+    """Where a checkpoint named in a state file is. Relative names are beside the state file. A TF1 Saver (and
+    an Estimator) records absolute paths, often on the machine or bucket that trained: once the directory is
+    copied or moved, the checkpoint the user means is the one beside the state file, so that one is preferred
+    whenever it exists, even when the recorded path also exists."""
+    if not (os.path.isabs(recorded) or "://" in recorded):
+        return os.path.join(base, recorded)
+    local = os.path.join(base, recorded.rstrip("/").rsplit("/", 1)[-1])
+    return local if os.path.exists(local + ".index") else recorded
+
+
 def read_state(path: str) -> CheckpointState:
     """Parse a `checkpoint` state file (a CheckpointState text proto); paths are made absolute."""
     try:
@@ -82,7 +93,7 @@ def read_state(path: str) -> CheckpointState:
                 continue
             raise CorruptCheckpointError(f"unreadable line in the state file: {line.strip()[:80]!r}", path=path,
                                          hint="a `checkpoint` file holds lines like model_checkpoint_path: \"...\"")
-        value = os.path.join(base, _unescape(m.group(2)))
+        value = _state_path(base, _unescape(m.group(2)))
         if m.group(1) == "model_checkpoint_path":
             latest = value
         else:
