@@ -6,6 +6,7 @@ TensorFlow (tf.train.list_variables / load_checkpoint) is the oracle; ckptcheck 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from index_writer import write_table
+from index_writer import entry_proto, header_proto, masked_crc, write_table
 from tf_builders import SHARDED_STRINGS, TF1_SAVE_STEPS
 
 import ckptcheck
@@ -45,6 +46,7 @@ def _prefixes(request: pytest.FixtureRequest, fixture: str) -> list[str]:
 
 ALL_BUNDLES = [
     "tf1_model_dir",
+    "tf_raw_bundle",
     "tf2_all_dtypes",
     "tf2_sharded",
     "tf2_slots_checkpoint",
@@ -131,7 +133,9 @@ def _expected_chunks(reader: BundleReader, name: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("fixture", ["tf1_model_dir", "tf2_all_dtypes", "tf2_sharded", "tf2_sharded_strings"])
+@pytest.mark.parametrize(
+    "fixture", ["tf1_model_dir", "tf2_all_dtypes", "tf2_sharded", "tf2_sharded_strings", "tf_raw_bundle"]
+)
 @pytest.mark.parametrize("chunk_bytes", [1, 24, 1 << 20])
 def test_iter_chunks_concatenated_equals_read(request: pytest.FixtureRequest, fixture: str, chunk_bytes: int) -> None:
     for prefix in _prefixes(request, fixture):
@@ -188,6 +192,21 @@ def test_sharded_checkpoint_really_has_slices_across_shards(tf2_sharded: str) ->
         # "big" is split along both dimensions: its slices are not whole rows.
         big = reader.entry("big" + VALUE)
         assert any(length != 30 for extents, _ in reader.slices_of(big) for _, length in extents[1:])
+
+
+def test_raw_bundle_has_a_multi_block_index_and_unusual_slices(tf_raw_bundle: str) -> None:
+    """The SaveV2-written fixture exercises what it claims: several index data blocks, slices along inner
+    dimensions with "-" extents, a NUL in a sliced name, two-byte slice-key numbers."""
+    assert len(SSTable.open(tf_raw_bundle + ".index").data_block_handles()) > 1
+    keys = _raw_keys(tf_raw_bundle)
+    assert b"\x00a\x00\xffb\x00\x01" in b"".join(keys)
+    with ckptcheck.open_checkpoint(tf_raw_bundle) as reader:
+        assert isinstance(reader, BundleReader)
+        assert reader.tensor_info("cols").slices == reader.tensor_info("a\x00b").slices == 3
+        extents = [e for e, _ in reader.slices_of(reader.entry("deep"))]
+        assert extents == [((0, 2), (0, 100), (0, 2)), ((0, 2), (100, 150), (0, 2)), ((0, 2), (250, 50), (0, 2))]
+        np.testing.assert_array_equal(reader.read("deep"), np.arange(1200, dtype=np.int32).reshape(2, 300, 2))
+        assert len(reader.tensors()) == 5003
 
 
 def test_sliced_string_variable_tensorflow_cannot_read(tf2_sharded_strings: str) -> None:
@@ -274,6 +293,27 @@ def test_list_state_names_every_checkpoint_with_its_step(
     assert [e.step for e in entries] == steps
     assert [e.latest for e in entries] == [False] * (len(steps) - 1) + [True]
     assert all(e.exists for e in entries)
+
+
+def test_copied_model_dir_reads_its_own_files(tf1_model_dir: Path, tmp_path: Path) -> None:
+    """A TF1 Saver records absolute paths: a copied (or downloaded) model_dir still names the original files,
+    or paths on the training machine. The checkpoint beside the state file is the one read."""
+    copy = tmp_path / "copied"
+    shutil.copytree(tf1_model_dir, copy)
+    assert str(tf1_model_dir) in (copy / "checkpoint").read_text()
+    latest = str(copy / f"model.ckpt-{TF1_SAVE_STEPS[-1]}")
+    assert _location(str(copy)) == (TF1, latest)
+    assert [e.prefix for e in list_state(str(copy))] == [str(copy / f"model.ckpt-{s}") for s in TF1_SAVE_STEPS]
+    # Trained elsewhere: the state file names a bucket.
+    (copy / "checkpoint").write_text(
+        "".join(f'{field}: "gs://bucket/run/model.ckpt-{s}"\n'
+                for field, s in [("model_checkpoint_path", TF1_SAVE_STEPS[-1])]
+                + [("all_model_checkpoint_paths", s) for s in TF1_SAVE_STEPS])
+    )
+    assert _location(str(copy)) == (TF1, latest)
+    os.remove(latest + ".index")
+    with pytest.raises(ckptcheck.CheckpointNotFoundError, match=r"points at model\.ckpt-6, which is gone"):
+        ckptcheck.open_checkpoint(str(copy))
 
 
 def test_state_file_with_escaped_names(tmp_path: Path) -> None:
@@ -419,6 +459,33 @@ def test_index_writer_round_trips_a_real_index(tf2_sharded: str, tmp_path: Path)
     with ckptcheck.open_checkpoint(copy) as reader:
         for t in reader.tensors():
             assert_same_value(reader.read(t.name), tf_reader.get_tensor(t.name), t.name)
+
+
+def test_big_endian_bundle_matches_tensorflow(tmp_path: Path) -> None:
+    """A bundle whose header says BIG endian (crafted: TF writes host order) is byte-swapped on read, as TF does."""
+    tf = _tf()
+    values = {"f": (1, np.array([1.5, -2.0, np.nan, -0.0], ">f4")), "i": (5, np.array([1, -2, 300], ">i2")),
+              "c": (8, np.array([1 + 2j, -0.0j], ">c8")), "d": (2, np.array([[1e300, -1e-300]], ">f8")),
+              "b": (10, np.array([True, False]))}
+    data = b""
+    entries = []
+    for name, (dtype, value) in values.items():
+        raw = value.tobytes()
+        entries.append((name.encode(), entry_proto(dtype, list(value.shape), offset=len(data), size=len(raw),
+                                                   crc=masked_crc(raw))))
+        data += raw
+    (tmp_path / "be.data-00000-of-00001").write_bytes(data)
+    (tmp_path / "be.index").write_bytes(write_table([(b"", header_proto(endianness=1)), *entries]))
+    prefix = str(tmp_path / "be")
+    tf_reader = tf.train.load_checkpoint(prefix)
+    with ckptcheck.open_checkpoint(prefix) as reader:
+        assert reader.info().metadata.get("endianness") == "big"
+        for name in values:
+            value = reader.read(name)
+            assert value.dtype.isnative
+            assert_same_value(value, tf_reader.get_tensor(name), name)
+            chunks = np.concatenate([c.copy() for c in reader.iter_chunks(name, chunk_bytes=8)])
+            assert chunks.tobytes() == value.reshape(-1).tobytes()
 
 
 def test_reading_never_imports_tensorflow(request: pytest.FixtureRequest) -> None:

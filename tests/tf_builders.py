@@ -24,6 +24,7 @@ __all__ = [
     "tf2_sharded",
     "tf2_sharded_strings",
     "tf2_slots_checkpoint",
+    "tf_raw_bundle",
 ]
 
 # Steps at which the TF1 model_dir is saved; single digits so the prefixes also sort by name.
@@ -199,6 +200,51 @@ def tf2_slots_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     optimizer.apply_gradients(zip(tape.gradient(loss, trained), trained, strict=True))
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
     return str(ckpt.write(str(tmp_path_factory.mktemp("tf2_slots") / "ckpt")))
+
+
+RAW_BUNDLE_ENTRIES = 5000
+
+
+@pytest.fixture(scope="session")
+def tf_raw_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A bundle written by the SaveV2 op directly: what no high-level API writes, but TensorFlow reads.
+
+    - 5000 tensors with long, unique, non-ASCII names: the index spans several 256 KiB data blocks;
+    - `cols` [4, 6] saved as three column slices, rows given as "-" (the whole dimension);
+    - `a\x00b`, a sliced variable whose name holds a NUL byte (escaped in slice keys);
+    - `deep` [2, 300, 2] sliced along its middle dimension at 100 and 250 (two-byte OrderedCode numbers).
+    """
+    tf = _tf()
+    names: list[str] = []
+    specs: list[str] = []
+    tensors: list[Any] = []
+
+    def add(name: str, value: Any, spec: str = "") -> None:
+        names.append(name)
+        specs.append(spec)
+        tensors.append(tf.constant(value))
+
+    for i in range(RAW_BUNDLE_ENTRIES):
+        name = f"{(i * 7919) % RAW_BUNDLE_ENTRIES:05d}_{chr(0x100 + i % 300)}/" + "w" * (60 + i % 40) + f"/{i}"
+        kind = i % 4
+        if kind == 0:
+            add(name, np.full([i % 5 + 1], i, dtype=np.float32))
+        elif kind == 1:
+            add(name, np.int64(i) * -(2**40))
+        elif kind == 2:
+            add(name, np.array([i % 2 == 0, True]))
+        else:
+            add(name, np.array([f"v{i}".encode(), b""], dtype=object))
+    cols = np.arange(24, dtype=np.float64).reshape(4, 6)
+    for start, stop in ((0, 2), (2, 5), (5, 6)):
+        add("cols", cols[:, start:stop], f"4 6 -:{start},{stop - start}")
+        add("a\x00b", cols[:, start:stop] * 2, f"4 6 -:{start},{stop - start}")
+    deep = np.arange(1200, dtype=np.int32).reshape(2, 300, 2)
+    for start, stop in ((0, 100), (100, 250), (250, 300)):
+        add("deep", deep[:, start:stop], f"2 300 2 -:{start},{stop - start}:-")
+    prefix = str(tmp_path_factory.mktemp("tf_raw_bundle") / "ckpt")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=specs, tensors=tensors)
+    return prefix
 
 
 @pytest.fixture(scope="session")
