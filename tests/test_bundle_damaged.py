@@ -81,6 +81,15 @@ def flip(path: Path, offset: int, mask: int = 0x01) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def originals_untouched(
+    tf2_all_dtypes: str, tf2_sharded: str, manager_dir: Path, tf1_model_dir: Path
+) -> Iterator[None]:
+    """Damage is only ever done to copies: the checkpoints they came from are byte-for-byte the same at the end."""
+    with unchanged(Path(tf2_all_dtypes).parent, Path(tf2_sharded).parent, manager_dir, tf1_model_dir):
+        yield
+
+
 # --- damaged copies of real checkpoints --------------------------------------------------------------------------
 
 
