@@ -149,8 +149,16 @@ def node_paths(nodes: list[Node]) -> dict[int, list[str]]:
     return paths
 
 
+_ATTRIBUTES = "/.ATTRIBUTES/"
+
+
 def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
-    """For each stored checkpoint key the graph names: every object path to it, and slot ownership."""
+    """For each stored checkpoint key the graph names: every object path to it, and slot ownership.
+
+    A stored key is matched to the attribute whose checkpoint_key it is or, for objects that save several
+    tensors under one attribute, extends: a tf.data iterator's attribute `it/.ATTRIBUTES/ITERATOR` is stored as
+    `.../ITERATOR_STATE`, a MutableHashTable's `t/.ATTRIBUTES/table` as `.../table-keys` and `.../table-values`.
+    """
     nodes = parse_graph(data)
     paths = node_paths(nodes)
     # A slot variable node is reached through its optimizer, not through children edges.
@@ -163,22 +171,37 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
         found = paths.get(node_id)
         return found[0] if found else f"<node {node_id}>"
 
-    refs: dict[str, ObjectRef] = {}
+    owners: dict[str, int] = {}  # attribute checkpoint_key -> node
     for node_id, node in enumerate(nodes):
         for attr in node.attributes:
-            key = attr.checkpoint_key
-            if key in refs:
+            owners.setdefault(attr.checkpoint_key, node_id)
+    # Edge names are escaped, so "/.ATTRIBUTES/" occurs in a key only where the object path ends.
+    by_object: dict[str, list[str]] = {}
+    for key in owners:
+        at = key.find(_ATTRIBUTES)
+        if at >= 0:
+            by_object.setdefault(key[:at], []).append(key)
+
+    refs: list[ObjectRef] = []
+    for key in sorted(stored):
+        at = key.find(_ATTRIBUTES)
+        if key in owners:
+            node_id = owners[key]
+        else:
+            extended = [k for k in by_object.get(key[:at], ()) if key.startswith(k)] if at >= 0 else []
+            if not extended:
                 continue
-            node_paths_ = list(paths.get(node_id, []))
-            owner = slot_of.get(node_id)
-            original = slot_name = optimizer = None
-            if owner is not None:
-                orig_id, slot_name, opt_id = owner
-                original, optimizer = first(orig_id), first(opt_id)
-                node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{escape_name(slot_name)}")
-            # A variable's value is its only attribute worth naming; others (iterator state, configs) are named.
-            suffix = "" if attr.name == "VARIABLE_VALUE" else attr.name
-            full = tuple("/".join(x for x in (p, suffix) if x) for p in node_paths_)
-            refs[key] = ObjectRef(key=key, paths=full, slot_of=original, slot_name=slot_name, optimizer=optimizer)
-    ordered = [refs[k] for k in sorted(refs) if k in stored]
-    return tuple(ordered)
+            node_id = owners[max(extended, key=len)]
+        node_paths_ = list(paths.get(node_id, []))
+        owner = slot_of.get(node_id)
+        original = slot_name = optimizer = None
+        if owner is not None:
+            orig_id, slot_name, opt_id = owner
+            original, optimizer = first(orig_id), first(opt_id)
+            node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{escape_name(slot_name)}")
+        # A variable's value is its only tensor worth no name; others (iterator state, table keys) are named.
+        tensor = key[at + len(_ATTRIBUTES) :] if at >= 0 else ""
+        suffix = "" if tensor == "VARIABLE_VALUE" else tensor
+        full = tuple("/".join(x for x in (p, suffix) if x) for p in node_paths_)
+        refs.append(ObjectRef(key=key, paths=full, slot_of=original, slot_name=slot_name, optimizer=optimizer))
+    return tuple(refs)
