@@ -179,7 +179,8 @@ def tf2_slots_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     tf.compat.v1.train.AdamOptimizer, used eagerly, records its m/v slots as `slot_variables` in the object graph
     (Keras 3 optimizers do not). The model holds a dict with keys "a.b" and "c/d" (escaped in checkpoint keys as
-    "a..b" and "c.Sd") and a chain of 40 nested modules ending in a variable.
+    "a..b" and "c.Sd") and a chain of 40 nested modules ending in a variable. A MutableHashTable and a tf.data
+    iterator store tensors under keys that extend their attribute's key (`table-keys`, `ITERATOR_STATE`, a variant).
     """
     tf = _tf()
     model = tf.Module()
@@ -198,7 +199,12 @@ def tf2_slots_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
             model.named["c/d"]
         )
     optimizer.apply_gradients(zip(tape.gradient(loss, trained), trained, strict=True))
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    # Objects saving several tensors under one attribute, with keys extending the attribute's checkpoint_key.
+    table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=-1)
+    table.insert(tf.constant(["a", "b", "c"]), tf.constant([1, 2, 3], dtype=tf.int64))
+    iterator = iter(tf.data.Dataset.range(10).batch(2))
+    next(iterator)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, table=table, iterator=iterator)
     return str(ckpt.write(str(tmp_path_factory.mktemp("tf2_slots") / "ckpt")))
 
 
