@@ -160,6 +160,19 @@ def _resolve_prefix(prefix: str, given: str) -> Resolved:
     if not os.path.exists(prefix + ".index"):
         raise CheckpointNotFoundError(f"no index file {os.path.basename(prefix)}.index beside it", path=given,
                                       hint="a bundle needs its .index file; pass the prefix")
+    return _bundle(prefix)
+
+
+def _bundle(prefix: str) -> Resolved:
+    """A bundle prefix; a SavedModel's own variables/variables is reported as a SavedModel however it is named."""
+    directory = os.path.dirname(prefix)
+    if (
+        os.path.basename(prefix) == "variables"
+        and os.path.basename(directory) == "variables"
+        and any(os.path.isfile(os.path.join(os.path.dirname(directory), f))
+                for f in ("saved_model.pb", "saved_model.pbtxt"))
+    ):
+        return Resolved("bundle", prefix, format_hint=SAVEDMODEL)
     return Resolved("bundle", prefix)
 
 
@@ -205,14 +218,14 @@ def resolve(path: str) -> Resolved:
         if m:
             return _resolve_prefix(m.group("prefix"), path)
         if path.endswith(".meta") and os.path.exists(path[: -len(".meta")] + ".index"):
-            return Resolved("bundle", path[: -len(".meta")])
+            return _bundle(path[: -len(".meta")])
         if os.path.basename(path) == STATE_FILE:
             return _resolve_directory(os.path.dirname(path) or ".")
         kind = _keras_kind(path)
         if kind is not None:
             return Resolved(kind, path)
         if os.path.exists(path + ".index"):
-            return Resolved("bundle", path)
+            return _bundle(path)
         if os.path.getsize(path) == 0:
             raise UnsupportedFormatError("file is empty", path=path)
         raise UnsupportedFormatError(
@@ -220,5 +233,5 @@ def resolve(path: str) -> Resolved:
             hint="ckptcheck reads TensorFlow bundles (.index/.data), .keras, .weights.h5 and .h5 files",
         )
     if os.path.exists(path + ".index"):
-        return Resolved("bundle", path)
+        return _bundle(path)
     raise CheckpointNotFoundError("no such file or directory", path=path, hint=_near_misses(path))
