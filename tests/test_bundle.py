@@ -271,6 +271,8 @@ def test_savedmodel_directory(savedmodel_dir: Path) -> None:
     variables = str(savedmodel_dir / "variables" / "variables")
     assert _location(str(savedmodel_dir)) == (SAVEDMODEL, variables)
     assert _location(str(savedmodel_dir / "variables")) == (SAVEDMODEL, variables)
+    for given in (variables, variables + ".index", variables + ".data-00000-of-00001"):
+        assert _location(given) == (SAVEDMODEL, variables), given
     with ckptcheck.open_checkpoint(str(savedmodel_dir)) as reader:
         names = {t.name for t in reader.tensors()}
         assert {"scale" + VALUE, "offset" + VALUE} <= names
