@@ -350,10 +350,11 @@ def generate_command(
 ) -> None:
     """Build a small Dense model with chosen initializers, train it a few steps, save it in one format."""
     from ckptcheck import render
-    from ckptcheck.generate import generate
+    from ckptcheck.generate import generate, import_keras
 
     with errors_to_exit():
         options = _generate_options(format_, init, layers, inputs, train_steps, optimizer, learning_rate, seed)
+        import_keras()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         with _progress_bar(show_progress(json_output), options.train_steps, "training") as tick:
             report = generate(out, options, on_step=lambda step, loss: tick(f"step {step}, loss {loss:.4g}"))
         if json_output:
@@ -384,7 +385,7 @@ def roundtrip_command(
     """Save, restore into fresh models with other initializers, compare every tensor bit for bit, and show what
     the checkpoint records. Exit 1 if any tensor did not restore exactly."""
     from ckptcheck import render
-    from ckptcheck.generate import GENERATE_FORMATS
+    from ckptcheck.generate import GENERATE_FORMATS, import_keras
     from ckptcheck.roundtrip import roundtrip, source_format
 
     with errors_to_exit():
@@ -397,6 +398,7 @@ def roundtrip_command(
         formats = GENERATE_FORMATS if fmt == "all" else (fmt,)
         # Check every option before any TensorFlow work.
         _generate_options(formats[0], init, layers, inputs, train_steps, optimizer, learning_rate, seed)
+        import_keras()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         stages = (2 if from_ else 3) + 1  # generate, one restore per fresh model, facts
         reports = []
         with _progress_bar(show_progress(json_output), stages * len(formats), "roundtrip") as tick:

@@ -13,7 +13,6 @@ import collections
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -76,9 +75,11 @@ def source_format(path: str) -> tuple[str, str]:
 def _workdir(keep: str | None, fmt: str) -> Iterator[str]:
     if keep is not None:
         path = os.path.join(keep, fmt)
-        if os.path.isdir(path):
-            shutil.rmtree(path)  # only what an earlier roundtrip --keep wrote for this format
-        os.makedirs(path)
+        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+            # Never delete or mix with what is there: it may not be ours.
+            raise UsageError(f"{path} already exists and is not empty", path=keep,
+                             hint="give --keep a new or empty directory")
+        os.makedirs(path, exist_ok=True)
         yield path
         return
     with tempfile.TemporaryDirectory(prefix=f"ckptcheck-roundtrip-{fmt}-") as path:
@@ -218,7 +219,8 @@ class _Evidence:
         self.meta = _read_meta(self.meta_path) if self.meta_path else None
         self.refs: dict[str, ObjectRef] = _object_refs(location) if fmt == TF2 else {}
         found = keras_config(location) if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5) else None
-        self.config_source, self.config = found if found else (None, None)
+        self.config_source: str | None = found[0] if found else None
+        self.config: dict[str, Any] | None = found[1] if found else None
         self.hdf5_words = _hdf5_words(location) if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5) else ()
 
     @property
@@ -498,7 +500,7 @@ def _optimizer_fact(ev: _Evidence, runs: Sequence[RestoreRun]) -> Fact:
     floats = {t.name for t in ev.infos if not t.dtype.startswith(("int", "uint", "string", "bool"))}
     if ev.fmt == TF1:
         variables = ev.meta_variables()
-        if variables:
+        if variables and ev.meta is not None:
             step_names = _meta_collection_names(ev, "global_step")
             state = [v.variable_name.split(":")[0] for v in variables
                      if not v.trainable and v.variable_name.split(":")[0] not in step_names]

@@ -189,6 +189,8 @@ def test_cli_from_and_keep(tmp_path: Path) -> None:
     assert data["kept"] == str((keep / "keras-weights").resolve())
     kept = sorted(p.name for p in (keep / "keras-weights").iterdir())
     assert kept == ["reseeded-after", "reseeded-before", "sentinel-after", "sentinel-before"]
+    again = run("roundtrip", "--from", str(out), "--keep", str(keep), *TINY)  # never overwrites what is there
+    assert again.exit_code == 2 and "already exists and is not empty" in again.stderr
 
 
 def test_temporary_directory_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
