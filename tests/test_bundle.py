@@ -215,6 +215,24 @@ def test_raw_bundle_has_a_multi_block_index_and_unusual_slices(tf_raw_bundle: st
         assert len(reader.tensors()) == 5003
 
 
+def test_slice_keys_with_large_offsets(tmp_path: Path) -> None:
+    """Slice keys hold OrderedCode numbers of 1 to 10 bytes: slices written by SaveV2 at offsets across every
+    length boundary decode to the offsets written (the full variables are never read: only one slice exists)."""
+    tf = _tf()
+    offsets = [0, 1, 63, 64, 8191, 8192, 2**20 - 1, 2**20, 2**27, 2**34, 2**41 + 5, 2**48 + 3, 2**55 + 1, 2**62]
+    prefix = str(tmp_path / "ckpt")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=[f"v{i}" for i in range(len(offsets))],
+                      shape_and_slices=[f"{v + 3} {v},2" for v in offsets], tensors=[tf.zeros([2])] * len(offsets))
+    with ckptcheck.open_checkpoint(prefix) as reader:
+        assert isinstance(reader, BundleReader)
+        for i, v in enumerate(offsets):
+            entry = reader.entry(f"v{i}")
+            assert entry.shape == (v + 3,)
+            assert [extents for extents, _ in reader.slices_of(entry)] == [((v, 2),)]
+            with pytest.raises(ckptcheck.CorruptCheckpointError, match=f"slices cover 2 of the {v + 3} elements"):
+                reader.read(f"v{i}")
+
+
 def test_sliced_string_variable_tensorflow_cannot_read(tf2_sharded_strings: str) -> None:
     """TF 2.21 writes this variable in slices and then fails to read it ("Dtype string not supported");
     ckptcheck reads it, checked against the values the fixture wrote."""
