@@ -308,7 +308,7 @@ def _generate_options(fmt: str, init: list[str] | None, layers: str, inputs: int
     from ckptcheck.initializers import parse_plan
     from ckptcheck.reports import GenerateOptions
 
-    options = GenerateOptions(format=fmt, layers=parse_layers(layers), inputs=inputs, train_steps=train_steps,
+    options = GenerateOptions(format=fmt.lower(), layers=parse_layers(layers), inputs=inputs, train_steps=train_steps,
                               optimizer=optimizer.lower(), learning_rate=learning_rate, seed=seed,
                               init=parse_plan(init))
     check_options(options)
