@@ -133,15 +133,18 @@ def _block(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     return body + struct.pack("<II", 0, 1)  # one restart point, at offset 0
 
 
-def _with_trailer(contents: bytes) -> bytes:
-    return contents + b"\x00" + struct.pack("<I", masked_crc(contents + b"\x00"))
+def _with_trailer(contents: bytes, compression: int = 0) -> bytes:
+    kind = bytes([compression])
+    return contents + kind + struct.pack("<I", masked_crc(contents + kind))
 
 
-def write_table(entries: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """A complete table holding ``entries``, which are sorted bytewise here as the format requires."""
+def write_table(entries: Iterable[tuple[bytes, bytes]], compression: int = 0) -> bytes:
+    """A complete table holding ``entries``, which are sorted bytewise here as the format requires.
+
+    ``compression`` is only written in the data block's trailer type byte (the contents stay uncompressed)."""
     items = sorted(entries)
     data_block = _block(items)
-    out = _with_trailer(data_block)
+    out = _with_trailer(data_block, compression)
     data_handle = varint(0) + varint(len(data_block))
     meta_offset = len(out)
     meta_block = _block([])

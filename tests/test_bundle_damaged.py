@@ -324,6 +324,13 @@ def test_hostile_header(tmp_path: Path) -> None:
             ckptcheck.open_checkpoint(str(tmp_path / "h"))
 
 
+@pytest.mark.parametrize(("compression", "message"), [(1, "Snappy-compressed"), (9, "unknown compression type 9")])
+def test_compressed_index_block_is_refused_clearly(tmp_path: Path, compression: int, message: str) -> None:
+    (tmp_path / "h.index").write_bytes(write_table([(b"", header_proto()), (b"good", GOOD)], compression))
+    with pytest.raises(CorruptCheckpointError, match=message):
+        ckptcheck.open_checkpoint(str(tmp_path / "h"))
+
+
 def test_hostile_entries_allocate_nothing_large(tmp_path: Path) -> None:
     """Under a 1 GiB address-space limit every hostile entry still fails as CorruptCheckpointError (not
     MemoryError): sizes are checked against the shard before any buffer is allocated."""
