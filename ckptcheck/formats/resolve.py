@@ -140,12 +140,18 @@ def _keras_kind(path: str) -> str | None:
     return None
 
 
+def _natural(name: str) -> list[str | int]:
+    """Sort key putting ckpt-9 before ckpt-10 (text and numbers alternate, so items always compare)."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
+
+
 def _bundles_in(directory: str) -> list[str]:
+    """The bundle prefixes in a directory, oldest step first (hints show the last few)."""
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted((n for n in os.listdir(directory) if n.endswith(".index")), key=_natural)
     except OSError:
         return []
-    return [os.path.join(directory, n[: -len(".index")]) for n in names if n.endswith(".index")]
+    return [os.path.join(directory, n[: -len(".index")]) for n in names]
 
 
 def _near_misses(path: str) -> str | None:
