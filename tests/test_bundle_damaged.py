@@ -230,6 +230,20 @@ def test_paths_naming_no_checkpoint(tmp_path: Path) -> None:
         ckptcheck.open_checkpoint(str(tmp_path))
 
 
+def test_directory_of_bundles_without_a_state_file(manager_dir: Path, tmp_path: Path) -> None:
+    for f in manager_dir.glob("ckpt-3.*"):
+        shutil.copyfile(f, tmp_path / f.name)
+    with ckptcheck.open_checkpoint(str(tmp_path)) as reader:  # one bundle: no doubt which
+        assert reader.info().location == str(tmp_path / "ckpt-3")
+    for f in manager_dir.glob("ckpt-4.*"):
+        shutil.copyfile(f, tmp_path / f.name)
+    for f in manager_dir.glob("ckpt-2.*"):  # renamed ckpt-10: hints list by step, not by name
+        shutil.copyfile(f, tmp_path / f.name.replace("ckpt-2", "ckpt-10"))
+    with pytest.raises(CheckpointNotFoundError, match="3 checkpoints and no `checkpoint` state file") as info:
+        ckptcheck.open_checkpoint(str(tmp_path))
+    assert info.value.hint == "pass one prefix: ckpt-3, ckpt-4, ckpt-10"
+
+
 def test_index_without_its_data_named_by_a_data_path(tf2_all_dtypes: str, tmp_path: Path) -> None:
     prefix = copy_bundle(tf2_all_dtypes, tmp_path)
     os.remove(prefix + ".index")
