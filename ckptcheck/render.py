@@ -101,7 +101,7 @@ def inspect_header(info: CheckpointInfo, shown: int) -> str:
     if info.writer:
         lines.append(f"writer:   {info.writer}")
     for key, value in sorted(info.metadata.items()):
-        lines.append(f"{key + ':':<10}{value}")
+        lines.append(f"{key + ':':<10}{value}" if len(key) < 9 else f"{key}: {value}")
     return "\n".join(lines)
 
 

@@ -55,7 +55,13 @@ class _Accumulator:
         wide = values.astype(np.float64)  # one copy; then in place, and a BLAS dot for the squared deviations
         cmean = float(wide.sum()) / k
         wide -= cmean
-        cm2 = float(np.dot(wide, wide))
+        with np.errstate(over="ignore", invalid="ignore"):
+            cm2 = float(np.dot(wide, wide))
+        if not math.isfinite(cm2):
+            # Deviations near float64's limit: square them scaled down, so std stays finite where it can.
+            scale = float(np.abs(wide).max()) or 1.0
+            wide /= scale
+            cm2 = float(np.dot(wide, wide)) * scale * scale
         total = self.finite + k
         delta = cmean - self.mean
         self.mean += delta * k / total
