@@ -11,6 +11,8 @@ The reading API never imports TensorFlow::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ckptcheck.errors import (
     CheckpointNotFoundError,
     CkptcheckError,
@@ -18,10 +20,28 @@ from ckptcheck.errors import (
     TensorNotFoundError,
     UnsupportedFormatError,
 )
-from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import CheckpointInfo, TensorInfo
+
+if TYPE_CHECKING:
+    from ckptcheck.formats.interface import CheckpointReader
+    from ckptcheck.model import CheckpointInfo, TensorInfo
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "CheckpointReader": "ckptcheck.formats.interface",
+    "CheckpointInfo": "ckptcheck.model",
+    "TensorInfo": "ckptcheck.model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so `ckptcheck --version` and `--help` do not pay for the data model.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ckptcheck' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "CheckpointInfo",
@@ -55,6 +75,8 @@ def open_checkpoint(path: str) -> CheckpointReader:
 
 def list_tensors(checkpoint: str | CheckpointReader) -> tuple[TensorInfo, ...]:
     """Names, dtypes, shapes and sizes of every stored tensor (reads no values)."""
+    from ckptcheck.formats.interface import CheckpointReader
+
     if isinstance(checkpoint, CheckpointReader):
         return checkpoint.tensors()
     with open_checkpoint(checkpoint) as reader:
@@ -63,6 +85,8 @@ def list_tensors(checkpoint: str | CheckpointReader) -> tuple[TensorInfo, ...]:
 
 def read_tensor(checkpoint: str | CheckpointReader, name: str):  # type: ignore[no-untyped-def]
     """One tensor's values as a numpy array, checked against its stored checksum."""
+    from ckptcheck.formats.interface import CheckpointReader
+
     if isinstance(checkpoint, CheckpointReader):
         return checkpoint.read(name)
     with open_checkpoint(checkpoint) as reader:

@@ -418,6 +418,9 @@ def roundtrip_command(
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:  # answered before Typer builds every command's parameters
+        print(f"ckptcheck {__version__}")
+        return
     app()
 
 
