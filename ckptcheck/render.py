@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ckptcheck.model import (
     SAVEDMODEL,
     TF1,
@@ -23,6 +21,9 @@ from ckptcheck.model import (
     TensorStats,
     VerifyReport,
 )
+
+if TYPE_CHECKING:  # numpy only where a tensor's values are printed
+    import numpy as np
 
 INSPECT_SCHEMA = "ckptcheck.inspect/1"
 STATE_SCHEMA = "ckptcheck.checkpoints/1"
@@ -360,6 +361,8 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
 
 
 def _plain(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     """Arrays numpy can print and JSON can hold: ml_dtypes become float32, strings become text."""
     if values.dtype == object:
         return np.vectorize(lambda b: b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else str(b),
@@ -370,12 +373,16 @@ def _plain(values: np.ndarray) -> np.ndarray:
 
 
 def tensor_text(info: TensorInfo, values: np.ndarray) -> str:
+    import numpy as np
+
     header = f"{info.name}: {info.dtype} {shape_text(info.shape)}"
     with np.printoptions(threshold=2000, edgeitems=5, linewidth=120):
         return header + "\n" + np.array2string(_plain(values), separator=", ")
 
 
 def tensor_dict(info: TensorInfo, values: np.ndarray) -> dict[str, Any]:
+    import numpy as np
+
     plain = _plain(values)
     if plain.dtype.kind == "c":
         data: Any = np.stack([plain.real, plain.imag], axis=-1).tolist()

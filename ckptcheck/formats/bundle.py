@@ -13,8 +13,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-
-import numpy as np
+from typing import TYPE_CHECKING, NamedTuple
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
@@ -30,6 +29,9 @@ from ckptcheck.formats.protobuf import (
 )
 from ckptcheck.formats.sstable import SSTable, crc32c, unmask_crc
 from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo
+
+if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
+    import numpy as np
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _HEADER_KEY = b""
@@ -51,9 +53,11 @@ class BundleHeader:
     min_consumer: int
 
 
-@dataclass(frozen=True)
-class BundleEntry:
-    """A decoded BundleEntryProto (tensorflow/core/protobuf/tensor_bundle.proto)."""
+class BundleEntry(NamedTuple):
+    """A decoded BundleEntryProto (tensorflow/core/protobuf/tensor_bundle.proto).
+
+    A NamedTuple rather than a frozen dataclass: tens of thousands are built per listing, at a third of the cost.
+    """
 
     key: str
     dtype: DType
@@ -105,7 +109,57 @@ def _decode_slice(buf: bytes) -> tuple[Extent, ...]:
     return tuple(extents)
 
 
+_FAST_TAGS = {0x08: 1, 0x18: 3, 0x20: 4, 0x28: 5}  # one-byte tags of the varint fields dtype, shard, offset, size
+
+
+def _decode_entry_fast(key: str, buf: bytes) -> BundleEntry | None:
+    """The common entry (no slices, no unknown fields) in one pass without intermediate objects; None otherwise.
+
+    Listing a checkpoint decodes every entry, so this is the loop that decides how fast `inspect` answers.
+    """
+    ints = [0, 0, 0, 0, 0, 0]  # by field number: dtype, -, shard_id, offset, size
+    shape: tuple[int, ...] = ()
+    unknown = False
+    crc: int | None = None
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        tag = buf[pos]
+        pos += 1
+        field = _FAST_TAGS.get(tag)
+        if field is not None:
+            value = 0
+            shift = 0
+            while True:
+                if pos >= end or shift > 56:
+                    return None
+                b = buf[pos]
+                pos += 1
+                value |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+            ints[field] = value
+        elif tag == 0x12:  # shape, length-delimited (shapes are short: a one-byte length)
+            if pos >= end or buf[pos] >= 0x80 or pos + 1 + buf[pos] > end:
+                return None
+            n = buf[pos]
+            shape, unknown = _decode_shape(buf[pos + 1 : pos + 1 + n])
+            pos += 1 + n
+        elif tag == 0x35:  # crc32c, fixed32
+            if pos + 4 > end:
+                return None
+            crc = int.from_bytes(buf[pos : pos + 4], "little")
+            pos += 4
+        else:
+            return None
+    return BundleEntry(key, dtypes.from_enum(ints[1]), shape, unknown, ints[3], ints[4], ints[5], crc, ())
+
+
 def decode_entry(key: str, buf: bytes) -> BundleEntry:
+    fast = _decode_entry_fast(key, buf)
+    if fast is not None:
+        return fast
     dtype_enum = 0
     shape: tuple[int, ...] = ()
     unknown = False
@@ -427,6 +481,8 @@ class BundleReader(CheckpointReader):
         return dt.newbyteorder(">") if self.header.endianness == _BIG and dt.itemsize > 1 else dt
 
     def _read_entry(self, entry: BundleEntry, tensor: str) -> np.ndarray:
+        import numpy as np
+
         self.check_bounds(entry, tensor)
         if entry.dtype.is_string:
             return self._read_strings(entry, tensor)
@@ -445,6 +501,8 @@ class BundleReader(CheckpointReader):
         return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
 
     def _read_strings(self, entry: BundleEntry, tensor: str) -> np.ndarray:
+        import numpy as np
+
         f = self._shard_file(entry.shard_id, tensor)
         f.seek(entry.offset)
         data = f.read(entry.size)
@@ -511,6 +569,8 @@ class BundleReader(CheckpointReader):
         return slices
 
     def _assemble(self, entry: BundleEntry, name: str) -> np.ndarray:
+        import numpy as np
+
         slices = self._tiling(entry, name)
         # Every slice's bytes are checked against its shard before the whole tensor is allocated, so an index
         # claiming a huge shape fails here rather than in np.empty.
@@ -541,6 +601,8 @@ class BundleReader(CheckpointReader):
 
     def iter_part(self, part: BundleEntry, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
         """One entry's elements in chunks read into a reused buffer; its crc32c is checked after the last chunk."""
+        import numpy as np
+
         self.check_bounds(part, name)
         if part.dtype.is_string:
             yield self._read_strings(part, name).reshape(-1)

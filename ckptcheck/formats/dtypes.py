@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
+    import numpy as np
+
 
 STRING = 7
 
@@ -105,6 +108,8 @@ _ML_DTYPES = {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "fl
 
 @cache
 def numpy_dtype(name: str) -> np.dtype:
+    import numpy as np
+
     if name in _ML_DTYPES:
         import ml_dtypes
 
