@@ -183,6 +183,10 @@ def inspect(
 
 # --- verify / manifest / diff -----------------------------------------------------------------------------------
 
+def _advance(ticker: Iterator[object]) -> None:
+    next(ticker, None)
+
+
 AtolOption = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance for float values.")]
 RtolOption = Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (of B's magnitude).")]
 
@@ -244,7 +248,7 @@ def manifest(
     with errors_to_exit(), open_checkpoint(path) as reader:
         names = [t.name for t in reader.tensors()]
         ticker = iter(progress_over(names, "manifest", show_progress(json_output or output is None)))
-        text = dumps(build_manifest(reader, on_tensor=lambda _name: next(ticker, None)))
+        text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))
         if output is None:
             typer.echo(text, nl=False)
             return
@@ -273,7 +277,7 @@ def diff(
         names = [t.name for t in ra.tensors()]
         ticker = iter(progress_over(names, "diff", show_progress(json_output)))
         report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
-                                  on_tensor=lambda _name: next(ticker, None))
+                                  on_tensor=lambda _name: _advance(ticker))
         if json_output:
             emit_json(render.diff_dict(report))
         else:

@@ -31,7 +31,7 @@ class CheckpointReader(ABC):
         return self.info().tensors
 
     def tensor_info(self, name: str) -> TensorInfo:
-        by_name = self.__dict__.get("_tensor_index")
+        by_name: dict[str, TensorInfo] | None = self.__dict__.get("_tensor_index")
         if by_name is None:
             by_name = self.__dict__["_tensor_index"] = {t.name: t for t in self.tensors()}
         found = by_name.get(name)
