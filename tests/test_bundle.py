@@ -554,3 +554,20 @@ def test_reading_never_imports_tensorflow(request: pytest.FixtureRequest) -> Non
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.split()[-1]) > 50
+
+
+def test_directory_holding_one_keras_file_stands_for_it(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from ckptcheck.errors import CheckpointNotFoundError
+    from ckptcheck.formats.resolve import resolve
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(keras_files["keras"], one / "model.keras")
+    resolved = resolve(str(one))
+    assert (resolved.kind, resolved.location) == ("keras", str(one / "model.keras"))
+    shutil.copy(keras_files["keras-weights"], one / "model.weights.h5")
+    with pytest.raises(CheckpointNotFoundError, match="2 Keras files here") as err:
+        resolve(str(one))
+    assert "model.keras" in str(err.value)

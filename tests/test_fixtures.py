@@ -66,3 +66,13 @@ def test_regenerated_values_equal_committed(fmt: str, tmp_path: Path) -> None:
         changed = [n for n in names if not same_bits(committed.read(n), fresh.read(n))]
     assert not changed, (f"regenerated {fmt} differs from fixtures/{fmt} in {changed}; if TensorFlow or Keras "
                          f"changed, rerun fixtures/regenerate.sh and commit")
+    manifest = runner.invoke(app, ["manifest", str(fresh_path)])
+    assert manifest.stdout == (FIXTURES / f"{fmt}.manifest.json").read_text()
+
+
+@pytest.mark.parametrize("fmt", GENERATE_FORMATS)
+def test_committed_fixture_verifies_against_its_manifest(fmt: str) -> None:
+    """The CI guard the README recommends, on our own committed fixtures."""
+    result = runner.invoke(app, ["verify", str(FIXTURES / fmt), "--against", str(FIXTURES / f"{fmt}.manifest.json")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK: {FIXTURES / fmt} ({fmt})")

@@ -209,8 +209,27 @@ def _resolve_directory(directory: str) -> Resolved:
         names = ", ".join(os.path.basename(b) for b in bundles[-5:])
         raise CheckpointNotFoundError(f"{len(bundles)} checkpoints and no `checkpoint` state file to choose one",
                                       path=directory, hint=f"pass one prefix: {names}")
+    keras_files = _keras_files_in(directory)
+    if len(keras_files) == 1:
+        kind = _keras_kind(keras_files[0])
+        if kind is not None:
+            return Resolved(kind, keras_files[0])
+    if keras_files:
+        names = ", ".join(os.path.basename(f) for f in keras_files[:5])
+        raise CheckpointNotFoundError(f"{len(keras_files)} Keras files here and nothing to choose one",
+                                      path=directory, hint=f"pass one file: {names}")
     raise CheckpointNotFoundError("no checkpoint in this directory", path=directory,
                                   hint="pass a checkpoint prefix, a .index file, a .keras or .h5 file")
+
+
+def _keras_files_in(directory: str) -> list[str]:
+    """The .keras / .h5 / .hdf5 files directly in a directory (a directory holding one stands for it)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    found = [os.path.join(directory, n) for n in names if n.endswith((".keras", ".h5", ".hdf5"))]
+    return [f for f in found if os.path.isfile(f)]
 
 
 def resolve(path: str) -> Resolved:
