@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -441,9 +442,23 @@ MUTATIONS = st.lists(
 )
 
 
+FUZZ_MEMORY_BOUND = 64 << 20  # the fuzzed bundles hold a few KiB; a claimed shape must never be allocated
+
+
 def _only_ckptcheck_errors(prefix: str) -> None:
-    with contextlib.suppress(CkptcheckError):
-        read_everything(prefix)
+    """Listing, reading and verifying a damaged bundle fail only with ckptcheck's errors, in bounded memory."""
+    from ckptcheck.verify import verify
+
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(CkptcheckError):
+            read_everything(prefix)
+        with contextlib.suppress(CkptcheckError):
+            verify(prefix)  # verification reports damage instead of raising; it must not crash either
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < FUZZ_MEMORY_BOUND, f"{peak} bytes allocated while reading a damaged {prefix}"
 
 
 @settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
