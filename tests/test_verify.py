@@ -214,3 +214,10 @@ def test_verify_against_manifest(tf2_all_dtypes: str, tmp_path: Path) -> None:
     assert {(d["tensor"], d["kind"]) for d in data["differences"]} == {("gone", "missing")}
     bad = runner.invoke(app, ["verify", tf2_all_dtypes, "--against", str(tmp_path / "absent.json")])
     assert bad.exit_code == 2 and "manifest file does not exist" in bad.stderr
+
+
+def test_quiet_when_stderr_is_not_a_terminal(tf2_sharded: str) -> None:
+    """No progress bar unless stderr is a terminal: piped or captured runs get nothing on stderr."""
+    for args in (["verify", tf2_sharded], ["inspect", tf2_sharded, "--stats"], ["manifest", tf2_sharded]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and result.stderr == "", args
