@@ -19,6 +19,7 @@ from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import resolve
 from ckptcheck.model import KERAS, Problem, VerifyReport
 
+# Problems are reported in the order found, each once: tuple(dict.fromkeys(problems)).
 ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
 _ZIP_READ = 1 << 20
 
@@ -91,7 +92,7 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
         with contextlib.suppress(CorruptCheckpointError):
             problems += [Problem("index", b.message, file=index) for b in SSTable.open(index).scan_problems()]
         problems.append(problem_from(exc, "index"))
-        return VerifyReport(path, format_hint or "tensor-bundle", (index,), 0, 0, tuple(_dedupe(problems)))
+        return VerifyReport(path, format_hint or "tensor-bundle", (index,), 0, 0, tuple(dict.fromkeys(problems)))
     with reader:
         problems += [Problem("index", message, file=index) for message in reader.index_problems]
         missing_shards = set()
@@ -120,7 +121,7 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
 
         checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, skip=in_missing_shard,
                                          check=check_parts)
-    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(_dedupe(problems)))
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)))
 
 
 def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
@@ -150,21 +151,11 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
         reader = open_keras(kind, location, path=path)
     except CorruptCheckpointError as exc:
         problems.append(problem_from(exc))
-        return VerifyReport(path, kind, (location,), 0, 0, tuple(_dedupe(problems)))
+        return VerifyReport(path, kind, (location,), 0, 0, tuple(dict.fromkeys(problems)))
     with reader:
         info = reader.info()
         checked, nbytes = _check_tensors(reader, problems, progress, fingerprints)
-    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(_dedupe(problems)))
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    seen = set()
-    out = []
-    for p in problems:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)))
 
 
 def verify(

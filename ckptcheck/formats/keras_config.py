@@ -66,7 +66,7 @@ def architecture(config: Any, source: str, *, path: str, extra: dict[str, Any] |
         model_class=class_name,
         model_name=model_name,
         layers=layers,
-        findings=tuple(_unique(findings)),
+        findings=tuple(dict.fromkeys(findings)),  # in order, each once
     )
 
 
@@ -205,7 +205,7 @@ def findings_of(config: Any, *, path: str, where: str = "") -> list[SafetyFindin
     Looks at every object in the JSON, wherever it is (layers, activations, initializers, losses, metrics...)."""
     out: list[SafetyFinding] = []
     _scan(config, layer=None, layer_class=None, key=where, depth=0, out=out, path=path)
-    return _unique(out)
+    return list(dict.fromkeys(out))
 
 
 def _scan(node: Any, *, layer: str | None, layer_class: str | None, key: str, depth: int,
