@@ -135,7 +135,7 @@ def tensors_table(
                 row += [""] * 7
             else:
                 row += [number(s.min), number(s.max), number(s.mean), number(s.std),
-                        str(s.nan) if s.nan else "", str(s.inf) if s.inf else "", s.note or ""]
+                        str(s.nan) if s.nan else "", str(s.inf) if s.inf else "", stats_note(s, t.shape)]
         rows.append(row)
     return table(headers, rows)
 
@@ -160,7 +160,21 @@ def stats_dict(s: TensorStats) -> dict[str, Any]:
         return v if v is None or math.isfinite(v) else None
 
     return {"count": s.count, "min": clean(s.min), "max": clean(s.max), "mean": clean(s.mean),
-            "std": clean(s.std), "nan": s.nan, "inf": s.inf, "note": s.note}
+            "std": clean(s.std), "nan": s.nan, "inf": s.inf, "note": s.note,
+            "identical": list(s.identical) if s.identical is not None else None}
+
+
+def stats_note(s: TensorStats, shape: Sequence[int]) -> str:
+    """The note, and identical columns or rows unless every element is one value (the note says so already)."""
+    parts = [s.note] if s.note else []
+    constant = s.count > 0 and s.nan == 0 and s.inf == 0 and s.min is not None and s.min == s.max
+    if s.identical and not constant and len(shape) >= 2:
+        rows = math.prod(shape[:-1])
+        if "columns" in s.identical:
+            parts.append(f"all {shape[-1]} columns (units) identical")
+        if "rows" in s.identical:
+            parts.append(f"all {rows} rows identical")
+    return "; ".join(parts)
 
 
 def architecture_dict(arch: Architecture) -> dict[str, Any]:

@@ -83,18 +83,85 @@ class _Accumulator:
             self.constant = bool((values == first).all())
 
 
+class _Symmetry:
+    """Whether a matrix's columns are all identical, and whether its rows are, from flat chunks in C order.
+
+    Identical columns — every row constant along the last axis — are a layer whose units all compute the same
+    function: what training from a constant initializer leaves, since every unit then receives the same update.
+    Each row is checked against its own first element and against the first row, which is the only thing kept
+    (not compared when longer than MAX_ROW elements). Once both answers are no, chunks are only counted.
+    """
+
+    MAX_ROW = 1 << 20
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.cols = shape[-1]
+        rows = math.prod(shape[:-1])
+        self.size = rows * self.cols
+        self.columns = self.cols >= 2
+        self.rows = rows >= 2 and self.cols <= self.MAX_ROW
+        self.first_row = np.empty(self.cols if self.rows else 0, dtype=np.float64)
+        self.lead: Any = None  # first element of the row being read
+        self.seen = 0
+
+    def result(self) -> tuple[str, ...]:
+        return tuple(name for name, same in (("columns", self.columns), ("rows", self.rows)) if same)
+
+    def add(self, values: np.ndarray) -> None:
+        start, n = self.seen, values.size
+        self.seen += n
+        if not (self.columns or self.rows) or n == 0:
+            return
+        cols, i = self.cols, 0
+        offset = start % cols
+        if offset:  # the rest of a row begun in the previous chunk
+            i = min(cols - offset, n)
+            self._piece(values[:i], start // cols, offset)
+        whole = (n - i) // cols
+        if whole:
+            self._block(values[i:i + whole * cols].reshape(whole, cols), (start + i) // cols)
+            i += whole * cols
+        if i < n:  # a row that continues in the next chunk
+            self._piece(values[i:], (start + i) // cols, 0)
+
+    def _piece(self, piece: np.ndarray, row: int, offset: int) -> None:
+        if self.columns:
+            if offset == 0:
+                self.lead = piece[0].item()
+            self.columns = bool((piece == self.lead).all())
+        if self.rows:
+            if row == 0:
+                self.first_row[offset:offset + piece.size] = piece
+            else:
+                self.rows = bool((piece == self.first_row[offset:offset + piece.size]).all())
+
+    def _block(self, block: np.ndarray, row: int) -> None:
+        # The block's first row alone first: a random matrix fails there, without a pass over the whole chunk.
+        if self.columns:
+            self.columns = bool((block[0] == block[0, 0]).all()) and bool((block == block[:, :1]).all())
+        if self.rows:
+            if row == 0:
+                self.first_row[:] = block[0]
+                block = block[1:]
+            self.rows = bool((block[:1] == self.first_row).all()) and bool((block == self.first_row).all())
+
+
 def _as_number(value: float) -> str:
     return repr(int(value)) if float(value).is_integer() and abs(value) < 1e16 else repr(float(value))
 
 
-def stats_of_chunks(name: str, dtype_name: str, chunks: Iterable[np.ndarray]) -> TensorStats:
-    """Statistics over flat chunks of one tensor, in one pass."""
+def stats_of_chunks(
+    name: str, dtype_name: str, chunks: Iterable[np.ndarray], shape: tuple[int, ...] | None = None
+) -> TensorStats:
+    """Statistics over flat chunks of one tensor, in one pass. With the tensor's `shape` (chunks in C order),
+    float tensors of rank 2 or more are also checked for identical columns and rows."""
     dtype = dtypes.BY_NAME.get(dtype_name)
     kind = dtype.kind if dtype is not None else "other"
     if kind in ("string", "other"):
         count = sum(c.size for c in chunks)
         return TensorStats(name, dtype_name, count, note=f"no numeric statistics for {dtype_name}")
     acc = _Accumulator()
+    symmetry = _Symmetry(shape) if kind == "float" and shape and len(shape) >= 2 and math.prod(shape) else None
     for chunk in chunks:
         if kind == "complex":
             chunk = np.abs(chunk)
@@ -103,6 +170,9 @@ def stats_of_chunks(name: str, dtype_name: str, chunks: Iterable[np.ndarray]) ->
         elif chunk.dtype.kind == "V" or chunk.dtype.name not in np.sctypeDict:
             chunk = chunk.astype(np.float32)  # bfloat16, float8, int4: widen the bounded chunk only
         acc.add(chunk)
+        if symmetry is not None:
+            symmetry.add(chunk)
+    identical = symmetry.result() if symmetry is not None and symmetry.seen == symmetry.size else None
     note = None
     if acc.count and acc.constant and acc.first is not None:
         first = acc.first
@@ -118,7 +188,7 @@ def stats_of_chunks(name: str, dtype_name: str, chunks: Iterable[np.ndarray]) ->
         note = "statistics of |x|"
     if acc.finite == 0:
         return TensorStats(name, dtype_name, acc.count, nan=acc.nan, inf=acc.inf, note=note or
-                           ("empty" if acc.count == 0 else None))
+                           ("empty" if acc.count == 0 else None), identical=identical)
     std = math.sqrt(acc.m2 / acc.finite)
     return TensorStats(
         name=name,
@@ -131,9 +201,12 @@ def stats_of_chunks(name: str, dtype_name: str, chunks: Iterable[np.ndarray]) ->
         nan=acc.nan,
         inf=acc.inf,
         note=note,
+        identical=identical,
     )
 
 
 def tensor_stats(reader: CheckpointReader, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> TensorStats:
     info = reader.tensor_info(name)
-    return stats_of_chunks(name, info.dtype, reader.iter_chunks(name, chunk_bytes))
+    # A partitioned variable streams slice by slice, not in C order: its rows and columns are not compared.
+    shape = None if info.slices else info.shape
+    return stats_of_chunks(name, info.dtype, reader.iter_chunks(name, chunk_bytes), shape)
