@@ -1,11 +1,11 @@
-"""What `generate` and `roundtrip` return: frozen dataclasses, rendered by ckptcheck.render and nothing else."""
+"""What `generate`, `roundtrip` and `restore-check` return: frozen dataclasses, rendered by ckptcheck.render."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ckptcheck.initializers import DEFAULT_PLAN, InitPlan
-from ckptcheck.model import TensorInfo
+from ckptcheck.model import TensorInfo, TensorStats
 
 # The facts `roundtrip` establishes, in the order it reports them.
 FACT_NAMES = ("values", "initializer", "optimizer_state", "step", "trainable", "architecture", "code")
@@ -91,3 +91,170 @@ class RoundTripReport:
     @property
     def ok(self) -> bool:
         return bool(self.tensors) and all(t.restored_exactly for t in self.tensors)
+
+
+# --- explain ---
+
+VERDICTS = ("true", "false", "depends")
+
+
+@dataclass(frozen=True)
+class Question:
+    """A claim about initializers and checkpoints that `explain` settles by experiment."""
+
+    number: int
+    slug: str  # the name to ask for it by
+    claim: str
+    experiment: str  # what is run to settle it, in a sentence
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One experiment or reading behind an answer: what was done, what it showed, its numbers and its files."""
+
+    title: str
+    text: str  # what it showed, in words, with the numbers measured
+    figures: dict[str, object]  # the key numbers, by name (JSON-ready)
+    rows: tuple[dict[str, object], ...] = ()  # a table, one dict per row, the same keys in each
+    files: tuple[str, ...] = ()  # the saved files it inspected, relative to the answer's working directory
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A question's verdict, derived from its experiment's runs, and the evidence."""
+
+    question: Question
+    verdict: str  # "true", "false" or "depends" (the claim holds, does not, or depends on `depends_on`)
+    depends_on: str | None
+    conclusion: str  # the answer in a few sentences, with the figures that settle it
+    evidence: tuple[Evidence, ...]
+    seconds: float = 0.0  # how long the experiment took
+    kept: str | None = None  # the working directory with the saved files, when kept
+
+
+# --- restore-check ------------------------------------------------------------------------------------------------
+
+# What a variable or a stored value is for: a model weight, optimizer state (slots, moments, the optimizer's own
+# iteration count and hyperparameter variables), or a step counter (global_step, save_counter, a tracked step).
+WEIGHT, OPTIMIZER, COUNTER = "weight", "optimizer", "counter"
+
+# What happened to one model variable in the restore.
+RESTORED = "restored"  # written by the restore, and equal to the stored value it came from
+RESTORED_DIFFERENT = "restored-different"  # written, but equal to no stored value (converted, or corrupted)
+MISMATCH = "mismatch"  # not written: the value it is looked up under has another dtype or shape
+SKIPPED = "skipped"  # not written, although a value of its name, dtype and shape is stored
+MISSING = "missing"  # not written: nothing is stored under the name it is looked up by
+
+
+@dataclass(frozen=True)
+class KeptValue:
+    """What an unrestored variable is left holding: its initial value, described."""
+
+    initializer: str | None  # "GlorotUniform(seed=None)", when the code that built it says (Keras layers)
+    description: str  # "glorot_uniform draw (min -0.62, max 0.71, ...)", "constant 0.5"
+    stats: TensorStats | None
+
+
+@dataclass(frozen=True)
+class VariableCheck:
+    """One variable of the model, after the restore."""
+
+    variable: str  # the model's name for it: a Keras variable path, else its object path from what FUNCTION returned
+    kind: str  # WEIGHT, OPTIMIZER or COUNTER
+    dtype: str
+    shape: tuple[int, ...]
+    status: str  # RESTORED, RESTORED_DIFFERENT, MISMATCH, SKIPPED or MISSING
+    key: str | None  # the stored name the format looks it up by (None when it cannot say)
+    source: str | None = None  # the stored name its restored value came from
+    values_equal: bool | None = None  # restored: its value's bits equal the stored value's (read by ckptcheck)
+    via: str | None = None  # "restore" or "rename map"
+    reason: str | None = None  # why it was not restored, or what else is worth knowing
+    kept: KeptValue | None = None  # for a variable not restored: what it holds instead
+
+    @property
+    def restored(self) -> bool:
+        return self.status == RESTORED
+
+
+@dataclass(frozen=True)
+class StoredValueUse:
+    """One value stored in the checkpoint, and which model variables took it."""
+
+    key: str
+    label: str  # a friendlier name: the object path of a TF2 key, else the key
+    kind: str  # WEIGHT, OPTIMIZER or COUNTER
+    dtype: str
+    shape: tuple[int, ...]
+    used_by: tuple[str, ...]  # variables restored from it ("(tf.train.Checkpoint) save_counter" for bookkeeping)
+    note: str | None = None  # e.g. "has the name model/head/kernel looks for, but shape [4, 2] vs [5, 2]"
+
+    @property
+    def consumed(self) -> bool:
+        return bool(self.used_by)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A variable and the stored value it is looked up by, which differ in dtype or shape."""
+
+    variable: str
+    key: str
+    dtype: tuple[str, str]  # (model, checkpoint)
+    shape: tuple[tuple[int, ...], tuple[int, ...]]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k, (a, b) in (("dtype", self.dtype), ("shape", self.shape)) if a != b)
+
+
+@dataclass(frozen=True)
+class RenameSuggestion:
+    """A likely match between a variable that was not restored and a stored value nobody took."""
+
+    variable: str
+    variable_key: str | None  # the name the variable is looked up by
+    key: str  # the stored value that probably belongs to it
+    dtype: str
+    shape: tuple[int, ...]
+    score: float  # name similarity, 0..1
+    rename: tuple[str, str]  # the part of the names that differs: (in the checkpoint, in the model)
+    also: tuple[str, ...] = ()  # other stored values that fit as well as this one
+
+
+@dataclass(frozen=True)
+class RestoreCheckReport:
+    """What `restore-check` found: every model variable and every stored value, matched up."""
+
+    checkpoint: str  # as the user gave it
+    location: str  # the resolved prefix or file
+    format: str
+    model: str  # the --model argument
+    model_kind: str  # what FUNCTION returned, described
+    method: str  # the restore call that was measured
+    built: tuple[str, ...]  # what was built before the restore (lazily created variables, optimizer state)
+    restore_error: str | None  # the restore call raised this (type: message); the state after it is reported
+    variables: tuple[VariableCheck, ...]
+    values: tuple[StoredValueUse, ...]
+    mismatches: tuple[Mismatch, ...]
+    suggestions: tuple[RenameSuggestion, ...]
+    notes: tuple[str, ...]  # measured side remarks (warnings the restore emitted, format behaviour)
+    allow_unused: bool = False
+    ignore_optimizer: bool = False
+    applied_map: str | None = None  # --apply-rename-map FILE
+
+    def counts(self, kind: str) -> bool:
+        """Whether variables and values of this kind decide the verdict."""
+        return not (self.ignore_optimizer and kind in (OPTIMIZER, COUNTER))
+
+    @property
+    def not_restored(self) -> tuple[VariableCheck, ...]:
+        return tuple(v for v in self.variables if not v.restored and self.counts(v.kind))
+
+    @property
+    def unused(self) -> tuple[StoredValueUse, ...]:
+        return tuple(s for s in self.values if not s.consumed and self.counts(s.kind))
+
+    @property
+    def ok(self) -> bool:
+        return (self.restore_error is None and not self.not_restored
+                and (self.allow_unused or not self.unused))
