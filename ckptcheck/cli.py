@@ -421,6 +421,43 @@ def roundtrip_command(
             raise typer.Exit(EXIT_PROBLEM)
 
 
+# --- explain ---
+
+
+@app.command("explain")
+def explain_command(
+    question: Annotated[str, typer.Argument(help="A question's number or name (see --list), or all.")] = "all",
+    list_: Annotated[bool, typer.Option("--list", help="List the questions (runs nothing, needs no TensorFlow).")]
+    = False,
+    keep: Annotated[str | None, typer.Option("--keep", metavar="DIR",
+                                             help="Keep each experiment's saved files in DIR/<name>/ instead of a "
+                                                  "temporary directory that is removed.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Settle common claims about initializers and checkpoints by experiment: the claim, the verdict (true, false
+    or depends), and the evidence, measured in real TensorFlow runs."""
+    from ckptcheck import render
+    from ckptcheck.explain import explain, find_questions
+
+    with errors_to_exit():
+        chosen = find_questions(question)
+        if list_:
+            if json_output:
+                emit_json(render.questions_dict(chosen))
+            else:
+                typer.echo(render.questions_table(chosen))
+            return
+        from ckptcheck.generate import import_tensorflow
+
+        import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
+        with _progress_bar(show_progress(json_output), len(chosen), "explain") as tick:
+            answers = explain(chosen, keep=keep, on_question=lambda slug: tick(f"{slug} done"))
+        if json_output:
+            emit_json(render.explain_dict(answers))
+        else:
+            typer.echo(render.explain_text(answers))
+
+
 def main() -> None:
     if sys.argv[1:] == ["--version"]:  # answered before Typer builds every command's parameters
         print(f"ckptcheck {__version__}")

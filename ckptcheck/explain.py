@@ -136,6 +136,11 @@ def _g(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
+def _n(count: int, word: str) -> str:
+    """`1 unit`, `8 units`."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _values(a: np.ndarray) -> list[float]:
     return [float(v) for v in a.reshape(-1)]
 
@@ -228,7 +233,7 @@ def _training_diff(work: str, optimizer: str, start: GenerateReport, end: Genera
     others = [c.name for c in report.changed if not _is_weight(c.name)]
     a, b = _rel(work, start.location), _rel(work, end.location)
     text = (f"`ckptcheck diff {a} {b}`: {changed} of {len(rows)} variables changed, {elements_changed} of "
-            f"{elements} elements, the largest by {_g(largest)}; {len(others)} other tensors changed too "
+            f"{elements} elements, the largest by {_g(largest)}; {_n(len(others), 'other tensor')} changed too "
             f"({', '.join(others)}). The loss went from {_g(end.losses[0])} to {_g(end.losses[-1])}.")
     figures: dict[str, object] = {
         "optimizer": optimizer, "steps": len(end.losses), "variables": len(rows), "variables_changed": changed,
@@ -261,9 +266,9 @@ def _unit_symmetry(work: str, runs: dict[tuple[str, str], tuple[GenerateReport, 
                      "loss_first": end.losses[0], "loss_last": end.losses[-1]})
         figures[f"{optimizer}.{label}.distinct_units_trained"] = after
         figures[f"{optimizer}.{label}.distinct_updates"] = updates
-        parts.append(f"{init} with {optimizer}: {before} distinct units before, {updates} distinct updates, "
-                     f"{after} distinct units after" + (" (inspect --stats: identical columns)"
-                                                        if "columns" in flags else ""))
+        parts.append(f"{init} with {optimizer}: {_n(before, 'distinct unit')} before, "
+                     f"{_n(updates, 'distinct update')}, {_n(after, 'distinct unit')} after"
+                     + (" (inspect --stats: identical columns)" if "columns" in flags else ""))
     units = TRAIN_OPTIONS.layers[0]
     text = (f"The hidden layer ({hidden}, {units} relu units) compared unit by unit (kernel columns, bit for bit) "
             f"in the saved checkpoints: " + "; ".join(parts) + f". {output}'s rows are what each hidden unit feeds "
@@ -304,11 +309,11 @@ def _cannot_restore_constant(work: str) -> _Found:
         for name in MADE_WITH:
             key = next(t.name for t in infos if t.name.split("/")[0] == name)
             api_rows.append({
-                "api": api, "variable": name, "made_with": MADE_WITH[name], "saved": _values(saved[name]),
+                "variable": name, "initial_value": MADE_WITH[name], "saved": _values(saved[name]),
                 "stored_key": key, "stored_equals_saved": same_bits(stored[key], saved[name]),
-                "restored_into": FRESH_WITH[name], "value_before_restore": _values(before[name]),
+                "restored_into": FRESH_WITH[name], "before_restore": _values(before[name]),
                 "differed_before_restore": not same_bits(before[name], saved[name]),
-                "restored": _values(after[name]), "restored_exactly": same_bits(after[name], saved[name]),
+                "after_restore": _values(after[name]), "restored_exactly": same_bits(after[name], saved[name]),
             })
         rows += api_rows
         exact = sum(1 for r in api_rows if r["restored_exactly"])
@@ -319,7 +324,9 @@ def _cannot_restore_constant(work: str) -> _Found:
             f"values; the checkpoint's stored values equal the saved variables in "
             f"{sum(1 for r in api_rows if r['stored_equals_saved'])} of {len(api_rows)}.",
             {"variables": len(api_rows), "restored_exactly": exact, "differed_before_restore": differed},
-            tuple(api_rows), _files(work, fmt, location)))
+            tuple(api_rows), _files(work, fmt, location),
+            ("variable", "initial_value", "saved", "restored_into", "before_restore", "after_restore",
+             "restored_exactly")))
     naming = sorted(k for keys in keys_by_api.values() for k in keys if "init" in k.lower())
     assigned = [r for r in rows if r["variable"] == "assigned"]
     evidence.append(Evidence(
@@ -574,6 +581,14 @@ class _Promise:
     orthogonal_gain: float | None = None
     identity_gain: float | None = None
 
+    @property
+    def kind(self) -> str:
+        if self.value is not None:
+            return "constant"
+        if self.orthogonal_gain is not None:
+            return "orthogonal"
+        return "identity" if self.identity_gain is not None else "random"
+
 
 def _promise(spec: InitSpec, seed: int) -> _Promise:
     args = dict(spec.args)
@@ -634,16 +649,16 @@ def _check(p: _Promise, s: TensorStats, kernel: np.ndarray) -> tuple[bool, str]:
     if p.mean is not None and p.std is not None and s.mean is not None and s.std is not None:
         tol_mean = SIGMA_TOLERANCE * p.std / math.sqrt(n)
         ok &= abs(s.mean - p.mean) <= tol_mean
-        parts.append(f"mean {_g(s.mean)} (promised {_g(p.mean)} ± {_g(tol_mean)})")
+        parts.append(f"mean {s.mean - p.mean:+.2g} off (±{tol_mean:.2g})")
         tol_std = SIGMA_TOLERANCE / math.sqrt(2 * n)
         ratio = s.std / p.std
         ok &= abs(ratio - 1) <= tol_std
-        parts.append(f"std {_g(s.std)} = {ratio:.4f} x promised (± {tol_std:.3f})")
+        parts.append(f"std {ratio:.4f} x (1 ± {tol_std:.3f})")
     if p.low is not None and p.high is not None and s.min is not None and s.max is not None:
         slack = 1e-6 * max(abs(p.low), abs(p.high))
         inside = s.min >= p.low - slack and s.max <= p.high + slack
         ok &= inside
-        parts.append(f"[{_g(s.min)}, {_g(s.max)}] {'within' if inside else 'OUTSIDE'} the bounds")
+        parts.append("in bounds" if inside else "OUTSIDE the bounds")
     return bool(ok), "; ".join(parts)
 
 
@@ -660,7 +675,8 @@ def _initializer_stats(work: str) -> _Found:
             kernel = reader.read("dense/kernel")
         promise = _promise(spec, seed=1)
         ok, measured = _check(promise, s, kernel)
-        rows.append({"initializer": spec.text(), "promise": promise.text, "mean": s.mean, "std": s.std,
+        rows.append({"initializer": spec.text(), "kind": promise.kind, "promise": promise.text, "mean": s.mean,
+                     "std": s.std,
                      "min": s.min, "max": s.max, "measured": measured, "as_promised": ok, "stats_note": s.note})
         files += [f for f in _files(work, TF1, report.location) if f.endswith(".data-00000-of-00001")]
     kept = [r for r in rows if r["as_promised"]]
@@ -672,7 +688,8 @@ def _initializer_stats(work: str) -> _Found:
         + (f"; not: {', '.join(broken)}" if broken else "") + f". Random draws are allowed "
         f"{_g(SIGMA_TOLERANCE)} standard errors of mean and std ({FAN_IN * FAN_OUT} elements).",
         {"initializers": len(rows), "as_promised": len(kept), "not_as_promised": broken,
-         "kernel_shape": [FAN_IN, FAN_OUT]}, tuple(rows), tuple(files))]
+         "kernel_shape": [FAN_IN, FAN_OUT]}, tuple(rows), tuple(files),
+        ("initializer", "promise", "mean", "std", "measured", "as_promised", "stats_note"))]
     truncated = next((r for r in rows if str(r["initializer"]).startswith("truncated_normal")), None)
     if truncated is not None:
         spec = parse_spec(str(truncated["initializer"]))
@@ -686,10 +703,10 @@ def _initializer_stats(work: str) -> _Found:
             f"divide their stddev by that factor first, so what they store has the std they promise.",
             {"stddev_argument": stddev, "stored_std": measured_std, "ratio": measured_std / stddev,
              "truncation_factor": _truncated_std_factor()}))
-    constants = [str(r["initializer"]) for r in rows if r["stats_note"]]
-    draws = [str(r["initializer"]).split(":")[0] for r in rows if r["as_promised"] and "std " in str(r["measured"])]
+    constants = [str(r["initializer"]) for r in rows if r["kind"] == "constant" and r["stats_note"]]
+    draws = [str(r["initializer"]).split(":")[0] for r in rows if r["as_promised"] and r["kind"] == "random"]
     matrices = [f"{str(r['initializer']).split(':')[0]} ({r['measured']})" for r in rows
-                if r["as_promised"] and "std " not in str(r["measured"]) and not r["stats_note"]]
+                if r["as_promised"] and r["kind"] in ("orthogonal", "identity")]
     conclusion = (f"It depends on the initializer, and the checkpoint holds only the values it drew: in a "
                   f"{FAN_IN}x{FAN_OUT} kernel, {len(kept)} of {len(rows)} initializers stored what they promise. "
                   f"{', '.join(constants) or 'None'} stored one value (std 0; `inspect --stats` notes it); "

@@ -551,3 +551,111 @@ def roundtrip_matrix(reports: Sequence[RoundTripReport]) -> str:
                 lines.append(f"  {r.format} {name}: {_names_short(fact.where, 2)}")
     lines += ["", "run `ckptcheck roundtrip --format FORMAT` for the evidence behind each answer"]
     return "\n".join(lines)
+
+
+# --- explain ---
+
+if TYPE_CHECKING:
+    from ckptcheck.reports import Answer, Evidence, Question
+
+EXPLAIN_SCHEMA = "ckptcheck.explain/1"
+QUESTIONS_SCHEMA = "ckptcheck.questions/1"
+CELL_WIDTH = 28  # longer cells of an evidence table wrap onto more lines
+MAX_FILES_SHOWN = 6
+
+
+def questions_table(questions: Sequence[Question]) -> str:
+    return table(["#", "name", "claim", "experiment"],
+                 [[str(q.number), q.slug, q.claim, _wrap_cell(q.experiment, 60)] for q in questions])
+
+
+def questions_dict(questions: Sequence[Question]) -> dict[str, Any]:
+    return {"schema": QUESTIONS_SCHEMA,
+            "questions": [{"number": q.number, "slug": q.slug, "claim": q.claim, "experiment": q.experiment}
+                          for q in questions]}
+
+
+def _json_ready(value: Any) -> Any:
+    """Figures and rows as JSON: numpy scalars as numbers, tuples as lists, NaN and Inf as null."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evidence_dict(e: Evidence) -> dict[str, Any]:
+    return {"title": e.title, "text": e.text, "figures": _json_ready(e.figures),
+            "rows": _json_ready(list(e.rows)), "files": list(e.files)}
+
+
+def answer_dict(a: Answer) -> dict[str, Any]:
+    q = a.question
+    return {"number": q.number, "slug": q.slug, "claim": q.claim, "verdict": a.verdict, "depends_on": a.depends_on,
+            "conclusion": a.conclusion, "evidence": [evidence_dict(e) for e in a.evidence],
+            "seconds": a.seconds, "kept": a.kept}
+
+
+def explain_dict(answers: Sequence[Answer]) -> dict[str, Any]:
+    return {"schema": EXPLAIN_SCHEMA, "answers": [answer_dict(a) for a in answers]}
+
+
+def _wrap_cell(text: str, width: int = CELL_WIDTH) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, break_on_hyphens=False)) if len(text) > width else text
+
+
+def _cell(value: Any) -> str:
+    import numpy as np
+
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return str(int(v)) if math.isfinite(v) and v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
+    if isinstance(value, (list, tuple)):
+        return _wrap_cell("[" + ", ".join(_cell(v) for v in value) + "]")
+    return _wrap_cell(str(value))
+
+
+def evidence_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> str:
+    headers = list(columns) or list(dict.fromkeys(key for row in rows for key in row))
+    return table([_wrap_cell(h.replace("_", " "), 10) for h in headers],
+                 [[_cell(row.get(h)) for h in headers] for row in rows])
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
+
+
+def answer_text(a: Answer) -> str:
+    q = a.question
+    verdict = a.verdict.upper() + (f" — it depends on {a.depends_on}" if a.depends_on else "")
+    lines = [f"{q.number}. \"{q.claim}\"  ({q.slug})", f"   verdict: {verdict}", _wrap(a.conclusion, "   "),
+             "", "   evidence:"]
+    for e in a.evidence:
+        lines.append(_wrap(f"- {e.title}", "   ").replace("\n   ", "\n     "))
+        lines.append(_wrap(e.text, "     "))
+        if e.rows:
+            lines += ["", _indent(evidence_table(e.rows, e.columns), "     ")]
+        if e.files:
+            shown = list(e.files[:MAX_FILES_SHOWN])
+            more = f", ... ({len(e.files)} in all)" if len(e.files) > MAX_FILES_SHOWN else ""
+            lines.append(_wrap(f"files: {', '.join(shown)}{more}", "     "))
+        lines.append("")
+    where = f"; files kept in {a.kept}" if a.kept else "; its files were removed (--keep DIR keeps them)"
+    lines.append(f"   ran in {a.seconds:.1f} s{where}")
+    return "\n".join(lines)
+
+
+def explain_text(answers: Sequence[Answer]) -> str:
+    return "\n\n".join(answer_text(a) for a in answers)

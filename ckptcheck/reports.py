@@ -117,6 +117,7 @@ class Evidence:
     figures: dict[str, object]  # the key numbers, by name (JSON-ready)
     rows: tuple[dict[str, object], ...] = ()  # a table, one dict per row, the same keys in each
     files: tuple[str, ...] = ()  # the saved files it inspected, relative to the answer's working directory
+    columns: tuple[str, ...] = ()  # the row keys a text table shows (all when empty); JSON carries every key
 
 
 @dataclass(frozen=True)
