@@ -198,6 +198,9 @@ def write_results(results: list[Result], runs: int, tf_version: str) -> None:
     lines += ["", "Commands:", ""]
     for r in results:
         lines.append(f"- {r.label}: `{short(r.cmd_a)}`" + (f" vs `{short(r.cmd_b)}`" if r.cmd_b else ""))
+    notes = HERE / "NOTES.md"  # what profiling taught us, kept beside the numbers
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
