@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ckptcheck import explain as explain_module
+from ckptcheck import render
 from ckptcheck.cli import app
+from ckptcheck.explain import QUESTIONS, explain, find_questions
+from ckptcheck.reports import VERDICTS, Answer, Evidence
 from ckptcheck.stats import stats_of_chunks
 
 runner = CliRunner()
@@ -99,3 +105,239 @@ def test_inspect_stats_flags_identical_units(tmp_path: Path) -> None:
     assert "all 5 rows identical" in text
     line = next(row for row in text.splitlines() if row.startswith("const/"))
     assert line.rstrip().endswith("constant 0.5")  # one value: the note says it all
+
+
+# --- the experiments, run once per session ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("explain")
+
+
+@pytest.fixture(scope="session")
+def answers(kept: Path) -> dict[str, Answer]:
+    """`explain all --keep DIR`, as the library runs it: every question's experiment, once."""
+    return {a.question.slug: a for a in explain(QUESTIONS, keep=str(kept))}
+
+
+def evidence(answer: Answer, title_start: str) -> Evidence:
+    return next(e for e in answer.evidence if e.title.startswith(title_start))
+
+
+def test_every_question_is_answered_with_evidence(answers: dict[str, Answer], kept: Path) -> None:
+    assert list(answers) == [q.slug for q in QUESTIONS]
+    assert [q.number for q in QUESTIONS] == [1, 2, 3, 4, 5]
+    for slug, a in answers.items():
+        assert a.verdict in VERDICTS
+        assert (a.depends_on is not None) == (a.verdict == "depends"), slug
+        assert a.evidence and a.conclusion and a.seconds > 0
+        assert a.kept == str(kept / slug)
+        for e in a.evidence:
+            for f in e.files:  # every file named as evidence was saved by the run, under the kept directory
+                assert (kept / slug / f).is_file(), (slug, f)
+
+
+def test_constants_train_but_never_break_symmetry(answers: dict[str, Answer], kept: Path) -> None:
+    a = answers["constant-does-not-train"]
+    assert a.verdict == "false"
+    for optimizer in ("sgd", "adam"):
+        fig = evidence(a, f"{optimizer}: train").figures
+        assert fig["variables"] == fig["variables_changed"] == 4
+        assert fig["elements"] == fig["elements_changed"] == 4 * 8 + 8 + 8 * 2 + 2
+        assert isinstance(fig["max_abs_diff"], float) and fig["max_abs_diff"] > 0.01
+        assert fig["steps"] == 20
+        symmetry = evidence(a, "symmetry").figures
+        assert symmetry[f"{optimizer}.constant.distinct_units_trained"] == 1
+        assert symmetry[f"{optimizer}.constant.distinct_updates"] == 1
+        assert symmetry[f"{optimizer}.random.distinct_units_trained"] == 8
+        assert symmetry[f"{optimizer}.random.distinct_updates"] == 8
+    rows = evidence(a, "symmetry").rows
+    assert [r["stats_identical"] for r in rows if r["init"] == "constant:0.5"] == [["columns"], ["columns"]]
+    assert all(r["stats_identical"] == [] for r in rows if r["init"] == "glorot_uniform")
+    assert "1 distinct unit of 8" in a.conclusion
+
+    # TensorFlow, reading the kept checkpoints, agrees: the kernel moved and its 8 columns are one column.
+    import tensorflow as tf
+
+    root = kept / "constant-does-not-train" / "adam" / "constant"
+    before = tf.train.load_checkpoint(str(root / "initial")).get_tensor("dense/kernel")
+    after = tf.train.load_checkpoint(str(root / "trained")).get_tensor("dense/kernel")
+    assert np.all(before == 0.5) and np.all(after != before)
+    assert np.all(after == after[:, :1])
+    random = tf.train.load_checkpoint(str(kept / "constant-does-not-train" / "adam" / "random" / "trained"))
+    assert len({col.tobytes() for col in random.get_tensor("dense/kernel").T}) == 8
+
+
+def test_constant_initialized_variables_restore_exactly(answers: dict[str, Answer], kept: Path) -> None:
+    a = answers["cannot-restore-constant"]
+    assert a.verdict == "false"
+    for api in ("tf.train.Checkpoint", "tf.compat.v1.train.Saver"):
+        e = evidence(a, api)
+        assert e.figures == {"variables": 3, "restored_exactly": 3, "differed_before_restore": 3}
+        by_name = {r["variable"]: r for r in e.rows}
+        assert set(by_name) == {"constant", "random", "assigned"}
+        for r in e.rows:
+            assert r["after_restore"] == r["saved"] != r["before_restore"]
+            assert r["stored_equals_saved"] is True
+        assert by_name["constant"]["saved"] == [1.0, 2.0, 3.0]
+        assert by_name["assigned"]["saved"] == [4.0, 5.0, 6.0]
+        assert by_name["assigned"]["before_restore"] == [0.0, 0.0, 0.0]  # initialized exactly as the saved one was
+        assert by_name["random"]["before_restore"] == [-7.25] * 3
+    assert evidence(a, "what the checkpoints hold").figures["keys_naming_an_initializer"] == 0
+    # TensorFlow reads the assigned value, not the zeros it was created with, from the kept bundle.
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(kept / "cannot-restore-constant" / "tf1"))
+    assert reader.get_tensor("assigned").tolist() == [4.0, 5.0, 6.0]
+
+
+def test_running_the_initializer_again_resets_and_restore_brings_back(answers: dict[str, Answer], kept: Path) -> None:
+    a = answers["reinit-does-not-reset"]
+    assert a.verdict == "false"
+    (e,) = a.evidence
+    fig = e.figures
+    assert fig["variables"] == fig["moved_in_training"] == fig["restored_exactly"] == 15  # 4 weights, 8 slots, ...
+    assert fig["kept_trained"] == 0 and fig["trained_after_restore_then_initializer"] == 0
+    assert fig["back_to_initial"] == 13 and fig["new_values"] == 2
+    assert fig["global_step"] == {"initial": 0, "trained": 5, "initializer again": 0, "restored": 5,
+                                  "restored, then initializer": 0}
+    new = {r["tensor"] for r in e.rows if r["after_initializer_again"] == "new values"}
+    assert new == {"dense/kernel", "dense_1/kernel"}  # glorot_uniform: a new draw; constant:0.5 biases: the same
+    draws = fig["new_draws"]
+    assert isinstance(draws, dict) and set(draws) == new
+    import tensorflow as tf
+
+    root = kept / "reinit-does-not-reset"
+    first, again, trained = (tf.train.load_checkpoint(str(root / d))
+                             for d in ("1-initialized", "3-initializer-again", "2-trained"))
+    assert np.array_equal(first.get_tensor("dense/bias"), again.get_tensor("dense/bias"))
+    assert not np.array_equal(first.get_tensor("dense/bias"), trained.get_tensor("dense/bias"))
+    assert not np.array_equal(first.get_tensor("dense/kernel"), again.get_tensor("dense/kernel"))
+
+
+def test_where_the_initializer_is_recorded(answers: dict[str, Answer], kept: Path) -> None:
+    a = answers["records-initializer"]
+    assert a.verdict == "depends"
+    summary = a.evidence[0]
+    assert summary.figures["recorded_in"] == ["tf1", "keras", "keras-h5"]
+    assert summary.figures["not_recorded_in"] == ["tf2", "keras-weights", "tf1 bundle without .meta"]
+    assert summary.figures["restored_exactly"] == 6
+    where = {r["checkpoint"]: r["where"] for r in summary.rows}
+    assert where["tf1"] == ["model.ckpt-2.meta"]
+    assert where["keras"] == ["model.keras: config.json"]
+    assert where["keras-h5"] == ["model.h5: model_config attribute"]
+    assert where["tf2"] == where["keras-weights"] == where["tf1 bundle without .meta"] == []
+    assert a.depends_on is not None and "not by tf2, keras-weights" in a.depends_on
+    bundle = kept / "records-initializer" / "tf1-bundle-only"
+    assert sorted(p.suffix for p in bundle.iterdir()) == [".data-00000-of-00001", ".index"]
+
+
+def test_what_each_initializer_stores(answers: dict[str, Answer], kept: Path) -> None:
+    from ckptcheck.initializers import _KINDS
+
+    a = answers["initializer-stats"]
+    assert a.verdict == "depends" and a.depends_on == "the initializer"
+    table = a.evidence[0]
+    rows = {str(r["initializer"]).split(":")[0]: r for r in table.rows}
+    assert set(rows) == set(_KINDS)  # every initializer generate supports
+    assert table.figures["as_promised"] == len(_KINDS) and table.figures["not_as_promised"] == []
+    assert rows["constant"]["stats_note"] == "constant 0.5" and rows["constant"]["std"] == 0.0
+    assert rows["zeros"]["stats_note"] == "all zeros"
+    assert rows["identity"]["measured"] == "32768 of 32768 elements equal gain * I"
+    # Promises come from the definitions: he_normal's std is sqrt(2 / fan_in), glorot_uniform's bound
+    # sqrt(6 / (fan_in + fan_out)); the stored statistics are within a few standard errors.
+    assert abs(float(str(rows["he_normal"]["std"])) / math.sqrt(2 / 256) - 1) < 0.02
+    assert float(str(rows["glorot_uniform"]["max"])) <= math.sqrt(6 / (256 + 128))
+    trunc = evidence(a, "truncated normals").figures
+    assert abs(float(str(trunc["ratio"])) - 0.8796) < 0.02
+    # TensorFlow reads an orthogonal kernel from the kept checkpoint: K^T K = I.
+    import tensorflow as tf
+
+    k = tf.train.load_checkpoint(str(kept / "initializer-stats" / "orthogonal")).get_tensor("dense/kernel")
+    assert np.allclose(k.T.astype(np.float64) @ k, np.eye(128), atol=1e-5)
+
+
+def test_verdicts_follow_the_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore that restored nothing would make the claim hold: the verdict comes from what was measured."""
+    real = explain_module._restore_tf2
+
+    def restores_nothing(tf: Any, directory: str) -> Any:
+        saved, before, _after, location = real(tf, directory)
+        return saved, before, before, location
+
+    monkeypatch.setattr(explain_module, "_restore_tf2", restores_nothing)
+    (a,) = explain(find_questions("2"))
+    assert a.verdict == "depends" and a.depends_on == "the variable"
+    assert evidence(a, "tf.train.Checkpoint").figures["restored_exactly"] == 0
+    assert a.conclusion.startswith("3 of 6 variables restored bit for bit")
+    assert explain_module._verdict(0, 3) == "false" and explain_module._verdict(3, 0) == "true"
+
+
+# --- rendering and the command ----------------------------------------------------------------------------------
+
+
+def test_text_and_json(answers: dict[str, Answer]) -> None:
+    text = render.explain_text(list(answers.values()))
+    assert '1. "Variables initialized with a constant do not train."  (constant-does-not-train)' in text
+    assert "   verdict: FALSE\n" in text
+    assert "   verdict: DEPENDS — it depends on the format: recorded by tf1, keras, keras-h5" in text
+    data = render.explain_dict(list(answers.values()))
+    assert data["schema"] == "ckptcheck.explain/1"
+    assert [x["verdict"] for x in data["answers"]] == ["false", "false", "false", "depends", "depends"]
+    json.dumps(data, allow_nan=False)
+    first = data["answers"][0]
+    assert set(first) == {"number", "slug", "claim", "verdict", "depends_on", "conclusion", "evidence", "seconds",
+                          "kept"}
+    assert set(first["evidence"][0]) == {"title", "text", "figures", "rows", "files"}
+
+
+def test_cli_uses_the_library(answers: dict[str, Answer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`explain all` prints what the library answered (reusing the session's answers, not running again)."""
+    calls: list[tuple[str, ...]] = []
+
+    def fake(questions: Any, *, keep: str | None = None, on_question: Any = None) -> tuple[Answer, ...]:
+        calls.append(tuple(q.slug for q in questions))
+        return tuple(answers[q.slug] for q in questions)
+
+    monkeypatch.setattr(explain_module, "explain", fake)
+    result = run("explain")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == render.explain_text(list(answers.values()))
+    result = run("explain", "records-initializer", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == render.explain_dict([answers["records-initializer"]])
+    assert calls == [tuple(answers), ("records-initializer",)]
+
+
+def test_cli_runs_a_question_for_real(tmp_path: Path) -> None:
+    result = run("explain", "2", "--json", "--keep", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    (a,) = json.loads(result.stdout)["answers"]
+    assert a["slug"] == "cannot-restore-constant" and a["verdict"] == "false"
+    assert a["kept"] == str(tmp_path / "cannot-restore-constant")
+    assert (tmp_path / "cannot-restore-constant" / "tf2" / "ckpt-1.index").is_file()
+    again = run("explain", "2", "--keep", str(tmp_path))  # never mixes with what is there
+    assert again.exit_code == 2 and "already exists and is not empty" in again.stderr
+
+
+def test_cli_list_needs_no_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` now fails
+    result = run("explain", "--list")
+    assert result.exit_code == 0, result.stderr
+    for q in QUESTIONS:
+        assert q.slug in result.stdout and q.claim in result.stdout
+    data = json.loads(run("explain", "--list", "--json").stdout)
+    assert data["schema"] == "ckptcheck.questions/1"
+    assert [q["slug"] for q in data["questions"]] == [q.slug for q in QUESTIONS]
+    assert [q["slug"] for q in json.loads(run("explain", "4", "--list", "--json").stdout)["questions"]] == [
+        "records-initializer"]
+    missing = run("explain", "1")
+    assert missing.exit_code == 2
+    assert "needs TensorFlow" in missing.stderr and "pip install 'ckptcheck[tf]'" in missing.stderr
+
+
+def test_cli_unknown_question_exits_2() -> None:
+    result = run("explain", "9")
+    assert result.exit_code == 2
+    assert "no question '9'" in result.stderr and "constant-does-not-train" in result.stderr
