@@ -78,11 +78,12 @@ def explain(
     """Run each question's experiment; `keep` keeps each one's files in KEEP/<name>/ (else a temporary directory).
     `on_question` is told each question's name as it finishes."""
     import_tensorflow()  # a missing TensorFlow is reported before any work
-    for q in questions if keep is not None else ():  # and a --keep directory in the way, before any experiment
-        path = os.path.join(keep, q.slug)
-        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-            raise UsageError(f"{path} already exists and is not empty", path=keep,
-                             hint="give --keep a new or empty directory")
+    if keep is not None:  # and a --keep directory in the way, before any experiment
+        for q in questions:
+            path = os.path.join(keep, q.slug)
+            if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+                raise UsageError(f"{path} already exists and is not empty", path=keep,
+                                 hint="give --keep a new or empty directory")
     answers = []
     for q in questions:
         started = time.perf_counter()
