@@ -550,14 +550,13 @@ def _records_initializer(work: str) -> _Found:
                        {"recorded_in": recorded, "not_recorded_in": missing, "restored_exactly": exact},
                        tuple(rows))
     verdict = _verdict(len(recorded), len(missing))
-    where = "; ".join(f"{label} in {', '.join(places[label])}" for label in recorded)
+    where = "; ".join(f"{label} ({', '.join(places[label])})" for label in recorded)
     depends_on = f"the format: recorded by {', '.join(recorded)}; not by {', '.join(missing)}" if (
         verdict == "depends") else None
-    conclusion = (f"Recorded where a graph or a model config is saved beside the values — {where or 'nowhere'}; "
-                  f"not in {', '.join(missing) or 'any format'}: the tensor bundle and the .weights.h5 file hold "
-                  f"values under names, nothing that names an initializer. Whatever the format, the restored "
-                  f"values did not depend on the fresh model's initializer ({exact} of {len(rows)} restored bit "
-                  f"for bit).")
+    conclusion = (f"Recorded by {where or 'none of them'}; not by {', '.join(missing) or 'any'}, where no key, "
+                  f"object path or HDF5 name names one (each roundtrip's evidence below). Whatever the format, the "
+                  f"restored values did not depend on the fresh model's initializer ({exact} of {len(rows)} "
+                  f"restored bit for bit).")
     return _Found(verdict, depends_on, conclusion, (summary, *evidence))
 
 

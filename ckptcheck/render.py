@@ -606,10 +606,12 @@ def explain_dict(answers: Sequence[Answer]) -> dict[str, Any]:
     return {"schema": EXPLAIN_SCHEMA, "answers": [answer_dict(a) for a in answers]}
 
 
-def _wrap_cell(text: str, width: int = CELL_WIDTH) -> str:
+def _wrap_cell(text: str, width: int = CELL_WIDTH, break_words: bool = True) -> str:
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, width=width, break_on_hyphens=False)) if len(text) > width else text
+    if len(text) <= width:
+        return text
+    return "\n".join(textwrap.wrap(text, width=width, break_on_hyphens=False, break_long_words=break_words))
 
 
 def _cell(value: Any) -> str:
@@ -629,7 +631,7 @@ def _cell(value: Any) -> str:
 
 def evidence_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> str:
     headers = list(columns) or list(dict.fromkeys(key for row in rows for key in row))
-    return table([_wrap_cell(h.replace("_", " "), 10) for h in headers],
+    return table([_wrap_cell(h.replace("_", " "), 10, break_words=False) for h in headers],
                  [[_cell(row.get(h)) for h in headers] for row in rows])
 
 
@@ -639,7 +641,7 @@ def _indent(text: str, prefix: str) -> str:
 
 def answer_text(a: Answer) -> str:
     q = a.question
-    verdict = a.verdict.upper() + (f" — it depends on {a.depends_on}" if a.depends_on else "")
+    verdict = a.verdict.upper() + (f" on {a.depends_on}" if a.depends_on else "")
     lines = [f"{q.number}. \"{q.claim}\"  ({q.slug})", f"   verdict: {verdict}", _wrap(a.conclusion, "   "),
              "", "   evidence:"]
     for e in a.evidence:

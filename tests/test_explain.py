@@ -281,7 +281,7 @@ def test_text_and_json(answers: dict[str, Answer]) -> None:
     text = render.explain_text(list(answers.values()))
     assert '1. "Variables initialized with a constant do not train."  (constant-does-not-train)' in text
     assert "   verdict: FALSE\n" in text
-    assert "   verdict: DEPENDS — it depends on the format: recorded by tf1, keras, keras-h5" in text
+    assert "   verdict: DEPENDS on the format: recorded by tf1, keras, keras-h5" in text
     data = render.explain_dict(list(answers.values()))
     assert data["schema"] == "ckptcheck.explain/1"
     assert [x["verdict"] for x in data["answers"]] == ["false", "false", "false", "depends", "depends"]
