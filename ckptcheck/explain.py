@@ -49,8 +49,8 @@ QUESTIONS = (
              "Save a tf.constant-, a tf.random.normal- and a zeros-then-assign variable (TF2 tf.train.Checkpoint "
              "and TF1 Saver), restore each into a variable with another initial value, compare bit for bit."),
     Question(3, "reinit-does-not-reset", "Re-running the initializer does not reset variables.",
-             "In a TF1 session: initialize, train, run global_variables_initializer() again, then restore the "
-             "trained checkpoint; save after each step and diff."),
+             "In a TF1 session: initialize, train, run global_variables_initializer() again, restore the trained "
+             "checkpoint, run the initializer once more; save after each step and diff."),
     Question(4, "records-initializer", "A checkpoint records the initializer.",
              "Round-trip a model in every format (and a TF1 bundle without its .meta graph) and read where, if "
              "anywhere, the initializer is written."),
@@ -202,13 +202,13 @@ def _constant_does_not_train(work: str) -> _Found:
         conclusion = f"No variable moved in {steps} steps ({per_opt})."
     else:
         conclusion = f"Some variables moved and some did not ({per_opt})."
-    constant_units = [distinct[o, "constant"] for o in OPTIMIZERS]
-    random_units = [distinct[o, "random"] for o in OPTIMIZERS]
-    if all(d == 1 for d in constant_units):
+    constant_units = [distinct[o, "constant"][0] for o in OPTIMIZERS]
+    random_units = [distinct[o, "random"][0] for o in OPTIMIZERS]
+    if all(distinct[o, "constant"] == (1, 1, True) for o in OPTIMIZERS):
         conclusion += (f" What a constant initializer really costs is symmetry: every one of the {units} units of "
                        f"the hidden layer received the same update and all stayed identical (1 distinct unit of "
-                       f"{units} after training, with {' and with '.join(OPTIMIZERS)}), so the layer computes one "
-                       f"feature {units} times; from glorot_uniform the units ended "
+                       f"{units} after training, and one bias value, with {' and with '.join(OPTIMIZERS)}), so the "
+                       f"layer computes one feature {units} times; from glorot_uniform the units ended "
                        f"{' and '.join(str(d) for d in random_units)} distinct.")
     else:
         conclusion += (f" From constant:0.5 the hidden layer's {units} units ended "
@@ -253,23 +253,25 @@ def _training_diff(work: str, optimizer: str, start: GenerateReport, end: Genera
 
 
 def _unit_symmetry(work: str, runs: dict[tuple[str, str], tuple[GenerateReport, GenerateReport]]
-                   ) -> tuple[Evidence, dict[tuple[str, str], int]]:
-    hidden, output = "dense/kernel", "dense_1/kernel"
+                   ) -> tuple[Evidence, dict[tuple[str, str], tuple[int, int, bool]]]:
+    """Per run: distinct units after training, distinct updates, and whether the hidden bias is one value."""
+    hidden, bias, output = "dense/kernel", "dense/bias", "dense_1/kernel"
     rows: list[dict[str, object]] = []
     parts: list[str] = []
-    distinct: dict[tuple[str, str], int] = {}
+    distinct: dict[tuple[str, str], tuple[int, int, bool]] = {}
     figures: dict[str, object] = {}
     for (optimizer, label), (start, end) in runs.items():
         initial, trained = read_stored(start.location)[1], read_stored(end.location)[1]
         k0, k1 = initial[hidden], trained[hidden]
         flags = _stats(end.location, [hidden])[hidden].identical or ()
         before, updates, after = _distinct(k0.T), _distinct((k1 - k0).T), _distinct(k1.T)
-        distinct[optimizer, label] = after
+        one_bias = bool(np.all(trained[bias] == trained[bias].reshape(-1)[0]))
+        distinct[optimizer, label] = (after, updates, one_bias)
         init = end.options.init.kernel.text()
         rows.append({"init": init, "optimizer": optimizer, "units": int(k1.shape[1]),
                      "distinct_units_initial": before, "distinct_updates": updates, "distinct_units_trained": after,
-                     "distinct_rows_of_next_kernel": _distinct(trained[output]), "stats_identical": list(flags),
-                     "loss_first": end.losses[0], "loss_last": end.losses[-1]})
+                     "bias_one_value": one_bias, "distinct_rows_of_next_kernel": _distinct(trained[output]),
+                     "stats_identical": list(flags), "loss_first": end.losses[0], "loss_last": end.losses[-1]})
         figures[f"{optimizer}.{label}.distinct_units_trained"] = after
         figures[f"{optimizer}.{label}.distinct_updates"] = updates
         parts.append(f"{init} with {optimizer}: {_n(before, 'distinct unit')} before, "

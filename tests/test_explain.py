@@ -155,6 +155,7 @@ def test_constants_train_but_never_break_symmetry(answers: dict[str, Answer], ke
     rows = evidence(a, "symmetry").rows
     assert [r["stats_identical"] for r in rows if r["init"] == "constant:0.5"] == [["columns"], ["columns"]]
     assert all(r["stats_identical"] == [] for r in rows if r["init"] == "glorot_uniform")
+    assert [r["bias_one_value"] for r in rows] == [True, False, True, False]  # and the hidden biases likewise
     assert "1 distinct unit of 8" in a.conclusion
 
     # TensorFlow, reading the kept checkpoints, agrees: the kernel moved and its 8 columns are one column.
