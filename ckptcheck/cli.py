@@ -458,6 +458,58 @@ def explain_command(
             typer.echo(render.explain_text(answers))
 
 
+# --- restore-check ---
+
+
+@app.command("restore-check")
+def restore_check_command(
+    checkpoint: Annotated[str, typer.Argument(help="The checkpoint to restore: any format `inspect` reads.")],
+    model: Annotated[str, typer.Option("--model", metavar="FILE.py:FUNCTION|FILE.keras",
+                                       help="FUNCTION() in FILE.py returns the model to restore into (a Keras "
+                                            "model, a tf.Module, or a dict of trackables for tf.train.Checkpoint); "
+                                            "or a .keras file whose architecture is built fresh.")],
+    input_shape: Annotated[list[str] | None, typer.Option(
+        "--input-shape", metavar="DIMS",
+        help="Call the model once on zeros of this shape (without the batch dimension, e.g. 3 or 28,28,1; once "
+             "per input) so that it creates variables it creates lazily.")] = None,
+    rename_map: Annotated[str | None, typer.Option("--rename-map", metavar="FILE",
+                                                   help="Write the likely matches as a JSON mapping to review.")]
+    = None,
+    apply_rename_map: Annotated[str | None, typer.Option(
+        "--apply-rename-map", metavar="FILE",
+        help="After the restore, assign each mapped variable the stored value a rename map names, then check.")]
+    = None,
+    allow_unused: Annotated[bool, typer.Option("--allow-unused", help="Stored values no variable takes do not "
+                                                                     "fail the check.")] = False,
+    ignore_optimizer: Annotated[bool, typer.Option(
+        "--ignore-optimizer", help="Optimizer state and step counters (in the model and in the checkpoint) do not "
+                                   "fail the check; they are still shown.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Restore a checkpoint into your model and report every variable (restored from which value, or what it
+    keeps) and every stored value (used or not). Exit 0 all restored, 1 not, 2 bad input."""
+    from ckptcheck import render
+    from ckptcheck.restore_check import parse_input_shapes, restore_check, write_rename_map
+
+    with errors_to_exit():
+        shapes = parse_input_shapes(input_shape)
+        from ckptcheck.generate import import_tensorflow
+
+        import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
+        with _progress_bar(show_progress(json_output), 4, "restore-check") as tick:
+            report = restore_check(checkpoint, model, input_shapes=shapes, allow_unused=allow_unused,
+                                   ignore_optimizer=ignore_optimizer, apply_map=apply_rename_map, on_stage=tick)
+        if rename_map is not None:
+            written = write_rename_map(report, rename_map)
+            typer.echo(f"wrote {rename_map}: {len(written['renames'])} renames to review", err=True)
+    if json_output:
+        emit_json(render.restore_check_dict(report))
+    else:
+        typer.echo(render.restore_check_text(report))
+    if not report.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
 def main() -> None:
     if sys.argv[1:] == ["--version"]:  # answered before Typer builds every command's parameters
         print(f"ckptcheck {__version__}")

@@ -661,3 +661,210 @@ def answer_text(a: Answer) -> str:
 
 def explain_text(answers: Sequence[Answer]) -> str:
     return "\n\n".join(answer_text(a) for a in answers)
+
+
+# --- restore-check ---
+
+if TYPE_CHECKING:
+    from ckptcheck.reports import RestoreCheckReport, StoredValueUse, VariableCheck
+
+RESTORE_CHECK_SCHEMA = "ckptcheck.restore-check/1"
+_TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+_STATUS_TEXT = {"restored": "yes", "restored-different": "VALUES DIFFER", "mismatch": "NO: mismatch",
+                "skipped": "NO: skipped", "missing": "NO: missing"}
+
+
+def _key_text(key: str | None) -> str:
+    if key is None:
+        return "-"
+    return key[: -len(_TF2_VALUE)] if key.endswith(_TF2_VALUE) else key
+
+
+def _restore_verdict(report: RestoreCheckReport) -> str:
+    counted = [v for v in report.variables if report.counts(v.kind)]
+    bad = report.not_restored
+    unused = report.unused
+    if report.ok:
+        head = f"OK: all {len(counted)} variables restored, values equal to the checkpoint's"
+    elif bad:
+        head = f"NOT RESTORED: {len(bad)} of {len(counted)} variables (they keep the values shown)"
+    elif report.restore_error is not None:
+        head = "RESTORE FAILED: the restore raised, although every variable holds a stored value"
+    else:
+        head = f"UNUSED VALUES: every variable restored, but {len(unused)} stored values were not used"
+    extra = []
+    if bad and unused:
+        extra.append(f"{len(unused)} stored values unused")
+    if report.allow_unused and unused:
+        extra.append(f"{len(unused)} unused values allowed (--allow-unused)")
+    ignored = [v for v in report.variables if not report.counts(v.kind)]
+    if ignored:
+        extra.append(f"{len(ignored)} optimizer variables and counters not counted (--ignore-optimizer)")
+    return head + ("; " + "; ".join(extra) if extra else "")
+
+
+def _variable_rows(variables: Sequence[VariableCheck]) -> list[list[str]]:
+    rows = []
+    for v in variables:
+        status = _STATUS_TEXT.get(v.status, v.status)
+        if v.status == "restored" and v.via == "rename map":
+            status = "yes (rename map)"
+        if v.status in ("restored", "restored-different"):
+            where = _key_text(v.source)
+            values = "equal" if v.values_equal else "DIFFER"
+        else:
+            where = _key_text(v.key)
+            values = "-"
+        rows.append([v.variable, v.dtype, shape_text(v.shape), status, where, values, v.reason or "",
+                     v.kept.description if v.kept else ""])
+    return rows
+
+
+_VARIABLE_HEADERS = ["variable", "dtype", "shape", "restored", "from (or looked up as)", "values", "why", "keeps"]
+
+
+def _value_rows(values: Sequence[StoredValueUse]) -> list[list[str]]:
+    return [[s.label, s.dtype, shape_text(s.shape), ", ".join(s.used_by) if s.used_by else "UNUSED", s.note or ""]
+            for s in values]
+
+
+def restore_check_text(report: RestoreCheckReport) -> str:
+    lines = [_restore_verdict(report),
+             f"checkpoint: {report.location} ({report.format} — {FORMAT_TITLES.get(report.format, report.format)})",
+             f"model:      {report.model} — {report.model_kind}",
+             f"restore:    {report.method}"]
+    lines += [f"built:      {b}" for b in report.built]
+    if report.applied_map:
+        lines.append(f"then:       assigned the values --apply-rename-map {report.applied_map} maps")
+    if report.restore_error is not None:
+        lines.append(_labelled(f"the restore raised {report.restore_error}", "ERROR:      "))
+    lines += [_labelled(n, "note:       ") for n in report.notes]
+    weights = [v for v in report.variables if v.kind != "optimizer"]
+    optimizer = [v for v in report.variables if v.kind == "optimizer"]
+    tail = " (TF2 keys shown without /.ATTRIBUTES/VARIABLE_VALUE)" if report.format in (TF2, SAVEDMODEL) else ""
+    if weights:
+        lines += ["", f"model variables: {_count_text(weights)}{tail}",
+                  table(_VARIABLE_HEADERS, _variable_rows(weights))]
+    else:
+        lines += ["", "model variables: none"]
+    if optimizer:
+        ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
+        lines += ["", f"optimizer variables: {_count_text(optimizer)}{ignored}",
+                  table(_VARIABLE_HEADERS, _variable_rows(optimizer))]
+    stored_weights = [s for s in report.values if s.kind == "weight"]
+    state = [s for s in report.values if s.kind != "weight"]
+    headers = ["stored value", "dtype", "shape", "restored into", "note"]
+    if stored_weights:
+        lines += ["", f"checkpoint weights: {_use_text(stored_weights)}", table(headers, _value_rows(stored_weights))]
+    if state:
+        ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
+        lines += ["", f"checkpoint optimizer state and counters: {_use_text(state)}{ignored}",
+                  table(headers, _value_rows(state))]
+    if report.mismatches:
+        lines += ["", "dtype and shape mismatches:"]
+        for m in report.mismatches:
+            parts = [f"{kind} {_pair_text(kind, m)}" for kind in m.kinds]
+            lines.append(f"  {m.variable} <- {_key_text(m.key)}: " + "; ".join(parts))
+    if report.suggestions:
+        rows = [[s.variable, "<-", _key_text(s.key), shape_text(s.shape), f"{s.score:.2f}", _rename_text(s.rename)
+                 + (f" (as good: {', '.join(_key_text(k) for k in s.also)})" if s.also else "")]
+                for s in report.suggestions]
+        lines += ["", "likely matches (same kind, dtype and shape; most similar names first):",
+                  table(["variable", "", "stored value", "shape", "score", "differs in (checkpoint -> model)"], rows)]
+        renames = _rename_counts(report)
+        if renames:
+            lines.append("renames: " + ", ".join(f"{a} -> {b} ({n} values)" for (a, b), n in renames))
+        lines.append("write them as a mapping to review with --rename-map FILE; check it with --apply-rename-map FILE")
+    return "\n".join(lines)
+
+
+def _labelled(text: str, label: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=EVIDENCE_WIDTH, initial_indent=label, subsequent_indent=" " * len(label),
+                         break_on_hyphens=False, break_long_words=False)
+
+
+def _count_text(variables: Sequence[VariableCheck]) -> str:
+    restored = sum(1 for v in variables if v.restored)
+    return f"{restored} of {len(variables)} restored"
+
+
+def _use_text(values: Sequence[StoredValueUse]) -> str:
+    used = sum(1 for s in values if s.consumed)
+    return f"{used} of {len(values)} used"
+
+
+def _pair_text(kind: str, m: Any) -> str:
+    model, stored = (m.dtype if kind == "dtype" else tuple(shape_text(s) for s in m.shape))
+    return f"{model} in the model, {stored} in the checkpoint"
+
+
+def _rename_text(rename: tuple[str, str]) -> str:
+    if rename == ("(nothing)", "(nothing)"):
+        return "(same name)"
+    return f"{rename[0]} -> {rename[1]}"
+
+
+def _rename_counts(report: RestoreCheckReport) -> list[tuple[tuple[str, str], int]]:
+    counts: dict[tuple[str, str], int] = {}
+    for s in report.suggestions:
+        if s.rename != ("(nothing)", "(nothing)"):
+            counts[s.rename] = counts.get(s.rename, 0) + 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _stats_json(stats: TensorStats | None) -> dict[str, Any] | None:
+    return stats_dict(stats) if stats is not None else None
+
+
+def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
+    return {
+        "schema": RESTORE_CHECK_SCHEMA,
+        "ok": report.ok,
+        "checkpoint": report.checkpoint,
+        "location": report.location,
+        "format": report.format,
+        "model": report.model,
+        "model_kind": report.model_kind,
+        "method": report.method,
+        "built": list(report.built),
+        "restore_error": report.restore_error,
+        "options": {"allow_unused": report.allow_unused, "ignore_optimizer": report.ignore_optimizer,
+                    "apply_rename_map": report.applied_map},
+        "summary": {
+            "variables": len(report.variables),
+            "restored": sum(1 for v in report.variables if v.restored),
+            "not_restored": [v.variable for v in report.not_restored],
+            "stored_values": len(report.values),
+            "used": sum(1 for s in report.values if s.consumed),
+            "unused": [s.key for s in report.unused],
+        },
+        "variables": [
+            {"variable": v.variable, "kind": v.kind, "dtype": v.dtype, "shape": list(v.shape), "status": v.status,
+             "restored": v.restored, "key": v.key, "source": v.source, "values_equal": v.values_equal, "via": v.via,
+             "reason": v.reason,
+             "kept": None if v.kept is None else {"initializer": v.kept.initializer,
+                                                  "description": v.kept.description,
+                                                  "stats": _stats_json(v.kept.stats)}}
+            for v in report.variables
+        ],
+        "stored_values": [
+            {"key": s.key, "label": s.label, "kind": s.kind, "dtype": s.dtype, "shape": list(s.shape),
+             "used_by": list(s.used_by), "counted": report.counts(s.kind), "note": s.note}
+            for s in report.values
+        ],
+        "mismatches": [
+            {"variable": m.variable, "key": m.key, "kinds": list(m.kinds),
+             "dtype": {"model": m.dtype[0], "checkpoint": m.dtype[1]},
+             "shape": {"model": list(m.shape[0]), "checkpoint": list(m.shape[1])}}
+            for m in report.mismatches
+        ],
+        "suggestions": [
+            {"variable": s.variable, "variable_key": s.variable_key, "key": s.key, "dtype": s.dtype,
+             "shape": list(s.shape), "score": s.score, "rename": {"checkpoint": s.rename[0], "model": s.rename[1]},
+             "also": list(s.also)}
+            for s in report.suggestions
+        ],
+        "notes": list(report.notes),
+    }

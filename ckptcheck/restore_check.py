@@ -1156,14 +1156,13 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
             mismatches.append(Mismatch(v.label, info.name, (v.dtype, info.dtype), (v.shape, info.shape)))
             parts = []
             if info.dtype != v.dtype:
-                parts.append(f"dtype {info.dtype} in the checkpoint, {v.dtype} in the model")
+                parts.append(f"dtype {info.dtype}")
             if info.shape != v.shape:
-                parts.append(f"shape {list(info.shape)} in the checkpoint, {list(v.shape)} in the model")
+                parts.append(f"shape {list(info.shape)}")
             checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, MISMATCH, v.key,
-                                        reason=f"{short_key(info.name)} has another {' and '.join(parts)}",
-                                        kept=kept))
+                                        reason=f"stored with {' and '.join(parts)}", kept=kept))
         elif info is not None:
-            why = "stored under this name with this dtype and shape, but the restore did not write it"
+            why = "stored with this dtype and shape, but the restore did not write it"
             if error is not None:
                 why += " (the restore raised: see above)"
             elif warned:
@@ -1178,14 +1177,12 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
 def _missing_reason(v: _Var, fmt: str) -> str:
     if v.key is None:
         if fmt == KERAS_H5:
-            return ("no layer group of the file at its position" if v.kind != OPTIMIZER else
-                    "load_weights does not read a legacy .h5's optimizer_weights")
-        return "the restore does not look it up under any stored name"
+            return ("load_weights does not read a legacy .h5's optimizer_weights" if v.kind == OPTIMIZER else
+                    "the file has no layer group at its position")
+        return "the restore looks it up under no stored name"
     if fmt in (TF2, SAVEDMODEL):
-        return f"nothing is stored at its object path {short_key(v.key)}"
-    if fmt == TF1:
-        return f"nothing is stored under its name {v.key}"
-    return f"nothing is stored at {v.key}"
+        return "nothing stored at this object path"
+    return "nothing stored under this name"
 
 
 def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck:
@@ -1280,7 +1277,7 @@ def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[
         note = None
         if key in looked:
             c = looked[key][0]
-            note = (f"{c.variable} looks for it, but {c.reason}" if c.status == MISMATCH else
+            note = (f"{c.variable} looks for it, but is {c.dtype} {list(c.shape)}" if c.status == MISMATCH else
                     f"{c.variable} looks for it, but the restore did not write it")
         out.append(StoredValueUse(key=key, label=label, kind=kind, dtype=t.dtype, shape=t.shape, used_by=tuple(by),
                                   note=note))
