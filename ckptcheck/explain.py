@@ -33,7 +33,7 @@ from ckptcheck.generate import (
     training_data,
     written_files,
 )
-from ckptcheck.initializers import DEFAULT_PLAN, EXAMPLES, InitPlan, InitSpec, parse_plan, parse_spec
+from ckptcheck.initializers import DEFAULT_PLAN, EXAMPLE_SPECS, InitPlan, InitSpec, parse_plan, parse_spec
 from ckptcheck.model import TF1, TF2, DiffReport, TensorStats
 from ckptcheck.reports import Answer, Evidence, GenerateOptions, GenerateReport, Question, RoundTripReport
 from ckptcheck.roundtrip import SENTINEL, _workdir, roundtrip, same_bits
@@ -670,7 +670,7 @@ def _check(p: _Promise, s: TensorStats, kernel: np.ndarray) -> tuple[bool, str]:
 
 
 def _initializer_stats(work: str) -> _Found:
-    specs = [parse_spec(text) for text in EXAMPLES.split(", ")]
+    specs = [parse_spec(text) for text in EXAMPLE_SPECS]
     rows: list[dict[str, object]] = []
     files: list[str] = []
     for spec in specs:

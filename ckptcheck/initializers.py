@@ -34,11 +34,13 @@ _KINDS: dict[str, tuple[str, str, dict[str, float], bool]] = {
 MATRIX_ONLY = frozenset({"orthogonal", "identity"})
 # The spec a bare positional argument fills, as in `constant:0.5`.
 _POSITIONAL = {"constant": "value"}
-EXAMPLES = (
-    "constant:0.5, zeros, ones, random_normal:mean=0,stddev=0.05, truncated_normal:stddev=0.1, "
-    "random_uniform:minval=-1,maxval=1, glorot_uniform, glorot_normal, he_normal, he_uniform, lecun_normal, "
-    "orthogonal, identity"
+# One example spec for every initializer kind, in the order users see them.
+EXAMPLE_SPECS = (
+    "constant:0.5", "zeros", "ones", "random_normal:mean=0,stddev=0.05", "truncated_normal:stddev=0.1",
+    "random_uniform:minval=-1,maxval=1", "glorot_uniform", "glorot_normal", "he_normal", "he_uniform",
+    "lecun_normal", "orthogonal", "identity",
 )
+EXAMPLES = ", ".join(EXAMPLE_SPECS)
 VARIABLE_ROLES = ("kernel", "bias")
 
 
