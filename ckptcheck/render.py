@@ -698,8 +698,10 @@ def _restore_verdict(report: RestoreCheckReport) -> str:
     if report.allow_unused and unused:
         extra.append(f"{len(unused)} unused values allowed (--allow-unused)")
     ignored = [v for v in report.variables if not report.counts(v.kind)]
-    if ignored:
-        extra.append(f"{len(ignored)} optimizer variables and counters not counted (--ignore-optimizer)")
+    ignored_values = [s for s in report.values if not report.counts(s.kind)]
+    if ignored or ignored_values:
+        extra.append(f"optimizer state and counters not counted (--ignore-optimizer): {len(ignored)} variables, "
+                     f"{len(ignored_values)} stored values")
     return head + ("; " + "; ".join(extra) if extra else "")
 
 
