@@ -108,27 +108,29 @@ def _user_frame(exc: BaseException, code_file: str) -> tuple[str, int | None]:
         return exc.filename, exc.lineno
     home = os.path.dirname(os.path.realpath(code_file)) + os.sep
     frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if os.path.realpath(f.filename).startswith(home)]
+    own = [f for f in frames if os.path.realpath(f.filename).startswith(home)
+           and not any(part in f.filename for part in ("site-packages", "dist-packages"))]
     if own:
         return own[-1].filename, own[-1].lineno
     return code_file, None
 
 
 @contextlib.contextmanager
-def user_code(code_file: str | None, doing: str) -> Iterator[None]:
+def user_code(code_file: str | None, doing: str, *, blame: str | None = None) -> Iterator[None]:
     """Run the user's code: its prints go to stderr (stdout may carry JSON), and anything it raises becomes a
-    ModelLoadError carrying its type, message, file and line."""
+    ModelLoadError carrying its type, message, and the file and line it came from (or `blame`, for code that
+    is not in a file of the user's, such as a .keras file's config)."""
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     except (KeyboardInterrupt, CkptcheckError):
         raise
     except BaseException as exc:  # SystemExit from the user's code is its error too
+        message = f"{type(exc).__name__}: {_one_line(str(exc))}" if str(exc) else type(exc).__name__
         if code_file is None:
-            raise ModelLoadError(f"{type(exc).__name__}: {_one_line(str(exc))}", hint=f"raised while {doing}") from None
+            raise ModelLoadError(message, path=blame, hint=f"raised while {doing}") from None
         path, line = _user_frame(exc, code_file)
         where = f"{path}:{line}" if line is not None else path
-        message = f"{type(exc).__name__}: {_one_line(str(exc))}" if str(exc) else type(exc).__name__
         raise ModelLoadError(message, path=where, hint=f"raised while {doing}") from None
 
 
@@ -175,7 +177,7 @@ def load_model(spec: str) -> LoadedModel:
                          hint=f"functions it defines: {', '.join(defined)}" if defined else "it defines no functions")
     with user_code(path, f"calling {function}()"):
         target = fn()
-    loaded = LoadedModel(target, spec, _describe_target(target, keras), path)
+    loaded = LoadedModel(target, spec, _describe_target(target), path)
     _check_target(loaded, keras)
     return loaded
 
@@ -193,14 +195,14 @@ def _model_from_keras_file(path: str, keras: Any) -> LoadedModel:
     config = found[1]
     notes = [f"built from {os.path.basename(path)}'s config.json with fresh initial values (its weights are not "
              f"loaded)"]
-    with user_code(None, f"building the model {os.path.basename(path)}'s config.json describes"):
+    with user_code(None, "building the model its config.json describes", blame=path):
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
         if not model.built and isinstance(config.get("build_config"), dict):
             model.build_from_config(config["build_config"])
         if isinstance(config.get("compile_config"), dict):
             model.compile_from_config(config["compile_config"])
             notes.append("compiled as its config.json records")
-    return LoadedModel(model, path, _describe_target(model, keras), None, notes)
+    return LoadedModel(model, path, _describe_target(model), None, notes)
 
 
 def _check_target(loaded: LoadedModel, keras: Any) -> None:
@@ -217,8 +219,8 @@ def _check_target(loaded: LoadedModel, keras: Any) -> None:
     tf = _import_tensorflow()
     for part in parts:
         if not _is_trackable(part, tf, keras):
-            raise UsageError(f"the model function returned a {type(part).__name__}, which TensorFlow cannot restore "
-                             f"into", path=loaded.code_file,
+            raise UsageError(f"the model function returned an object of type {type(part).__name__}, which "
+                             f"TensorFlow cannot restore into", path=loaded.code_file,
                              hint="return a Keras model, a tf.Module, or a dict of trackables (models, optimizers, "
                                   "variables)")
 
@@ -227,7 +229,7 @@ def _is_trackable(obj: Any, tf: Any, keras: Any) -> bool:
     return isinstance(obj, tf.__internal__.tracking.Trackable) or _is_variable(obj, tf, keras)
 
 
-def _describe_target(target: Any, keras: Any) -> str:
+def _describe_target(target: Any) -> str:
     if isinstance(target, dict):
         return "dict of " + ", ".join(f"{k}: {_describe_one(v)}" for k, v in target.items())
     return _describe_one(target)
@@ -375,11 +377,11 @@ def build_lazy(loaded: LoadedModel, input_shapes: Sequence[tuple[int, ...]], fmt
     tf = _import_tensorflow()
     keras = _import_keras()
     done: list[str] = []
-    source = "--input-shape"
     for name, obj in _parts(loaded.target):
         if _is_variable(obj, tf, keras) or _is_optimizer(obj) or not callable(obj):
             continue
         shapes = tuple(input_shapes)
+        source = "--input-shape"
         if not shapes and _unbuilt(obj):
             if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5):
                 shapes = _config_input_shapes(location)
@@ -670,7 +672,6 @@ def _root_children(reader: CheckpointReader) -> list[str]:
 class _Tf2Match:
     keys: dict[int, str]  # id(live object) -> the VARIABLE_VALUE key of the checkpoint node bound to it
     others: dict[str, str]  # key -> path of a bound live object that is not a model variable (save_counter...)
-    matched_root_children: int
 
 
 def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], tf: Any, keras: Any) -> _Tf2Match:
@@ -678,7 +679,7 @@ def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], t
     checkpoint child edge to the live child of the same name, breadth first; a node is bound once."""
     data = getattr(reader, "object_graph_bytes", lambda: None)()
     if not data:
-        return _Tf2Match({}, {}, 0)
+        return _Tf2Match({}, {})
     nodes = parse_graph(data)
     bound: dict[int, Any] = {0: root}
     path_of: dict[int, str] = {0: ""}
@@ -702,8 +703,7 @@ def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], t
                 keys.setdefault(id(obj), attr.checkpoint_key)
             elif id(obj) not in wanted:
                 others[attr.checkpoint_key] = path_of[node_id] or "(root)"
-    matched_root = sum(1 for child_id, _ in nodes[0].children if child_id in bound) if nodes else 0
-    return _Tf2Match(keys, others, matched_root)
+    return _Tf2Match(keys, others)
 
 
 def _predict_tf2(variables: Sequence[_Var], match: _Tf2Match, root: Any, tf: Any, keras: Any) -> None:
@@ -1132,12 +1132,10 @@ def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointRea
 
 def _apply_pairs(pairs: Sequence[tuple[str, str]], variables: list[_Var], stored: _Stored, where: str) -> None:
     by_label = {v.label: v for v in variables}
-    resolved = _resolve_map(pairs, {k: v for k, v in by_label.items()}, stored, where,
-                            lambda v: (v.dtype, v.shape))
+    resolved = _resolve_map(pairs, dict(by_label), stored, where, lambda v: (v.dtype, v.shape))
     for _label, key, v in resolved:
         v.obj.assign(stored.read(key))
         v.after = _value_of(v.obj)
-        v.key = v.key or key
         v.via = f"rename map:{key}"
 
 

@@ -553,7 +553,7 @@ def test_model_file_errors_are_the_users_own(ckpts: dict[str, str], tmp_path: Pa
     assert line == (f"ckptcheck: {broken}: defines no function 'nothing_here' (hint: functions it defines: "
                     f"prints_and_builds, raises, returns_number)")
     line = one_line_error(run(ckpts["tf2"], "--model", f"{broken}:returns_number"))
-    assert "the model function returned a int, which TensorFlow cannot restore into" in line
+    assert "the model function returned an object of type int, which TensorFlow cannot restore into" in line
     assert "expected FILE.py:FUNCTION" in one_line_error(run(ckpts["tf2"], "--model", str(broken)))
     assert "no such model file" in one_line_error(run(ckpts["tf2"], "--model", str(tmp_path / "gone.py:f")))
     assert "--input-shape 'x'" in one_line_error(run(ckpts["tf2"], "--model", f"{broken}:raises", "--input-shape",
