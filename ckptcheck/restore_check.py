@@ -645,19 +645,22 @@ def short_key(key: str) -> str:
     return key[: -len(VALUE_SUFFIX)] if key.endswith(VALUE_SUFFIX) else key
 
 
-def _tf2_root(loaded: LoadedModel, reader: CheckpointReader, tf: Any) -> tuple[Any, str, list[str]]:
-    """The tf.train.Checkpoint to restore with, how it is written, and notes. A dict names the root's children;
-    else the model becomes `model=` when the checkpoint's root has a `model` child (tf.train.Checkpoint(model=...),
-    as `ckptcheck generate` writes), and the root itself otherwise (as tf_keras's save_weights writes)."""
+def _tf2_root(loaded: LoadedModel, reader: CheckpointReader, tf: Any) -> tuple[Any, Any, str, list[str]]:
+    """The tf.train.Checkpoint to restore with, the object its graph's root stands for, how it is written, and
+    notes. A dict names the root's children; else the model becomes `model=` when the checkpoint's root has a
+    `model` child (tf.train.Checkpoint(model=...), as `ckptcheck generate` writes), and the root itself otherwise
+    (a SavedModel, or tf_keras's save_weights)."""
     target = loaded.target
     root_children = _root_children(reader)
     if isinstance(target, dict):
-        return tf.train.Checkpoint(**target), f"tf.train.Checkpoint({', '.join(f'{k}=...' for k in target)})", []
+        ckpt = tf.train.Checkpoint(**target)
+        return ckpt, ckpt, f"tf.train.Checkpoint({', '.join(f'{k}=...' for k in target)})", []
     if "model" in root_children or not root_children:
-        return tf.train.Checkpoint(model=target), "tf.train.Checkpoint(model=<model>)", []
+        ckpt = tf.train.Checkpoint(model=target)
+        return ckpt, ckpt, "tf.train.Checkpoint(model=<model>)", []
     note = (f"the checkpoint's root has no `model` child (it has {', '.join(root_children)}): the model was "
-            f"restored as the root; return a dict from FUNCTION to give it another name")
-    return tf.train.Checkpoint(root=target), "tf.train.Checkpoint(root=<model>)", [note]
+            f"restored as the root; return a dict from FUNCTION to name its objects otherwise")
+    return tf.train.Checkpoint(root=target), target, "tf.train.Checkpoint(root=<model>)", [note]
 
 
 def _root_children(reader: CheckpointReader) -> list[str]:
@@ -1081,11 +1084,11 @@ def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointRea
     others: dict[str, str] = {}
     root = None
     if fmt in (TF2, SAVEDMODEL):
-        root, written, root_notes = _tf2_root(loaded, reader, tf)
+        root, graph_root, written, root_notes = _tf2_root(loaded, reader, tf)
         notes += root_notes
         _ = root.save_counter  # created now (not on restore), so it is bound like any other object
-        match = _match_tf2(reader, root, variables, tf, keras)
-        _predict_tf2(variables, match, root, tf, keras)
+        match = _match_tf2(reader, graph_root, variables, tf, keras)
+        _predict_tf2(variables, match, graph_root, tf, keras)
         others = match.others
         method = (f"{written}.restore() — object-based: stored objects are matched to the model's by their path "
                   f"of attribute names from the root")

@@ -43,7 +43,8 @@ def _distinct(variables: list[Any], start: int) -> None:
 
 @pytest.fixture(scope="session")
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """tf2: tf.train.Checkpoint(model=tf2_modules.saved(), optimizer=Adam) after one step; tf1: a graph-mode Saver
+    """tf2: tf.train.Checkpoint(model=tf2_modules.saved(), optimizer=Adam) after one step (savedmodel: the same
+    model saved by tf.saved_model.save); tf1: a graph-mode Saver
     checkpoint of dense/{kernel,bias} (3->4) and dense_1/{kernel,bias} (4->2) with Adam and global_step; keras,
     keras-weights, keras-h5: keras_models.saved() fitted one step, saved as .keras, .weights.h5 and legacy .h5;
     keras-tf2: the same Keras model in tf.train.Checkpoint(model=...)."""
@@ -62,6 +63,8 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     opt.apply_gradients(zip(tape.gradient(loss, mlp.trainable_variables), mlp.trainable_variables, strict=True))
     _distinct(list(mlp.trainable_variables), 1)
     paths["tf2"] = tf.train.Checkpoint(model=mlp, optimizer=opt).save(str(out / "tf2" / "ckpt"))
+    tf.saved_model.save(mlp, str(out / "savedmodel"))
+    paths["savedmodel"] = str(out / "savedmodel")
 
     v1 = tf.compat.v1
     graph = tf.Graph()
@@ -226,6 +229,20 @@ def test_tf2_dtype_mismatch(ckpts: dict[str, str]) -> None:
     assert [(m["variable"], m["kinds"], m["dtype"]) for m in data["mismatches"]] == [
         ("dense_1/kernel", ["dtype"], {"model": "float64", "checkpoint": "float32"}),
         ("dense_1/bias", ["dtype"], {"model": "float64", "checkpoint": "float32"})]
+
+
+def test_savedmodel_is_restored_as_the_root(ckpts: dict[str, str]) -> None:
+    code, data = check(ckpts["savedmodel"], "tf2_modules.py:renamed")
+    assert code == 1
+    assert data["format"] == "savedmodel"
+    assert data["method"].startswith("tf.train.Checkpoint(root=<model>).restore()")
+    assert statuses(data) == {"dense/kernel": ("restored", "dense/kernel"), "dense/bias": ("restored", "dense/bias"),
+                              "head/kernel": ("missing", "head/kernel"), "head/bias": ("missing", "head/bias")}
+    assert suggestions(data) == [("head/bias", "dense_1/bias", ("dense_1", "head")),
+                                 ("head/kernel", "dense_1/kernel", ("dense_1", "head"))]
+    assert data["notes"] == ["the checkpoint's root has no `model` child (it has order, dense, dense_1, signatures): "
+                             "the model was restored as the root; return a dict from FUNCTION to name its objects "
+                             "otherwise"]
 
 
 def test_tf2_lazy_module_needs_an_input_shape(ckpts: dict[str, str]) -> None:
