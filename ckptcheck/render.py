@@ -813,7 +813,8 @@ def _rename_counts(report: RestoreCheckReport) -> list[tuple[tuple[str, str], in
     for s in report.suggestions:
         if s.rename != ("(nothing)", "(nothing)"):
             counts[s.rename] = counts.get(s.rename, 0) + 1
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    # A rename shared by several values is a layer (or scope) renamed; one value's own rename says nothing more.
+    return sorted(((r, n) for r, n in counts.items() if n > 1), key=lambda item: (-item[1], item[0]))
 
 
 def _stats_json(stats: TensorStats | None) -> dict[str, Any] | None:

@@ -409,6 +409,14 @@ def build_lazy(loaded: LoadedModel, input_shapes: Sequence[tuple[int, ...]], fmt
     return done
 
 
+def _unbuilt_optimizer(opt: Any) -> bool:
+    """Keras 3 optimizers say `built`; tf_keras's set `_built` only once built."""
+    built = getattr(opt, "built", None)
+    if isinstance(built, bool):
+        return not built
+    return not getattr(opt, "_built", False)
+
+
 def _build_optimizers(loaded: LoadedModel, tf: Any, keras: Any) -> list[str]:
     done = []
     parts = _parts(loaded.target)
@@ -416,7 +424,7 @@ def _build_optimizers(loaded: LoadedModel, tf: Any, keras: Any) -> list[str]:
     owned = [(n, getattr(o, "optimizer", None), o) for n, o in models if _is_keras_model(o)]
     loose = [(n, o, None) for n, o in parts if _is_optimizer(o)]
     for name, opt, owner in owned + loose:
-        if opt is None or not hasattr(opt, "build") or getattr(opt, "built", True) is not False:
+        if opt is None or not hasattr(opt, "build") or not _unbuilt_optimizer(opt):
             continue
         if owner is not None:
             variables = list(owner.trainable_variables)
@@ -556,7 +564,8 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
                 seen.add(id(v))
                 entries.append((v, _keras_label(v) or _tf_name(v, keras) or "?", WEIGHT))
         opt = getattr(target, "optimizer", None)
-        for v in list(getattr(opt, "variables", ()) or ()) if opt is not None else ():
+        opt_vars = getattr(opt, "variables", ()) if opt is not None else ()
+        for v in list((opt_vars() if callable(opt_vars) else opt_vars) or ()):
             if id(v) not in seen:
                 seen.add(id(v))
                 entries.append((v, _keras_label(v) or _tf_name(v, keras) or "?", OPTIMIZER))
@@ -565,13 +574,21 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
         model_side = _walk(roots, tf, keras, into_optimizers=False)
         everything = _walk(roots, tf, keras, into_optimizers=True)
         found = [(ident, path, obj) for ident, (path, obj) in everything.items() if _is_variable(obj, tf, keras)]
-        # A Keras variable's own path names it best, unless two share it (Keras names optimizer slots after the
-        # variable's short name: two tf.Variables named "kernel" give two "adam/kernel_0_momentum").
+        # A Keras 3 variable's own path names it best, then a scoped TensorFlow name (tf_keras's dense/kernel, as in
+        # its .h5 files and TF1 checkpoints), unless two variables share it (Keras names optimizer slots after the
+        # variable's short name: two tf.Variables named "kernel" give two "adam/kernel_0_momentum"); else the
+        # object path.
         keras_paths = [_keras_label(obj) for _, _, obj in found]
-        for (ident, path, obj), own in zip(found, keras_paths, strict=True):
+        tf_names = [_tf_name(obj, keras) for _, _, obj in found]
+        for (ident, path, obj), own, name in zip(found, keras_paths, tf_names, strict=True):
             in_model = ident in model_side
             object_path = model_side[ident][0] if in_model else path
-            label = own if own and keras_paths.count(own) == 1 else object_path or own or _tf_name(obj, keras) or "?"
+            if own and keras_paths.count(own) == 1:
+                label = own
+            elif name and "/" in name and tf_names.count(name) == 1 and not own:
+                label = name
+            else:
+                label = object_path or own or name or "?"
             entries.append((obj, label, WEIGHT if in_model else OPTIMIZER))
     inits = _initializers(target, keras)
     out: list[_Var] = []

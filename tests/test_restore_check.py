@@ -400,6 +400,20 @@ def test_tf1_into_a_keras_model_restores_nothing(ckpts: dict[str, str]) -> None:
                                                                                  "dense_1/bias", "dense_1/kernel")]
 
 
+def test_tf1_into_a_tf_keras_model(ckpts: dict[str, str]) -> None:
+    """tf_keras variables are tf.Variables named as the TF1 graph named them: the weights restore by name; Adam's
+    state, stored as TF1 slots (dense/kernel/Adam), has other names in a Keras 2 optimizer (m/dense/kernel)."""
+    pytest.importorskip("tf_keras")
+    code, data = check(ckpts["tf1"], "tf_keras_models.py:functional")
+    assert code == 1
+    assert statuses(data) == {n: ("restored", n) for n in ("dense/kernel", "dense/bias", "dense_1/kernel",
+                                                           "dense_1/bias")}
+    assert data["built"] == ["built the model's optimizer (Adam) over 4 trainable variables, so its state exists "
+                             "before the restore, as after a first training step"]
+    assert statuses(data, "optimizer")["m/dense/kernel"] == ("missing", "m/dense/kernel")
+    assert check(ckpts["tf1"], "tf_keras_models.py:functional", "--ignore-optimizer")[0] == 0
+
+
 # --- Keras files: Model.load_weights ------------------------------------------------------------------------------
 
 KERAS_OPTIMIZER = [f"optimizer/vars/{i}" for i in range(10)]
