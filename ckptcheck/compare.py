@@ -26,12 +26,15 @@ def _aligned(a: Iterator[np.ndarray], b: Iterator[np.ndarray]) -> Iterator[tuple
         ca, cb = ca[n:], cb[n:]
 
 
-def _widen(x: np.ndarray) -> np.ndarray:
-    if x.dtype.kind in "c":
+def _widen(x: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """The two sides in one arithmetic type: float32 when both are float32 or narrower floats (as numpy's isclose
+    would compute), float64 otherwise (integers, mixed widths), complex128 for complex."""
+    if x.dtype.kind == "c" or like.dtype.kind == "c":
         return x.astype(np.complex128, copy=False)
     if x.dtype.kind == "b":
         return x.astype(np.int64)
-    return x.astype(np.float64, copy=False)
+    narrow = all(d.kind in "fV" and d.itemsize <= 4 for d in (x.dtype, like.dtype))
+    return x.astype(np.float32 if narrow else np.float64, copy=False)
 
 
 def compare_arrays(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> tuple[int, float, float]:
@@ -54,7 +57,7 @@ def compare_arrays(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float 
         if bits_differ < neq.size // 2:  # set the equal elements aside; when most differ, copying costs more
             a, b = a[neq], b[neq]
     exact = atol == 0.0 and rtol == 0.0
-    wa, wb = _widen(a), _widen(b)
+    wa, wb = _widen(a, b), _widen(b, a)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         delta = wa - wb
         delta = np.abs(delta) if delta.dtype.kind == "c" else np.abs(delta, out=delta)
@@ -63,12 +66,12 @@ def compare_arrays(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float 
         if np.isfinite(finite_max):
             # No NaN or Inf on either side (they would show in the max): the common case needs no masks.
             max_abs = finite_max
-            ratio = np.divide(delta, denom, out=np.zeros_like(delta), where=denom > 0)
-            max_rel = float(ratio.max())
             if exact:
                 outside_count = bits_differ if bits_differ is not None else int(np.count_nonzero(delta))
             else:
                 outside_count = int(np.count_nonzero(delta > atol + rtol * denom))
+            # |a - b| / |b| computed into denom itself; where b is 0 it stays 0 (no relative difference defined).
+            max_rel = float(np.divide(delta, denom, out=denom, where=denom > 0).max())
             return outside_count, max_abs, max_rel
         if a.dtype.kind in "iub" and exact and bits_differ is not None:
             outside_count = bits_differ  # integers cannot be NaN; their float64 delta only rounds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -150,3 +151,19 @@ def test_compare_manifests(pair: tuple[str, str]) -> None:
     assert (_name("w"), "values") in kinds
     loose = {(d.tensor, d.kind) for d in compare_manifests(mb, ma, atol=0.1)}
     assert (_name("w"), "values") not in loose  # mean moved by 0.25/12, std by less: within 0.1
+
+
+def test_interleaved_streams_on_one_reader_do_not_share_a_buffer(tf2_all_dtypes: str) -> None:
+    """iter_chunks reuses one read buffer; two streams open at once on the same reader must still be right."""
+    with ckptcheck.open_checkpoint(tf2_all_dtypes) as reader:
+        names = [t.name for t in reader.tensors() if t.dtype != "string" and not t.slices and t.size > 1][:2]
+        assert len(names) == 2
+        a, b = (reader.iter_chunks(n, chunk_bytes=4) for n in names)
+        got_a, got_b = [], []
+        for x, y in itertools.zip_longest(a, b):  # alternate: a chunk of one, then of the other
+            if x is not None:
+                got_a.append(x.copy())
+            if y is not None:
+                got_b.append(y.copy())
+        assert np.concatenate(got_a).tobytes() == reader.read(names[0]).tobytes()  # bitwise: NaN included
+        assert np.concatenate(got_b).tobytes() == reader.read(names[1]).tobytes()
