@@ -26,6 +26,7 @@ class _Accumulator:
         self.nan = 0
         self.inf = 0
         self.first: float | None = None
+        self.first_text = ""
         self.constant = True
 
     def add(self, values: np.ndarray) -> None:
@@ -71,7 +72,10 @@ class _Accumulator:
         if not self.constant:
             return
         if self.first is None:
-            self.first = values.flat[0].item()
+            scalar = values.flat[0]
+            self.first = scalar.item()
+            # The shortest text that reads back as the stored value: 0.01 for a float32, not 0.009999999776...
+            self.first_text = str(scalar)
         first = self.first
         if isinstance(first, float) and math.isnan(first):
             self.constant = all_nan
@@ -146,8 +150,10 @@ class _Symmetry:
             self.rows = bool((block[:1] == self.first_row).all()) and bool((block == self.first_row).all())
 
 
-def _as_number(value: float) -> str:
-    return repr(int(value)) if float(value).is_integer() and abs(value) < 1e16 else repr(float(value))
+def _as_number(value: float, text: str = "") -> str:
+    if float(value).is_integer() and abs(value) < 1e16:
+        return repr(int(value))
+    return text or repr(float(value))
 
 
 def stats_of_chunks(
@@ -183,7 +189,7 @@ def stats_of_chunks(
         elif first == 0:
             note = "all zeros"
         else:
-            note = f"constant {_as_number(first)}" + (" (|x|)" if kind == "complex" else "")
+            note = f"constant {_as_number(first, acc.first_text)}" + (" (|x|)" if kind == "complex" else "")
     elif kind == "complex":
         note = "statistics of |x|"
     if acc.finite == 0:
