@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,11 +42,38 @@ StepCallback = Callable[[int, float], None]  # (step number from 1, loss before 
 # --- TensorFlow and Keras, imported on demand -------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _stderr_fd_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for a moment.
+
+    TensorFlow's C++ start-up lines ("All log messages before absl::InitializeLog()...", oneDNN, CUDA probes)
+    are written before its logging reads TF_CPP_MIN_LOG_LEVEL, straight to the descriptor; Python exceptions
+    are unaffected, they are raised, not printed.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def import_tensorflow() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off stderr
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
-        import tensorflow as tf
+        if "tensorflow" in sys.modules:
+            import tensorflow as tf
+        else:
+            with _stderr_fd_silenced():
+                import tensorflow as tf
     except ImportError as exc:
         raise MissingDependencyError(f"this command needs TensorFlow ({exc})",
                                      hint="pip install 'ckptcheck[tf]'") from None

@@ -172,3 +172,20 @@ def test_another_seed_other_values(tmp_path: Path) -> None:
     b = stored(generate_json(tmp_path / "b", *args, "--seed", "2")["location"])
     kernel = "optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE"
     assert not np.array_equal(a[kernel], b[kernel])
+
+
+def test_tensorflow_start_up_lines_stay_off_stderr(tmp_path: Path) -> None:
+    """TensorFlow writes its C++ start-up lines to file descriptor 2 before any log level applies; a fresh
+    process running `generate` must show none of them (one real subprocess: the import happens once)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptcheck", "generate", str(tmp_path / "out"), "--format", "tf2", "--layers", "2",
+         "--inputs", "2", "--train-steps", "0"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "InitializeLog" not in proc.stderr and "oneDNN" not in proc.stderr, proc.stderr
