@@ -432,7 +432,11 @@ def test_objects_name_every_path_tensorflow_records(request: pytest.FixtureReque
             expected_first = f"{first[original]}/.OPTIMIZER_SLOT/{first[optimizer]}/{_escape(slot_name)}"
             assert ref.paths == (expected_first + suffix,)
         else:
-            assert ref.slot_of is ref.slot_name is ref.optimizer is None
+            if ref.slot_of is not None:  # a Keras 3 optimizer list entry (see the next test)
+                assert ref.optimizer is not None and ref.slot_name in ("momentum", "velocity")
+                assert first[node_id].startswith(ref.optimizer + "/_")
+            else:
+                assert ref.slot_name is ref.optimizer is None
             # The first path is the one TensorFlow built the key from; all others are real paths too.
             assert ref.paths[0] == first[node_id] + suffix
             assert {p[: len(p) - len(suffix)] for p in ref.paths} <= all_paths[node_id]
@@ -449,17 +453,22 @@ def test_keras_objects_show_the_model_path_of_each_weight(keras_tf_checkpoint: s
         assert kernel.paths == ("optimizer/_trainable_variables/0", "model/_functional/_operations/1/_kernel")
         assert refs["optimizer/_trainable_variables/1" + VALUE].paths[1] == "model/_functional/_operations/1/bias"
         assert refs["optimizer/_trainable_variables/2" + VALUE].paths[1] == "model/_functional/_operations/2/_kernel"
-        # Keras 3 does not use TensorFlow's slot mechanism: the object graph has no `slot_variables`, so no key is
-        # reported as a slot. Adam's m and v are plain lists on the optimizer, `_momentums/i` and `_velocities/i`,
-        # in the order of `_trainable_variables/i`, and are stored as `optimizer/_variables/<n>` (after iterations
-        # and learning_rate). The pairing is by list index only; the checkpoint records nothing more.
-        assert all(r.slot_of is None for r in refs.values())
+        # Keras 3 does not use TensorFlow's slot mechanism: the object graph has no `slot_variables`. Adam's m and
+        # v are plain lists on the optimizer, `_momentums/i` and `_velocities/i`, in the order of
+        # `_trainable_variables/i`, stored as `optimizer/_variables/<n>` (after iterations and learning_rate).
+        # ckptcheck pairs them by that index and names the model path of the weight each belongs to.
         assert refs["optimizer/_iterations" + VALUE].paths == ("optimizer/_iterations", "optimizer/_variables/0")
+        assert refs["optimizer/_iterations" + VALUE].slot_of is None
         for i in range(4):
             m = refs[f"optimizer/_variables/{2 + 2 * i}" + VALUE]
             v = refs[f"optimizer/_variables/{3 + 2 * i}" + VALUE]
             assert m.paths[1] == f"optimizer/_momentums/{i}" and v.paths[1] == f"optimizer/_velocities/{i}"
-            weight = reader.tensor_info(f"optimizer/_trainable_variables/{i}" + VALUE)
+            weight_key = f"optimizer/_trainable_variables/{i}" + VALUE
+            weight_path = refs[weight_key].paths[1]
+            assert weight_path.startswith("model/")
+            assert (m.slot_of, m.slot_name, m.optimizer) == (weight_path, "momentum", "optimizer")
+            assert (v.slot_of, v.slot_name, v.optimizer) == (weight_path, "velocity", "optimizer")
+            weight = reader.tensor_info(weight_key)
             assert reader.tensor_info(m.key).shape == reader.tensor_info(v.key).shape == weight.shape
 
 

@@ -152,6 +152,51 @@ def node_paths(nodes: list[Node]) -> dict[int, list[str]]:
 _ATTRIBUTES = "/.ATTRIBUTES/"
 
 
+# Lists a Keras 3 optimizer tracks that are not per-variable state.
+_KERAS_OPTIMIZER_LISTS = {"_variables", "_trainable_variables"}
+
+
+def keras_optimizer_slots(nodes: list[Node]) -> dict[int, tuple[int, str, int]]:
+    """Keras 3 optimizers keep per-variable state in plain lists (`_momentums`, `_velocities`, ...) paired by
+    index with `_trainable_variables`, not in TF's slot mechanism. slot node -> (variable node, slot, optimizer).
+
+    A list counts when its children are exactly "0".."n-1", n being the number of trainable variables.
+    """
+    out: dict[int, tuple[int, str, int]] = {}
+    for opt_id, node in enumerate(nodes):
+        children = {name: child for child, name in node.children}
+        trainable = children.get("_trainable_variables")
+        if trainable is None or "_variables" not in children or not 0 <= trainable < len(nodes):
+            continue
+        variables = _indexed(nodes[trainable])
+        if not variables:
+            continue
+        for name, child in children.items():
+            if name in _KERAS_OPTIMIZER_LISTS or not name.startswith("_") or not 0 <= child < len(nodes):
+                continue
+            slots = _indexed(nodes[child])
+            if len(slots) != len(variables):
+                continue
+            slot_name = _singular(name.lstrip("_"))  # _momentums -> momentum, _velocities -> velocity
+            for variable, slot in zip(variables, slots, strict=True):
+                out.setdefault(slot, (variable, slot_name, opt_id))
+    return out
+
+
+def _singular(name: str) -> str:
+    if name.endswith("ies"):
+        return name[:-3] + "y"
+    return name[:-1] if name.endswith("s") else name
+
+
+def _indexed(node: Node) -> list[int]:
+    """A list's elements in order, when its children are named "0".."n-1" and nothing else."""
+    by_index = {name: child for child, name in node.children}
+    if not by_index or sorted(by_index) != sorted(str(i) for i in range(len(by_index))):
+        return []
+    return [by_index[str(i)] for i in range(len(by_index))]
+
+
 def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
     """For each stored checkpoint key the graph names: every object path to it, and slot ownership.
 
@@ -167,9 +212,18 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
         for slot in node.slots:
             slot_of[slot.slot_node] = (slot.original_node, slot.slot_name, opt_id)
 
+    keras_slots = keras_optimizer_slots(nodes)
+    for slot_node, keras_owner in keras_slots.items():
+        slot_of.setdefault(slot_node, keras_owner)
+
     def first(node_id: int) -> str:
         found = paths.get(node_id)
         return found[0] if found else f"<node {node_id}>"
+
+    def outside(node_id: int, optimizer: str) -> str:
+        """The variable's path as the model reaches it, rather than through the optimizer's own lists."""
+        found = paths.get(node_id, [])
+        return next((p for p in found if not p.startswith(optimizer + "/")), first(node_id))
 
     owners: dict[str, int] = {}  # attribute checkpoint_key -> node
     for node_id, node in enumerate(nodes):
@@ -197,8 +251,10 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
         original = slot_name = optimizer = None
         if owner is not None:
             orig_id, slot_name, opt_id = owner
-            original, optimizer = first(orig_id), first(opt_id)
-            node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{escape_name(slot_name)}")
+            optimizer = first(opt_id)
+            original = outside(orig_id, optimizer)
+            if node_id not in keras_slots:  # TF slots are keyed by this path; Keras 3 lists by their own
+                node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{escape_name(slot_name)}")
         # A variable's value is its only tensor worth no name; others (iterator state, table keys) are named.
         tensor = key[at + len(_ATTRIBUTES) :] if at >= 0 else ""
         suffix = "" if tensor == "VARIABLE_VALUE" else tensor
