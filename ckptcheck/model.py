@@ -13,10 +13,6 @@ KERAS = "keras"  # Keras 3 .keras zip archive
 KERAS_WEIGHTS = "keras-weights"  # Keras 3 .weights.h5
 KERAS_H5 = "keras-h5"  # legacy HDF5 (Keras 2 / tf_keras, or Keras 3 model.save("x.h5"))
 
-BUNDLE_FORMATS = (TF1, TF2, SAVEDMODEL)
-HDF5_FORMATS = (KERAS, KERAS_WEIGHTS, KERAS_H5)
-FORMATS = BUNDLE_FORMATS + HDF5_FORMATS
-
 
 @dataclass(frozen=True)
 class TensorInfo:

@@ -288,13 +288,3 @@ def _check_keras2_lambda(inner: dict[str, Any], layer: str | None, location: str
             fn = inner.get(field)
             if isinstance(module, str) and module and not is_keras_module(module):
                 out.append(SafetyFinding(location, f"config imports module '{module}' (function '{fn}')"))
-
-
-def _unique(findings: list[SafetyFinding]) -> list[SafetyFinding]:
-    seen: set[SafetyFinding] = set()
-    out = []
-    for f in findings:
-        if f not in seen:
-            seen.add(f)
-            out.append(f)
-    return out

@@ -108,15 +108,3 @@ def as_bytes(value: int | bytes, field: str) -> bytes:
     if not isinstance(value, bytes):
         raise DecodeError(f"field {field} has the wrong wire type")
     return value
-
-
-def packed_or_single_varints(value: int | bytes) -> list[int]:
-    """A repeated integer field arrives either as one varint or as a packed LENGTH run of varints."""
-    if isinstance(value, int):
-        return [value]
-    out = []
-    pos = 0
-    while pos < len(value):
-        v, pos = read_varint(value, pos)
-        out.append(v)
-    return out

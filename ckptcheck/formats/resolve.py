@@ -31,7 +31,6 @@ class Resolved:
     kind: str
     location: str
     format_hint: str | None = None  # SAVEDMODEL when reached through a SavedModel directory
-    state_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,7 @@ def _resolve_directory(directory: str) -> Resolved:
             raise CheckpointNotFoundError(
                 f"the state file points at {os.path.basename(latest)}, which is gone", path=state_path, hint=hint
             )
-        return Resolved("bundle", latest, state_file=state_path)
+        return Resolved("bundle", latest)
     for variables in (os.path.join(directory, "variables", "variables"), os.path.join(directory, "variables")):
         if os.path.isfile(variables + ".index"):
             return Resolved("bundle", variables, format_hint=SAVEDMODEL)

@@ -27,10 +27,6 @@ _MASK_DELTA = 0xA282EAD8
 MAX_INDEX_BYTES = 2 << 30
 
 
-def mask_crc(crc: int) -> int:
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-
-
 def unmask_crc(masked: int) -> int:
     rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
