@@ -44,6 +44,19 @@ def problem_from(exc: CorruptCheckpointError, kind: str | None = None) -> Proble
     return Problem(kind or _kind_of(exc.message), exc.message, file=exc.path, tensor=exc.tensor)
 
 
+def _all_problems(name: str, first: CorruptCheckpointError, check: Callable[[str], None] | None) -> list[Problem]:
+    """The fingerprint pass stops at a tensor's first damaged part; look again part by part to name them all."""
+    if check is None:
+        return [problem_from(first)]
+    try:
+        check(name)
+    except MultipleProblems as many:
+        return [problem_from(exc) for exc in many.errors]
+    except CorruptCheckpointError as exc:
+        return [problem_from(exc)]
+    return [problem_from(first)]
+
+
 def _check_tensors(
     reader: CheckpointReader,
     problems: list[Problem],
@@ -60,17 +73,17 @@ def _check_tensors(
     total = sum(t.nbytes for t in todo)
     for t in todo:
         try:
-            if check is not None:
-                check(t.name)
             if fingerprints is not None:
-                fingerprints[t.name] = manifest_entry(reader, t)
-            elif check is None:
+                fingerprints[t.name] = manifest_entry(reader, t)  # the same single pass checks the checksums
+            elif check is not None:
+                check(t.name)
+            else:
                 for _chunk in reader.iter_chunks(t.name):
                     pass
         except MultipleProblems as many:
             problems += [problem_from(exc) for exc in many.errors]
         except CorruptCheckpointError as exc:
-            problems.append(problem_from(exc))
+            problems += _all_problems(t.name, exc, check if fingerprints is not None else None)
         checked += 1
         nbytes += t.nbytes
         if progress is not None:

@@ -221,3 +221,20 @@ def test_quiet_when_stderr_is_not_a_terminal(tf2_sharded: str) -> None:
     for args in (["verify", tf2_sharded], ["inspect", tf2_sharded, "--stats"], ["manifest", tf2_sharded]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and result.stderr == "", args
+
+
+def test_against_a_manifest_still_names_every_damaged_slice(tf2_sharded: str, sharded_copy: Path,
+                                                             tmp_path: Path) -> None:
+    """With --against, data is streamed once for digests and checksums; damage still gets every slice named."""
+    manifest = tmp_path / "golden.json"
+    assert runner.invoke(app, ["manifest", tf2_sharded, "-o", str(manifest)]).exit_code == 0
+    name = largest_tensor(sharded_copy)
+    with BundleReader(str(sharded_copy)) as reader:
+        parts = reader.parts(name)
+        assert len(parts) >= 2
+        for part in parts[:2]:
+            flip(Path(reader.shard_path(part.shard_id)), part.offset)
+    code, data = verify_json(sharded_copy, "--against", str(manifest))
+    assert code == 1
+    assert [p["kind"] for p in data["problems"] if p["tensor"] == name] == ["checksum", "checksum"]
+    assert data["differences"] == []  # the damaged tensor is reported as damage, not as a changed value
