@@ -198,10 +198,11 @@ def test_inspect_misuse_exits_2(demo_ckpt: str) -> None:
     assert run("inspect").exit_code == 2
 
 
-def test_inspect_runs_without_tensorflow(
+def test_reading_commands_run_without_tensorflow(
     tf1_model_dir: Path, demo_ckpt: str, savedmodel_dir: Path, keras_files: dict[str, Path]
 ) -> None:
-    """Reading commands never import TensorFlow (or Keras): made to fail on import, inspect still works."""
+    """Reading commands (inspect, verify, manifest, diff) never import TensorFlow or Keras: made to fail on
+    import, they all still work."""
     paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)] + [str(p) for p in keras_files.values()]
     script = textwrap.dedent(
         f"""
@@ -210,11 +211,12 @@ def test_inspect_runs_without_tensorflow(
         sys.modules["keras"] = None
         from ckptcheck.cli import app
         for path in {paths!r}:
-            for extra in ([], ["--stats", "--json"]):
+            for args in (["inspect", path], ["inspect", path, "--stats", "--json"], ["verify", path],
+                         ["manifest", path], ["diff", path, path]):
                 try:
-                    app(["inspect", path, *extra], standalone_mode=False)
+                    app(args, standalone_mode=False)
                 except SystemExit as exc:
-                    assert not exc.code, (path, exc.code)
+                    assert not exc.code, (args, exc.code)
         assert "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None
         print("NO-TF-OK")
         """
