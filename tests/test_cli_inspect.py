@@ -227,6 +227,30 @@ def test_reading_commands_run_without_tensorflow(
     assert "NO-TF-OK" in proc.stdout
 
 
+def test_listing_and_verifying_bundles_import_no_numpy(
+    tf1_model_dir: Path, demo_ckpt: str, savedmodel_dir: Path
+) -> None:
+    """numpy costs ~65 ms of start-up: `inspect` without --stats and `verify` without --against never need it."""
+    paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from ckptcheck.cli import app
+        for path in {paths!r}:
+            for args in (["inspect", path], ["inspect", path, "--json"], ["verify", path]):
+                try:
+                    app(args, standalone_mode=False)
+                except SystemExit as exc:
+                    assert not exc.code, (args, exc.code)
+        heavy = sorted(m for m in ("numpy", "h5py", "ml_dtypes", "rich") if m in sys.modules)
+        print("HEAVY", heavy)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+
+
 def test_python_m_entry_point(demo_ckpt: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "ckptcheck", "inspect", demo_ckpt, "--json"],
                           capture_output=True, text=True, timeout=60)

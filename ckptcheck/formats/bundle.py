@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
 from ckptcheck.formats.dtypes import DType
-from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty, read_buffer
 from ckptcheck.formats.protobuf import (
     DecodeError,
     as_bytes,
@@ -31,6 +31,8 @@ from ckptcheck.formats.sstable import SSTable, crc32c, unmask_crc
 from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo
 
 if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
+    import mmap
+
     import numpy as np
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -330,7 +332,8 @@ class BundleReader(CheckpointReader):
         self.has_object_graph = OBJECT_GRAPH_KEY in entries
         self.format = format or (TF2 if self.has_object_graph else TF1)
         self._files: dict[int, io.BufferedReader] = {}
-        self._spare: np.ndarray | None = None  # the read buffer iter_part reuses
+        self._file_sizes: dict[int, int] = {}  # taken when a shard is opened; a shorter file fails the read itself
+        self._spare: mmap.mmap | None = None  # the read buffer iter_part_bytes reuses
 
     # -- listing --
 
@@ -433,24 +436,24 @@ class BundleReader(CheckpointReader):
             except OSError as exc:
                 raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path, tensor=tensor) from None
             self._files[shard] = f
+            self._file_sizes[shard] = os.fstat(f.fileno()).st_size
         return f
 
-    def check_bounds(self, entry: BundleEntry, tensor: str) -> str:
-        """Check that the entry's bytes lie inside its shard and fit its dtype and shape; return the shard path."""
-        f = self._shard_file(entry.shard_id, tensor)
-        path = self.shard_path(entry.shard_id)
+    def check_bounds(self, entry: BundleEntry, tensor: str) -> None:
+        """Check that the entry's bytes lie inside its shard and fit its dtype and shape."""
+        self._shard_file(entry.shard_id, tensor)
         if entry.unknown_rank or any(d < 0 for d in entry.shape):
             raise CorruptCheckpointError(f"entry has an invalid shape {list(entry.shape)}",
                                          path=self.index_path, tensor=tensor)
         if entry.offset < 0 or entry.size < 0:
             raise CorruptCheckpointError(f"entry has a negative offset or size ({entry.offset}, {entry.size})",
                                          path=self.index_path, tensor=tensor)
-        file_size = os.fstat(f.fileno()).st_size
+        file_size = self._file_sizes[entry.shard_id]
         if entry.offset + entry.size > file_size:
             raise CorruptCheckpointError(
                 f"data runs past the end of the shard (bytes {entry.offset}..{entry.offset + entry.size - 1}, "
                 f"file is {file_size} bytes)",
-                path=path, tensor=tensor, hint="the shard file is truncated",
+                path=self.shard_path(entry.shard_id), tensor=tensor, hint="the shard file is truncated",
             )
         if entry.dtype.is_string:
             if entry.num_elements > entry.size:  # every element takes at least one length byte
@@ -467,7 +470,6 @@ class BundleReader(CheckpointReader):
                 f"{entry.num_elements * entry.dtype.itemsize} bytes, the entry says {entry.size}",
                 path=self.index_path, tensor=tensor,
             )
-        return path
 
     def _checksum_error(self, entry: BundleEntry, tensor: str, actual: int) -> CorruptCheckpointError:
         stored = unmask_crc(entry.crc32c or 0)
@@ -482,13 +484,12 @@ class BundleReader(CheckpointReader):
         return dt.newbyteorder(">") if self.header.endianness == _BIG and dt.itemsize > 1 else dt
 
     def _read_entry(self, entry: BundleEntry, tensor: str) -> np.ndarray:
-        import numpy as np
 
         self.check_bounds(entry, tensor)
         if entry.dtype.is_string:
             return self._read_strings(entry, tensor)
         f = self._shard_file(entry.shard_id, tensor)
-        raw = np.empty(entry.size, dtype=np.uint8)
+        raw = aligned_empty(entry.size)
         f.seek(entry.offset)
         got = f.readinto(raw.data)
         if got != entry.size:
@@ -501,9 +502,8 @@ class BundleReader(CheckpointReader):
         arr = raw.view(self._numpy_dtype(entry.dtype)).reshape(entry.shape)
         return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
 
-    def _read_strings(self, entry: BundleEntry, tensor: str) -> np.ndarray:
-        import numpy as np
-
+    def _read_string_data(self, entry: BundleEntry, tensor: str) -> tuple[list[int], memoryview]:
+        """A string entry's element lengths and concatenated bytes, with both of its checksums checked."""
         f = self._shard_file(entry.shard_id, tensor)
         f.seek(entry.offset)
         data = f.read(entry.size)
@@ -532,7 +532,13 @@ class BundleReader(CheckpointReader):
             actual = crc32c(body, crc32c(data[pos : pos + 4], crc32c(packed)))
             if actual != unmask_crc(entry.crc32c):
                 raise self._checksum_error(entry, tensor, actual)
-        out = np.empty(n, dtype=object)
+        return lengths, body
+
+    def _read_strings(self, entry: BundleEntry, tensor: str) -> np.ndarray:
+        import numpy as np
+
+        lengths, body = self._read_string_data(entry, tensor)
+        out = np.empty(len(lengths), dtype=object)
         start = 0
         for i, length in enumerate(lengths):
             out[i] = bytes(body[start : start + length])
@@ -608,40 +614,60 @@ class BundleReader(CheckpointReader):
         if part.dtype.is_string:
             yield self._read_strings(part, name).reshape(-1)
             return
+        dt = self._numpy_dtype(part.dtype)
+        swap = dt.byteorder == ">"
+        for view in self._stream(part, name, chunk_bytes):
+            arr = np.frombuffer(view, dtype=dt)
+            yield arr.astype(dt.newbyteorder("=")) if swap else arr
+
+    def iter_part_bytes(
+        self, part: BundleEntry, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> Iterator[memoryview]:
+        """A numeric entry's bytes in chunks of whole elements, read into a reused buffer (numpy is not needed);
+        its crc32c is checked after the last chunk. Each chunk is valid only until the next is yielded."""
+        self.check_bounds(part, name)
+        return self._stream(part, name, chunk_bytes)
+
+    def _stream(self, part: BundleEntry, name: str, chunk_bytes: int) -> Iterator[memoryview]:
+        """iter_part_bytes for an entry whose bounds are checked."""
         itemsize = part.dtype.itemsize
         step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
-        want = min(step, max(part.size, itemsize))  # a whole number of elements
+        want = min(step, max(part.size, itemsize))
         # One buffer serves part after part: a fresh one per tensor cost the kernel zeroing every page of it
         # (a third of a 1 GiB diff). An iterator interleaving with another on this reader takes its own.
         spare, self._spare = self._spare, None
-        buf = spare if spare is not None and spare.size >= want else np.empty(max(want, 1 << 20), dtype=np.uint8)
+        buf = spare if spare is not None and len(spare) >= want else read_buffer(max(want, 1 << 20))
         try:
-            yield from self._read_part_chunks(part, name, buf[:want])
+            f = self._shard_file(part.shard_id, name)
+            crc = 0
+            remaining = part.size
+            offset = part.offset
+            whole = memoryview(buf)
+            while remaining > 0:
+                n = min(remaining, want)
+                view = whole[:n]
+                f.seek(offset)  # every chunk: another stream on this reader may have moved the file position
+                if f.readinto(view) != n:
+                    raise CorruptCheckpointError("short read from the shard", path=self.shard_path(part.shard_id),
+                                                 tensor=name)
+                crc = crc32c(view, crc)
+                offset += n
+                remaining -= n
+                yield view
+            if part.crc32c is not None and crc != unmask_crc(part.crc32c):
+                raise self._checksum_error(part, name, crc)
         finally:
-            if self._spare is None or self._spare.size < buf.size:
+            if self._spare is None or len(self._spare) < len(buf):
                 self._spare = buf
 
-    def _read_part_chunks(self, part: BundleEntry, name: str, buf: np.ndarray) -> Iterator[np.ndarray]:
-        f = self._shard_file(part.shard_id, name)
-        dt = self._numpy_dtype(part.dtype)
-        crc = 0
-        remaining = part.size
-        offset = part.offset
-        while remaining > 0:
-            n = min(remaining, buf.size)
-            view = buf.data[:n]
-            f.seek(offset)  # every chunk: another stream on this reader may have moved the file position
-            got = f.readinto(view)
-            offset += n
-            if got != n:
-                raise CorruptCheckpointError("short read from the shard", path=self.shard_path(part.shard_id),
-                                             tensor=name)
-            crc = crc32c(view, crc)
-            remaining -= n
-            arr = buf[:n].view(dt)
-            yield arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
-        if part.crc32c is not None and crc != unmask_crc(part.crc32c):
-            raise self._checksum_error(part, name, crc)
+    def check_part(self, part: BundleEntry, name: str) -> None:
+        """Read one entry to its end, checking its bounds and checksums; raise CorruptCheckpointError if damaged."""
+        if part.dtype.is_string:
+            self.check_bounds(part, name)
+            self._read_string_data(part, name)
+            return
+        for _view in self.iter_part_bytes(part, name):
+            pass
 
     # -- object graph --
 
@@ -667,6 +693,7 @@ class BundleReader(CheckpointReader):
         for f in self._files.values():
             f.close()
         self._files.clear()
+        self._file_sizes.clear()
 
 
 def _format_extents(extents: tuple[Extent, ...]) -> str:

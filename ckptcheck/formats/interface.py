@@ -11,10 +11,33 @@ from ckptcheck.errors import TensorNotFoundError
 from ckptcheck.model import CheckpointInfo, ObjectRef, TensorInfo
 
 if TYPE_CHECKING:  # numpy is imported by the readers that produce arrays, not by `ckptcheck --version`
+    import mmap
+
     import numpy as np
 
-# Streaming reads hand out arrays of at most this many bytes, from one reused buffer.
-DEFAULT_CHUNK_BYTES = 8 << 20
+# Streaming reads hand out arrays of at most this many bytes, from one reused buffer. Small enough that a chunk
+# is still in the CPU cache when it is checksummed and reduced: reading 1 GiB with crc32c took 0.12 s in 2 MiB
+# chunks and 0.17 s in 8 MiB chunks here (bench/RESULTS.md).
+DEFAULT_CHUNK_BYTES = 2 << 20
+# Where a read buffer starts matters: the kernel copied into a buffer starting 16 bytes past a cache line (where
+# malloc puts large blocks) at half the speed of an aligned one.
+_ALIGN = 64
+
+
+def read_buffer(nbytes: int) -> mmap.mmap:
+    """A page-aligned scratch buffer for readinto (an anonymous mapping: no numpy needed)."""
+    import mmap
+
+    return mmap.mmap(-1, max(nbytes, 1))
+
+
+def aligned_empty(nbytes: int) -> np.ndarray:
+    """An uninitialized uint8 array whose data starts on a cache-line boundary."""
+    import numpy as np
+
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + nbytes]
 
 
 class CheckpointReader(ABC):
