@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
+from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.dtypes import DType
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty, read_buffer
 from ckptcheck.formats.protobuf import (
@@ -27,7 +28,7 @@ from ckptcheck.formats.protobuf import (
     read_varint,
     to_int64,
 )
-from ckptcheck.formats.sstable import SSTable, crc32c, unmask_crc
+from ckptcheck.formats.sstable import SSTable, unmask_crc
 from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo
 
 if TYPE_CHECKING:  # numpy is imported where values are read, not for listing

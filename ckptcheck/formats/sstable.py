@@ -12,9 +12,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import crc32c as _crc32c
-
 from ckptcheck.errors import CorruptCheckpointError
+from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.protobuf import DecodeError, read_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -30,11 +29,6 @@ MAX_INDEX_BYTES = 2 << 30
 def unmask_crc(masked: int) -> int:
     rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
-
-
-def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    """Hardware-accelerated crc32c (Castagnoli), extendable by passing the previous ``value``."""
-    return int(_crc32c.crc32c(data, value=value))
 
 
 @dataclass(frozen=True)
