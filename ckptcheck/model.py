@@ -14,7 +14,7 @@ KERAS_WEIGHTS = "keras-weights"  # Keras 3 .weights.h5
 KERAS_H5 = "keras-h5"  # legacy HDF5 (Keras 2 / tf_keras, or Keras 3 model.save("x.h5"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
     """One stored tensor as listed (no values read)."""
 
@@ -31,6 +31,27 @@ class TensorInfo:
         for d in self.shape:
             n *= d
         return n
+
+
+_new = object.__new__
+_set_name, _set_dtype, _set_shape, _set_nbytes, _set_slices, _set_file = (
+    TensorInfo.__dict__[f].__set__ for f in ("name", "dtype", "shape", "nbytes", "slices", "file")
+)
+
+
+def listed_tensor(
+    name: str, dtype: str, shape: tuple[int, ...], nbytes: int, slices: int, file: str | None
+) -> TensorInfo:
+    """TensorInfo(name, dtype, shape, nbytes, slices, file) at half the cost, for readers listing tens of thousands:
+    a frozen dataclass's __init__ goes through object.__setattr__ for every field, the slots are set directly."""
+    t: TensorInfo = _new(TensorInfo)
+    _set_name(t, name)
+    _set_dtype(t, dtype)
+    _set_shape(t, shape)
+    _set_nbytes(t, nbytes)
+    _set_slices(t, slices)
+    _set_file(t, file)
+    return t
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def test_read_buffers_are_aligned_and_bytes_streams_match_the_arrays(tf2_all_dty
             entry = reader.entry(t.name)
             if entry.dtype.is_string or not entry.dtype.readable or entry.slices:
                 continue
-            assert reader.read(t.name).ctypes.data % 64 == 0, t.name
+            assert reader.read(t.name).ctypes.data % 64 == 0 or not t.nbytes, t.name
             streamed = b"".join(bytes(v) for v in reader.iter_part_bytes(entry, t.name, chunk_bytes=16))
             assert streamed == b"".join(c.tobytes() for c in reader.iter_part(entry, t.name, chunk_bytes=16))
             reader.check_part(entry, t.name)

@@ -498,3 +498,41 @@ def test_mutated_entries_with_valid_checksums_raise_only_ckptcheck_errors(
         _only_ckptcheck_errors(prefix)
     finally:
         index.write_bytes(original)
+
+
+# --- the entry decoder's fast path against its general one --------------------------------------------------------
+
+
+def _fields(dtype: int, shape: list[int], shard: int, offset: int, size: int, crc: int) -> list[bytes]:
+    from index_writer import _field_bytes, _field_fixed32, _field_varint, shape_proto
+
+    fields = [_field_varint(1, dtype), _field_bytes(2, shape_proto(shape))]
+    fields += [_field_varint(n, v) for n, v in ((3, shard), (4, offset), (5, size)) if v]
+    return [*fields, _field_fixed32(6, crc)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    dtype=st.sampled_from([1, 2, 3, 9, 14, 19, 20, 23]),
+    shape=st.lists(st.integers(0, 1 << 40), max_size=5),
+    shard=st.integers(0, 1 << 20),
+    offset=st.integers(0, (1 << 62)),
+    size=st.integers(0, 1 << 40),
+    crc=st.integers(0, 0xFFFFFFFF),
+    order=st.randoms(use_true_random=False),
+)
+def test_entry_decoders_agree_in_any_field_order(
+    dtype: int, shape: list[int], shard: int, offset: int, size: int, crc: int, order: random.Random
+) -> None:
+    """TensorFlow writes fields in number order, which the fast decoder expects; any order is valid protobuf and
+    must decode the same (through the general decoder when the fast one declines)."""
+    from ckptcheck.formats.bundle import _decode_entry_fast, decode_entry
+
+    fields = _fields(dtype, shape, shard, offset, size, crc)
+    canonical = b"".join(fields)
+    fast = _decode_entry_fast("t", canonical)
+    assert fast is not None
+    assert (fast.dtype.enum, fast.shape, fast.shard_id, fast.offset, fast.size, fast.crc32c) == (
+        dtype, tuple(shape), shard, offset, size, crc)
+    order.shuffle(fields)
+    assert decode_entry("t", b"".join(fields)) == fast

@@ -29,7 +29,7 @@ from ckptcheck.formats.protobuf import (
     to_int64,
 )
 from ckptcheck.formats.sstable import SSTable, unmask_crc
-from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo
+from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, listed_tensor
 
 if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
     import mmap
@@ -112,51 +112,57 @@ def _decode_slice(buf: bytes) -> tuple[Extent, ...]:
     return tuple(extents)
 
 
-_FAST_TAGS = {0x08: 1, 0x18: 3, 0x20: 4, 0x28: 5}  # one-byte tags of the varint fields dtype, shard, offset, size
+_HEADS: dict[bytes, tuple[DType, tuple[int, ...], bool]] = {}  # dtype and shape fields -> decoded, see below
 
 
 def _decode_entry_fast(key: str, buf: bytes) -> BundleEntry | None:
-    """The common entry (no slices, no unknown fields) in one pass without intermediate objects; None otherwise.
+    """The common entry in one pass without intermediate objects; None for anything else (slices, unknown fields,
+    fields out of the writer's order), which the general decoder then handles.
 
     Listing a checkpoint decodes every entry, so this is the loop that decides how fast `inspect` answers.
+    TensorFlow writes dtype (field 1) and shape (field 2) first; models repeat a few (dtype, shape) pairs, so
+    those leading bytes are looked up whole, and only shard_id, offset, size and crc32c are decoded.
     """
-    ints = [0, 0, 0, 0, 0, 0]  # by field number: dtype, -, shard_id, offset, size
-    shape: tuple[int, ...] = ()
-    unknown = False
-    crc: int | None = None
-    pos = 0
     end = len(buf)
+    if end < 4 or buf[0] != 0x08 or buf[1] >= 0x80 or buf[2] != 0x12 or buf[3] >= 0x80:
+        return None
+    pos = 4 + buf[3]
+    if pos > end:
+        return None
+    head = buf[:pos]
+    known = _HEADS.get(head)
+    if known is None:
+        shape, unknown = _decode_shape(buf[4:pos])
+        if len(_HEADS) >= 4096:
+            _HEADS.clear()
+        known = _HEADS[head] = (dtypes.from_enum(buf[1]), shape, unknown)
+    ints = [0, 0, 0, 0, 0, 0]  # by field number: -, -, -, shard_id, offset, size
+    crc: int | None = None
     while pos < end:
         tag = buf[pos]
         pos += 1
-        field = _FAST_TAGS.get(tag)
-        if field is not None:
-            value = 0
-            shift = 0
-            while True:
-                if pos >= end or shift > 56:
-                    return None
-                b = buf[pos]
-                pos += 1
-                value |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
-            ints[field] = value
-        elif tag == 0x12:  # shape, length-delimited (shapes are short: a one-byte length)
-            if pos >= end or buf[pos] >= 0x80 or pos + 1 + buf[pos] > end:
-                return None
-            n = buf[pos]
-            shape, unknown = _decode_shape(buf[pos + 1 : pos + 1 + n])
-            pos += 1 + n
-        elif tag == 0x35:  # crc32c, fixed32
+        if tag == 0x35:  # crc32c, fixed32
             if pos + 4 > end:
                 return None
             crc = int.from_bytes(buf[pos : pos + 4], "little")
             pos += 4
-        else:
+            continue
+        field = tag >> 3
+        if tag & 7 or field < 3 or field > 5:  # only the varint fields shard_id, offset, size remain
             return None
-    return BundleEntry(key, dtypes.from_enum(ints[1]), shape, unknown, ints[3], ints[4], ints[5], crc, ())
+        value = 0
+        shift = 0
+        while True:
+            if pos >= end or shift > 56:
+                return None
+            b = buf[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        ints[field] = value
+    return BundleEntry(key, known[0], known[1], known[2], ints[3], ints[4], ints[5], crc, ())
 
 
 def decode_entry(key: str, buf: bytes) -> BundleEntry:
@@ -370,25 +376,20 @@ class BundleReader(CheckpointReader):
     @cached_property
     def _info(self) -> CheckpointInfo:
         shard_names = [os.path.basename(self.shard_path(i)) for i in range(self.num_shards)]
+        num_shards = len(shard_names)
         tensors = []
-        for name in sorted(self.entries):
-            e = self.entries[name]
+        entries = self.entries
+        for name in sorted(entries):  # index order is byte order: already sorted for UTF-8, a linear pass
+            e = entries[name]
+            nbytes = e.size
+            shard = e.shard_id
             if e.slices:
                 stored = self._slice_entries.get(name, {})
                 first = min(stored.values(), key=lambda s: (s.shard_id, s.offset), default=None)
                 shard = first.shard_id if first is not None else 0
-            else:
-                shard = e.shard_id
-            tensors.append(
-                TensorInfo(
-                    name=name,
-                    dtype=e.dtype.name,
-                    shape=e.shape,
-                    nbytes=self._stored_nbytes(e),
-                    slices=len(e.slices),
-                    file=shard_names[shard] if 0 <= shard < len(shard_names) else None,
-                )
-            )
+                nbytes = self._stored_nbytes(e)
+            file = shard_names[shard] if 0 <= shard < num_shards else None
+            tensors.append(listed_tensor(name, e.dtype.name, e.shape, nbytes, len(e.slices), file))
         files = [self.index_path] + [self.shard_path(i) for i in range(self.num_shards)]
         meta = self.prefix + ".meta"
         if os.path.exists(meta):
