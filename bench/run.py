@@ -25,7 +25,10 @@ HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
 PY = sys.executable
 CKPT = [PY, "-m", "ckptcheck"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# Both sides run as on a user's machine: Python caches compiled bytecode (with PYTHONDONTWRITEBYTECODE set, as in
+# some containers, an editable install recompiles ckptcheck's modules on every start: ~40 ms here), and
+# TensorFlow's C++ start-up logging is off.
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 # name -> (number of tensors, float32 elements per tensor)
 CHECKPOINTS = {
@@ -129,7 +132,8 @@ class Result:
 
 
 def compare(label: str, cmd_a: list[str], cmd_b: list[str], runs: int) -> Result:
-    run_once(cmd_a)  # warm the page cache, so both sides read from memory
+    run_once(cmd_a)  # warm the page cache (both sides then read from memory) and the bytecode caches
+    run_once(cmd_b)
     a: list[Sample] = []
     b: list[Sample] = []
     for _ in range(runs):
@@ -182,7 +186,8 @@ def write_results(results: list[Result], runs: int, tf_version: str) -> None:
         "",
         f"Machine: {platform.platform()}; {cpu}; {os.cpu_count()} cores; {mem:.0f} GiB; "
         f"Python {platform.python_version()}; TensorFlow {tf_version}.",
-        f"Each row: {runs} runs per side, alternating A B A B after one warm-up run (page cache warm); "
+        f"Each row: {runs} runs per side, alternating A B A B after one warm-up run of each (page cache warm, "
+        "bytecode cached); "
         "medians of wall time of the whole process; ratio = median of per-pair TensorFlow/ckptcheck; "
         "peak = largest max RSS of any run.",
         "",

@@ -74,8 +74,12 @@ def errors_to_exit() -> Iterator[None]:
 def emit_json(data: Any) -> None:
     # Indented for a person at a terminal; compact when piped, which also lets json use its C encoder (the
     # indenting encoder is pure Python and dominated `inspect --json` on 20,000 tensors).
+    from ckptcheck.formats.interface import paused_gc
+
     indent = 2 if sys.stdout.isatty() else None
-    typer.echo(json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False))
+    with paused_gc():
+        text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+    typer.echo(text)
 
 
 def show_progress(json_output: bool) -> bool:
@@ -127,6 +131,7 @@ def inspect(
 ) -> None:
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
     from ckptcheck import open_checkpoint, render
+    from ckptcheck.formats.interface import paused_gc
 
     with errors_to_exit():
         if all_:
@@ -171,14 +176,18 @@ def inspect(
                     for t in progress_over(shown, "statistics", show_progress(json_output))
                 }
             if json_output:
-                emit_json(render.inspect_dict(info, shown, stats_by_name, refs))
+                with paused_gc():
+                    data = render.inspect_dict(info, shown, stats_by_name, refs)
+                emit_json(data)
                 return
             typer.echo(render.inspect_header(info, len(shown)))
             if info.architecture is not None:
                 typer.echo("")
                 typer.echo(render.architecture_text(info.architecture))
             typer.echo("")
-            typer.echo(render.tensors_table(shown, stats_by_name, refs) if shown else "(no tensors match)")
+            with paused_gc():
+                table = render.tensors_table(shown, stats_by_name, refs) if shown else "(no tensors match)"
+            typer.echo(table)
 
 
 # --- verify / manifest / diff -----------------------------------------------------------------------------------

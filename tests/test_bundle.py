@@ -183,6 +183,25 @@ def test_read_buffers_are_aligned_and_bytes_streams_match_the_arrays(tf2_all_dty
         assert checked > 10
 
 
+def test_paused_gc_restores_the_collector_state() -> None:
+    import gc
+
+    from ckptcheck.formats.interface import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_gc():
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
+
+
 # --- partitioned and sharded variables ---------------------------------------------------------------------------
 
 

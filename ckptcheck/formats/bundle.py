@@ -19,7 +19,13 @@ from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
 from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.dtypes import DType
-from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty, read_buffer
+from ckptcheck.formats.interface import (
+    DEFAULT_CHUNK_BYTES,
+    CheckpointReader,
+    aligned_empty,
+    paused_gc,
+    read_buffer,
+)
 from ckptcheck.formats.protobuf import (
     DecodeError,
     as_bytes,
@@ -29,7 +35,7 @@ from ckptcheck.formats.protobuf import (
     to_int64,
 )
 from ckptcheck.formats.sstable import SSTable, unmask_crc
-from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, listed_tensor
+from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo, listed_tensor
 
 if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
     import mmap
@@ -314,15 +320,16 @@ class BundleReader(CheckpointReader):
         slice_keys: dict[str, dict[tuple[Extent, ...], BundleEntry]] = {}
         header: BundleHeader | None = None
         try:
-            for key, value in table.items(self.index_problems if tolerant else None):
-                if key == _HEADER_KEY:
-                    header = decode_header(value)
-                elif key[0] == _SLICE_KEY_START:
-                    name, extents = decode_slice_key(key)
-                    slice_keys.setdefault(name, {})[extents] = decode_entry(name, value)
-                else:
-                    name = key.decode("utf-8", "backslashreplace")
-                    entries[name] = decode_entry(name, value)
+            with paused_gc():
+                for key, value in table.items(self.index_problems if tolerant else None):
+                    if key == _HEADER_KEY:
+                        header = decode_header(value)
+                    elif key[0] == _SLICE_KEY_START:
+                        name, extents = decode_slice_key(key)
+                        slice_keys.setdefault(name, {})[extents] = decode_entry(name, value)
+                    else:
+                        name = key.decode("utf-8", "backslashreplace")
+                        entries[name] = decode_entry(name, value)
         except DecodeError as exc:
             raise CorruptCheckpointError(f"bad entry in index: {exc.message}", path=self.index_path) from None
         if header is None:
@@ -375,21 +382,8 @@ class BundleReader(CheckpointReader):
 
     @cached_property
     def _info(self) -> CheckpointInfo:
-        shard_names = [os.path.basename(self.shard_path(i)) for i in range(self.num_shards)]
-        num_shards = len(shard_names)
-        tensors = []
-        entries = self.entries
-        for name in sorted(entries):  # index order is byte order: already sorted for UTF-8, a linear pass
-            e = entries[name]
-            nbytes = e.size
-            shard = e.shard_id
-            if e.slices:
-                stored = self._slice_entries.get(name, {})
-                first = min(stored.values(), key=lambda s: (s.shard_id, s.offset), default=None)
-                shard = first.shard_id if first is not None else 0
-                nbytes = self._stored_nbytes(e)
-            file = shard_names[shard] if 0 <= shard < num_shards else None
-            tensors.append(listed_tensor(name, e.dtype.name, e.shape, nbytes, len(e.slices), file))
+        with paused_gc():
+            tensors = self._list_tensors()
         files = [self.index_path] + [self.shard_path(i) for i in range(self.num_shards)]
         meta = self.prefix + ".meta"
         if os.path.exists(meta):
@@ -407,6 +401,24 @@ class BundleReader(CheckpointReader):
             writer=f"tensor bundle, producer version {self.header.producer}",
             metadata=metadata,
         )
+
+    def _list_tensors(self) -> list[TensorInfo]:
+        shard_names = [os.path.basename(self.shard_path(i)) for i in range(self.num_shards)]
+        num_shards = len(shard_names)
+        tensors = []
+        entries = self.entries
+        for name in sorted(entries):  # index order is byte order: already sorted for UTF-8, a linear pass
+            e = entries[name]
+            nbytes = e.size
+            shard = e.shard_id
+            if e.slices:
+                stored = self._slice_entries.get(name, {})
+                first = min(stored.values(), key=lambda s: (s.shard_id, s.offset), default=None)
+                shard = first.shard_id if first is not None else 0
+                nbytes = self._stored_nbytes(e)
+            file = shard_names[shard] if 0 <= shard < num_shards else None
+            tensors.append(listed_tensor(name, e.dtype.name, e.shape, nbytes, len(e.slices), file))
+        return tensors
 
     def info(self) -> CheckpointInfo:
         return self._info

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
@@ -22,6 +24,22 @@ DEFAULT_CHUNK_BYTES = 2 << 20
 # Where a read buffer starts matters: the kernel copied into a buffer starting 16 bytes past a cache line (where
 # malloc puts large blocks) at half the speed of an aligned one.
 _ALIGN = 64
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic objects (index entries, listing rows).
+
+    Each few hundred allocations trigger a collection that walks every live container; building 20,000 entries
+    spent ~10 % of a listing there. Reference counting still frees everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_buffer(nbytes: int) -> mmap.mmap:
