@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from ckptcheck.compare import compare_tensors
+from ckptcheck.compare import Scratch, compare_tensors
 from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import DiffReport, TensorChange, TensorInfo
@@ -64,12 +64,13 @@ def diff_checkpoints(
     pairs, removed, added, how = match_names(ta, tb)
     changed: list[TensorChange] = []
     unchanged: list[str] = []
+    scratch = Scratch()
     for x, y in sorted(pairs, key=lambda p: p[0].name):
         if on_tensor is not None:
             on_tensor(x.name)
         values = None
         if x.dtype == y.dtype and x.shape == y.shape:
-            values = compare_tensors(ra, x.name, rb, y.name, atol, rtol)
+            values = compare_tensors(ra, x.name, rb, y.name, atol, rtol, scratch=scratch)
         change = TensorChange(x.name, y.name, x.dtype, y.dtype, x.shape, y.shape, values)
         if change.kinds:
             changed.append(change)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import ckptcheck
 from ckptcheck.cli import app
-from ckptcheck.compare import compare_arrays
+from ckptcheck.compare import Scratch, compare_arrays
 from ckptcheck.diff import diff_checkpoints, normalize_name
 from ckptcheck.manifest import build_manifest, compare_manifests, dumps
 
@@ -167,3 +169,69 @@ def test_interleaved_streams_on_one_reader_do_not_share_a_buffer(tf2_all_dtypes:
                 got_b.append(y.copy())
         assert np.concatenate(got_a).tobytes() == reader.read(names[0]).tobytes()  # bitwise: NaN included
         assert np.concatenate(got_b).tobytes() == reader.read(names[1]).tobytes()
+
+
+# --- compare_arrays against an obvious element-by-element reference ----------------------------------------------
+
+
+def _reference(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tuple[int, float, float]:
+    """The definition, one element at a time, in the arithmetic type compare_arrays uses (float32 for float32 and
+    narrower floats, float64 otherwise): bit-identical, or both NaN, is the same; with a tolerance, within
+    atol + rtol * |b| or the same infinity is close. max_abs and max_rel range over the finite differences of
+    the elements whose bits differ (max_rel where b is not 0)."""
+    wide = np.float32 if a.dtype.kind == "f" and a.dtype.itemsize <= 4 else np.float64
+    exact = atol == 0.0 and rtol == 0.0
+    differing = 0
+    max_abs = max_rel = 0.0
+    for i in range(a.size):
+        x, y = a[i], b[i]
+        if x.tobytes() == y.tobytes():
+            continue
+        wx, wy = wide(x), wide(y)
+        both_nan = bool(np.isnan(wx) and np.isnan(wy))
+        with np.errstate(all="ignore"):
+            delta = wide(abs(wx - wy))
+            denom = wide(abs(wy))
+            if np.isfinite(delta):
+                max_abs = max(max_abs, float(delta))
+                if denom > 0:
+                    max_rel = max(max_rel, float(wide(delta / denom)))
+            close = bool(delta <= atol + rtol * denom) or bool(wx == wy and np.isinf(wx))
+        if both_nan:
+            continue
+        differing += 1 if exact else not close
+    return differing, max_abs, max_rel
+
+
+_SPECIAL = [0.0, -0.0, 1.0, -1.0, 1e-3, 1e30, -1e30, 1e-40, float("nan"), float("inf"), float("-inf")]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dtype=st.sampled_from(["float32", "float64", "float16", "int32", "int64", "uint8"]),
+    size=st.integers(1, 40),
+    data=st.data(),
+    tolerance=st.sampled_from([(0.0, 0.0), (1e-3, 0.0), (0.0, 1e-2), (0.5, 0.5)]),
+)
+def test_compare_arrays_matches_the_reference(
+    dtype: str, size: int, data: st.DataObject, tolerance: tuple[float, float]
+) -> None:
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        values = st.one_of(st.sampled_from(_SPECIAL), st.floats(-6e4, 6e4, width=min(64, dt.itemsize * 8)))
+    else:
+        info = np.iinfo(dt)
+        values = st.integers(int(info.min), int(info.max))
+    with np.errstate(all="ignore"):
+        a = np.array(data.draw(st.lists(values, min_size=size, max_size=size)), dtype=dt)
+        other = np.array(data.draw(st.lists(values, min_size=size, max_size=size)), dtype=dt)
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=size, max_size=size)))
+    b = np.where(keep, a, other)
+    atol, rtol = tolerance
+    got = compare_arrays(a, b, atol, rtol, scratch=SCRATCH)
+    want = _reference(a, b, atol, rtol)
+    assert got[0] == want[0]
+    assert got[1:] == pytest.approx(want[1:], rel=1e-6, nan_ok=True)
+
+
+SCRATCH = Scratch()  # shared across examples, as a diff shares it across tensors: stale contents must not leak
