@@ -156,7 +156,7 @@ def inspect(
                     typer.echo(render.tensor_text(t_info, values))
                 return
             match = name_matcher(filter_)
-            shown = [t for t in info.tensors if match(t.name)]
+            shown = [t for t in info.tensors if match(t.name)] if filter_ else list(info.tensors)
             refs = None
             if objects:
                 found = reader.objects()
@@ -176,6 +176,11 @@ def inspect(
                     for t in progress_over(shown, "statistics", show_progress(json_output))
                 }
             if json_output:
+                if stats_by_name is None and refs is None and not sys.stdout.isatty():
+                    with paused_gc():  # compact, as emit_json prints it when piped; the common case, made fast
+                        text = render.inspect_json(info, shown)
+                    sys.stdout.write(text + "\n")
+                    return
                 with paused_gc():
                     data = render.inspect_dict(info, shown, stats_by_name, refs)
                 emit_json(data)

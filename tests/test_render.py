@@ -32,3 +32,27 @@ def test_human_bytes() -> None:
     assert render.human_bytes(1023) == "1023 B"
     assert render.human_bytes(1536) == "1.5 KiB"
     assert render.human_bytes(3 << 30) == "3.0 GiB"
+
+
+def test_inspect_json_is_json_dumps_of_inspect_dict(tf2_all_dtypes: str, tf1_model_dir: object) -> None:
+    """The row-by-row JSON writer prints exactly the text json.dumps prints for the same listing."""
+    import json
+
+    import ckptcheck
+    from ckptcheck.model import CheckpointInfo, TensorInfo
+
+    for path in (tf2_all_dtypes, str(tf1_model_dir)):
+        with ckptcheck.open_checkpoint(path) as reader:
+            info = reader.info()
+            expected = json.dumps(render.inspect_dict(info, info.tensors), ensure_ascii=False, allow_nan=False)
+            assert render.inspect_json(info, info.tensors) == expected
+    odd = [
+        TensorInfo('quote"back\\slash', "float32", (), 4, 0, None),
+        TensorInfo("ctrl\x00\x1b\n\ttab", "bfloat16", (0, 3), 0, 2, "x.data-00000-of-00001"),
+        TensorInfo("日本/層 é 🙂", "string", (1, 2, 3), 10**15, 0, 'f"ile'),
+        TensorInfo("\ud800lone-surrogate", "int4", (7,), 4, 0, None),
+    ]
+    info = CheckpointInfo("tf2", "p", "p", ("a", "b"), tuple(odd), shards=1, writer=None, metadata={"k": "v"})
+    expected = json.dumps(render.inspect_dict(info, odd), ensure_ascii=False, allow_nan=False)
+    assert render.inspect_json(info, odd) == expected
+    assert render.inspect_json(info, []) == json.dumps(render.inspect_dict(info, []), ensure_ascii=False)
