@@ -171,6 +171,39 @@ def short(cmd: list[str]) -> str:
     return " ".join(out)
 
 
+# The speed issue's targets, checked against this run: label -> (minimum speed-up, maximum seconds, peak MiB).
+TARGETS: dict[str, tuple[float | None, float | None, float | None]] = {
+    "ckptcheck --version": (None, 0.150, None),
+    "ckptcheck inspect --help": (None, 0.250, None),
+    "inspect, 20,000 tensors (table)": (8.0, None, 80),
+    "inspect, 20,000 tensors (--json)": (15.0, None, 80),
+    "verify, 1 GiB": (8.0, 1.0, 150),  # 1 GiB in at most 1 s: at least 1 GB/s of checksummed data
+    "verify, 4 GiB": (None, None, 150),
+    "inspect --stats, 1 GiB": (5.0, None, None),
+    "diff, 1 GiB vs 1 GiB": (5.0, None, None),
+}
+
+
+def targets_table(results: list[Result]) -> list[str]:
+    """Each target of the speed issue next to what this run measured."""
+    lines = ["## Against the targets of the speed issue (this run)", "",
+             "| benchmark | target | measured | |", "|---|---|---|---|"]
+    for r in results:
+        if r.label not in TARGETS:
+            continue
+        speedup, seconds, peak_mib = TARGETS[r.label]
+        checks = []
+        if speedup is not None:
+            checks.append((f">= {speedup:g}x faster", f"{r.ratio:.1f}x", r.ratio >= speedup))
+        if seconds is not None:
+            checks.append((f"<= {seconds * 1000:.0f} ms", f"{med(r.a) * 1000:.0f} ms", med(r.a) <= seconds))
+        if peak_mib is not None:
+            checks.append((f"peak < {peak_mib} MiB", f"{peak(r.a):.0f} MiB", peak(r.a) < peak_mib))
+        for target, measured, met in checks:
+            lines.append(f"| {r.label} | {target} | {measured} | {'met' if met else '**not met**'} |")
+    return lines
+
+
 def write_results(results: list[Result], runs: int, tf_version: str) -> None:
     cpu = "unknown CPU"
     try:
@@ -203,6 +236,7 @@ def write_results(results: list[Result], runs: int, tf_version: str) -> None:
     lines += ["", "Commands:", ""]
     for r in results:
         lines.append(f"- {r.label}: `{short(r.cmd_a)}`" + (f" vs `{short(r.cmd_b)}`" if r.cmd_b else ""))
+    lines += ["", *targets_table(results)]
     notes = HERE / "NOTES.md"  # what profiling taught us, kept beside the numbers
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]

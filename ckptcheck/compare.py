@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.model import ValueDiff
 
 
@@ -43,6 +43,13 @@ class Scratch:
 
     def __init__(self) -> None:
         self._arrays: dict[tuple[str, int], np.ndarray] = {}
+        self._read: list[np.ndarray] = [aligned_empty(0), aligned_empty(0)]
+
+    def read_buffer(self, side: int, nbytes: int) -> np.ndarray:
+        """A cache-line-aligned uint8 buffer of at least ``nbytes`` for side 0 (A) or 1 (B)."""
+        if self._read[side].nbytes < nbytes:
+            self._read[side] = aligned_empty(nbytes)
+        return self._read[side]
 
     def get(self, dtype: np.dtype, n: int, slot: int) -> np.ndarray:
         key = (dtype.str, slot)
@@ -131,6 +138,13 @@ def compare_tensors(
     """
     scratch = scratch or Scratch()
     ia, ib = ra.tensor_info(name_a), rb.tensor_info(name_b)
+    if not ia.slices and not ib.slices and max(ia.nbytes, ib.nbytes) <= chunk_bytes:
+        # Tensors that fit in one chunk (most of a model's): read whole into reused buffers, where the reader can.
+        a = ra.read_into(name_a, scratch.read_buffer(0, ia.nbytes))
+        b = rb.read_into(name_b, scratch.read_buffer(1, ib.nbytes)) if a is not None else None
+        if a is not None and b is not None:
+            differing, max_abs, max_rel = compare_arrays(a, b, atol, rtol, scratch)
+            return ValueDiff(a.size, differing, max_abs, max_rel)
     if ia.slices or ib.slices:
         pairs: Iterator[tuple[np.ndarray, np.ndarray]] = iter(
             [(ra.read(name_a).reshape(-1), rb.read(name_b).reshape(-1))]

@@ -183,6 +183,29 @@ def test_read_buffers_are_aligned_and_bytes_streams_match_the_arrays(tf2_all_dty
         assert checked > 10
 
 
+@pytest.mark.parametrize("fixture", ["tf1_model_dir", "tf2_all_dtypes", "tf2_sharded", "tf_raw_bundle"])
+def test_read_into_equals_read_or_declines(request: pytest.FixtureRequest, fixture: str) -> None:
+    from ckptcheck.formats.interface import aligned_empty
+
+    for prefix in _prefixes(request, fixture):
+        with ckptcheck.open_checkpoint(prefix) as reader:
+            assert isinstance(reader, BundleReader)
+            for t in reader.tensors():
+                entry = reader.entry(t.name)
+                if not entry.dtype.readable and not entry.dtype.is_string:
+                    continue
+                out = aligned_empty(t.nbytes + 8)
+                got = reader.read_into(t.name, out)
+                if entry.slices or entry.dtype.is_string:
+                    assert got is None, t.name
+                    continue
+                assert got is not None and (np.shares_memory(got, out) or not t.nbytes), t.name
+                expected = reader.read(t.name)
+                assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes(), t.name
+                if t.nbytes:
+                    assert reader.read_into(t.name, aligned_empty(t.nbytes - 1)) is None, t.name
+
+
 def test_paused_gc_restores_the_collector_state() -> None:
     import gc
 

@@ -33,8 +33,10 @@ from index_writer import (
 )
 
 import ckptcheck
+from ckptcheck.diff import diff_checkpoints
 from ckptcheck.errors import CheckpointNotFoundError, CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.bundle import BundleReader
+from ckptcheck.formats.interface import aligned_empty
 from ckptcheck.formats.object_graph import MAX_PATHS_PER_NODE, object_refs
 from ckptcheck.formats.sstable import SSTable
 
@@ -107,7 +109,10 @@ def test_flipped_data_byte_names_shard_and_tensor(tf2_all_dtypes: str, tmp_path:
         shard = Path(reader.shard_path(entry.shard_id))
     flip(shard, entry.offset + (where if where >= 0 else entry.size + where))
     with unchanged(Path(tf2_all_dtypes).parent, tmp_path), ckptcheck.open_checkpoint(prefix) as reader:
-        for read in (reader.read, lambda n: list(reader.iter_chunks(n, chunk_bytes=8))):
+        reads = [reader.read, lambda n: list(reader.iter_chunks(n, chunk_bytes=8))]
+        if tensor != "strings":
+            reads.append(lambda n: reader.read_into(n, aligned_empty(1 << 16)))
+        for read in reads:
             with pytest.raises(CorruptCheckpointError) as info:
                 read(name)
             assert shard.name in str(info.value) and f"tensor '{name}'" in str(info.value)
@@ -115,6 +120,10 @@ def test_flipped_data_byte_names_shard_and_tensor(tf2_all_dtypes: str, tmp_path:
         for t in reader.tensors():
             if t.name != name:
                 reader.read(t.name)
+        with ckptcheck.open_checkpoint(tf2_all_dtypes) as original:
+            with pytest.raises(CorruptCheckpointError) as info:
+                diff_checkpoints(original, reader)
+            assert f"tensor '{name}'" in str(info.value)
 
 
 def test_flipped_data_byte_in_a_slice_names_that_shard(tf2_sharded: str, tmp_path: Path) -> None:

@@ -498,23 +498,38 @@ class BundleReader(CheckpointReader):
         return dt.newbyteorder(">") if self.header.endianness == _BIG and dt.itemsize > 1 else dt
 
     def _read_entry(self, entry: BundleEntry, tensor: str) -> np.ndarray:
-
         self.check_bounds(entry, tensor)
         if entry.dtype.is_string:
             return self._read_strings(entry, tensor)
+        return self._read_numeric(entry, tensor, aligned_empty(entry.size)).reshape(entry.shape)
+
+    def _read_numeric(self, entry: BundleEntry, tensor: str, raw: np.ndarray) -> np.ndarray:
+        """A numeric entry whose bounds are checked, read into ``raw`` (uint8, its size) and checked against its
+        crc32c; flat, in native byte order."""
         f = self._shard_file(entry.shard_id, tensor)
-        raw = aligned_empty(entry.size)
         f.seek(entry.offset)
-        got = f.readinto(raw.data)
-        if got != entry.size:
+        if f.readinto(raw.data) != entry.size:
             raise CorruptCheckpointError("short read from the shard", path=self.shard_path(entry.shard_id),
                                          tensor=tensor)
         if entry.crc32c is not None:
             actual = crc32c(raw.data)
             if actual != unmask_crc(entry.crc32c):
                 raise self._checksum_error(entry, tensor, actual)
-        arr = raw.view(self._numpy_dtype(entry.dtype)).reshape(entry.shape)
+        arr = raw.view(self._numpy_dtype(entry.dtype))
         return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
+
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray | None:
+        """The whole tensor read into ``out`` (a uint8 buffer) as a flat array viewing it, or None when it does
+        not fit or is not one numeric entry (strings, partitioned variables): then stream it instead.
+
+        For comparing many small tensors: one call and no generator per tensor (a diff of 2,000 tensors spent
+        ~40 us a pair setting up chunk streams for tensors that fit in one chunk).
+        """
+        entry = self.entry(name)
+        if entry.slices or entry.dtype.is_string or entry.size > out.nbytes:
+            return None
+        self.check_bounds(entry, name)
+        return self._read_numeric(entry, name, out[: entry.size])
 
     def _read_string_data(self, entry: BundleEntry, tensor: str) -> tuple[list[int], memoryview]:
         """A string entry's element lengths and concatenated bytes, with both of its checksums checked."""

@@ -97,6 +97,11 @@ class CheckpointReader(ABC):
         Memory stays bounded by ``chunk_bytes`` whatever the tensor's size (string tensors come whole).
         """
 
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray | None:
+        """The whole tensor read into ``out`` (a uint8 buffer) as a flat array viewing it, when the reader can
+        and it fits; None otherwise (the default: stream it with iter_chunks)."""
+        return None
+
     def objects(self) -> tuple[ObjectRef, ...] | None:
         """For object-based checkpoints: every stored tensor with the object paths reaching it."""
         return None
