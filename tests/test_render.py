@@ -21,10 +21,12 @@ def test_large_table_matches_tabulate() -> None:
     assert render.table(headers, rows) == expected
 
 
-def test_multiline_and_wide_cells_use_tabulate_itself() -> None:
-    rows = [[f"t{i}", "a\nb" if i == 3 else "日本"] for i in range(render.FAST_TABLE_ROWS + 1)]
-    assert render.table(["name", "paths"], rows) == tabulate(rows, headers=["name", "paths"], tablefmt="simple",
-                                                              disable_numparse=True)
+def test_multiline_wide_and_padded_cells_use_tabulate_itself() -> None:
+    for odd in ("a\nb", "日本", " padded ", "tab\t"):
+        rows = [[f"t{i}", odd if i == 3 else "x", ""] for i in range(render.FAST_TABLE_ROWS + 1)]
+        headers = ["name", "paths", "empty"]
+        assert render.table(headers, rows) == tabulate(rows, headers=headers, tablefmt="simple",
+                                                       disable_numparse=True), repr(odd)
 
 
 def test_human_bytes() -> None:
