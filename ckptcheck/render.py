@@ -91,8 +91,11 @@ def number(value: float | None) -> str:
 
 
 def inspect_header(info: CheckpointInfo, shown: int) -> str:
+    title = FORMAT_TITLES.get(info.format, info.format)
+    if info.format == "keras-weights" and info.location.endswith(".weights.json"):
+        title = "Keras 3 sharded weights (.weights.json and its .weights.h5 shards)"
     lines = [
-        f"format:   {info.format} — {FORMAT_TITLES.get(info.format, info.format)}",
+        f"format:   {info.format} — {title}",
         f"location: {info.location}",
     ]
     files = list(info.files)
@@ -118,6 +121,8 @@ def tensors_table(
     headers = ["name", "dtype", "shape", "size"]
     if any(t.slices for t in tensors):
         headers.append("slices")
+    if len({t.file for t in tensors}) > 1:  # sharded: which file holds each tensor (a slice's: the first)
+        headers.append("file")
     with_slots = objects is not None and any(r.slot_of for r in objects.values())
     if objects is not None:
         headers += ["object paths"] + (["optimizer slot of"] if with_slots else [])
@@ -128,6 +133,8 @@ def tensors_table(
         row: list[Any] = [t.name, t.dtype, shape_text(t.shape), human_bytes(t.nbytes)]
         if "slices" in headers:
             row.append(str(t.slices) if t.slices else "")
+        if "file" in headers:
+            row.append(t.file or "")
         if objects is not None:
             ref = objects.get(t.name)
             row.append("\n".join(ref.paths) if ref else "")

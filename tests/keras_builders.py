@@ -11,6 +11,8 @@ every model is built once per session from fixed seeds and fixed data.
                        two steps, so optimizer variables exist
 ``keras-weights``      the same model's ``save_weights("model.weights.h5")``
 ``keras-h5``           the same model's legacy ``model.save("model.h5")``
+``keras-sharded``      the same model's sharded ``save_weights("sharded/model.weights.json", max_shard_size=...)``,
+                       small enough shards that the optimizer's variables span several
 ``keras-lambda``       Keras 3 ``.keras`` of a Functional model with a nested Sequential 'inner' and a Lambda 'lam'
 ``keras-os``           ``keras`` with config.json edited so Dense 'dense' has activation ``os.system``
 ``keras-split-h5``     legacy weights-only ``.h5`` whose ``layer_names`` and one ``weight_names`` exceed 64 KB and are
@@ -93,6 +95,10 @@ def _build_keras3(out: Path, build: KerasBuild) -> None:
     model.save(files["keras"])
     model.save_weights(files["keras-weights"])
     model.save(files["keras-h5"])
+    # ~64 bytes a shard (max_shard_size is in GB; the largest variable is 48 bytes): a variable or two a shard.
+    files["keras-sharded"] = out / "sharded" / "model.weights.json"
+    files["keras-sharded"].parent.mkdir()
+    model.save_weights(files["keras-sharded"], max_shard_size=6e-8)
     for key in files:
         build.weights[key] = model.get_weights()
         build.optimizer[key] = _numpy(model.optimizer.variables)

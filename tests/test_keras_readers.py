@@ -22,8 +22,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 from keras_builders import SPLIT_LAYERS, KerasBuild
+from typer.testing import CliRunner
 
 import ckptcheck
+from ckptcheck.cli import app
 from ckptcheck.errors import (
     CkptcheckError,
     CorruptCheckpointError,
@@ -571,3 +573,65 @@ def test_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "fake.keras"
     path.write_bytes(b"PK\x03\x04" + os.urandom(200))
     expect_error(path, CorruptCheckpointError)
+
+
+runner = CliRunner()
+
+
+# --- sharded Keras 3 weights (.weights.json) ----------------------------------------------------------------------
+
+
+def test_sharded_weights_read_as_the_single_file_keras_wrote(keras_files: dict[str, Path]) -> None:
+    """Keras wrote the same model both ways: the shards together hold exactly the .weights.h5's tensors, bit for
+    bit, and each tensor names the shard that holds it."""
+    sharded, single = keras_files["keras-sharded"], keras_files["keras-weights"]
+    shard_names = sorted(p.name for p in sharded.parent.glob("model_*.weights.h5"))
+    assert len(shard_names) >= 3
+    with ckptcheck.open_checkpoint(str(sharded)) as rs, ckptcheck.open_checkpoint(str(single)) as r1:
+        info = rs.info()
+        assert info.format == KERAS_WEIGHTS and info.shards == len(shard_names)
+        assert [os.path.basename(f) for f in info.files] == ["model.weights.json", *shard_names]
+        assert [(t.name, t.dtype, t.shape, t.nbytes) for t in info.tensors] == [
+            (t.name, t.dtype, t.shape, t.nbytes) for t in r1.info().tensors]
+        assert {t.file for t in info.tensors} == set(shard_names)
+        for t in info.tensors:
+            a, b = rs.read(t.name), r1.read(t.name)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), t.name
+            streamed = b"".join(c.tobytes() for c in rs.iter_chunks(t.name, chunk_bytes=8))  # each valid until next
+            assert streamed == b.tobytes(), t.name
+    # the directory holding only the map and its shards stands for them
+    with ckptcheck.open_checkpoint(str(sharded.parent)) as rd:
+        assert rd.info().location == str(sharded)
+    diff = runner.invoke(app, ["diff", str(sharded), str(single)])
+    assert diff.exit_code == 0 and diff.stdout.startswith("same (exact)"), diff.stdout
+    one = runner.invoke(app, ["inspect", str(sharded.parent / shard_names[1]), "--json"])
+    assert json.loads(one.stdout)["metadata"]["shard_of"] == "model.weights.json"
+
+
+def test_sharded_weights_damage_and_hostile_maps(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    sharded = keras_files["keras-sharded"]
+    copy = tmp_path / "copy"
+    shutil.copytree(sharded.parent, copy)
+    shards = sorted(copy.glob("model_*.weights.h5"))
+    shards[1].unlink()
+    result = runner.invoke(app, ["inspect", str(copy / "model.weights.json")])
+    assert result.exit_code == 2 and "missing" in result.stderr and shards[1].name in result.stderr
+    verify = runner.invoke(app, ["verify", str(copy / "model.weights.json"), "--json"])
+    assert verify.exit_code == 1 and shards[1].name in json.dumps(json.loads(verify.stdout)["problems"])
+    for weight_map, message in [
+        ({"/vars": ["../model.weights.h5"]}, "not a file beside it"),
+        ({"/vars": ["/etc/passwd"]}, "not a file beside it"),
+        ({"/vars": 7}, "not a list of file names"),
+    ]:
+        crafted = tmp_path / "crafted.weights.json"
+        crafted.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        result = runner.invoke(app, ["inspect", str(crafted)])
+        assert result.exit_code == 2 and message in result.stderr, (weight_map, result.stderr)
+    not_keras = tmp_path / "other.weights.json"
+    not_keras.write_text('{"hello": 1}')
+    result = runner.invoke(app, ["inspect", str(not_keras)])
+    assert result.exit_code == 2 and "weight_map" in result.stderr
+    not_json = tmp_path / "broken.weights.json"
+    not_json.write_text("{")
+    result = runner.invoke(app, ["inspect", str(not_json)])
+    assert result.exit_code == 2 and "not valid JSON" in result.stderr

@@ -7,6 +7,10 @@ TensorFlow are never imported. Layouts, as Keras writes them:
   ``0, 1, ...`` in groups ``layers/<layer>/vars``, nested layers under their own ``layers/``, optimizer variables
   in ``optimizer/vars``, the model's own in ``vars``. bfloat16 values are opaque 2-byte datasets whose ``dtype``
   attribute says ``bfloat16``.
+* Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``): a JSON map
+  ``{"metadata": {"total_size": ...}, "weight_map": {"/layers/dense/vars": ["x_00000.weights.h5"], ...}}`` and
+  the shard files beside it, each laid out like a ``.weights.h5``; a group's datasets may span shards, each
+  dataset is in one. The weights are every listed shard's datasets together.
 * ``.keras``: a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5``, read in memory, never
   extracted.
 * Legacy HDF5 (Keras 2 / tf_keras, Keras 3 ``model.save("x.h5")``): root attributes ``keras_version``,
@@ -44,6 +48,9 @@ if TYPE_CHECKING:
     import h5py
 
 WEIGHTS_MEMBER = "model.weights.h5"
+SHARD_MAP_SUFFIX = ".weights.json"
+MAX_SHARD_MAP_BYTES = 64 << 20
+_SHARD_NAME = re.compile(r"^(?P<base>.+)_(?P<index>\d{5})\.weights\.h5$")
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
 # Members read whole into memory are refused above these sizes (a zip entry can claim any size).
@@ -72,6 +79,8 @@ def open_keras(kind: str, location: str, *, path: str) -> CheckpointReader:
     KERAS_WEIGHTS or KERAS_H5 for HDF5); for HDF5 the layout inside decides the format reported."""
     if kind == KERAS:
         return KerasArchiveReader(location, path=path)
+    if kind == KERAS_WEIGHTS and location.endswith(SHARD_MAP_SUFFIX):
+        return KerasShardedWeightsReader(location, path=path)
     if kind in (KERAS_WEIGHTS, KERAS_H5):
         return KerasHDF5Reader(location, path=path, named_as=kind)
     raise UnsupportedFormatError(f"not a Keras format: {kind!r}", path=path)
@@ -126,6 +135,7 @@ class _Entry:
     info: TensorInfo
     h5path: str  # the dataset's path inside the HDF5 file
     read_dtype: np.dtype  # what values are read as (bfloat16 for Keras's opaque 2-byte datasets)
+    source: int = 0  # which of the reader's HDF5 files holds it (a sharded weights file has several)
 
 
 def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
@@ -150,7 +160,7 @@ def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
     return known.name, stored.newbyteorder("=")  # HDF5 converts a big-endian dataset on read
 
 
-def _entry(ds: h5py.Dataset, name: str, h5path: str, label: str, *, path: str) -> _Entry:
+def _entry(ds: h5py.Dataset, name: str, h5path: str, label: str, *, path: str, source: int = 0) -> _Entry:
     with _guard("cannot read the dataset's header", path=path, tensor=name):
         if ds.external:
             raise UnsupportedFormatError("the dataset keeps its values in an external file; ckptcheck will not "
@@ -165,7 +175,7 @@ def _entry(ds: h5py.Dataset, name: str, h5path: str, label: str, *, path: str) -
         count = math.prod(shape)
         nbytes = int(ds.id.get_storage_size()) if read_dtype.kind == "O" else count * read_dtype.itemsize
     return _Entry(TensorInfo(name=name, dtype=dtype_name, shape=shape, nbytes=nbytes, file=label), h5path,
-                  read_dtype)
+                  read_dtype, source)
 
 
 def _child(group: h5py.Group, relpath: str, *, path: str, what: str) -> Any:
@@ -355,41 +365,46 @@ def _compile_summary(training: Any, optimizer_key: str) -> dict[str, str]:
 
 
 class _H5Values(CheckpointReader):
-    """Listing and value reading shared by both readers: one open HDF5 file, named datasets in it."""
+    """Listing and value reading shared by the readers: open HDF5 files (one, or a sharded file's shards) and
+    named datasets in them."""
 
-    _h5: h5py.File
+    _sources: list[tuple[h5py.File, str]]  # each open HDF5 file and the path named in its errors
     _entries: dict[str, _Entry]
     _info: CheckpointInfo
-    _error_path: str  # the file named in errors
 
-    def _load(self, layout: _Layout, label: str) -> None:
+    def _load(self, layout: _Layout, label: str, source: int = 0) -> None:
+        h5, where = self._sources[source]
         entries: dict[str, _Entry] = {}
-        with _guard("cannot read the HDF5 structure", path=self._error_path):
+        with _guard("cannot read the HDF5 structure", path=where):
             for name, h5path in layout.entries:
                 if name in entries:
-                    raise CorruptCheckpointError("the file lists this weight twice", path=self._error_path,
-                                                 tensor=name)
-                ds = _child(self._h5, h5path, path=self._error_path, what="dataset")
+                    raise CorruptCheckpointError("the file lists this weight twice", path=where, tensor=name)
+                if name in self._entries:
+                    first = self._sources[self._entries[name].source][1]
+                    raise CorruptCheckpointError(f"this weight is also in {os.path.basename(first)}", path=where,
+                                                 tensor=name, hint="each weight belongs in one shard")
+                ds = _child(h5, h5path, path=where, what="dataset")
                 if not isinstance(ds, _h5py().Dataset):
                     raise CorruptCheckpointError(f"'{h5path}' is listed as a weight but is not a dataset",
-                                                 path=self._error_path, tensor=name)
-                entries[name] = _entry(ds, name, h5path, label, path=self._error_path)
-        self._entries = entries
+                                                 path=where, tensor=name)
+                entries[name] = _entry(ds, name, h5path, label, path=where, source=source)
+        self._entries.update(entries)
 
     def info(self) -> CheckpointInfo:
         return self._info
 
-    def _get(self, name: str) -> tuple[_Entry, h5py.Dataset]:
+    def _get(self, name: str) -> tuple[_Entry, h5py.Dataset, str]:
         entry = self._entries.get(name)
         if entry is None:
             raise self.not_found(name)
-        with _guard("cannot open the dataset", path=self._error_path, tensor=name):
-            return entry, self._h5[entry.h5path]
+        h5, where = self._sources[entry.source]
+        with _guard("cannot open the dataset", path=where, tensor=name):
+            return entry, h5[entry.h5path], where
 
     def read(self, name: str) -> np.ndarray:
-        entry, ds = self._get(name)
+        entry, ds, where = self._get(name)
         shape = entry.info.shape
-        with _guard("cannot read the values", path=self._error_path, tensor=name,
+        with _guard("cannot read the values", path=where, tensor=name,
                     hint="the file may be truncated or damaged"):
             if entry.read_dtype.kind == "O":
                 return np.asarray(ds[()]).reshape(shape)
@@ -398,7 +413,7 @@ class _H5Values(CheckpointReader):
             if declared > _BOMB_FLOOR_BYTES and declared > _BOMB_EXPANSION * stored:
                 raise CorruptCheckpointError(
                     f"the dataset declares {declared} bytes but the file stores {stored}; refusing to allocate",
-                    path=self._error_path, tensor=name,
+                    path=where, tensor=name,
                 )
             out = np.empty(shape, dtype=entry.read_dtype)
             if out.size:
@@ -406,7 +421,7 @@ class _H5Values(CheckpointReader):
             return out
 
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
-        entry, ds = self._get(name)
+        entry, ds, where = self._get(name)
         shape = entry.info.shape
         if entry.read_dtype.kind == "O":  # strings come whole
             yield self.read(name).reshape(-1)
@@ -431,16 +446,16 @@ class _H5Values(CheckpointReader):
         for lead in np.ndindex(*shape[:axis]):
             for start in range(0, shape[axis], rows):
                 n = min(rows, shape[axis] - start)
-                with _guard("cannot read the values", path=self._error_path, tensor=name,
+                with _guard("cannot read the values", path=where, tensor=name,
                             hint="the file may be truncated or damaged"):
                     ds.read_direct(buf, source_sel=(*lead, slice(start, start + n)), dest_sel=np.s_[0:n])
                 yield buf[:n].reshape(-1)
 
     def close(self) -> None:
-        h5 = getattr(self, "_h5", None)
-        if h5 is not None:
+        for h5, _where in getattr(self, "_sources", []):
             with contextlib.suppress(Exception):  # closing a damaged file can fail; nothing is lost
                 h5.close()
+        self._sources = []
 
 
 def _open_h5(source: str | io.IOBase, *, path: str, what: str) -> h5py.File:
@@ -460,16 +475,20 @@ class KerasHDF5Reader(_H5Values):
     def __init__(self, location: str, *, path: str | None = None, named_as: str = KERAS_H5) -> None:
         self.location = location
         self.path = path or location
-        self._error_path = location
-        self._h5 = _open_h5(location, path=location, what="the file")
+        self._entries = {}
+        self._sources = [(_open_h5(location, path=location, what="the file"), location)]
         try:
             with _guard("cannot read the HDF5 structure", path=location):
-                layout = _layout_of(self._h5, path=location, allow_empty=named_as == KERAS_WEIGHTS)
+                layout = _layout_of(self._sources[0][0], path=location, allow_empty=named_as == KERAS_WEIGHTS)
             self.format = layout.format
             self._load(layout, os.path.basename(location))
         except BaseException:
             self.close()
             raise
+        metadata = dict(layout.metadata or {})
+        shard_map = _shard_map_naming(location)
+        if shard_map is not None:  # one shard read on its own holds only part of the weights
+            metadata["shard_of"] = os.path.basename(shard_map)
         self._info = CheckpointInfo(
             format=self.format,
             path=self.path,
@@ -477,7 +496,7 @@ class KerasHDF5Reader(_H5Values):
             files=(location,),
             tensors=tuple(e.info for e in self._entries.values()),
             writer=layout.writer,
-            metadata=layout.metadata or {},
+            metadata=metadata,
             architecture=layout.architecture,
         )
 
@@ -532,7 +551,8 @@ class KerasArchiveReader(_H5Values):
     def __init__(self, location: str, *, path: str | None = None) -> None:
         self.location = location
         self.path = path or location
-        self._error_path = location
+        self._entries = {}
+        self._sources = []
         self._zip: zipfile.ZipFile | None = None
         self._member: io.IOBase | None = None
         try:
@@ -560,9 +580,10 @@ class KerasArchiveReader(_H5Values):
                 hint=f"a .keras archive holds {CONFIG_MEMBER}, {METADATA_MEMBER} and {WEIGHTS_MEMBER}",
             ) from None
         self._member = self._open_member(info)
-        self._h5 = _open_h5(self._member, path=location, what=f"{WEIGHTS_MEMBER} in the archive")
+        h5 = _open_h5(self._member, path=location, what=f"{WEIGHTS_MEMBER} in the archive")
+        self._sources = [(h5, location)]
         with _guard(f"cannot read the HDF5 structure of {WEIGHTS_MEMBER}", path=location):
-            layout = _layout_of(self._h5, path=location, allow_empty=True)
+            layout = _layout_of(h5, path=location, allow_empty=True)
         if layout.format != KERAS_WEIGHTS:
             raise UnsupportedFormatError(f"{WEIGHTS_MEMBER} in the archive has the legacy .h5 layout", path=location)
         self._load(layout, WEIGHTS_MEMBER)
@@ -638,3 +659,109 @@ class KerasArchiveReader(_H5Values):
                     thing.close()
         self._member = None
         self._zip = None
+
+
+# --- sharded weights ----------------------------------------------------------------------------------------------
+
+
+def _shard_map_naming(location: str) -> str | None:
+    """The ``<base>.weights.json`` beside a ``<base>_NNNNN.weights.h5`` shard, if there is one."""
+    m = _SHARD_NAME.match(os.path.basename(location))
+    if m is None:
+        return None
+    candidate = os.path.join(os.path.dirname(location), m.group("base") + SHARD_MAP_SUFFIX)
+    return candidate if os.path.isfile(candidate) else None
+
+
+def read_shard_map(location: str) -> tuple[dict[str, Any], list[str]]:
+    """A sharded weights file's JSON map and the shard file names it lists, in order of first mention.
+
+    Shard names must be plain file names: the shards are read from the map's own directory, never from a path
+    the file names.
+    """
+    try:
+        with open(location, "rb") as f:
+            data = f.read(MAX_SHARD_MAP_BYTES + 1)
+    except OSError as exc:
+        raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=location) from None
+    if len(data) > MAX_SHARD_MAP_BYTES:
+        raise CorruptCheckpointError(f"the weight map is larger than the {MAX_SHARD_MAP_BYTES} bytes ckptcheck "
+                                     "reads", path=location)
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise CorruptCheckpointError("not valid JSON", path=location,
+                                     hint="a sharded Keras weights file is JSON written by save_weights") from None
+    weight_map = config.get("weight_map") if isinstance(config, dict) else None
+    if not isinstance(weight_map, dict):
+        raise UnsupportedFormatError(
+            "JSON without a weight_map: not Keras sharded weights", path=location,
+            hint='Keras writes {"metadata": ..., "weight_map": {...}} with save_weights(..., max_shard_size=...)',
+        )
+    names: dict[str, None] = {}
+    for group, files in weight_map.items():
+        listed = [files] if isinstance(files, str) else files
+        if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+            raise CorruptCheckpointError(f"the weight map's entry for {group!r} is not a list of file names",
+                                         path=location)
+        for name in listed:
+            if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.basename(name) != name:
+                raise UnsupportedFormatError(
+                    f"the weight map names {name!r}, not a file beside it", path=location,
+                    hint="Keras writes shard names without directories; ckptcheck reads shards from the map's "
+                         "own directory only",
+                )
+            names.setdefault(name, None)
+    return config, list(names)
+
+
+class KerasShardedWeightsReader(_H5Values):
+    """Keras 3 sharded weights: the ``.weights.json`` map and its shards, read as one set of weights."""
+
+    format = KERAS_WEIGHTS
+
+    def __init__(self, location: str, *, path: str | None = None) -> None:
+        self.location = location
+        self.path = path or location
+        self._entries = {}
+        self._sources = []
+        try:
+            self._open(location)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, location: str) -> None:
+        config, shards = read_shard_map(location)
+        directory = os.path.dirname(location)
+        paths = [os.path.join(directory, name) for name in shards]
+        missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise CorruptCheckpointError(
+                f"{len(missing)} of the {len(shards)} shard files the weight map names are missing: {shown}",
+                path=location, hint="every shard must be beside its .weights.json",
+            )
+        for source, shard_path in enumerate(paths):
+            h5 = _open_h5(shard_path, path=shard_path, what="the shard")
+            self._sources.append((h5, shard_path))
+            with _guard("cannot read the HDF5 structure", path=shard_path):
+                layout = _layout_of(h5, path=shard_path, allow_empty=True)
+            if layout.format != KERAS_WEIGHTS:
+                raise UnsupportedFormatError("the shard has the legacy .h5 layout, not a Keras 3 weights layout",
+                                             path=shard_path)
+            self._load(layout, os.path.basename(shard_path), source)
+        ordered = sorted(self._entries.values(), key=lambda e: _natural_key(e.info.name))
+        metadata: dict[str, str] = {}
+        declared = config.get("metadata", {}).get("total_size") if isinstance(config.get("metadata"), dict) else None
+        if isinstance(declared, (int, float)) and not isinstance(declared, bool):
+            metadata["declared_total_size"] = str(int(declared))
+        self._info = CheckpointInfo(
+            format=KERAS_WEIGHTS,
+            path=self.path,
+            location=location,
+            files=(location, *paths),
+            tensors=tuple(e.info for e in ordered),
+            shards=len(paths),
+            metadata=metadata,
+        )

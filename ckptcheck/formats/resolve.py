@@ -130,7 +130,13 @@ def _sniff(path: str) -> bytes:
         raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
 
 
+_SHARD_MAP_SUFFIX = ".weights.json"  # Keras 3 sharded weights (save_weights(..., max_shard_size=...))
+_SHARD_RE = re.compile(r"^(?P<base>.+)_\d{5}\.weights\.h5$")
+
+
 def _keras_kind(path: str) -> str | None:
+    if path.endswith(_SHARD_MAP_SUFFIX):
+        return KERAS_WEIGHTS  # the JSON map; its reader checks what it holds
     head = _sniff(path)
     if head.startswith(_ZIP_MAGIC):
         return KERAS
@@ -222,12 +228,20 @@ def _resolve_directory(directory: str) -> Resolved:
 
 
 def _keras_files_in(directory: str) -> list[str]:
-    """The .keras / .h5 / .hdf5 files directly in a directory (a directory holding one stands for it)."""
+    """The .keras / .h5 / .hdf5 / .weights.json files directly in a directory (a directory holding one stands for
+    it). The shards of a sharded weights file beside their .weights.json are part of it, not files of their own."""
     try:
         names = sorted(os.listdir(directory))
     except OSError:
         return []
-    found = [os.path.join(directory, n) for n in names if n.endswith((".keras", ".h5", ".hdf5"))]
+    maps = {n[: -len(_SHARD_MAP_SUFFIX)] for n in names if n.endswith(_SHARD_MAP_SUFFIX)}
+
+    def is_shard(name: str) -> bool:
+        m = _SHARD_RE.match(name)
+        return m is not None and m.group("base") in maps
+
+    found = [os.path.join(directory, n) for n in names
+             if n.endswith((".keras", ".h5", ".hdf5", _SHARD_MAP_SUFFIX)) and not is_shard(n)]
     return [f for f in found if os.path.isfile(f)]
 
 
