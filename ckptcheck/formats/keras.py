@@ -10,7 +10,8 @@ TensorFlow are never imported. Layouts, as Keras writes them:
 * Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``): a JSON map
   ``{"metadata": {"total_size": ...}, "weight_map": {"/layers/dense/vars": ["x_00000.weights.h5"], ...}}`` and
   the shard files beside it, each laid out like a ``.weights.h5``; a group's datasets may span shards, each
-  dataset is in one. The weights are every listed shard's datasets together.
+  dataset is in one. The weights are every listed shard's datasets together (keras/src/saving/saving_lib.py,
+  ShardedH5IOStore).
 * ``.keras``: a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5``, read in memory, never
   extracted.
 * Legacy HDF5 (Keras 2 / tf_keras, Keras 3 ``model.save("x.h5")``): root attributes ``keras_version``,
