@@ -475,6 +475,12 @@ class BundleReader(CheckpointReader):
                     f"entry claims {entry.num_elements} strings in {entry.size} bytes",
                     path=self.index_path, tensor=tensor,
                 )
+        elif entry.dtype.is_variant:
+            if entry.num_elements * 5 > entry.size:  # a length byte and a 4-byte checksum at least, each
+                raise CorruptCheckpointError(
+                    f"entry claims {entry.num_elements} variant elements in {entry.size} bytes",
+                    path=self.index_path, tensor=tensor,
+                )
         elif not entry.dtype.readable:
             raise UnsupportedFormatError(f"values of dtype {entry.dtype.name} cannot be read",
                                          path=self.index_path, tensor=tensor)
@@ -499,8 +505,8 @@ class BundleReader(CheckpointReader):
 
     def _read_entry(self, entry: BundleEntry, tensor: str) -> np.ndarray:
         self.check_bounds(entry, tensor)
-        if entry.dtype.is_string:
-            return self._read_strings(entry, tensor)
+        if entry.dtype.is_bytes:
+            return self._read_byte_elements(entry, tensor)
         return self._read_numeric(entry, tensor, aligned_empty(entry.size)).reshape(entry.shape)
 
     def _read_numeric(self, entry: BundleEntry, tensor: str, raw: np.ndarray) -> np.ndarray:
@@ -526,7 +532,7 @@ class BundleReader(CheckpointReader):
         ~40 us a pair setting up chunk streams for tensors that fit in one chunk).
         """
         entry = self.entry(name)
-        if entry.slices or entry.dtype.is_string or entry.size > out.nbytes:
+        if entry.slices or entry.dtype.is_bytes or entry.size > out.nbytes:
             return None
         self.check_bounds(entry, name)
         return self._read_numeric(entry, name, out[: entry.size])
@@ -563,11 +569,57 @@ class BundleReader(CheckpointReader):
                 raise self._checksum_error(entry, tensor, actual)
         return lengths, body
 
-    def _read_strings(self, entry: BundleEntry, tensor: str) -> np.ndarray:
+    def _read_variant_data(self, entry: BundleEntry, tensor: str) -> list[bytes]:
+        """A variant entry's elements, each its serialized VariantTensorDataProto, with every checksum checked.
+
+        Layout (tensor_bundle.cc, WriteVariantTensor): per element a varint64 length, the bytes, and a masked
+        crc32c of everything so far; the running crc32c takes each length as a uint64 (8 bytes, the bundle's byte
+        order), the bytes, and the 4 checksum bytes. The entry's crc32c is the final one.
+        """
+        f = self._shard_file(entry.shard_id, tensor)
+        f.seek(entry.offset)
+        data = f.read(entry.size)
+        path = self.shard_path(entry.shard_id)
+        order = ">" if self.header.endianness == _BIG else "<"
+        elements: list[bytes] = []
+        crc = 0
+        pos = 0
+        for i in range(entry.num_elements):
+            try:
+                length, pos = read_varint(data, pos)
+            except DecodeError:
+                raise CorruptCheckpointError(f"bad length of variant element {i}", path=path, tensor=tensor) from None
+            if pos + length + 4 > len(data):
+                raise CorruptCheckpointError(f"variant element {i} runs past the entry's {len(data)} bytes",
+                                             path=path, tensor=tensor)
+            crc = crc32c(struct.pack(order + "Q", length), crc)
+            body = data[pos : pos + length]
+            crc = crc32c(body, crc)
+            pos += length
+            (stored,) = struct.unpack_from(order + "I", data, pos)
+            if unmask_crc(stored) != crc:
+                raise CorruptCheckpointError(f"checksum mismatch after variant element {i}", path=path,
+                                             tensor=tensor)
+            crc = crc32c(data[pos : pos + 4], crc)
+            pos += 4
+            elements.append(body)
+        if pos != len(data):
+            raise CorruptCheckpointError(f"{len(data) - pos} bytes follow the last variant element", path=path,
+                                         tensor=tensor)
+        if entry.crc32c is not None and crc != unmask_crc(entry.crc32c):
+            raise self._checksum_error(entry, tensor, crc)
+        return elements
+
+    def _read_byte_elements(self, entry: BundleEntry, tensor: str) -> np.ndarray:
+        """A string or variant entry as an object array of bytes (a variant element: its serialized proto)."""
         import numpy as np
 
+        out = np.empty(entry.num_elements, dtype=object)
+        if entry.dtype.is_variant:
+            for i, element in enumerate(self._read_variant_data(entry, tensor)):
+                out[i] = element
+            return out.reshape(entry.shape)
         lengths, body = self._read_string_data(entry, tensor)
-        out = np.empty(len(lengths), dtype=object)
         start = 0
         for i, length in enumerate(lengths):
             out[i] = bytes(body[start : start + length])
@@ -612,7 +664,7 @@ class BundleReader(CheckpointReader):
         # claiming a huge shape fails here rather than in np.empty.
         for _, part in slices:
             self.check_bounds(part, name)
-        out = np.empty(entry.shape, dtype=object if entry.dtype.is_string else entry.dtype.numpy)
+        out = np.empty(entry.shape, dtype=object if entry.dtype.is_bytes else entry.dtype.numpy)
         for extents, part in slices:
             index = tuple(slice(s, s + n) for s, n in extents)
             out[index] = self._read_entry(part, name)
@@ -640,8 +692,8 @@ class BundleReader(CheckpointReader):
         import numpy as np
 
         self.check_bounds(part, name)
-        if part.dtype.is_string:
-            yield self._read_strings(part, name).reshape(-1)
+        if part.dtype.is_bytes:
+            yield self._read_byte_elements(part, name).reshape(-1)
             return
         dt = self._numpy_dtype(part.dtype)
         swap = dt.byteorder == ">"
@@ -691,9 +743,12 @@ class BundleReader(CheckpointReader):
 
     def check_part(self, part: BundleEntry, name: str) -> None:
         """Read one entry to its end, checking its bounds and checksums; raise CorruptCheckpointError if damaged."""
-        if part.dtype.is_string:
+        if part.dtype.is_bytes:
             self.check_bounds(part, name)
-            self._read_string_data(part, name)
+            if part.dtype.is_variant:
+                self._read_variant_data(part, name)
+            else:
+                self._read_string_data(part, name)
             return
         for _view in self.iter_part_bytes(part, name):
             pass

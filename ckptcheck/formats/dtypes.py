@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
 
 
 STRING = 7
+VARIANT = 21
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,17 @@ class DType:
     @property
     def is_string(self) -> bool:
         return self.enum == STRING
+
+    @property
+    def is_variant(self) -> bool:
+        """DT_VARIANT (a tf.data iterator's state, a TensorList...): each element is stored as its serialized
+        VariantTensorDataProto, which is what ckptcheck reads as the element's value (bytes)."""
+        return self.enum == VARIANT
+
+    @property
+    def is_bytes(self) -> bool:
+        """Elements read as Python bytes in an object array (strings and variants), not as a numeric array."""
+        return self.enum in (STRING, VARIANT)
 
     @property
     def readable(self) -> bool:
