@@ -121,6 +121,9 @@ class ObjectRef:
     slot_of: str | None = None  # for an optimizer slot: the path of the variable it belongs to
     slot_name: str | None = None
     optimizer: str | None = None  # path of the optimizer that owns the slot
+    # The variable's own name when it was saved (the graph's full_name): what a name-based reader such as
+    # tf.compat.v1.train.Saver matches when it restores from this object-based checkpoint.
+    saved_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,11 @@ def tensors_table(
     if len({t.file for t in tensors}) > 1:  # sharded: which file holds each tensor (a slice's: the first)
         headers.append("file")
     with_slots = objects is not None and any(r.slot_of for r in objects.values())
+    # The saved name only where it says something the key does not (Keras 3 names every kernel "kernel").
+    with_names = objects is not None and any(r.saved_name and r.saved_name not in r.key for r in objects.values())
     if objects is not None:
-        headers += ["object paths"] + (["optimizer slot of"] if with_slots else [])
+        headers += ["object paths"] + (["saved name"] if with_names else []) + (
+            ["optimizer slot of"] if with_slots else [])
     if stats is not None:
         headers += ["min", "max", "mean", "std", "nan", "inf", "note"]
     rows = []
@@ -138,6 +141,8 @@ def tensors_table(
         if objects is not None:
             ref = objects.get(t.name)
             row.append("\n".join(ref.paths) if ref else "")
+            if with_names:
+                row.append(ref.saved_name or "" if ref else "")
             if with_slots:
                 row.append(f"{ref.slot_of} ({ref.slot_name})" if ref and ref.slot_of else "")
         if stats is not None:
@@ -220,6 +225,7 @@ def inspect_dict(
         if objects is not None:
             ref = objects.get(t.name)
             row["object_paths"] = list(ref.paths) if ref else []
+            row["saved_name"] = ref.saved_name if ref else None
             row["slot"] = (
                 {"variable": ref.slot_of, "name": ref.slot_name, "optimizer": ref.optimizer}
                 if ref and ref.slot_of

@@ -477,6 +477,7 @@ def test_objects_name_every_path_tensorflow_records(request: pytest.FixtureReque
              for opt_id, node in enumerate(graph.nodes) for s in node.slot_variables}
     # A stored key is an attribute's checkpoint_key, or extends it (objects saving several tensors).
     owner_of: dict[str, int] = {}
+    saved_name: dict[str, str | None] = {}
     with ckptcheck.open_checkpoint(prefix) as reader:
         refs = {r.key: r for r in reader.objects() or ()}
         stored = {t.name for t in reader.tensors()}
@@ -486,9 +487,12 @@ def test_objects_name_every_path_tensorflow_records(request: pytest.FixtureReque
             for key in stored:
                 if key == attr.checkpoint_key or (extends and key.startswith(attr.checkpoint_key)):
                     owner_of[key] = node_id
+                    saved_name[key] = attr.full_name or None
     assert set(refs) == set(owner_of) == stored - {OBJECT_GRAPH_KEY}
+    assert any(saved_name.values())
     for key, ref in refs.items():
         node_id = owner_of[key]
+        assert ref.saved_name == saved_name[key], key
         object_path, tensor = key.split("/.ATTRIBUTES/")
         suffix = "" if tensor == "VARIABLE_VALUE" else f"/{tensor}"
         if node_id in slots:
@@ -518,6 +522,8 @@ def test_keras_objects_show_the_model_path_of_each_weight(keras_tf_checkpoint: s
         assert kernel.paths == ("optimizer/_trainable_variables/0", "model/_functional/_operations/1/_kernel")
         assert refs["optimizer/_trainable_variables/1" + VALUE].paths[1] == "model/_functional/_operations/1/bias"
         assert refs["optimizer/_trainable_variables/2" + VALUE].paths[1] == "model/_functional/_operations/2/_kernel"
+        # The name the variable had: what only the graph says, and what a name-based reader would look for.
+        assert kernel.saved_name is not None and kernel.saved_name.endswith("dense/kernel")
         # Keras 3 does not use TensorFlow's slot mechanism: the object graph has no `slot_variables`. Adam's m and
         # v are plain lists on the optimizer, `_momentums/i` and `_velocities/i`, in the order of
         # `_trainable_variables/i`, stored as `optimizer/_variables/<n>` (after iterations and learning_rate).

@@ -226,9 +226,12 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
         return next((p for p in found if not p.startswith(optimizer + "/")), first(node_id))
 
     owners: dict[str, int] = {}  # attribute checkpoint_key -> node
+    full_names: dict[str, str] = {}  # attribute checkpoint_key -> the variable's name when saved
     for node_id, node in enumerate(nodes):
         for attr in node.attributes:
             owners.setdefault(attr.checkpoint_key, node_id)
+            if attr.full_name:
+                full_names.setdefault(attr.checkpoint_key, attr.full_name)
     # Edge names are escaped, so "/.ATTRIBUTES/" occurs in a key only where the object path ends.
     by_object: dict[str, list[str]] = {}
     for key in owners:
@@ -239,13 +242,13 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
     refs: list[ObjectRef] = []
     for key in sorted(stored):
         at = key.find(_ATTRIBUTES)
-        if key in owners:
-            node_id = owners[key]
-        else:
+        attribute_key = key
+        if key not in owners:
             extended = [k for k in by_object.get(key[:at], ()) if key.startswith(k)] if at >= 0 else []
             if not extended:
                 continue
-            node_id = owners[max(extended, key=len)]
+            attribute_key = max(extended, key=len)
+        node_id = owners[attribute_key]
         node_paths_ = list(paths.get(node_id, []))
         owner = slot_of.get(node_id)
         original = slot_name = optimizer = None
@@ -259,5 +262,6 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
         tensor = key[at + len(_ATTRIBUTES) :] if at >= 0 else ""
         suffix = "" if tensor == "VARIABLE_VALUE" else tensor
         full = tuple("/".join(x for x in (p, suffix) if x) for p in node_paths_)
-        refs.append(ObjectRef(key=key, paths=full, slot_of=original, slot_name=slot_name, optimizer=optimizer))
+        refs.append(ObjectRef(key=key, paths=full, slot_of=original, slot_name=slot_name, optimizer=optimizer,
+                              saved_name=full_names.get(attribute_key)))
     return tuple(refs)
