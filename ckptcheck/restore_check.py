@@ -590,6 +590,7 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
             else:
                 label = object_path or own or name or "?"
             entries.append((obj, label, WEIGHT if in_model else OPTIMIZER))
+        entries += [(slot, label, OPTIMIZER) for slot, label in _slot_variables(everything, tf, keras)]
     inits = _initializers(target, keras)
     out: list[_Var] = []
     labels: dict[str, int] = {}
@@ -601,6 +602,37 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
         if kind == WEIGHT and value.shape == () and value.dtype.kind in "iu":
             kind = COUNTER
         out.append(_Var(obj, unique, kind, _dtype_name(value), tuple(value.shape), value, inits.get(id(obj))))
+    return out
+
+
+def _live_slot(optimizer: Any, variable: Any, slot_name: str) -> Any:
+    """``optimizer.get_slot(variable, slot_name)``, or None when the optimizer has no such slot (yet)."""
+    get_slot = getattr(optimizer, "get_slot", None)
+    if not callable(get_slot):
+        return None
+    try:
+        return get_slot(variable, slot_name)
+    except (KeyError, ValueError, AttributeError, TypeError, LookupError):
+        return None
+
+
+def _slot_variables(walked: dict[int, tuple[str, Any]], tf: Any, keras: Any) -> list[tuple[Any, str]]:
+    """Slot variables of optimizers that keep them per variable (tf.compat.v1 optimizers, tf_keras's): they are not
+    trackable children, so walking does not find them. TensorFlow saves each under
+    ``<variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot name>``, the label used here."""
+    variables = [(path, obj) for path, obj in walked.values() if _is_variable(obj, tf, keras)]
+    out: list[tuple[Any, str]] = []
+    seen = set(walked)
+    for opt_path, opt in walked.values():
+        names = getattr(opt, "get_slot_names", None)
+        if not _is_optimizer(opt) or not callable(names):
+            continue
+        for slot_name in names():
+            for var_path, var in variables:
+                slot = _live_slot(opt, var, slot_name)
+                if slot is not None and _is_variable(slot, tf, keras) and id(slot) not in seen:
+                    seen.add(id(slot))
+                    out.append((slot, f"{var_path}/.OPTIMIZER_SLOT/{opt_path}/{escape_name(slot_name)}"))
     return out
 
 
@@ -714,6 +746,18 @@ def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], t
             parent = path_of[node_id]
             path_of[child_id] = f"{parent}/{escape_name(name)}" if parent else escape_name(name)
             queue.append(child_id)
+    # Slot variables are bound through their optimizer's slot records: the optimizer's slot of that name for the
+    # variable the original node is bound to (when the optimizer has created it; else TensorFlow defers it).
+    for node_id, obj in list(bound.items()):
+        for slot in nodes[node_id].slots:
+            original = bound.get(slot.original_node)
+            if original is None or slot.slot_node in bound or not 0 <= slot.slot_node < len(nodes):
+                continue
+            live = _live_slot(obj, original, slot.slot_name)
+            if live is not None:
+                bound[slot.slot_node] = live
+                path_of[slot.slot_node] = (f"{path_of[slot.original_node]}/.OPTIMIZER_SLOT/"
+                                           f"{path_of[node_id]}/{escape_name(slot.slot_name)}")
     wanted = {id(v.obj) for v in variables}
     keys: dict[int, str] = {}
     others: dict[str, str] = {}
@@ -1297,9 +1341,15 @@ def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[
             c = looked[key][0]
             note = (f"{c.variable} looks for it, but is {c.dtype} {list(c.shape)}" if c.status == MISMATCH else
                     f"{c.variable} looks for it, but the restore did not write it")
+        elif not by and ref is not None and any(_SLOT_MARK in p for p in ref.paths):
+            note = ("optimizer slot not created yet: TensorFlow holds the value and restores it when the slot is "
+                    "created (first apply_gradients)")
         out.append(StoredValueUse(key=key, label=label, kind=kind, dtype=t.dtype, shape=t.shape, used_by=tuple(by),
                                   note=note))
     return out
+
+
+_SLOT_MARK = "/.OPTIMIZER_SLOT/"
 
 
 def _format_notes(fmt: str, variables: Sequence[_Var], keras: Any, stored: _Stored) -> list[str]:

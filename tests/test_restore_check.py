@@ -63,6 +63,12 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     opt.apply_gradients(zip(tape.gradient(loss, mlp.trainable_variables), mlp.trainable_variables, strict=True))
     _distinct(list(mlp.trainable_variables), 1)
     paths["tf2"] = tf.train.Checkpoint(model=mlp, optimizer=opt).save(str(out / "tf2" / "ckpt"))
+    tf2_modules = _module("tf2_modules")
+    v1_mlp = tf2_modules.saved()
+    v1_adam = tf.compat.v1.train.AdamOptimizer(0.01)
+    tf2_modules._v1_adam_step(v1_mlp, v1_adam, 1.0)
+    _distinct(list(v1_mlp.trainable_variables), 7)
+    paths["tf2-v1-adam"] = tf.train.Checkpoint(model=v1_mlp, optimizer=v1_adam).write(str(out / "tf2-v1" / "ckpt"))
     tf.saved_model.save(mlp, str(out / "savedmodel"))
     paths["savedmodel"] = str(out / "savedmodel")
 
@@ -167,6 +173,40 @@ def test_tf2_with_optimizer_builds_its_state_first(ckpts: dict[str, str]) -> Non
         "adam/learning_rate": ("restored", "optimizer/_learning_rate"),
         **{f"optimizer/_variables/{i}": ("restored", f"optimizer/_variables/{i}") for i in range(2, 10)}}
     assert data["summary"]["unused"] == []
+
+
+def test_tf2_slots_of_a_tf_optimizer_are_matched_and_checked(ckpts: dict[str, str]) -> None:
+    """A tf.compat.v1 optimizer keeps m and v per variable, saved as <variable>/.OPTIMIZER_SLOT/<optimizer>/<slot>
+    and restored through the object graph's slot records, not as children: each is matched, restored and equal."""
+    code, data = check(ckpts["tf2-v1-adam"], "tf2_modules.py:with_v1_adam")
+    assert code == 0 and data["ok"], data["summary"]
+    slots = {f"model/{layer}/{w}/.OPTIMIZER_SLOT/optimizer/{m}": ("restored", f"model/{layer}/{w}/.OPTIMIZER_SLOT/"
+                                                                             f"optimizer/{m}")
+             for layer in ("dense", "dense_1") for w in ("kernel", "bias") for m in ("m", "v")}
+    assert statuses(data, "optimizer") == {
+        "optimizer/beta1_power": ("restored", "optimizer/beta1_power"),
+        "optimizer/beta2_power": ("restored", "optimizer/beta2_power"), **slots}
+    assert all(v["values_equal"] for v in data["variables"])
+    assert data["summary"]["unused"] == []
+    # Before its first step the optimizer has no slots: the stored ones are unused now, and the report says
+    # TensorFlow holds them until the slots are created (what TensorFlow does, checked in the test below).
+    code, data = check(ckpts["tf2-v1-adam"], "tf2_modules.py:with_v1_adam_unstepped")
+    assert code == 1
+    notes = {s["label"]: s["note"] for s in data["stored_values"] if s["kind"] == "optimizer"}
+    assert {k for k, n in notes.items() if n and "slot not created yet" in n} == set(slots)
+
+
+def test_tf_restores_a_pending_slot_when_it_is_created(ckpts: dict[str, str]) -> None:
+    import tensorflow as tf
+
+    modules = _module("tf2_modules")
+    parts = modules.with_v1_adam_unstepped()
+    tf.train.Checkpoint(**parts).read(ckpts["tf2-v1-adam"]).expect_partial()
+    kernel = parts["model"].dense.kernel
+    parts["optimizer"]._create_slots([kernel])  # what its first apply_gradients does before updating
+    stored = tf.train.load_checkpoint(ckpts["tf2-v1-adam"]).get_tensor(
+        "model/dense/kernel/.OPTIMIZER_SLOT/optimizer/m" + VALUE)
+    assert np.array_equal(parts["optimizer"].get_slot(kernel, "m").numpy(), stored)
 
 
 def test_tf2_renamed_layer(ckpts: dict[str, str]) -> None:

@@ -98,3 +98,25 @@ class LazyMLP(tf.Module):
 
 def lazy() -> LazyMLP:
     return LazyMLP()
+
+
+def _v1_adam_step(model: MLP, opt: Any, scale: float) -> None:
+    x = tf.constant([[1.0, -2.0, 0.5]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x)) * scale
+    variables = list(model.trainable_variables)
+    opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+
+
+def with_v1_adam() -> dict[str, Any]:
+    """As saved, with a tf.compat.v1 Adam that has taken a step, so its m and v slots (kept per variable, not as
+    trackable children) exist before the restore."""
+    model = saved()
+    opt = tf.compat.v1.train.AdamOptimizer(0.01)
+    _v1_adam_step(model, opt, 0.0)
+    return {"model": model, "optimizer": opt}
+
+
+def with_v1_adam_unstepped() -> dict[str, Any]:
+    """As saved, with a tf.compat.v1 Adam that has taken no step: its slots do not exist yet."""
+    return {"model": saved(), "optimizer": tf.compat.v1.train.AdamOptimizer(0.01)}
