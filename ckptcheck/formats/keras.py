@@ -373,6 +373,21 @@ class _H5Values(CheckpointReader):
     _entries: dict[str, _Entry]
     _info: CheckpointInfo
 
+    def _start(self, location: str, path: str | None) -> None:
+        """Set up an empty reader of ``location``, then ``_open`` it; whatever was opened is closed on failure."""
+        self.location = location
+        self.path = path or location
+        self._entries = {}
+        self._sources = []
+        try:
+            self._open(location)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, location: str) -> None:
+        raise NotImplementedError
+
     def _load(self, layout: _Layout, label: str, source: int = 0) -> None:
         h5, where = self._sources[source]
         entries: dict[str, _Entry] = {}
@@ -550,17 +565,9 @@ class KerasArchiveReader(_H5Values):
     format = KERAS
 
     def __init__(self, location: str, *, path: str | None = None) -> None:
-        self.location = location
-        self.path = path or location
-        self._entries = {}
-        self._sources = []
         self._zip: zipfile.ZipFile | None = None
         self._member: io.IOBase | None = None
-        try:
-            self._open(location)
-        except BaseException:
-            self.close()
-            raise
+        self._start(location, path)
 
     def _open(self, location: str) -> None:
         try:
@@ -722,15 +729,7 @@ class KerasShardedWeightsReader(_H5Values):
     format = KERAS_WEIGHTS
 
     def __init__(self, location: str, *, path: str | None = None) -> None:
-        self.location = location
-        self.path = path or location
-        self._entries = {}
-        self._sources = []
-        try:
-            self._open(location)
-        except BaseException:
-            self.close()
-            raise
+        self._start(location, path)
 
     def _open(self, location: str) -> None:
         config, shards = read_shard_map(location)
