@@ -509,14 +509,25 @@ class BundleReader(CheckpointReader):
             return self._read_byte_elements(entry, tensor)
         return self._read_numeric(entry, tensor, aligned_empty(entry.size)).reshape(entry.shape)
 
+    def _read_at(self, entry: BundleEntry, tensor: str, offset: int, view: memoryview) -> None:
+        """Fill ``view`` from the entry's shard at ``offset``. Seeks every time: another stream on this reader may
+        have moved the file position."""
+        f = self._shard_file(entry.shard_id, tensor)
+        f.seek(offset)
+        if f.readinto(view) != len(view):
+            raise CorruptCheckpointError("short read from the shard", path=self.shard_path(entry.shard_id),
+                                         tensor=tensor)
+
+    def _entry_bytes(self, entry: BundleEntry, tensor: str) -> bytearray:
+        """An entry's bytes, whole (strings and variants, whose sizes check_bounds has held to the shard's)."""
+        data = bytearray(entry.size)
+        self._read_at(entry, tensor, entry.offset, memoryview(data))
+        return data
+
     def _read_numeric(self, entry: BundleEntry, tensor: str, raw: np.ndarray) -> np.ndarray:
         """A numeric entry whose bounds are checked, read into ``raw`` (uint8, its size) and checked against its
         crc32c; flat, in native byte order."""
-        f = self._shard_file(entry.shard_id, tensor)
-        f.seek(entry.offset)
-        if f.readinto(raw.data) != entry.size:
-            raise CorruptCheckpointError("short read from the shard", path=self.shard_path(entry.shard_id),
-                                         tensor=tensor)
+        self._read_at(entry, tensor, entry.offset, raw.data)
         if entry.crc32c is not None:
             actual = crc32c(raw.data)
             if actual != unmask_crc(entry.crc32c):
@@ -537,17 +548,20 @@ class BundleReader(CheckpointReader):
         self.check_bounds(entry, name)
         return self._read_numeric(entry, name, out[: entry.size])
 
-    def _read_string_data(self, entry: BundleEntry, tensor: str) -> tuple[list[int], memoryview]:
-        """A string entry's element lengths and concatenated bytes, with both of its checksums checked."""
-        f = self._shard_file(entry.shard_id, tensor)
-        f.seek(entry.offset)
-        data = f.read(entry.size)
+    def _byte_elements(self, entry: BundleEntry, tensor: str) -> list[bytes]:
+        """A string or variant entry's elements (a variant element: its serialized VariantTensorDataProto), with
+        every checksum checked; numpy is not needed."""
+        data = self._entry_bytes(entry, tensor)
+        if entry.dtype.is_variant:
+            return self._variant_elements(entry, tensor, data)
+        return self._string_elements(entry, tensor, data)
+
+    def _string_elements(self, entry: BundleEntry, tensor: str, data: bytearray) -> list[bytes]:
         path = self.shard_path(entry.shard_id)
-        n = entry.num_elements
         lengths: list[int] = []
         pos = 0
         try:
-            for _ in range(n):
+            for _ in range(entry.num_elements):
                 length, pos = read_varint(data, pos)
                 lengths.append(length)
         except DecodeError:
@@ -567,18 +581,17 @@ class BundleReader(CheckpointReader):
             actual = crc32c(body, crc32c(data[pos : pos + 4], crc32c(packed)))
             if actual != unmask_crc(entry.crc32c):
                 raise self._checksum_error(entry, tensor, actual)
-        return lengths, body
+        out = []
+        start = 0
+        for length in lengths:
+            out.append(bytes(body[start : start + length]))
+            start += length
+        return out
 
-    def _read_variant_data(self, entry: BundleEntry, tensor: str) -> list[bytes]:
-        """A variant entry's elements, each its serialized VariantTensorDataProto, with every checksum checked.
-
-        Layout (tensor_bundle.cc, WriteVariantTensor): per element a varint64 length, the bytes, and a masked
+    def _variant_elements(self, entry: BundleEntry, tensor: str, data: bytearray) -> list[bytes]:
+        """Layout (tensor_bundle.cc, WriteVariantTensor): per element a varint64 length, the bytes, and a masked
         crc32c of everything so far; the running crc32c takes each length as a uint64 (8 bytes, the bundle's byte
-        order), the bytes, and the 4 checksum bytes. The entry's crc32c is the final one.
-        """
-        f = self._shard_file(entry.shard_id, tensor)
-        f.seek(entry.offset)
-        data = f.read(entry.size)
+        order), the bytes, and the 4 checksum bytes. The entry's crc32c is the final one."""
         path = self.shard_path(entry.shard_id)
         order = ">" if self.header.endianness == _BIG else "<"
         elements: list[bytes] = []
@@ -593,7 +606,7 @@ class BundleReader(CheckpointReader):
                 raise CorruptCheckpointError(f"variant element {i} runs past the entry's {len(data)} bytes",
                                              path=path, tensor=tensor)
             crc = crc32c(struct.pack(order + "Q", length), crc)
-            body = data[pos : pos + length]
+            body = bytes(data[pos : pos + length])
             crc = crc32c(body, crc)
             pos += length
             (stored,) = struct.unpack_from(order + "I", data, pos)
@@ -611,19 +624,12 @@ class BundleReader(CheckpointReader):
         return elements
 
     def _read_byte_elements(self, entry: BundleEntry, tensor: str) -> np.ndarray:
-        """A string or variant entry as an object array of bytes (a variant element: its serialized proto)."""
+        """A string or variant entry as an object array of bytes."""
         import numpy as np
 
         out = np.empty(entry.num_elements, dtype=object)
-        if entry.dtype.is_variant:
-            for i, element in enumerate(self._read_variant_data(entry, tensor)):
-                out[i] = element
-            return out.reshape(entry.shape)
-        lengths, body = self._read_string_data(entry, tensor)
-        start = 0
-        for i, length in enumerate(lengths):
-            out[i] = bytes(body[start : start + length])
-            start += length
+        for i, element in enumerate(self._byte_elements(entry, tensor)):
+            out[i] = element
         return out.reshape(entry.shape)
 
     def _tiling(self, entry: BundleEntry, name: str) -> list[tuple[tuple[Extent, ...], BundleEntry]]:
@@ -719,7 +725,6 @@ class BundleReader(CheckpointReader):
         spare, self._spare = self._spare, None
         buf = spare if spare is not None and len(spare) >= want else read_buffer(max(want, 1 << 20))
         try:
-            f = self._shard_file(part.shard_id, name)
             crc = 0
             remaining = part.size
             offset = part.offset
@@ -727,10 +732,7 @@ class BundleReader(CheckpointReader):
             while remaining > 0:
                 n = min(remaining, want)
                 view = whole[:n]
-                f.seek(offset)  # every chunk: another stream on this reader may have moved the file position
-                if f.readinto(view) != n:
-                    raise CorruptCheckpointError("short read from the shard", path=self.shard_path(part.shard_id),
-                                                 tensor=name)
+                self._read_at(part, name, offset, view)
                 crc = crc32c(view, crc)
                 offset += n
                 remaining -= n
@@ -745,10 +747,7 @@ class BundleReader(CheckpointReader):
         """Read one entry to its end, checking its bounds and checksums; raise CorruptCheckpointError if damaged."""
         if part.dtype.is_bytes:
             self.check_bounds(part, name)
-            if part.dtype.is_variant:
-                self._read_variant_data(part, name)
-            else:
-                self._read_string_data(part, name)
+            self._byte_elements(part, name)
             return
         for _view in self.iter_part_bytes(part, name):
             pass

@@ -21,7 +21,7 @@ class DecodeError(CorruptCheckpointError):
     """A protobuf message or varint could not be decoded."""
 
 
-def read_varint(buf: bytes | memoryview, pos: int, limit: int | None = None) -> tuple[int, int]:
+def read_varint(buf: bytes | bytearray | memoryview, pos: int, limit: int | None = None) -> tuple[int, int]:
     """Decode an unsigned base-128 varint (at most 10 bytes) at ``pos``; return (value, next position)."""
     end = len(buf) if limit is None else limit
     result = 0
