@@ -42,24 +42,21 @@ class Scratch:
     zeroing (a diff of 2,000 tensors spent more time allocating than comparing)."""
 
     def __init__(self) -> None:
-        self._arrays: dict[tuple[str, int], np.ndarray] = {}
-        self._read: list[np.ndarray] = [aligned_empty(0), aligned_empty(0)]
-
-    def read_buffer(self, side: int, nbytes: int) -> np.ndarray:
-        """A cache-line-aligned uint8 buffer of at least ``nbytes`` for side 0 (A) or 1 (B)."""
-        if self._read[side].nbytes < nbytes:
-            self._read[side] = aligned_empty(nbytes)
-        return self._read[side]
+        self._buffers: dict[int, np.ndarray] = {}  # slot -> cache-line-aligned bytes
 
     def get(self, dtype: np.dtype, n: int, slot: int) -> np.ndarray:
-        key = (dtype.str, slot)
-        arr = self._arrays.get(key)
-        if arr is None or arr.size < n:
-            arr = self._arrays[key] = np.empty(n, dtype=dtype)
-        return arr[:n]
+        """``n`` elements of ``dtype`` in the slot's buffer, grown when too small; valid until the slot is reused."""
+        nbytes = n * dtype.itemsize
+        buf = self._buffers.get(slot)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._buffers[slot] = aligned_empty(nbytes)
+        return buf[:nbytes].view(dtype)
 
 
 _BOOL = np.dtype(bool)
+_BYTES = np.dtype(np.uint8)
+# Scratch slots: the bit comparison, |a - b|, |b|, and the bytes read of A and B.
+_NEQ, _DELTA, _DENOM, _READ_A, _READ_B = range(5)
 
 
 def compare_arrays(
@@ -78,7 +75,7 @@ def compare_arrays(
     bits_differ: int | None = None  # with same_layout: how many elements differ bit for bit
     if same_layout:
         unsigned = f"u{a.dtype.itemsize}"
-        neq = np.not_equal(a.view(unsigned), b.view(unsigned), out=scratch.get(_BOOL, a.size, 0))
+        neq = np.not_equal(a.view(unsigned), b.view(unsigned), out=scratch.get(_BOOL, a.size, _NEQ))
         bits_differ = int(np.count_nonzero(neq))
         if not bits_differ:
             return 0, 0.0, 0.0
@@ -91,9 +88,9 @@ def compare_arrays(
             delta = np.abs(wa - wb)
             denom = np.abs(wb)
         else:
-            delta = np.subtract(wa, wb, out=scratch.get(wa.dtype, wa.size, 1))
+            delta = np.subtract(wa, wb, out=scratch.get(wa.dtype, wa.size, _DELTA))
             np.abs(delta, out=delta)
-            denom = np.abs(wb, out=scratch.get(wb.dtype, wb.size, 2))
+            denom = np.abs(wb, out=scratch.get(wb.dtype, wb.size, _DENOM))
         finite_max = float(delta.max())
         if np.isfinite(finite_max):
             # No NaN or Inf on either side (they would show in the max): the common case needs no masks.
@@ -140,8 +137,8 @@ def compare_tensors(
     ia, ib = ra.tensor_info(name_a), rb.tensor_info(name_b)
     if not ia.slices and not ib.slices and max(ia.nbytes, ib.nbytes) <= chunk_bytes:
         # Tensors that fit in one chunk (most of a model's): read whole into reused buffers, where the reader can.
-        a = ra.read_into(name_a, scratch.read_buffer(0, ia.nbytes))
-        b = rb.read_into(name_b, scratch.read_buffer(1, ib.nbytes)) if a is not None else None
+        a = ra.read_into(name_a, scratch.get(_BYTES, ia.nbytes, _READ_A))
+        b = rb.read_into(name_b, scratch.get(_BYTES, ib.nbytes, _READ_B)) if a is not None else None
         if a is not None and b is not None:
             differing, max_abs, max_rel = compare_arrays(a, b, atol, rtol, scratch)
             return ValueDiff(a.size, differing, max_abs, max_rel)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ckptcheck.model import (
+    KERAS_WEIGHTS,
     SAVEDMODEL,
     TF1,
     TF2,
@@ -92,7 +93,7 @@ def number(value: float | None) -> str:
 
 def inspect_header(info: CheckpointInfo, shown: int) -> str:
     title = FORMAT_TITLES.get(info.format, info.format)
-    if info.format == "keras-weights" and info.location.endswith(".weights.json"):
+    if info.format == KERAS_WEIGHTS and info.shards:
         title = "Keras 3 sharded weights (.weights.json and its .weights.h5 shards)"
     lines = [
         f"format:   {info.format} — {title}",
@@ -250,9 +251,6 @@ def inspect_dict(
     }
 
 
-# --- checkpoints named by a state file --------------------------------------------------------------------------
-
-
 def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
     """``json.dumps(inspect_dict(info, tensors), ensure_ascii=False)``, the same text, written row by row.
 
@@ -283,6 +281,9 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
             end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}}}'
         rows.append('{"name": ' + encode_basestring(t.name) + middle + str(int(t.nbytes)) + end)
     return head[: -len(empty)] + '"tensors": [' + ", ".join(rows) + "]}"
+
+
+# --- checkpoints named by a state file --------------------------------------------------------------------------
 
 
 def state_table(entries: Sequence[CheckpointEntry]) -> str:
