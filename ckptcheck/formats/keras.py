@@ -34,6 +34,7 @@ import re
 import struct
 import zipfile
 import zlib
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,15 +44,14 @@ import numpy as np
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes, keras_config
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
+from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo
 
 if TYPE_CHECKING:
     import h5py
 
 WEIGHTS_MEMBER = "model.weights.h5"
-SHARD_MAP_SUFFIX = ".weights.json"
 MAX_SHARD_MAP_BYTES = 64 << 20
-_SHARD_NAME = re.compile(r"^(?P<base>.+)_(?P<index>\d{5})\.weights\.h5$")
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
 # Members read whole into memory are refused above these sizes (a zip entry can claim any size).
@@ -385,8 +385,9 @@ class _H5Values(CheckpointReader):
             self.close()
             raise
 
+    @abstractmethod
     def _open(self, location: str) -> None:
-        raise NotImplementedError
+        """Open the file(s), fill ``_sources`` and ``_entries`` (through ``_load``) and set ``_info``."""
 
     def _load(self, layout: _Layout, label: str, source: int = 0) -> None:
         h5, where = self._sources[source]
@@ -489,18 +490,16 @@ class KerasHDF5Reader(_H5Values):
     """A ``.weights.h5`` (Keras 3) or legacy ``.h5`` file; which one is decided by what the file holds."""
 
     def __init__(self, location: str, *, path: str | None = None, named_as: str = KERAS_H5) -> None:
-        self.location = location
-        self.path = path or location
-        self._entries = {}
-        self._sources = [(_open_h5(location, path=location, what="the file"), location)]
-        try:
-            with _guard("cannot read the HDF5 structure", path=location):
-                layout = _layout_of(self._sources[0][0], path=location, allow_empty=named_as == KERAS_WEIGHTS)
-            self.format = layout.format
-            self._load(layout, os.path.basename(location))
-        except BaseException:
-            self.close()
-            raise
+        self._named_as = named_as  # a file named .weights.h5 may be empty; a legacy .h5 may not
+        self._start(location, path)
+
+    def _open(self, location: str) -> None:
+        h5 = _open_h5(location, path=location, what="the file")
+        self._sources = [(h5, location)]
+        with _guard("cannot read the HDF5 structure", path=location):
+            layout = _layout_of(h5, path=location, allow_empty=self._named_as == KERAS_WEIGHTS)
+        self.format = layout.format
+        self._load(layout, os.path.basename(location))
         metadata = dict(layout.metadata or {})
         shard_map = _shard_map_naming(location)
         if shard_map is not None:  # one shard read on its own holds only part of the weights
@@ -674,10 +673,10 @@ class KerasArchiveReader(_H5Values):
 
 def _shard_map_naming(location: str) -> str | None:
     """The ``<base>.weights.json`` beside a ``<base>_NNNNN.weights.h5`` shard, if there is one."""
-    m = _SHARD_NAME.match(os.path.basename(location))
-    if m is None:
+    base = shard_base(os.path.basename(location))
+    if base is None:
         return None
-    candidate = os.path.join(os.path.dirname(location), m.group("base") + SHARD_MAP_SUFFIX)
+    candidate = os.path.join(os.path.dirname(location), base + SHARD_MAP_SUFFIX)
     return candidate if os.path.isfile(candidate) else None
 
 

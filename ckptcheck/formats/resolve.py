@@ -130,12 +130,18 @@ def _sniff(path: str) -> bytes:
         raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
 
 
-_SHARD_MAP_SUFFIX = ".weights.json"  # Keras 3 sharded weights (save_weights(..., max_shard_size=...))
-_SHARD_RE = re.compile(r"^(?P<base>.+)_\d{5}\.weights\.h5$")
+SHARD_MAP_SUFFIX = ".weights.json"  # Keras 3 sharded weights (save_weights(..., max_shard_size=...))
+_SHARD_RE = re.compile(r"^(?P<base>.+)_\d{5}\.weights\.h5$")  # its shards: <base>_00000.weights.h5, ...
+
+
+def shard_base(name: str) -> str | None:
+    """For a Keras shard's file name, the base its map is named after (``x`` for ``x_00003.weights.h5``)."""
+    m = _SHARD_RE.match(name)
+    return m.group("base") if m else None
 
 
 def _keras_kind(path: str) -> str | None:
-    if path.endswith(_SHARD_MAP_SUFFIX):
+    if path.endswith(SHARD_MAP_SUFFIX):
         return KERAS_WEIGHTS  # the JSON map; its reader checks what it holds
     head = _sniff(path)
     if head.startswith(_ZIP_MAGIC):
@@ -234,14 +240,9 @@ def _keras_files_in(directory: str) -> list[str]:
         names = sorted(os.listdir(directory))
     except OSError:
         return []
-    maps = {n[: -len(_SHARD_MAP_SUFFIX)] for n in names if n.endswith(_SHARD_MAP_SUFFIX)}
-
-    def is_shard(name: str) -> bool:
-        m = _SHARD_RE.match(name)
-        return m is not None and m.group("base") in maps
-
+    maps = {n[: -len(SHARD_MAP_SUFFIX)] for n in names if n.endswith(SHARD_MAP_SUFFIX)}
     found = [os.path.join(directory, n) for n in names
-             if n.endswith((".keras", ".h5", ".hdf5", _SHARD_MAP_SUFFIX)) and not is_shard(n)]
+             if n.endswith((".keras", ".h5", ".hdf5", SHARD_MAP_SUFFIX)) and shard_base(n) not in maps]
     return [f for f in found if os.path.isfile(f)]
 
 
