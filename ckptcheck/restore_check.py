@@ -44,7 +44,7 @@ import numpy as np
 
 from ckptcheck.errors import CkptcheckError, UsageError
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.formats.object_graph import escape_name, parse_graph
+from ckptcheck.formats.object_graph import OPTIMIZER_SLOT, escape_name, parse_graph, slot_path
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.reports import (
     COUNTER,
@@ -632,7 +632,7 @@ def _slot_variables(walked: dict[int, tuple[str, Any]], tf: Any, keras: Any) -> 
                 slot = _live_slot(opt, var, slot_name)
                 if slot is not None and _is_variable(slot, tf, keras) and id(slot) not in seen:
                     seen.add(id(slot))
-                    out.append((slot, f"{var_path}/.OPTIMIZER_SLOT/{opt_path}/{escape_name(slot_name)}"))
+                    out.append((slot, slot_path(var_path, opt_path, slot_name)))
     return out
 
 
@@ -756,8 +756,7 @@ def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], t
             live = _live_slot(obj, original, slot.slot_name)
             if live is not None:
                 bound[slot.slot_node] = live
-                path_of[slot.slot_node] = (f"{path_of[slot.original_node]}/.OPTIMIZER_SLOT/"
-                                           f"{path_of[node_id]}/{escape_name(slot.slot_name)}")
+                path_of[slot.slot_node] = slot_path(path_of[slot.original_node], path_of[node_id], slot.slot_name)
     wanted = {id(v.obj) for v in variables}
     keys: dict[int, str] = {}
     others: dict[str, str] = {}
@@ -1341,15 +1340,12 @@ def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[
             c = looked[key][0]
             note = (f"{c.variable} looks for it, but is {c.dtype} {list(c.shape)}" if c.status == MISMATCH else
                     f"{c.variable} looks for it, but the restore did not write it")
-        elif not by and ref is not None and any(_SLOT_MARK in p for p in ref.paths):
+        elif not by and ref is not None and any(OPTIMIZER_SLOT in p for p in ref.paths):
             note = ("optimizer slot not created yet: TensorFlow holds the value and restores it when the slot is "
                     "created (first apply_gradients)")
         out.append(StoredValueUse(key=key, label=label, kind=kind, dtype=t.dtype, shape=t.shape, used_by=tuple(by),
                                   note=note))
     return out
-
-
-_SLOT_MARK = "/.OPTIMIZER_SLOT/"
 
 
 def _format_notes(fmt: str, variables: Sequence[_Var], keras: Any, stored: _Stored) -> list[str]:

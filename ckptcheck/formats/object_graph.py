@@ -91,6 +91,14 @@ def escape_name(name: str) -> str:
     return name.replace(".", "..").replace("/", ".S")
 
 
+OPTIMIZER_SLOT = "/.OPTIMIZER_SLOT/"
+
+
+def slot_path(variable: str, optimizer: str, slot_name: str) -> str:
+    """Where TensorFlow saves an optimizer's slot variable: ``<variable>/.OPTIMIZER_SLOT/<optimizer>/<slot>``."""
+    return f"{variable}{OPTIMIZER_SLOT}{optimizer}/{escape_name(slot_name)}"
+
+
 def _join(path: str, name: str) -> str:
     return f"{path}/{escape_name(name)}" if path else escape_name(name)
 
@@ -257,7 +265,7 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
             optimizer = first(opt_id)
             original = outside(orig_id, optimizer)
             if node_id not in keras_slots:  # TF slots are keyed by this path; Keras 3 lists by their own
-                node_paths_.append(f"{original}/.OPTIMIZER_SLOT/{optimizer}/{escape_name(slot_name)}")
+                node_paths_.append(slot_path(original, optimizer, slot_name))
         # A variable's value is its only tensor worth no name; others (iterator state, table keys) are named.
         tensor = key[at + len(_ATTRIBUTES) :] if at >= 0 else ""
         suffix = "" if tensor == "VARIABLE_VALUE" else tensor
