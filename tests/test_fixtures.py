@@ -7,9 +7,11 @@ written, this is where it shows: compare the two with `ckptcheck diff`, then rer
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -48,6 +50,36 @@ def test_fixture_is_small(fmt: str) -> None:
     assert sum(p.stat().st_size for p in files) < 64 * 1024
 
 
+# Adam's moment updates (m = b1*m + (1-b1)*g, v = b2*v + (1-b2)*g*g) are computed by the CPU's vector kernels,
+# which fuse multiply-adds differently on different processors (AVX2 and AVX-512 machines here gave 1-4 ULP
+# apart in the second moments after 2 steps, with every weight still equal bit for bit). Those values are allowed
+# that much drift; everything else must be identical.
+MAX_KERNEL_ULP = 8
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> int | None:
+    """Largest distance in units in the last place between two float arrays of one dtype and shape, or None
+    when they cannot be compared that way (another dtype, shape or kind, or NaN in one and not the other)."""
+    if a.dtype != b.dtype or a.shape != b.shape or a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
+        return None
+    if not np.array_equal(np.isnan(a), np.isnan(b)):
+        return None
+    ints = np.dtype(f"i{a.dtype.itemsize}")
+    # Map the sign-magnitude float bits onto a monotonic integer line, so the distance crosses zero correctly.
+    ia, ib = (np.where(x.view(ints) < 0, np.iinfo(ints).min - x.view(ints), x.view(ints)).astype(object)
+              for x in (a, b))
+    return int(max((abs(p - q) for p, q in zip(ia.ravel(), ib.ravel(), strict=True)), default=0))
+
+
+def test_ulp_distance() -> None:
+    one = np.array([1.0], dtype=np.float32)
+    assert ulp_distance(one, one) == 0
+    assert ulp_distance(one, np.nextafter(one, np.float32(2))) == 1
+    tiny = np.array([np.float32(1e-45)], dtype=np.float32)
+    assert ulp_distance(tiny, -tiny) == 2  # across zero
+    assert ulp_distance(one, one.astype(np.float64)) is None
+
+
 @pytest.mark.parametrize("fmt", GENERATE_FORMATS)
 def test_regenerated_values_equal_committed(fmt: str, tmp_path: Path) -> None:
     args = [a.replace("$OUT", str(tmp_path)) for a in generate_lines()[fmt]]
@@ -63,11 +95,18 @@ def test_regenerated_values_equal_committed(fmt: str, tmp_path: Path) -> None:
         assert committed.format == fresh.format == fmt
         names = [t.name for t in committed.tensors()]
         assert names == [t.name for t in fresh.tensors()]
-        changed = [n for n in names if not same_bits(committed.read(n), fresh.read(n))]
-    assert not changed, (f"regenerated {fmt} differs from fixtures/{fmt} in {changed}; if TensorFlow or Keras "
-                         f"changed, rerun fixtures/regenerate.sh and commit")
-    manifest = runner.invoke(app, ["manifest", str(fresh_path)])
-    assert manifest.stdout == (FIXTURES / f"{fmt}.manifest.json").read_text()
+        changed = {n: ulp_distance(committed.read(n), fresh.read(n)) for n in names
+                   if not same_bits(committed.read(n), fresh.read(n))}
+    # Only Adam's moments may drift (their names differ per format: Adam_1, momentum/velocity, optimizer vars).
+    optimizer_state = {n for n in changed if "Adam" in n or "optimizer" in n}
+    too_far = {n: d for n, d in changed.items() if n not in optimizer_state or d is None or d > MAX_KERNEL_ULP}
+    assert not too_far, (f"regenerated {fmt} differs from fixtures/{fmt} in {too_far} (ULP); if TensorFlow or "
+                         f"Keras changed, rerun fixtures/regenerate.sh and commit")
+    manifest = json.loads(runner.invoke(app, ["manifest", str(fresh_path)]).stdout)
+    golden = json.loads((FIXTURES / f"{fmt}.manifest.json").read_text())
+    for name in changed:  # their digests and statistics moved with them; the rest must be the committed text
+        del manifest["tensors"][name], golden["tensors"][name]
+    assert manifest == golden
 
 
 @pytest.mark.parametrize("fmt", GENERATE_FORMATS)
