@@ -128,33 +128,115 @@ def slice_key(name: str, extents: Sequence[tuple[int, int]]) -> bytes:
 # --- the table ---------------------------------------------------------------------------------------------------
 
 
-def _block(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
+def block(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in entries)
     return body + struct.pack("<II", 0, 1)  # one restart point, at offset 0
 
 
-def _with_trailer(contents: bytes, compression: int = 0) -> bytes:
+SNAPPY = 1
+
+
+def snappy_raw(contents: bytes) -> bytes:
+    """Raw Snappy (a varint length, then the stream), as TensorFlow's table builder stores a compressed block."""
+    import cramjam
+
+    return bytes(cramjam.snappy.compress_raw(contents))
+
+
+def with_trailer(contents: bytes, compression: int = 0) -> bytes:
     kind = bytes([compression])
     return contents + kind + struct.pack("<I", masked_crc(contents + kind))
 
 
-def write_table(entries: Iterable[tuple[bytes, bytes]], compression: int = 0) -> bytes:
+def write_table(entries: Iterable[tuple[bytes, bytes]], compression: int = 0, *, compress: bool = False) -> bytes:
     """A complete table holding ``entries``, which are sorted bytewise here as the format requires.
 
-    ``compression`` is only written in the data block's trailer type byte (the contents stay uncompressed)."""
+    ``compression`` is written in the data block's trailer type byte; with ``compress`` (and type 1) the contents
+    are Snappy-compressed as well, otherwise they are stored as they are under whatever type byte was given."""
     items = sorted(entries)
-    data_block = _block(items)
-    out = _with_trailer(data_block, compression)
-    data_handle = varint(0) + varint(len(data_block))
+    data_block = block(items)
+    stored = snappy_raw(data_block) if compress and compression == SNAPPY else data_block
+    out = with_trailer(stored, compression)
+    data_handle = varint(0) + varint(len(stored))
     meta_offset = len(out)
-    meta_block = _block([])
-    out += _with_trailer(meta_block)
+    meta_block = block([])
+    out += with_trailer(meta_block)
     index_offset = len(out)
     last_key = items[-1][0] if items else b""
-    index_block = _block([(last_key, data_handle)])
-    out += _with_trailer(index_block)
+    index_block = block([(last_key, data_handle)])
+    out += with_trailer(index_block)
     handles = varint(meta_offset) + varint(len(meta_block)) + varint(index_offset) + varint(len(index_block))
     return out + handles.ljust(40, b"\x00") + struct.pack("<Q", MAGIC)
+
+
+def snappy_reencode(table: bytes, *, min_saving: float = 0.0) -> tuple[bytes, int]:
+    """The same table with every block (data, metaindex, index) Snappy-compressed as TensorFlow's table builder
+    does it, and how many blocks were compressed.
+
+    The builder keeps a block uncompressed unless Snappy saves at least 12.5 % of it; ``min_saving`` 0 compresses
+    every block whatever it saves, so tests cover compressed index and metaindex blocks too. Blocks are parsed
+    with the test's own walk of the format (FORMATS.md), not with ckptcheck's reader.
+    """
+    (magic,) = struct.unpack_from("<Q", table, len(table) - 8)
+    assert magic == MAGIC
+    footer = table[-48:]
+
+    def read_varint_at(buf: bytes, pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                return value, pos
+            shift += 7
+
+    def block_at(offset: int, size: int) -> bytes:
+        assert table[offset + size] == 0, "re-encode an uncompressed table"
+        return table[offset : offset + size]
+
+    def entries_of(block: bytes) -> list[tuple[bytes, bytes]]:
+        (restarts,) = struct.unpack_from("<I", block, len(block) - 4)
+        limit = len(block) - 4 - 4 * restarts
+        pos, key, out = 0, b"", []
+        while pos < limit:
+            shared, pos = read_varint_at(block, pos)
+            non_shared, pos = read_varint_at(block, pos)
+            value_len, pos = read_varint_at(block, pos)
+            key = key[:shared] + block[pos : pos + non_shared]
+            pos += non_shared
+            out.append((key, block[pos : pos + value_len]))
+            pos += value_len
+        return out
+
+    meta_off, p = read_varint_at(footer, 0)
+    meta_size, p = read_varint_at(footer, p)
+    index_off, p = read_varint_at(footer, p)
+    index_size, _ = read_varint_at(footer, p)
+    out = bytearray()
+    compressed = 0
+
+    def put(contents: bytes) -> bytes:
+        nonlocal compressed
+        packed = snappy_raw(contents)
+        offset = len(out)
+        if len(packed) <= len(contents) * (1 - min_saving):
+            out.extend(with_trailer(packed, SNAPPY))
+            compressed += 1
+            size = len(packed)
+        else:
+            out.extend(with_trailer(contents))
+            size = len(contents)
+        return varint(offset) + varint(size)
+
+    new_index = []
+    for separator, handle in entries_of(block_at(index_off, index_size)):
+        offset, q = read_varint_at(handle, 0)
+        size, _ = read_varint_at(handle, q)
+        new_index.append((separator, put(block_at(offset, size))))
+    meta_handle = put(block_at(meta_off, meta_size))
+    index_handle = put(block(new_index))
+    return bytes(out) + (meta_handle + index_handle).ljust(40, b"\x00") + struct.pack("<Q", MAGIC), compressed
 
 
 def write_index(path: str, tensors: dict[bytes, bytes], num_shards: int = 1) -> None:

@@ -351,10 +351,17 @@ def test_hostile_header(tmp_path: Path) -> None:
             ckptcheck.open_checkpoint(str(tmp_path / "h"))
 
 
-@pytest.mark.parametrize(("compression", "message"), [(1, "Snappy-compressed"), (9, "unknown compression type 9")])
-def test_compressed_index_block_is_refused_clearly(tmp_path: Path, compression: int, message: str) -> None:
-    (tmp_path / "h.index").write_bytes(write_table([(b"", header_proto()), (b"good", GOOD)], compression))
-    with pytest.raises(CorruptCheckpointError, match=message):
+def test_block_of_unknown_compression_is_unsupported_not_damaged(tmp_path: Path) -> None:
+    """Type 9 under an intact checksum: a file from something ckptcheck does not know (exit 2), not damage."""
+    (tmp_path / "h.index").write_bytes(write_table([(b"", header_proto()), (b"good", GOOD)], 9))
+    with pytest.raises(UnsupportedFormatError, match="compression type 9, which no TensorFlow release writes"):
+        ckptcheck.open_checkpoint(str(tmp_path / "h"))
+
+
+def test_snappy_block_that_does_not_decompress_is_damage(tmp_path: Path) -> None:
+    """Type 1 over bytes that are not a Snappy stream (its checksum intact): damage, named with the block."""
+    (tmp_path / "h.index").write_bytes(write_table([(b"", header_proto()), (b"good", GOOD)], 1))
+    with pytest.raises(CorruptCheckpointError, match=r"Snappy block at byte 0 .* does not decompress"):
         ckptcheck.open_checkpoint(str(tmp_path / "h"))
 
 

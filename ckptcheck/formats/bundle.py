@@ -332,6 +332,9 @@ class BundleReader(CheckpointReader):
                         entries[name] = decode_entry(name, value)
         except DecodeError as exc:
             raise CorruptCheckpointError(f"bad entry in index: {exc.message}", path=self.index_path) from None
+        if header is None and self.index_problems:
+            # The block that held the header was damaged: that is the problem, not a second one.
+            raise CorruptCheckpointError(self.index_problems[0], path=self.index_path)
         if header is None:
             raise CorruptCheckpointError("the index has no bundle header", path=self.index_path,
                                          hint="this .index was not written by TensorFlow's bundle writer")

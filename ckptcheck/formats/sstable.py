@@ -1,18 +1,26 @@
-"""Reader for the LevelDB-style sorted table that a tensor bundle's ``.index`` file is.
+"""Reader for the LevelDB-style sorted table: a tensor bundle's ``.index`` file, and each file of a V1 checkpoint.
 
 Layout (tensorflow/tsl/lib/io/table.cc, block.cc, format.cc): data blocks, a metaindex block, an index block
 mapping a separator key to each data block's handle, and a 48-byte footer ending in a magic number. Every block
-is followed by a 5-byte trailer (compression type, masked crc32c), which is verified on every read.
+is followed by a 5-byte trailer (compression type, masked crc32c of the stored bytes and the type byte), which is
+verified on every read. TensorFlow's table builder Snappy-compresses a block (type 1) when its build has Snappy
+and that saves at least 12.5 % (table_builder.cc): many 1.x and 2.x releases did, so such blocks are read here
+(raw Snappy through cramjam, imported when the first compressed block appears).
+
+A bundle's index is small and read whole into memory; a V1 checkpoint keeps its values in the table, so it is
+read block by block from the file (``SSTable.open(path, in_memory=False)``).
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
-from ckptcheck.errors import CorruptCheckpointError
+from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.protobuf import DecodeError, read_varint
 
@@ -24,6 +32,9 @@ _SNAPPY = 1
 _MASK_DELTA = 0xA282EAD8
 # An index this large is not a checkpoint index; refuse rather than read it into memory.
 MAX_INDEX_BYTES = 2 << 30
+# A Snappy stream cannot expand its input more than ~21x (a 3-byte copy of 64 bytes is the best case); a block
+# declaring more is damaged, and is refused before anything is allocated for it.
+_SNAPPY_MAX_EXPANSION = 24
 
 
 def unmask_crc(masked: int) -> int:
@@ -47,17 +58,25 @@ class BlockProblem:
 
 
 class SSTable:
-    """An in-memory view of a table file; blocks are checked and decoded lazily, in key order."""
+    """A view of a table file; blocks are read, checked and decoded lazily, in key order.
 
-    def __init__(self, path: str, data: bytes) -> None:
+    ``data`` is the whole file (a bundle index), or None with ``file`` open on it (a V1 checkpoint, whose blocks
+    are read one at a time).
+    """
+
+    def __init__(self, path: str, data: bytes | None, file: BinaryIO | None = None, size: int | None = None) -> None:
         self.path = path
         self.data = data
-        if len(data) < FOOTER_SIZE:
+        self._file = file
+        self.size = len(data) if data is not None else (size or 0)
+        self._handles: tuple[list[bytes], list[BlockHandle]] | None = None
+        self._cached: tuple[int, list[tuple[bytes, bytes]]] | None = None  # the last data block decoded
+        if self.size < FOOTER_SIZE:
             raise self._error(
-                f"file is too short to be an index ({len(data)} bytes, a table footer alone is {FOOTER_SIZE})",
-                hint="the .index file is empty or truncated" if data else "the .index file is empty",
+                f"file is too short to be a table ({self.size} bytes, a table footer alone is {FOOTER_SIZE})",
+                hint="the file is empty or truncated" if self.size else "the file is empty",
             )
-        footer = data[-FOOTER_SIZE:]
+        footer = self._raw(self.size - FOOTER_SIZE, FOOTER_SIZE)
         (magic,) = struct.unpack_from("<Q", footer, 40)
         if magic != TABLE_MAGIC:
             raise self._error(
@@ -75,44 +94,91 @@ class SSTable:
         self.index_handle = BlockHandle(idx_off, idx_size)
 
     @classmethod
-    def open(cls, path: str) -> SSTable:
+    def open(cls, path: str, *, in_memory: bool = True) -> SSTable:
         try:
-            size = os.path.getsize(path)
-            if size > MAX_INDEX_BYTES:
-                raise CorruptCheckpointError(
-                    f"file is {size} bytes, far larger than any checkpoint index", path=path
-                )
-            with open(path, "rb") as f:
-                data = f.read()
+            if in_memory:
+                size = os.path.getsize(path)
+                if size > MAX_INDEX_BYTES:
+                    raise CorruptCheckpointError(
+                        f"file is {size} bytes, far larger than any checkpoint index", path=path
+                    )
+                with open(path, "rb") as f:
+                    data = f.read()
+                return cls(path, data)
+            f = open(path, "rb")  # noqa: SIM115 - kept open for the table's life, closed in close()
         except OSError as exc:
             raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path) from None
-        return cls(path, data)
+        try:
+            return cls(path, None, f, os.fstat(f.fileno()).st_size)
+        except BaseException:
+            f.close()
+            raise
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _raw(self, offset: int, n: int) -> bytes:
+        if self.data is not None:
+            return self.data[offset : offset + n]
+        if self._file is None:
+            raise self._error("the table is closed")
+        self._file.seek(offset)
+        out = self._file.read(n)
+        if len(out) != n:
+            raise self._error(f"truncated block read (wanted {n} bytes at byte {offset}, the file ended)")
+        return out
 
     def _error(self, message: str, hint: str | None = None) -> CorruptCheckpointError:
         return CorruptCheckpointError(message, path=self.path, hint=hint)
 
     def read_block(self, handle: BlockHandle) -> bytes:
-        """Return a block's contents after checking its bounds, trailer and checksum."""
+        """Return a block's contents after checking its bounds, trailer and checksum, decompressed if need be.
+
+        Damage (bounds, checksum, a compressed block that does not decompress) raises CorruptCheckpointError; a
+        block whose checksum holds but whose compression type ckptcheck does not know raises
+        UnsupportedFormatError: the file is intact, written by something newer.
+        """
         end = handle.offset + handle.size + BLOCK_TRAILER_SIZE
-        if end > len(self.data) - FOOTER_SIZE:
+        if end > self.size - FOOTER_SIZE:
             raise self._error(
                 f"truncated block read (block at byte {handle.offset}, {handle.size} bytes, "
-                f"runs past the end of the {len(self.data)}-byte file)"
+                f"runs past the end of the {self.size}-byte file)"
             )
-        contents = self.data[handle.offset : handle.offset + handle.size]
-        ctype = self.data[handle.offset + handle.size]
-        (stored,) = struct.unpack_from("<I", self.data, handle.offset + handle.size + 1)
-        actual = crc32c(self.data[handle.offset : handle.offset + handle.size + 1])
-        if unmask_crc(stored) != actual:
+        stored = self._raw(handle.offset, handle.size + BLOCK_TRAILER_SIZE)
+        ctype = stored[handle.size]
+        (masked,) = struct.unpack_from("<I", stored, handle.size + 1)
+        if unmask_crc(masked) != crc32c(memoryview(stored)[: handle.size + 1]):
             raise self._error(f"block checksum mismatch (block at byte {handle.offset}, {handle.size} bytes)")
         if ctype == _NO_COMPRESSION:
-            return contents
+            return stored[: handle.size]
         if ctype == _SNAPPY:
+            return self._snappy(memoryview(stored)[: handle.size], handle)
+        raise UnsupportedFormatError(
+            f"block at byte {handle.offset} uses compression type {ctype}, which no TensorFlow release writes "
+            "(0 is none, 1 is Snappy)", path=self.path,
+            hint="the block's checksum is intact: the file was written by a tool ckptcheck does not know",
+        )
+
+    def _snappy(self, compressed: memoryview, handle: BlockHandle) -> bytes:
+        """Decompress a raw Snappy block (a varint uncompressed length, then the stream)."""
+        try:
+            declared, _ = read_varint(compressed, 0, min(len(compressed), 10))
+        except DecodeError:
+            raise self._error(f"Snappy block at byte {handle.offset} has no valid length") from None
+        if declared > _SNAPPY_MAX_EXPANSION * len(compressed) + 64:
             raise self._error(
-                f"block at byte {handle.offset} is Snappy-compressed, which ckptcheck does not read",
-                hint="TensorFlow never compresses bundle indexes; this file was written by another tool",
+                f"Snappy block at byte {handle.offset} declares {declared} bytes from {len(compressed)}, more than "
+                "any Snappy stream expands to"
             )
-        raise self._error(f"block at byte {handle.offset} has unknown compression type {ctype}")
+        from ckptcheck.formats.snappy import decompress
+
+        out = decompress(compressed, declared)
+        if out is None:
+            raise self._error(f"Snappy block at byte {handle.offset} ({handle.size} bytes) does not decompress",
+                              hint="its checksum holds, so it was damaged before it was written")
+        return out
 
     def _block_entries(self, block: bytes, where: int) -> Iterator[tuple[bytes, bytes]]:
         n = len(block)
@@ -145,17 +211,56 @@ class SSTable:
             yield key, block[pos : pos + value_len]
             pos += value_len
 
+    def _index(self) -> tuple[list[bytes], list[BlockHandle]]:
+        """Each data block's separator key (>= every key in it, < every key after it) and handle."""
+        if self._handles is None:
+            index = self.read_block(self.index_handle)
+            keys: list[bytes] = []
+            handles: list[BlockHandle] = []
+            for key, value in self._block_entries(index, self.index_handle.offset):
+                try:
+                    off, p = read_varint(value, 0)
+                    size, _ = read_varint(value, p)
+                except DecodeError:
+                    raise self._error("bad block handle in the index block") from None
+                keys.append(key)
+                handles.append(BlockHandle(off, size))
+            self._handles = (keys, handles)
+        return self._handles
+
     def data_block_handles(self) -> list[BlockHandle]:
-        index = self.read_block(self.index_handle)
-        handles = []
-        for _key, value in self._block_entries(index, self.index_handle.offset):
-            try:
-                off, p = read_varint(value, 0)
-                size, _ = read_varint(value, p)
-            except DecodeError:
-                raise self._error("bad block handle in the index block") from None
-            handles.append(BlockHandle(off, size))
-        return handles
+        return list(self._index()[1])
+
+    def _entries_of(self, i: int, handle: BlockHandle) -> list[tuple[bytes, bytes]]:
+        cached = self._cached
+        if cached is not None and cached[0] == i:
+            return cached[1]
+        entries = list(self._block_entries(self.read_block(handle), handle.offset))
+        self._cached = (i, entries)
+        return entries
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored under ``key``, reading only the block that can hold it (the last one read is kept,
+        so looking keys up in order reads each block once)."""
+        keys, handles = self._index()
+        i = bisect.bisect_left(keys, key)
+        if i == len(keys):
+            return None
+        for k, value in self._entries_of(i, handles[i]):
+            if k == key:
+                return value
+            if k > key:
+                break
+        return None
+
+    def first(self) -> tuple[bytes, bytes] | None:
+        """The first (key, value) of the table, reading only the first data block."""
+        _keys, handles = self._index()
+        for i, handle in enumerate(handles):
+            entries = self._entries_of(i, handle)
+            if entries:
+                return entries[0]
+        return None
 
     def items(self, problems: list[str] | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) in key order, checking each block's checksum as it is read.
