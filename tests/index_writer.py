@@ -56,12 +56,21 @@ def _field_fixed32(number: int, value: int) -> bytes:
     return varint((number << 3) | 5) + struct.pack("<I", value)
 
 
-def header_proto(num_shards: int = 1, endianness: int = 0, producer: int = 1) -> bytes:
-    """BundleHeaderProto: num_shards=1, endianness=2, version=3 {producer=1}."""
+def versions_proto(producer: int = 1, min_consumer: int = 0, bad_consumers: Sequence[int] = ()) -> bytes:
+    """VersionDef: producer=1, min_consumer=2, bad_consumers=3 (repeated)."""
+    out = _field_varint(1, producer)
+    if min_consumer:
+        out += _field_varint(2, min_consumer)
+    return out + b"".join(_field_varint(3, v) for v in bad_consumers)
+
+
+def header_proto(num_shards: int = 1, endianness: int = 0, producer: int = 1, min_consumer: int = 0,
+                 bad_consumers: Sequence[int] = ()) -> bytes:
+    """BundleHeaderProto: num_shards=1, endianness=2, version=3 (a VersionDef)."""
     out = _field_varint(1, num_shards)
     if endianness:
         out += _field_varint(2, endianness)
-    return out + _field_bytes(3, _field_varint(1, producer))
+    return out + _field_bytes(3, versions_proto(producer, min_consumer, bad_consumers))
 
 
 def shape_proto(dims: Sequence[int]) -> bytes:

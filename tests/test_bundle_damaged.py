@@ -358,6 +358,26 @@ def test_block_of_unknown_compression_is_unsupported_not_damaged(tmp_path: Path)
         ckptcheck.open_checkpoint(str(tmp_path / "h"))
 
 
+@pytest.mark.parametrize(("header", "message"), [
+    (header_proto(producer=3, min_consumer=2), "needs a reader of version 2 or newer"),
+    (header_proto(bad_consumers=[1]), "names version 1 as bad"),
+])
+def test_bundle_for_newer_readers_is_refused_as_tensorflow_refuses_it(tmp_path: Path, header: bytes,
+                                                                      message: str) -> None:
+    """An intact file from a future format version: one line, exit 2 for inspect and verify alike."""
+    import tensorflow as tf
+
+    (tmp_path / "h.data-00000-of-00001").write_bytes(DATA)
+    (tmp_path / "h.index").write_bytes(write_table([(b"", header), (b"good", GOOD)]))
+    prefix = str(tmp_path / "h")
+    with pytest.raises(Exception, match=r"(?i)version"):  # the oracle: TensorFlow refuses it too
+        tf.train.load_checkpoint(prefix).get_tensor("good")
+    for command in (["inspect", prefix], ["verify", prefix], ["manifest", prefix]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_snappy_block_that_does_not_decompress_is_damage(tmp_path: Path) -> None:
     """Type 1 over bytes that are not a Snappy stream (its checksum intact): damage, named with the block."""
     (tmp_path / "h.index").write_bytes(write_table([(b"", header_proto()), (b"good", GOOD)], 1))

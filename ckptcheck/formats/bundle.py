@@ -54,12 +54,51 @@ def shard_filename(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
 
 
+# The checkpoint format version TensorFlow's readers declare (kTensorBundleVersion, TF_CHECKPOINT_VERSION): a file
+# whose VersionDef asks for newer readers, or names this one as bad, is refused as TensorFlow refuses it.
+READER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Versions:
+    """A VersionDef (tensorflow/core/framework/versions.proto)."""
+
+    producer: int = 0
+    min_consumer: int = 0
+    bad_consumers: tuple[int, ...] = ()
+
+
+def decode_versions(buf: bytes) -> Versions:
+    producer = min_consumer = 0
+    bad: list[int] = []
+    for number, _wire, value in iter_fields(buf):
+        if number == 1:
+            producer = to_int64(as_int(value, "producer"))
+        elif number == 2:
+            min_consumer = to_int64(as_int(value, "min_consumer"))
+        elif number == 3:
+            bad.append(to_int64(as_int(value, "bad_consumers")))
+    return Versions(producer, min_consumer, tuple(bad))
+
+
+def check_versions(versions: Versions, *, path: str, what: str) -> None:
+    """Refuse a file written for newer readers (UnsupportedFormatError, exit 2: intact, but not decodable here)."""
+    if versions.min_consumer > READER_VERSION or READER_VERSION in versions.bad_consumers:
+        raise UnsupportedFormatError(
+            f"{what} format version {versions.producer} needs a reader of version {versions.min_consumer} or "
+            f"newer{' and names version 1 as bad' if READER_VERSION in versions.bad_consumers else ''}; "
+            f"ckptcheck reads version {READER_VERSION}, as TensorFlow 2.x does", path=path,
+            hint="a newer TensorFlow wrote it",
+        )
+
+
 @dataclass(frozen=True)
 class BundleHeader:
     num_shards: int
     endianness: int
     producer: int
     min_consumer: int
+    versions: Versions = Versions()
 
 
 class BundleEntry(NamedTuple):
@@ -202,19 +241,15 @@ def decode_entry(key: str, buf: bytes) -> BundleEntry:
 def decode_header(buf: bytes) -> BundleHeader:
     num_shards = 1
     endianness = _LITTLE
-    producer = min_consumer = 0
+    versions = Versions()
     for number, _wire, value in iter_fields(buf):
         if number == 1:
             num_shards = to_int64(as_int(value, "num_shards"))
         elif number == 2:
             endianness = as_int(value, "endianness")
         elif number == 3:
-            for n2, _w2, v2 in iter_fields(as_bytes(value, "version")):
-                if n2 == 1:
-                    producer = to_int64(as_int(v2, "producer"))
-                elif n2 == 2:
-                    min_consumer = to_int64(as_int(v2, "min_consumer"))
-    return BundleHeader(num_shards, endianness, producer, min_consumer)
+            versions = decode_versions(as_bytes(value, "version"))
+    return BundleHeader(num_shards, endianness, versions.producer, versions.min_consumer, versions)
 
 
 # --- OrderedCode (tensorflow/core/lib/strings/ordered_code.cc), for the keys of slices -----------------------
@@ -338,6 +373,7 @@ class BundleReader(CheckpointReader):
         if header is None:
             raise CorruptCheckpointError("the index has no bundle header", path=self.index_path,
                                          hint="this .index was not written by TensorFlow's bundle writer")
+        check_versions(header.versions, path=self.index_path, what="the bundle's")
         if header.num_shards < 1 or header.num_shards > 1_000_000:
             raise CorruptCheckpointError(f"the header claims {header.num_shards} shards", path=self.index_path)
         if header.endianness not in (_LITTLE, _BIG):
