@@ -68,6 +68,10 @@ def open_checkpoint(path: str) -> CheckpointReader:
         from ckptcheck.formats.bundle import BundleReader
 
         return BundleReader(resolved.location, path=str(path), format=resolved.format_hint)
+    if resolved.kind == "v1":
+        from ckptcheck.formats.v1 import V1Reader
+
+        return V1Reader(resolved.location, path=str(path))
     from ckptcheck.formats.keras import open_keras
 
     return open_keras(resolved.kind, resolved.location, path=str(path))

@@ -231,6 +231,7 @@ class VerifyReport:
     problems: tuple[Problem, ...]
     against: str | None = None  # the manifest compared with, if any
     differences: tuple[Problem, ...] = ()  # differences from that manifest
+    notes: tuple[str, ...] = ()  # what the check could and could not cover, for this format
 
     @property
     def ok(self) -> bool:

@@ -318,6 +318,7 @@ def verify_text(report: VerifyReport) -> str:
     if report.problems:
         lines.append(f"{len(report.problems)} problem(s):")
         lines += [f"  - {p}" for p in report.problems]
+    lines += [f"note: {note}" for note in report.notes]
     if report.against is not None:
         if report.differences:
             lines.append(f"{len(report.differences)} difference(s) from {report.against}:")
@@ -344,6 +345,7 @@ def verify_dict(report: VerifyReport) -> dict[str, Any]:
         "problems": [_problem_dict(p) for p in report.problems],
         "against": report.against,
         "differences": [_problem_dict(d) for d in report.differences],
+        "notes": list(report.notes),
     }
 
 

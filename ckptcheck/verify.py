@@ -2,8 +2,11 @@
 
 Tensor bundles: every index block checksum, the header's shard count, every shard present and long enough for
 every entry, every entry's size against its dtype and shape, every entry's crc32c (numeric, string and sliced
-tensors). Keras files: every HDF5 dataset readable to the end; for .keras archives, every zip member's CRC.
-Damage found is a Problem (exit 1); only a path that names no checkpoint at all is an error (exit 2).
+tensors). V1 checkpoints: every block checksum of every shard, every shard the pattern names present, every slice
+record decoded against its table of contents (V1 has no per-tensor checksum). Keras files: every HDF5 dataset
+readable to the end; for .keras archives, every zip member's CRC. Damage found is a Problem (exit 1); a path that
+names no checkpoint, or a file that is intact but not decodable here (unknown compression or format version), is
+an error (exit 2).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Any
 
 from ckptcheck.errors import CorruptCheckpointError
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.formats.resolve import resolve
-from ckptcheck.model import KERAS, Problem, VerifyReport
+from ckptcheck.formats.resolve import V1, resolve
+from ckptcheck.model import KERAS, TF1, Problem, VerifyReport
 
 # Problems are reported in the order found, each once: tuple(dict.fromkeys(problems)).
 ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
@@ -136,6 +139,51 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
     return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)))
 
 
+V1_NOTE = ("V1 checkpoints store no per-tensor checksum: every table block's crc32c was checked and every value "
+           "decoded against the table of contents")
+
+
+def _verify_v1(location: str, path: str, progress: ProgressFn | None,
+               fingerprints: dict[str, Any] | None) -> VerifyReport:
+    from ckptcheck.formats.sstable import SSTable
+    from ckptcheck.formats.v1 import V1Reader, missing_shards, unused_records, v1_files
+
+    files = v1_files(location)
+    problems = [Problem("missing-file", "shard is missing", file=m) for m in missing_shards(location)]
+    try:
+        reader = V1Reader(location, path=path)
+    except CorruptCheckpointError as exc:
+        # A damaged block that held the table of contents is the one problem; the scan below names it.
+        for f in files:
+            with contextlib.suppress(CorruptCheckpointError):
+                table = SSTable.open(f, in_memory=False)
+                try:
+                    problems += [Problem("index", b.message, file=f) for b in table.scan_problems()]
+                finally:
+                    table.close()
+        if not any(p.kind == "index" for p in problems):
+            problems.append(problem_from(exc, "structure"))
+        return VerifyReport(path, TF1, tuple(files), 0, 0, tuple(dict.fromkeys(problems)), notes=(V1_NOTE,))
+    with reader:
+        info = reader.info()
+        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints)
+        # Blocks no tensor read (the index and metaindex blocks, records nothing lists) are checked too; damage
+        # already named with a tensor is not named again.
+        named = {p.message for p in problems}
+        for i, table in enumerate(reader.tables):
+            for b in table.scan_problems():
+                if b.message not in named:
+                    problems.append(Problem("index", b.message, file=reader.files[i]))
+            with contextlib.suppress(CorruptCheckpointError):
+                extra = list(unused_records(reader, i))
+                if extra:
+                    shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+                    problems.append(Problem("structure", f"{len(extra)} record(s) that the table of contents does "
+                                            f"not list: {shown}", file=reader.files[i]))
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)),
+                        notes=(V1_NOTE,))
+
+
 def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
     """Read every member of a .keras archive to its end: zipfile checks each member's CRC there."""
     try:
@@ -187,6 +235,8 @@ def verify(
     resolved = resolve(path)
     if resolved.kind == "bundle":
         report = _verify_bundle(resolved.location, path, resolved.format_hint, progress, fingerprints)
+    elif resolved.kind == V1:
+        report = _verify_v1(resolved.location, path, progress, fingerprints)
     else:
         report = _verify_keras(resolved.kind, resolved.location, path, progress, fingerprints)
     if expected is None or fingerprints is None:
@@ -199,4 +249,5 @@ def verify(
         report.path, report.format, report.files, report.tensors_checked, report.bytes_checked, report.problems,
         against=against,
         differences=tuple(Problem(d.kind, d.message, tensor=d.tensor) for d in differences),
+        notes=report.notes,
     )

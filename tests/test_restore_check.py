@@ -90,6 +90,9 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             session.run(v1.global_variables_initializer())
             session.run(train)
             paths["tf1"] = saver.save(session, str(out / "tf1" / "model.ckpt"), global_step=step)
+            v1_saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)  # the same values in a V1 checkpoint
+            (out / "tf1-v1").mkdir()
+            paths["tf1-v1"] = v1_saver.save(session, str(out / "tf1-v1" / "model.ckpt"), global_step=step)
 
     keras.utils.set_random_seed(3)
     model = _module("keras_models").saved()
@@ -373,15 +376,16 @@ TF1_OPTIMIZER = sorted(["beta1_power", "beta2_power"] + [f"{layer}/{var}/{slot}"
                                                          for var in ("bias", "kernel") for slot in ("Adam", "Adam_1")])
 
 
-def test_tf1_same_model(ckpts: dict[str, str]) -> None:
-    code, data = check(ckpts["tf1"], "tf1_modules.py:same")
+@pytest.mark.parametrize("which", ["tf1", "tf1-v1"])
+def test_tf1_same_model(ckpts: dict[str, str], which: str) -> None:
+    code, data = check(ckpts[which], "tf1_modules.py:same")
     assert code == 1  # Adam's slots and the global step are not in this model
     assert statuses(data) == {n: ("restored", n) for n in ("dense/kernel", "dense/bias", "dense_1/kernel",
                                                            "dense_1/bias")}
     assert data["method"].startswith("tf.train.Checkpoint(...).restore() — name-based")
     assert sorted(data["summary"]["unused"]) == sorted([*TF1_OPTIMIZER, "global_step"])
     assert used(data, "counter") == {"global_step": []}
-    assert check(ckpts["tf1"], "tf1_modules.py:same", "--ignore-optimizer")[0] == 0
+    assert check(ckpts[which], "tf1_modules.py:same", "--ignore-optimizer")[0] == 0
 
 
 def test_tf1_renamed_layer(ckpts: dict[str, str], tmp_path: Path) -> None:

@@ -16,10 +16,12 @@ import pytest
 
 __all__ = [
     "SHARDED_STRINGS",
+    "V1_DTYPES",
     "keras_tf_checkpoint",
     "manager_dir",
     "savedmodel_dir",
     "tf1_model_dir",
+    "tf1_v1_checkpoints",
     "tf2_all_dtypes",
     "tf2_sharded",
     "tf2_sharded_strings",
@@ -300,3 +302,81 @@ def manager_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         step.assign_add(1)
         manager.save()
     return directory
+
+
+# Values of every dtype a V1 Saver writes (TF 2.21 refuses the others: float16, complex, unsigned 16/32/64 bits).
+V1_DTYPES = {
+    "float32": np.array([[1.5, -0.0], [np.inf, 3.4e38]], dtype=np.float32),
+    "float64": np.array([np.pi, -1e-300, np.nan], dtype=np.float64),
+    "int32": np.array([-(2**31), -1, 0, 2**31 - 1], dtype=np.int32),
+    "int64": np.array([-(2**63), -1, 2**63 - 1], dtype=np.int64),
+    "uint8": np.array([0, 1, 255], dtype=np.uint8),
+    "int8": np.array([-128, -1, 127], dtype=np.int8),
+    "int16": np.array([-32768, -1, 32767], dtype=np.int16),
+    "bool": np.array([True, False, True], dtype=bool),
+    "string": np.array([b"", b"text", b"\xea\x00\xff raw bytes", b"a\\xea"], dtype=object),
+}
+
+
+@pytest.fixture(scope="session")
+def tf1_v1_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """V1 checkpoints written by TensorFlow's own Saver (write_version=V1), with V2 saves of the same session.
+
+    - ``model_dir``: a V1 Estimator-style model_dir at steps 3 and 6 (state file naming both): dense/kernel, dense/bias,
+      a [10, 4] `embedding` partitioned into 3, a string variable `vocab`, a [300, 300] `big` (the files have several
+      table blocks), Adam's slots and global_step.
+    - ``v2_model_dir``: the same variables at the same steps, saved by a V2 Saver in the same session.
+    - ``sharded``: a sharded V1 save at step 6 of variables on two devices (model.ckpt-6-?????-of-0000N, one shard
+      per device the Saver groups variables by).
+    - ``dtypes``: one variable per dtype in V1_DTYPES, saved as ``dtypes/model.ckpt``.
+    """
+    tf = _tf()
+    v1 = tf.compat.v1
+    root = tmp_path_factory.mktemp("tf1_v1")
+    dirs = {name: root / name for name in ("model_dir", "v2_model_dir", "sharded", "dtypes")}
+    for d in dirs.values():
+        d.mkdir()
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(0)
+        features = tf.constant(np.arange(20, dtype=np.float32).reshape(5, 4) / 10.0)
+        labels = tf.constant(np.ones([5, 1], dtype=np.float32))
+        ids = tf.constant([0, 3, 7, 9, 2])
+        with tf.device("/cpu:0"):
+            with v1.variable_scope("dense"):
+                kernel = v1.get_variable("kernel", [4, 1], initializer=v1.constant_initializer(0.5))
+                bias = v1.get_variable("bias", [1], initializer=v1.zeros_initializer())
+            v1.get_variable("vocab", initializer=tf.constant(V1_DTYPES["string"]), dtype=tf.string,
+                            trainable=False)
+            # 360 KB: more than a table block holds (256 KiB), so the files have several data blocks.
+            v1.get_variable("big", [300, 300], initializer=v1.random_uniform_initializer(seed=2), trainable=False)
+        with tf.device("/cpu:1"):
+            embedding = v1.get_variable(
+                "embedding", [10, 4], initializer=v1.random_normal_initializer(seed=1),
+                partitioner=v1.fixed_size_partitioner(3),
+            )
+        looked_up = tf.nn.embedding_lookup(embedding, ids)
+        loss = tf.reduce_mean((tf.matmul(features + looked_up, kernel) + bias - labels) ** 2)
+        global_step = v1.train.get_or_create_global_step()
+        train_op = v1.train.AdamOptimizer(0.01).minimize(loss, global_step=global_step)
+        v1_saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
+        v2_saver = v1.train.Saver()
+        sharded_saver = v1.train.Saver(write_version=v1.train.SaverDef.V1, sharded=True)
+        config = v1.ConfigProto(device_count={"CPU": 2})
+        with v1.Session(graph=graph, config=config) as session:
+            session.run(v1.global_variables_initializer())
+            for step in range(1, max(TF1_SAVE_STEPS) + 1):
+                session.run(train_op)
+                if step in TF1_SAVE_STEPS:
+                    v1_saver.save(session, str(dirs["model_dir"] / "model.ckpt"), global_step=global_step)
+                    v2_saver.save(session, str(dirs["v2_model_dir"] / "model.ckpt"), global_step=global_step)
+            sharded_saver.save(session, str(dirs["sharded"] / "model.ckpt"), global_step=global_step)
+    graph = tf.Graph()
+    with graph.as_default():
+        for name, value in V1_DTYPES.items():
+            v1.Variable(tf.constant(value), name=name)
+        saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            saver.save(session, str(dirs["dtypes"] / "model.ckpt"))
+    return dirs

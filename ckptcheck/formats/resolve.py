@@ -2,8 +2,10 @@
 
 Accepted: a bundle prefix (``dir/ckpt-3``), ``dir/ckpt-3.index``, a ``.data-*`` or ``.meta`` file, a directory
 holding a ``checkpoint`` state file (TF2 CheckpointManager or an Estimator model_dir), a SavedModel directory (or
-its ``variables/`` directory), and Keras ``.keras``, ``.weights.h5`` and legacy ``.h5`` files (recognised by their
-bytes, whatever their name).
+its ``variables/`` directory, or a file in it: ``saved_model.pb``, ``fingerprint.pb``), a V1 checkpoint (the file
+``model.ckpt``, one of its shards ``model.ckpt-00000-of-00002``, the pattern ``model.ckpt-?????-of-00002`` a state
+file names, or the base beside its shards), and Keras ``.keras``, ``.weights.h5`` and legacy ``.h5`` files
+(recognised by their bytes, whatever their name).
 """
 
 from __future__ import annotations
@@ -24,9 +26,17 @@ _STATE_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths
 _MAX_STATE_BYTES = 1 << 20
 
 
+V1 = "v1"  # Resolved.kind of a V1 (TensorSliceReader) checkpoint; its format is tf1
+# Files that name the SavedModel directory they are in.
+_SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb")
+# Files that are never a V1 checkpoint, by name: looked at no further when a directory is searched.
+_NOT_V1 = (".index", ".meta", ".json", ".h5", ".hdf5", ".keras", ".pb", ".pbtxt", ".txt", ".py", ".tfevents")
+
+
 @dataclass(frozen=True)
 class Resolved:
-    """What a path names: ``kind`` is "bundle" or one of the Keras formats; ``location`` the prefix or file."""
+    """What a path names: ``kind`` is "bundle", V1 or one of the Keras formats; ``location`` the prefix, V1 file or
+    shard pattern, or the Keras file."""
 
     kind: str
     location: str
@@ -68,7 +78,16 @@ def _state_path(base: str, recorded: str) -> str:
     if not (os.path.isabs(recorded) or "://" in recorded):
         return os.path.join(base, recorded)
     local = os.path.join(base, recorded.rstrip("/").rsplit("/", 1)[-1])
-    return local if os.path.exists(local + ".index") else recorded
+    return local if checkpoint_exists(local) else recorded
+
+
+def checkpoint_exists(prefix: str) -> bool:
+    """A bundle (its .index) or a V1 checkpoint (the file, or shards matching the pattern) is at ``prefix``."""
+    if os.path.exists(prefix + ".index"):
+        return True
+    from ckptcheck.formats.v1 import v1_files
+
+    return bool(v1_files(prefix))
 
 
 def read_state(path: str) -> CheckpointState:
@@ -105,6 +124,13 @@ def read_state(path: str) -> CheckpointState:
 
 
 def step_of(prefix: str) -> int | None:
+    from ckptcheck.formats.v1 import V1_SHARD_RE
+
+    m = V1_SHARD_RE.match(prefix)
+    if m is not None:  # a V1 shard pattern, model.ckpt-7-?????-of-00002, or one shard of it
+        prefix = m.group("base")
+    elif prefix.endswith("-?????-of-" + prefix[-5:]):
+        prefix = prefix[: -len("-?????-of-00000")]
     m = _STEP_RE.search(prefix)
     return int(m.group(1)) if m else None
 
@@ -117,7 +143,7 @@ def list_state(directory: str) -> list[CheckpointEntry]:
                                       hint="--all lists what a state file names; pass a directory that has one")
     state = read_state(state_path)
     return [
-        CheckpointEntry(prefix=p, step=step_of(p), exists=os.path.exists(p + ".index"), latest=p == state.latest)
+        CheckpointEntry(prefix=p, step=step_of(p), exists=checkpoint_exists(p), latest=p == state.latest)
         for p in state.all
     ]
 
@@ -193,13 +219,49 @@ def _bundle(prefix: str) -> Resolved:
     return Resolved("bundle", prefix)
 
 
+def _v1(location: str) -> Resolved | None:
+    """A V1 checkpoint at ``location`` (the file, its shard pattern, or the base of its shards), if there is one."""
+    from ckptcheck.formats.v1 import V1_SHARD_RE, is_v1_pattern, looks_like_table, shard_pattern, v1_files
+
+    files = v1_files(location)
+    if not files or not looks_like_table(files[0]):
+        return None
+    if is_v1_pattern(location):
+        return Resolved(V1, location)
+    if os.path.isfile(location):
+        name = os.path.basename(location)
+        return Resolved(V1, shard_pattern(location) if V1_SHARD_RE.match(name) else location)
+    return Resolved(V1, shard_pattern(files[0]))
+
+
+def _v1_in(directory: str) -> list[str]:
+    """The V1 checkpoints in a directory (a file, or one pattern for a set of shards), natural order."""
+    from ckptcheck.formats.v1 import V1_SHARD_RE, looks_like_table, shard_pattern
+
+    try:
+        names = sorted(os.listdir(directory), key=_natural)
+    except OSError:
+        return []
+    found: dict[str, None] = {}
+    for name in names:
+        if name == STATE_FILE or name.endswith(_NOT_V1) or _DATA_RE.match(name) or ".tfevents." in name:
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and looks_like_table(path):
+            found.setdefault(shard_pattern(path) if V1_SHARD_RE.match(name) else path, None)
+    return list(found)
+
+
 def _resolve_directory(directory: str) -> Resolved:
     state_path = os.path.join(directory, STATE_FILE)
     if os.path.isfile(state_path):
         state = read_state(state_path)
         latest = state.latest or ""
         if not os.path.exists(latest + ".index"):
-            present = [os.path.basename(p) for p in _bundles_in(directory)]
+            v1 = _v1(latest)
+            if v1 is not None:
+                return v1
+            present = [os.path.basename(p) for p in _bundles_in(directory) + _v1_in(directory)]
             hint = ("checkpoints present: " + ", ".join(present[-5:])) if present else "no checkpoint is left here"
             raise CheckpointNotFoundError(
                 f"the state file points at {os.path.basename(latest)}, which is gone", path=state_path, hint=hint
@@ -216,6 +278,10 @@ def _resolve_directory(directory: str) -> Resolved:
     bundles = _bundles_in(directory)
     if len(bundles) == 1:
         return Resolved("bundle", bundles[0])
+    v1_found = _v1_in(directory) if not bundles else []
+    if len(v1_found) == 1:
+        return Resolved(V1, v1_found[0])
+    bundles += v1_found
     if bundles:
         names = ", ".join(os.path.basename(b) for b in bundles[-5:])
         raise CheckpointNotFoundError(f"{len(bundles)} checkpoints and no `checkpoint` state file to choose one",
@@ -258,19 +324,32 @@ def resolve(path: str) -> Resolved:
             return _resolve_prefix(m.group("prefix"), path)
         if path.endswith(".meta") and os.path.exists(path[: -len(".meta")] + ".index"):
             return _bundle(path[: -len(".meta")])
+        if path.endswith(".meta"):
+            v1 = _v1(path[: -len(".meta")])
+            if v1 is not None:
+                return v1
         if os.path.basename(path) == STATE_FILE:
+            return _resolve_directory(os.path.dirname(path) or ".")
+        if os.path.basename(path) in _SAVEDMODEL_FILES:
             return _resolve_directory(os.path.dirname(path) or ".")
         kind = _keras_kind(path)
         if kind is not None:
             return Resolved(kind, path)
         if os.path.exists(path + ".index"):
             return _bundle(path)
+        v1 = _v1(path)
+        if v1 is not None:
+            return v1
         if os.path.getsize(path) == 0:
             raise UnsupportedFormatError("file is empty", path=path)
         raise UnsupportedFormatError(
             "not a checkpoint format ckptcheck reads", path=path,
-            hint="ckptcheck reads TensorFlow bundles (.index/.data), .keras, .weights.h5 and .h5 files",
+            hint="ckptcheck reads TensorFlow bundles (.index/.data), V1 checkpoints, .keras, .weights.h5 and .h5 "
+                 "files",
         )
     if os.path.exists(path + ".index"):
         return _bundle(path)
+    v1 = _v1(path)
+    if v1 is not None:
+        return v1
     raise CheckpointNotFoundError("no such file or directory", path=path, hint=_near_misses(path))
