@@ -204,6 +204,7 @@ def test_reading_commands_run_without_tensorflow(
     """Reading commands (inspect, verify, manifest, diff) never import TensorFlow or Keras: made to fail on
     import, they all still work."""
     paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)] + [str(p) for p in keras_files.values()]
+    assert str(keras_files["keras-npz"]) in paths  # a .keras whose weights are model.weights.npz
     script = textwrap.dedent(
         f"""
         import sys

@@ -39,7 +39,7 @@ import zlib
 from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -749,21 +749,29 @@ class KerasNpzArchiveReader(CheckpointReader):
             if info.flag_bits & 0x1:
                 raise UnsupportedFormatError(f"{NPZ_WEIGHTS_MEMBER} member {info.filename} is encrypted", path=where)
             self._members[info.filename] = info
+            start = self._direct_start(info)
             with _guard(f"cannot read {NPZ_WEIGHTS_MEMBER} member {info.filename}", path=where,
-                        hint="the archive may be truncated or damaged"), self._npz.open(info) as f:
+                        hint="the archive may be truncated or damaged"), self._member_file(info, start) as f:
                 found = npz.scan_member(f, info.filename, info.file_size, path=where)
             for arr in found:
                 if arr.name in self._arrays:
                     raise CorruptCheckpointError(f"{NPZ_WEIGHTS_MEMBER} lists this weight twice", path=where,
                                                  tensor=arr.name)
                 self._arrays[arr.name] = arr
-            start = self._direct_start(info)
             if start is not None:
                 self._direct[info.filename] = start
         ordered = sorted(self._arrays.values(), key=lambda a: _natural_key(a.name))
         self._arrays = {a.name: a for a in ordered}
         tensors = tuple(TensorInfo(a.name, a.dtype, a.shape, a.nbytes, file=NPZ_WEIGHTS_MEMBER) for a in ordered)
         self._info = dataclasses.replace(summary, tensors=tensors)
+
+    def _member_file(self, info: zipfile.ZipInfo, start: int | None) -> IO[bytes]:
+        """The npz member as a buffered file: a window onto the .keras file when nothing is compressed (no CRC is
+        checked then: `verify` checks every member's), else zipfile's stream."""
+        if start is not None:
+            return io.BufferedReader(_StoredMember(self.location, start, info.file_size))
+        assert self._npz is not None
+        return self._npz.open(info)
 
     def _direct_start(self, info: zipfile.ZipInfo) -> int | None:
         """Where a stored npz member's bytes start in the .keras file, when the npz itself is stored there."""
