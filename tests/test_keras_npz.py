@@ -344,3 +344,23 @@ def test_pickle_module_is_not_used(keras_files: dict[str, Path]) -> None:
                 reader.read(t.name)
     finally:
         pickle.loads, pickle.load, np.load = saved  # type: ignore[assignment]
+
+
+def _object_npy(pickle_stream: bytes) -> bytes:
+    from numpy.lib import format as npy
+
+    header = io.BytesIO()
+    npy.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": ()})
+    return header.getvalue() + pickle_stream
+
+
+@pytest.mark.parametrize(("stream", "message"), [
+    (b"\x80\x04" + b"N0" * 600_000 + b"N.", "opcodes"),  # a pickle too long to model
+    (b"\x80\x04\x8e" + struct.pack("<Q", 1 << 60) + b".", "runs past the end of the member"),  # BINBYTES8 of 2**60
+    (b"\x80\x04Q.", "opcode b'Q'"),  # BINPERSID: nothing ckptcheck models
+])
+def test_hostile_pickles(keras_files: dict[str, Path], tmp_path: Path, stream: bytes, message: str) -> None:
+    path = rewrite(keras_files["keras-npz"], tmp_path / "hostile.keras", npz={"layers/conv2d.npy": _object_npy(stream)})
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and message in result.output and "layers/conv2d.npy" in result.output

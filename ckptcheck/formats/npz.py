@@ -33,7 +33,7 @@ from ckptcheck.formats import dtypes
 ROOT_KEY = "__root__"
 # The pickle of one layer's variables is a few KB; a member's pickle (not counting array bytes, which are skipped)
 # longer than this many opcodes is refused rather than modelled in memory.
-MAX_OPCODES = 1 << 21
+MAX_OPCODES = 1 << 20
 # Byte strings up to this size are kept (dtype markers such as b'b'); longer ones are only located.
 _SMALL_BYTES = 256
 _NUMPY_RECONSTRUCT = {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct")}
