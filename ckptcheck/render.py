@@ -426,19 +426,47 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
 # --- one tensor's values ----------------------------------------------------------------------------------------
 
 
-def _plain(values: np.ndarray) -> np.ndarray:
+def string_element(value: Any) -> Any:
+    """One string element for text output: ``str`` when its bytes are valid UTF-8, else the ``bytes`` themselves,
+    so that its repr is unambiguous: ``'a\\xea'`` is the text a, backslash, x, e, a; ``b'a\xea'`` is a and the
+    byte 0xEA."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw
+    return value if isinstance(value, str) else str(value)
+
+
+def string_json(value: Any) -> Any:
+    """One string element for JSON: a JSON string when its bytes are valid UTF-8, else ``{"base64": "..."}``."""
+    text = string_element(value)
+    if isinstance(text, bytes):
+        import base64
+
+        return {"base64": base64.b64encode(text).decode("ascii")}
+    return text
+
+
+def _plain(values: np.ndarray, strings: Any = string_element) -> np.ndarray:
+    """Arrays numpy can print and JSON can hold: ml_dtypes become float32, string elements go through
+    ``strings``."""
     import numpy as np
 
-    """Arrays numpy can print and JSON can hold: ml_dtypes become float32, strings become text."""
-    if values.dtype == object:
-        return np.vectorize(lambda b: b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else str(b),
-                            otypes=[object])(values) if values.size else values
+    if values.dtype == object or values.dtype.kind in "SU":
+        out = np.empty(values.shape, dtype=object)
+        for index, element in np.ndenumerate(values):
+            out[index] = strings(element)
+        return out
     if values.dtype.name not in np.sctypeDict:
         return values.astype(np.float32)
     return values
 
 
 def tensor_text(info: TensorInfo, values: np.ndarray) -> str:
+    """The values as numpy prints them; string elements as Python literals: ``'text'`` for valid UTF-8,
+    ``b'...'`` (bytes, with escapes) for anything else."""
     import numpy as np
 
     header = f"{info.name}: {info.dtype} {shape_text(info.shape)}"
@@ -449,7 +477,7 @@ def tensor_text(info: TensorInfo, values: np.ndarray) -> str:
 def tensor_dict(info: TensorInfo, values: np.ndarray) -> dict[str, Any]:
     import numpy as np
 
-    plain = _plain(values)
+    plain = _plain(values, string_json)
     if plain.dtype.kind == "c":
         data: Any = np.stack([plain.real, plain.imag], axis=-1).tolist()
     else:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
-from ckptcheck.errors import CorruptCheckpointError
+from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import V1, resolve
 from ckptcheck.model import KERAS, TF1, Problem, VerifyReport
@@ -43,7 +44,7 @@ def _kind_of(message: str) -> str:
     return "structure"
 
 
-def problem_from(exc: CorruptCheckpointError, kind: str | None = None) -> Problem:
+def problem_from(exc: CkptcheckError, kind: str | None = None) -> Problem:
     return Problem(kind or _kind_of(exc.message), exc.message, file=exc.path, tensor=exc.tensor)
 
 
@@ -185,7 +186,11 @@ def _verify_v1(location: str, path: str, progress: ProgressFn | None,
 
 
 def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
-    """Read every member of a .keras archive to its end: zipfile checks each member's CRC there."""
+    """Read every member of a .keras archive to its end: zipfile checks each member's CRC there. A
+    model.weights.npz is a zip too: each of its members is read to its end as well (npz and .npy carry no
+    checksum of their own beyond these CRCs)."""
+    from ckptcheck.formats.keras import NPZ_WEIGHTS_MEMBER
+
     try:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
@@ -193,11 +198,30 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
                     with zf.open(member) as f:
                         while f.read(_ZIP_READ):
                             pass
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
                     problems.append(Problem("checksum", f"archive member {member.filename} is damaged: {exc}",
                                             file=archive))
+                    continue
+                if member.filename == NPZ_WEIGHTS_MEMBER:
+                    _verify_npz_members(zf, member, archive, problems)
     except (zipfile.BadZipFile, OSError) as exc:
         problems.append(Problem("structure", f"not a readable zip archive: {exc}", file=archive))
+
+
+def _verify_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo, archive: str, problems: list[Problem]) -> None:
+    where = member.filename
+    try:
+        with zf.open(member) as outer, zipfile.ZipFile(outer) as npz:
+            for inner in npz.infolist():
+                try:
+                    with npz.open(inner) as f:
+                        while f.read(_ZIP_READ):
+                            pass
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+                    problems.append(Problem("checksum", f"{where} member {inner.filename} is damaged: {exc}",
+                                            file=archive))
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        problems.append(Problem("structure", f"{where} is not a readable zip: {exc}", file=archive))
 
 
 def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | None,
@@ -209,8 +233,12 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
         _verify_zip_members(location, problems)
     try:
         reader = open_keras(kind, location, path=path)
-    except CorruptCheckpointError as exc:
-        problems.append(problem_from(exc))
+    except (CorruptCheckpointError, UnsupportedFormatError) as exc:
+        damaged = any(p.kind == "checksum" for p in problems)
+        if isinstance(exc, UnsupportedFormatError) and not damaged:
+            raise  # not damage: a file ckptcheck does not read
+        if not (damaged and "CRC" in exc.message):  # a bad CRC is said already
+            problems.append(problem_from(exc))
         return VerifyReport(path, kind, (location,), 0, 0, tuple(dict.fromkeys(problems)))
     with reader:
         info = reader.info()

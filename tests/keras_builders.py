@@ -13,6 +13,10 @@ every model is built once per session from fixed seeds and fixed data.
 ``keras-h5``           the same model's legacy ``model.save("model.h5")``
 ``keras-sharded``      the same model's sharded ``save_weights("sharded/model.weights.json", max_shard_size=...)``,
                        small enough shards that the optimizer's variables span several
+``keras-npz-seq``      the same model saved with ``weights_format="npz"`` (``model.weights.npz`` in the archive)
+``keras-npz``          Keras 3 ``.keras`` with ``weights_format="npz"``: Sequential 'convnet' of Conv2D,
+                       BatchNormalization, Flatten and Dense; Adam, fitted one step
+``keras-npz-h5``       the same model's ``model.save("x.keras")`` (h5 weights)
 ``keras-lambda``       Keras 3 ``.keras`` of a Functional model with a nested Sequential 'inner' and a Lambda 'lam'
 ``keras-os``           ``keras`` with config.json edited so Dense 'dense' has activation ``os.system``
 ``keras-split-h5``     legacy weights-only ``.h5`` whose ``layer_names`` and one ``weight_names`` exceed 64 KB and are
@@ -95,6 +99,8 @@ def _build_keras3(out: Path, build: KerasBuild) -> None:
     model.save(files["keras"])
     model.save_weights(files["keras-weights"])
     model.save(files["keras-h5"])
+    files["keras-npz-seq"] = out / "seq_npz.keras"
+    _save_npz(model, files["keras-npz-seq"])
     # ~64 bytes a shard (max_shard_size is in GB; the largest variable is 48 bytes): a variable or two a shard.
     files["keras-sharded"] = out / "sharded" / "model.weights.json"
     files["keras-sharded"].parent.mkdir()
@@ -118,6 +124,41 @@ def _build_keras3(out: Path, build: KerasBuild) -> None:
                 data = json.dumps(config).encode()
             dst.writestr(info, data)
     build.files["keras-os"] = crafted
+
+
+def _save_npz(model: Any, path: Path) -> None:
+    # Keras 3.15 has no public way to ask for npz weights: model.save() and keras.saving.save_model() always
+    # write model.weights.h5.
+    from keras.src.saving import saving_lib
+
+    saving_lib.save_model(model, str(path), weights_format="npz")
+
+
+def _build_keras3_npz(out: Path, build: KerasBuild) -> None:
+    keras = _keras()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(2, name="head"),
+        ],
+        name="convnet",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 6, 6, 2)).astype(np.float32)
+    y = rng.standard_normal((4, 2)).astype(np.float32)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # one step
+    files = {"keras-npz": out / "convnet_npz.keras", "keras-npz-h5": out / "convnet_h5.keras"}
+    _save_npz(model, files["keras-npz"])
+    model.save(files["keras-npz-h5"])
+    for key in files:
+        build.weights[key] = model.get_weights()
+        build.optimizer[key] = _numpy(model.optimizer.variables)
+    build.files.update(files)
 
 
 def _build_keras3_lambda(out: Path, build: KerasBuild) -> None:
@@ -207,6 +248,7 @@ def keras_build(tmp_path_factory: pytest.TempPathFactory) -> KerasBuild:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns about lambdas and the legacy .h5 format, as it should
         _build_keras3(out, build)
+        _build_keras3_npz(out, build)
         _build_keras3_lambda(out, build)
         _build_split(out, build)
         _build_keras2(out, build)

@@ -204,6 +204,7 @@ def test_reading_commands_run_without_tensorflow(
     """Reading commands (inspect, verify, manifest, diff) never import TensorFlow or Keras: made to fail on
     import, they all still work."""
     paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)] + [str(p) for p in keras_files.values()]
+    assert str(keras_files["keras-npz"]) in paths  # a .keras whose weights are model.weights.npz
     script = textwrap.dedent(
         f"""
         import sys
@@ -256,3 +257,23 @@ def test_python_m_entry_point(demo_ckpt: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["format"] == "tf2"
+
+
+def test_string_values_that_are_not_utf8(tmp_path: Path) -> None:
+    """A literal backslash and a non-UTF-8 byte print differently: as Python literals in text ('a\\\\xea' against
+    b'a\\xea'), and in JSON as a string against {"base64": ...}, which decodes to exactly the bytes TensorFlow
+    reads."""
+    import base64
+
+    import tensorflow as tf
+
+    stored = [b"a\\xea", b"a\xea", "héllo".encode(), b"\xff\x00"]
+    prefix = tf.train.Checkpoint(texts=tf.Variable(stored)).write(str(tmp_path / "ckpt"))
+    name = "texts/.ATTRIBUTES/VARIABLE_VALUE"
+    text = run("inspect", prefix, "--tensor", name).stdout
+    assert "['a\\\\xea', b'a\\xea', 'héllo', b'\\xff\\x00']" in text
+    values = run_json("inspect", prefix, "--tensor", name)["values"]
+    assert values == ["a\\xea", {"base64": "Yeo="}, "héllo", {"base64": "/wA="}]
+    tf_values = list(tf.train.load_checkpoint(prefix).get_tensor(name))
+    decoded = [base64.b64decode(v["base64"]) if isinstance(v, dict) else v.encode() for v in values]
+    assert decoded == tf_values == stored

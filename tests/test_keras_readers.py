@@ -292,6 +292,8 @@ def test_reading_imports_neither_keras_nor_tensorflow(keras_files: dict[str, Pat
         "    r.info(); [r.read(t.name) for t in r.tensors()]\n"
         f"with ckptcheck.open_checkpoint({str(keras_files['keras-h5'])!r}) as r:\n"
         "    r.info(); [r.read(t.name) for t in r.tensors()]\n"
+        f"with ckptcheck.open_checkpoint({str(keras_files['keras-npz'])!r}) as r:\n"
+        "    r.info(); [r.read(t.name) for t in r.tensors()]\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow', 'tf_keras'))\n"
         "assert not bad, bad\n"
     )

@@ -58,3 +58,19 @@ def test_inspect_json_is_json_dumps_of_inspect_dict(tf2_all_dtypes: str, tf1_mod
     expected = json.dumps(render.inspect_dict(info, odd), ensure_ascii=False, allow_nan=False)
     assert render.inspect_json(info, odd) == expected
     assert render.inspect_json(info, []) == json.dumps(render.inspect_dict(info, []), ensure_ascii=False)
+
+
+def test_string_elements_are_unambiguous() -> None:
+    """UTF-8 text prints as a str literal and is a JSON string; other bytes print as a bytes literal and are
+    {"base64": ...} in JSON — so the text backslash-x-e-a and the byte 0xEA never look alike."""
+    import numpy as np
+
+    from ckptcheck.model import TensorInfo
+
+    values = np.array([[b"\\xea", b"\xea"], ["caf\u00e9", b""]], dtype=object)
+    info = TensorInfo("s", "string", (2, 2), 5)
+    text = render.tensor_text(info, values)
+    assert "'\\\\xea'" in text and "b'\\xea'" in text and "'café'" in text
+    assert render.tensor_dict(info, values)["values"] == [["\\xea", {"base64": "6g=="}], ["café", ""]]
+    scalar = render.tensor_dict(TensorInfo("s", "string", (), 1), np.array(b"\x80", dtype=object))
+    assert scalar["values"] == {"base64": "gA=="}

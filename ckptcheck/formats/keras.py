@@ -12,8 +12,9 @@ TensorFlow are never imported. Layouts, as Keras writes them:
   the shard files beside it, each laid out like a ``.weights.h5``; a group's datasets may span shards, each
   dataset is in one. The weights are every listed shard's datasets together (keras/src/saving/saving_lib.py,
   ShardedH5IOStore).
-* ``.keras``: a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5``, read in memory, never
-  extracted.
+* ``.keras``: a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5`` (or ``model.weights.npz``
+  when saved with ``weights_format="npz"``: a zip of pickles inside the zip, see ckptcheck.formats.npz), read in
+  memory, never extracted.
 * Legacy HDF5 (Keras 2 / tf_keras, Keras 3 ``model.save("x.h5")``): root attributes ``keras_version``,
   ``backend``, ``model_config`` and ``training_config``; group ``model_weights`` whose attribute ``layer_names``
   lists layer groups, each with a ``weight_names`` attribute naming its datasets; ``optimizer_weights`` likewise.
@@ -26,6 +27,7 @@ The layout is recognized from the file's contents, whatever its name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -37,13 +39,13 @@ import zlib
 from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats import dtypes, keras_config
-from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
+from ckptcheck.formats import dtypes, keras_config, npz
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo
 
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     import h5py
 
 WEIGHTS_MEMBER = "model.weights.h5"
+NPZ_WEIGHTS_MEMBER = "model.weights.npz"  # weights_format="npz"
 MAX_SHARD_MAP_BYTES = 64 << 20
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
@@ -79,7 +82,7 @@ def open_keras(kind: str, location: str, *, path: str) -> CheckpointReader:
     """Open a Keras file. ``kind`` is what the file looked like from outside (model.KERAS for a zip,
     KERAS_WEIGHTS or KERAS_H5 for HDF5); for HDF5 the layout inside decides the format reported."""
     if kind == KERAS:
-        return KerasArchiveReader(location, path=path)
+        return _open_archive(location, path)
     if kind == KERAS_WEIGHTS and location.endswith(SHARD_MAP_SUFFIX):
         return KerasShardedWeightsReader(location, path=path)
     if kind in (KERAS_WEIGHTS, KERAS_H5):
@@ -557,68 +560,34 @@ class _StoredMember(io.RawIOBase):
         super().close()
 
 
-class KerasArchiveReader(_H5Values):
-    """A Keras 3 ``.keras`` zip: config.json and metadata.json read in memory within size limits, the weights read
-    from model.weights.h5 inside the archive; nothing is extracted."""
+class _Archive:
+    """The zip of a ``.keras`` file: its members opened by name, JSON members read within size limits, nothing
+    extracted."""
 
-    format = KERAS
-
-    def __init__(self, location: str, *, path: str | None = None) -> None:
-        self._zip: zipfile.ZipFile | None = None
-        self._member: io.IOBase | None = None
-        self._start(location, path)
-
-    def _open(self, location: str) -> None:
+    def __init__(self, location: str) -> None:
+        self.location = location
         try:
-            self._zip = zipfile.ZipFile(location)
+            self.zip = zipfile.ZipFile(location)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise CorruptCheckpointError(
                 f"not a readable zip archive ({str(exc).strip() or type(exc).__name__})", path=location,
                 hint="a .keras file is a zip archive; this one may be truncated or damaged",
             ) from None
-        zf = self._zip
-        config = self._json_member(CONFIG_MEMBER, MAX_CONFIG_BYTES, required=True)
-        meta = self._json_member(METADATA_MEMBER, MAX_METADATA_BYTES, required=False)
-        try:
-            info = zf.getinfo(WEIGHTS_MEMBER)
-        except KeyError:
-            raise CorruptCheckpointError(
-                f"the archive has no {WEIGHTS_MEMBER}", path=location,
-                hint=f"a .keras archive holds {CONFIG_MEMBER}, {METADATA_MEMBER} and {WEIGHTS_MEMBER}",
-            ) from None
-        self._member = self._open_member(info)
-        h5 = _open_h5(self._member, path=location, what=f"{WEIGHTS_MEMBER} in the archive")
-        self._sources = [(h5, location)]
-        with _guard(f"cannot read the HDF5 structure of {WEIGHTS_MEMBER}", path=location):
-            layout = _layout_of(h5, path=location, allow_empty=True)
-        if layout.format != KERAS_WEIGHTS:
-            raise UnsupportedFormatError(f"{WEIGHTS_MEMBER} in the archive has the legacy .h5 layout", path=location)
-        self._load(layout, WEIGHTS_MEMBER)
-        metadata: dict[str, str] = {}
-        version = None
-        if isinstance(config, dict):
-            metadata.update(_compile_summary(config.get("compile_config"), "optimizer"))
-        if isinstance(meta, dict):
-            for key, value in meta.items():
-                if key == "keras_version":
-                    version = str(value)
-                elif isinstance(value, (str, int, float, bool)):
-                    metadata[str(key)] = str(value)
-        self._info = CheckpointInfo(
-            format=KERAS,
-            path=self.path,
-            location=location,
-            files=(location,),
-            tensors=tuple(e.info for e in self._entries.values()),
-            writer=f"Keras {version}" if version else None,
-            metadata=metadata,
-            architecture=keras_config.architecture(config, keras_config.SOURCE_CONFIG_JSON, path=location),
+
+    def weights_member(self) -> zipfile.ZipInfo:
+        """model.weights.h5, or model.weights.npz when that is what the archive holds."""
+        for name in (WEIGHTS_MEMBER, NPZ_WEIGHTS_MEMBER):
+            with contextlib.suppress(KeyError):
+                return self.zip.getinfo(name)
+        raise CorruptCheckpointError(
+            f"the archive has neither {WEIGHTS_MEMBER} nor {NPZ_WEIGHTS_MEMBER}", path=self.location,
+            hint=f"a .keras archive holds {CONFIG_MEMBER}, {METADATA_MEMBER} and {WEIGHTS_MEMBER} (or, saved with "
+                 f"weights_format='npz', {NPZ_WEIGHTS_MEMBER})",
         )
 
-    def _json_member(self, name: str, limit: int, *, required: bool) -> Any:
-        assert self._zip is not None
+    def json_member(self, name: str, limit: int, *, required: bool) -> Any:
         try:
-            info = self._zip.getinfo(name)
+            info = self.zip.getinfo(name)
         except KeyError:
             if not required:
                 return None
@@ -627,7 +596,7 @@ class KerasArchiveReader(_H5Values):
         if info.file_size > limit:
             raise CorruptCheckpointError(f"{name} claims {info.file_size} bytes, more than the {limit} ckptcheck "
                                          "reads", path=self.location, hint="the archive may be crafted or damaged")
-        with _guard(f"cannot read {name} from the archive", path=self.location), self._zip.open(info) as f:
+        with _guard(f"cannot read {name} from the archive", path=self.location), self.zip.open(info) as f:
             data = f.read(limit + 1)  # the size a member claims is not to be trusted
         if len(data) > limit:
             raise CorruptCheckpointError(f"{name} is larger than the {limit} bytes ckptcheck reads",
@@ -637,8 +606,8 @@ class KerasArchiveReader(_H5Values):
         except (ValueError, RecursionError):
             raise CorruptCheckpointError(f"{name} in the archive is not valid JSON", path=self.location) from None
 
-    def _open_member(self, info: zipfile.ZipInfo) -> io.IOBase:
-        assert self._zip is not None
+    def open_member(self, info: zipfile.ZipInfo) -> io.IOBase:
+        """A seekable reader of the member: a free-seeking window when it is stored, else zipfile's stream."""
         if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:  # stored, not encrypted
             archive_size = os.path.getsize(self.location)
             with open(self.location, "rb") as f:
@@ -656,16 +625,255 @@ class KerasArchiveReader(_H5Values):
                 )
             return _StoredMember(self.location, start, info.file_size)
         with _guard(f"cannot open {info.filename} in the archive", path=self.location):
-            return self._zip.open(info)  # type: ignore[return-value]
+            return self.zip.open(info)  # type: ignore[return-value]
+
+    def info(self, *, path: str, tensors: tuple[TensorInfo, ...]) -> CheckpointInfo:
+        """The archive's CheckpointInfo: config.json's architecture and compile settings, metadata.json's
+        version."""
+        config = self.json_member(CONFIG_MEMBER, MAX_CONFIG_BYTES, required=True)
+        meta = self.json_member(METADATA_MEMBER, MAX_METADATA_BYTES, required=False)
+        metadata: dict[str, str] = {}
+        version = None
+        if isinstance(config, dict):
+            metadata.update(_compile_summary(config.get("compile_config"), "optimizer"))
+        if isinstance(meta, dict):
+            for key, value in meta.items():
+                if key == "keras_version":
+                    version = str(value)
+                elif isinstance(value, (str, int, float, bool)):
+                    metadata[str(key)] = str(value)
+        return CheckpointInfo(
+            format=KERAS,
+            path=path,
+            location=self.location,
+            files=(self.location,),
+            tensors=tensors,
+            writer=f"Keras {version}" if version else None,
+            metadata=metadata,
+            architecture=keras_config.architecture(config, keras_config.SOURCE_CONFIG_JSON, path=self.location),
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.zip.close()
+
+
+def _open_archive(location: str, path: str) -> CheckpointReader:
+    """The reader for the weights member the archive holds (h5, or npz)."""
+    archive = _Archive(location)
+    try:
+        member = archive.weights_member()
+        if member.filename == NPZ_WEIGHTS_MEMBER:
+            return KerasNpzArchiveReader(archive, member, path=path)
+        return KerasArchiveReader(location, path=path, archive=archive)
+    except BaseException:
+        archive.close()
+        raise
+
+
+class KerasArchiveReader(_H5Values):
+    """A Keras 3 ``.keras`` zip: config.json and metadata.json read in memory within size limits, the weights read
+    from model.weights.h5 inside the archive; nothing is extracted."""
+
+    format = KERAS
+
+    def __init__(self, location: str, *, path: str | None = None, archive: _Archive | None = None) -> None:
+        self._archive = archive
+        self._member: io.IOBase | None = None
+        self._start(location, path)
+
+    def _open(self, location: str) -> None:
+        if self._archive is None:
+            self._archive = _Archive(location)
+        archive = self._archive
+        info = archive.weights_member()
+        if info.filename != WEIGHTS_MEMBER:
+            raise UnsupportedFormatError(f"the archive holds {info.filename}; open it with open_checkpoint",
+                                         path=location)
+        summary = archive.info(path=self.path, tensors=())  # config.json is checked before the weights
+        self._member = archive.open_member(info)
+        h5 = _open_h5(self._member, path=location, what=f"{WEIGHTS_MEMBER} in the archive")
+        self._sources = [(h5, location)]
+        with _guard(f"cannot read the HDF5 structure of {WEIGHTS_MEMBER}", path=location):
+            layout = _layout_of(h5, path=location, allow_empty=True)
+        if layout.format != KERAS_WEIGHTS:
+            raise UnsupportedFormatError(f"{WEIGHTS_MEMBER} in the archive has the legacy .h5 layout", path=location)
+        self._load(layout, WEIGHTS_MEMBER)
+        self._info = dataclasses.replace(summary, tensors=tuple(e.info for e in self._entries.values()))
 
     def close(self) -> None:
         super().close()
-        for thing in (self._member, self._zip):
+        if self._member is not None:
+            with contextlib.suppress(Exception):
+                self._member.close()
+        if self._archive is not None:
+            self._archive.close()
+        self._member = None
+        self._archive = None
+
+
+class KerasNpzArchiveReader(CheckpointReader):
+    """A Keras 3 ``.keras`` zip whose weights are ``model.weights.npz`` (``weights_format="npz"``): the npz is a
+    zip inside the zip, each member read where it lies; its pickles are walked as data, never run
+    (ckptcheck.formats.npz)."""
+
+    format = KERAS
+
+    def __init__(self, archive: _Archive, member: zipfile.ZipInfo, *, path: str | None = None) -> None:
+        self.location = archive.location
+        self.path = path or archive.location
+        self._archive: _Archive | None = archive
+        self._outer: io.IOBase | None = None
+        self._npz: zipfile.ZipFile | None = None
+        self._arrays: dict[str, npz.NpzArray] = {}
+        self._members: dict[str, zipfile.ZipInfo] = {}
+        self._direct: dict[str, int] = {}  # member -> offset of its data in the .keras file, when nothing is compressed
+        try:
+            self._open(member)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, member: zipfile.ZipInfo) -> None:
+        assert self._archive is not None
+        where = self.location
+        summary = self._archive.info(path=self.path, tensors=())
+        self._outer = self._archive.open_member(member)
+        with _guard(f"{NPZ_WEIGHTS_MEMBER} in the archive is not a readable zip", path=where,
+                    hint="the archive may be truncated or damaged"):
+            self._npz = zipfile.ZipFile(self._outer)
+            infos = self._npz.infolist()
+        for info in infos:
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise UnsupportedFormatError(f"{NPZ_WEIGHTS_MEMBER} member {info.filename} is encrypted", path=where)
+            self._members[info.filename] = info
+            start = self._direct_start(info)
+            with _guard(f"cannot read {NPZ_WEIGHTS_MEMBER} member {info.filename}", path=where,
+                        hint="the archive may be truncated or damaged"), self._member_file(info, start) as f:
+                found = npz.scan_member(f, info.filename, info.file_size, path=where)
+            for arr in found:
+                if arr.name in self._arrays:
+                    raise CorruptCheckpointError(f"{NPZ_WEIGHTS_MEMBER} lists this weight twice", path=where,
+                                                 tensor=arr.name)
+                self._arrays[arr.name] = arr
+            if start is not None:
+                self._direct[info.filename] = start
+        ordered = sorted(self._arrays.values(), key=lambda a: _natural_key(a.name))
+        self._arrays = {a.name: a for a in ordered}
+        tensors = tuple(TensorInfo(a.name, a.dtype, a.shape, a.nbytes, file=NPZ_WEIGHTS_MEMBER) for a in ordered)
+        self._info = dataclasses.replace(summary, tensors=tensors)
+
+    def _member_file(self, info: zipfile.ZipInfo, start: int | None) -> IO[bytes]:
+        """The npz member as a buffered file: a window onto the .keras file when nothing is compressed (no CRC is
+        checked then: `verify` checks every member's), else zipfile's stream."""
+        if start is not None:
+            return io.BufferedReader(_StoredMember(self.location, start, info.file_size))
+        assert self._npz is not None
+        return self._npz.open(info)
+
+    def _direct_start(self, info: zipfile.ZipInfo) -> int | None:
+        """Where a stored npz member's bytes start in the .keras file, when the npz itself is stored there."""
+        outer = self._outer
+        if not isinstance(outer, _StoredMember) or info.compress_type != zipfile.ZIP_STORED:
+            return None
+        if info.compress_size != info.file_size:
+            raise CorruptCheckpointError(f"{NPZ_WEIGHTS_MEMBER} member {info.filename} is stored but its sizes "
+                                         "differ", path=self.location, hint="the archive may be damaged")
+        outer.seek(info.header_offset)
+        header = outer.read(_LOCAL_HEADER.size)
+        if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
+            raise CorruptCheckpointError(f"bad local header for {NPZ_WEIGHTS_MEMBER} member {info.filename}",
+                                         path=self.location, hint="the archive may be damaged")
+        _magic, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+        start = info.header_offset + _LOCAL_HEADER.size + int(name_len) + int(extra_len)
+        if start + info.file_size > outer._size:
+            raise CorruptCheckpointError(f"{NPZ_WEIGHTS_MEMBER} member {info.filename} runs past the end of "
+                                         f"{NPZ_WEIGHTS_MEMBER}", path=self.location, hint="the archive is truncated")
+        return int(outer._start) + start
+
+    def info(self) -> CheckpointInfo:
+        return self._info
+
+    def _entry(self, name: str) -> npz.NpzArray:
+        arr = self._arrays.get(name)
+        if arr is None:
+            raise self.not_found(name)
+        return arr
+
+    @contextlib.contextmanager
+    def _values(self, arr: npz.NpzArray) -> Iterator[Any]:
+        """A file positioned at the array's first value byte."""
+        start = self._direct.get(arr.member)
+        with _guard("cannot read the values", path=self.location, tensor=arr.name,
+                    hint="the archive may be truncated or damaged"):
+            if start is not None:
+                with open(self.location, "rb") as f:
+                    f.seek(start + arr.offset)
+                    yield f
+                return
+            assert self._npz is not None
+            with self._npz.open(self._members[arr.member]) as f:
+                f.seek(arr.offset)
+                yield f
+
+    def _fill(self, f: Any, view: memoryview, arr: npz.NpzArray) -> None:
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise CorruptCheckpointError(
+                    f"short read: {NPZ_WEIGHTS_MEMBER} member {arr.member} ends {len(view) - got} bytes early",
+                    path=self.location, tensor=arr.name, hint="the archive is truncated or damaged")
+            got += n
+
+    def _native(self, values: np.ndarray) -> np.ndarray:
+        return values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
+
+    def read(self, name: str) -> np.ndarray:
+        arr = self._entry(name)
+        info = self._members[arr.member]
+        stored = max(info.compress_size, 1)
+        if arr.nbytes > _BOMB_FLOOR_BYTES and arr.nbytes > _BOMB_EXPANSION * stored:
+            raise CorruptCheckpointError(
+                f"{NPZ_WEIGHTS_MEMBER} member {arr.member} declares {arr.nbytes} bytes but stores {stored}; "
+                "refusing to allocate", path=self.location, tensor=name)
+        out = np.empty(arr.nbytes, dtype=np.uint8)
+        if arr.nbytes:
+            with self._values(arr) as f:
+                self._fill(f, out.data, arr)
+        return self._native(out.view(arr.read_dtype).reshape(arr.shape))
+
+    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        arr = self._entry(name)
+        if arr.nbytes == 0:
+            return
+        itemsize = arr.read_dtype.itemsize
+        per_chunk = max(itemsize, chunk_bytes // itemsize * itemsize)
+        buf = aligned_empty(min(per_chunk, arr.nbytes))
+        view = buf.data
+        with self._values(arr) as f:
+            done = 0
+            while done < arr.nbytes:
+                n = min(len(view), arr.nbytes - done)
+                self._fill(f, view[:n], arr)
+                done += n
+                yield self._native(buf[:n].view(arr.read_dtype))
+
+    def npz_members(self) -> tuple[str, ...]:
+        return tuple(self._members)
+
+    def close(self) -> None:
+        for thing in (self._npz, self._outer):
             if thing is not None:
                 with contextlib.suppress(Exception):
                     thing.close()
-        self._member = None
-        self._zip = None
+        self._npz = None
+        self._outer = None
+        if self._archive is not None:
+            self._archive.close()
+        self._archive = None
 
 
 # --- sharded weights ----------------------------------------------------------------------------------------------
