@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 from index_writer import entry_proto, header_proto, masked_crc, write_table
 from tf_builders import SHARDED_STRINGS, TF1_SAVE_STEPS
+from typer.testing import CliRunner
 
 import ckptcheck
+from ckptcheck.cli import app
 from ckptcheck.formats import dtypes
 from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY, BundleReader
 from ckptcheck.formats.resolve import list_state
@@ -27,6 +29,7 @@ from ckptcheck.formats.sstable import SSTable
 from ckptcheck.model import SAVEDMODEL, TF1, TF2
 
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+runner = CliRunner()
 
 
 def _tf() -> Any:
@@ -356,6 +359,12 @@ def test_savedmodel_directory(savedmodel_dir: Path) -> None:
     assert _location(str(savedmodel_dir / "variables")) == (SAVEDMODEL, variables)
     for given in (variables, variables + ".index", variables + ".data-00000-of-00001"):
         assert _location(given) == (SAVEDMODEL, variables), given
+    # The files people paste name the SavedModel they are in (TensorFlow wrote both of these).
+    pasted = [savedmodel_dir / "saved_model.pb", savedmodel_dir / "fingerprint.pb"]
+    assert all(p.is_file() for p in pasted)
+    for given in pasted:
+        assert _location(str(given)) == (SAVEDMODEL, variables), given
+        assert runner.invoke(app, ["inspect", str(given)]).exit_code == 0
     with ckptcheck.open_checkpoint(str(savedmodel_dir)) as reader:
         names = {t.name for t in reader.tensors()}
         assert {"scale" + VALUE, "offset" + VALUE} <= names
