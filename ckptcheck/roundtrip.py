@@ -61,6 +61,10 @@ def source_format(path: str) -> tuple[str, str]:
     from ckptcheck.formats.resolve import resolve
 
     resolved = resolve(path)
+    if resolved.kind == "v1":
+        raise UsageError("roundtrip --from takes V2 checkpoints; this is a V1 checkpoint (TensorSliceReader format)",
+                         path=path, hint="inspect, verify, manifest, diff and restore-check read it; to roundtrip, "
+                                         "restore it into your graph and save it again with a V2 Saver")
     if resolved.kind != "bundle":
         return resolved.kind, resolved.location
     with BundleReader(resolved.location, path=path, format=resolved.format_hint) as reader:

@@ -334,3 +334,9 @@ def test_reading_v1_never_imports_tensorflow(tf1_v1_checkpoints: dict[str, Path]
                           cwd=str(Path(__file__).parents[1]))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "NO-TF-OK" in proc.stdout
+
+
+def test_roundtrip_from_v1_says_what_to_do(tf1_v1_checkpoints: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["roundtrip", "--from", str(tf1_v1_checkpoints["model_dir"])])
+    assert result.exit_code == 2
+    assert "V1 checkpoint" in result.stderr and result.stderr.count("\n") == 1
