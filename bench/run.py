@@ -53,6 +53,24 @@ BUILD = textwrap.dedent(
     """
 )
 
+# The same 20,000 tensors written by TensorFlow's V1 Saver (the TensorSliceReader format): its table of contents is
+# one record listing every tensor, where a V2 index has one entry each.
+BUILD_V1 = textwrap.dedent(
+    """
+    import sys, numpy as np, tensorflow as tf
+    prefix, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    v1 = tf.compat.v1
+    base = np.random.default_rng(0).standard_normal(size).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [v1.Variable(np.roll(base, i), name=f"layer_{i:05d}") for i in range(count)]
+        saver = v1.train.Saver(variables, write_version=v1.train.SaverDef.V1)
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            saver.save(session, prefix)
+    """
+)
+
 TF_READ_ALL = textwrap.dedent(
     """
     import sys, tensorflow as tf
@@ -89,6 +107,16 @@ TF_DIFF = textwrap.dedent(
 
 def prefix_of(name: str, variant: int = 0) -> str:
     return str(CACHE / f"{name}-{variant}" / "ckpt")
+
+
+def build_v1(name: str) -> str:
+    prefix = str(CACHE / f"{name}-v1" / "model.ckpt")
+    if not Path(prefix).exists():
+        count, size = CHECKPOINTS[name]
+        print(f"building {name} as a V1 checkpoint ({count} tensors x {size} float32) ...", file=sys.stderr)
+        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([PY, "-c", BUILD_V1, prefix, str(count), str(size)], check=True, env=ENV)
+    return prefix
 
 
 def build(name: str, variant: int = 0) -> str:
@@ -177,6 +205,8 @@ TARGETS: dict[str, tuple[float | None, float | None, float | None]] = {
     "ckptcheck inspect --help": (None, 0.250, None),
     "inspect, 20,000 tensors (table)": (8.0, None, 80),
     "inspect, 20,000 tensors (--json)": (15.0, None, 80),
+    # V1: the listing of the same 20,000 tensors within 2x of the V2 listing (ratio = V2 time / V1 time).
+    "inspect V1 against inspect V2, 20,000 tensors": (0.5, None, 80),
     "verify, 1 GiB": (8.0, 1.0, 150),  # 1 GiB in at most 1 s: at least 1 GB/s of checksummed data
     "verify, 4 GiB": (None, None, 150),
     "inspect --stats, 1 GiB": (5.0, None, None),
@@ -247,7 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--large", action="store_true", help="also the 4 GiB checkpoint (memory must stay flat)")
-    parser.add_argument("--only", default="startup,inspect,verify,stats,diff")
+    parser.add_argument("--only", default="startup,inspect,v1,verify,stats,diff")
     args = parser.parse_args()
     only = set(args.only.split(","))
     tf_version = subprocess.run([PY, "-c", "import tensorflow as tf; print(tf.__version__)"], capture_output=True,
@@ -261,6 +291,13 @@ def main() -> None:
     if "inspect" in only:
         results.append(compare("inspect, 20,000 tensors (table)", [*CKPT, "inspect", small], tf_inspect, args.runs))
         results.append(compare("inspect, 20,000 tensors (--json)", [*CKPT, "inspect", small, "--json"], tf_inspect,
+                               args.runs))
+    if "v1" in only:
+        small_v1 = build_v1("small20k")
+        results.append(compare("inspect V1 against inspect V2, 20,000 tensors", [*CKPT, "inspect", small_v1],
+                               [*CKPT, "inspect", small], args.runs))
+        results.append(compare("inspect V1, 20,000 tensors (table)", [*CKPT, "inspect", small_v1],
+                               [PY, "-m", "tensorflow.python.tools.inspect_checkpoint", f"--file_name={small_v1}"],
                                args.runs))
     sizes = [("1 GiB", big)] + ([("4 GiB", build("4g"))] if args.large else [])
     for label, prefix in sizes:

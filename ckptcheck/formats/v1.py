@@ -406,7 +406,7 @@ class V1Reader(CheckpointReader):
             tensors=tuple(tensors),
             shards=len(self.files),
             writer=f"V1 tensor slices (TensorSliceReader format), producer version {self.versions.producer}",
-            metadata={"checksums": "table blocks only (V1 stores no per-tensor checksum)"},
+            metadata={"checksum": "table blocks only (V1 stores no per-tensor checksum)"},
         )
 
     def _record_bytes(self, t: V1Tensor) -> int:
