@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 
 from ckptcheck.errors import CorruptCheckpointError, UsageError
+from ckptcheck.formats.files import open_regular
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import TensorInfo, TensorStats
 from ckptcheck.stats import stats_of_chunks
 
 MANIFEST_VERSION = 1
+# Past this a file is refused before it is parsed (JSON in memory takes many times its size).
+MAX_MANIFEST_BYTES = 64 << 20
 _STAT_KEYS = ("min", "max", "mean", "std")
 
 
@@ -98,13 +101,19 @@ def dumps(manifest: dict[str, Any]) -> str:
 
 def load(path: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open_regular(path) as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise CorruptCheckpointError(f"larger than the {MAX_MANIFEST_BYTES >> 20} MiB a manifest may be",
+                                         path=path, hint="a manifest of 200,000 tensors is about 60 MiB")
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise UsageError("manifest file does not exist", path=path,
                          hint="write one with `ckptcheck manifest CKPT -o FILE`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptCheckpointError(f"not a readable manifest: {exc}", path=path) from None
+    except RecursionError:
+        raise CorruptCheckpointError("not a readable manifest: JSON nested too deeply", path=path) from None
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict):
         raise CorruptCheckpointError("not a ckptcheck manifest (no `tensors` object)", path=path)
     version = data.get("manifest_version")

@@ -19,6 +19,7 @@ from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
 from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.dtypes import DType
+from ckptcheck.formats.files import open_regular
 from ckptcheck.formats.interface import (
     DEFAULT_CHUNK_BYTES,
     CheckpointReader,
@@ -480,7 +481,7 @@ class BundleReader(CheckpointReader):
                 )
             path = self.shard_path(shard)
             try:
-                f = open(path, "rb")  # noqa: SIM115 - kept open for the reader's life, closed in close()
+                f = open_regular(path)  # kept open for the reader's life, closed in close()
             except FileNotFoundError:
                 raise CorruptCheckpointError(
                     "data shard is missing", path=path, tensor=tensor,

@@ -45,6 +45,7 @@ import numpy as np
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes, keras_config, npz
+from ckptcheck.formats.files import check_regular, open_regular
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo
@@ -480,6 +481,8 @@ class _H5Values(CheckpointReader):
 
 def _open_h5(source: str | io.IOBase, *, path: str, what: str) -> h5py.File:
     h5lib = _h5py()
+    if isinstance(source, str):
+        check_regular(source)
     try:
         return h5lib.File(source, "r")  # read-only: the user's file is never written
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
@@ -567,6 +570,7 @@ class _Archive:
     def __init__(self, location: str) -> None:
         self.location = location
         try:
+            check_regular(location)
             self.zip = zipfile.ZipFile(location)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise CorruptCheckpointError(
@@ -895,7 +899,7 @@ def read_shard_map(location: str) -> tuple[dict[str, Any], list[str]]:
     the file names.
     """
     try:
-        with open(location, "rb") as f:
+        with open_regular(location) as f:
             data = f.read(MAX_SHARD_MAP_BYTES + 1)
     except OSError as exc:
         raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=location) from None

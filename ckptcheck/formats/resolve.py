@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.formats.files import check_regular, open_regular
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, CheckpointEntry
 
 STATE_FILE = "checkpoint"
@@ -93,10 +94,11 @@ def checkpoint_exists(prefix: str) -> bool:
 def read_state(path: str) -> CheckpointState:
     """Parse a `checkpoint` state file (a CheckpointState text proto); paths are made absolute."""
     try:
-        if os.path.getsize(path) > _MAX_STATE_BYTES:
+        with open_regular(path) as f:
+            raw = f.read(_MAX_STATE_BYTES + 1)
+        if len(raw) > _MAX_STATE_BYTES:
             raise CorruptCheckpointError("state file is too large to be a checkpoint state", path=path)
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
+        text = raw.decode("utf-8", "surrogateescape")
     except OSError as exc:
         raise CheckpointNotFoundError(f"cannot read the state file: {exc.strerror}", path=path) from None
     base = os.path.dirname(path)
@@ -150,7 +152,7 @@ def list_state(directory: str) -> list[CheckpointEntry]:
 
 def _sniff(path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return f.read(8)
     except OSError as exc:
         raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
@@ -254,7 +256,7 @@ def _v1_in(directory: str) -> list[str]:
 
 def _resolve_directory(directory: str) -> Resolved:
     state_path = os.path.join(directory, STATE_FILE)
-    if os.path.isfile(state_path):
+    if os.path.exists(state_path) and not os.path.isdir(state_path):  # a pipe there is refused, not skipped
         state = read_state(state_path)
         latest = state.latest or ""
         if not os.path.exists(latest + ".index"):
@@ -314,6 +316,8 @@ def _keras_files_in(directory: str) -> list[str]:
 
 def resolve(path: str) -> Resolved:
     """Find the checkpoint ``path`` names; raise CheckpointNotFoundError with a hint when there is none."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        check_regular(path)  # a FIFO or device: say what it is, rather than "no such file"
     if os.path.isdir(path):
         return _resolve_directory(path)
     if os.path.isfile(path):

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.checksum import crc32c
+from ckptcheck.formats.files import open_regular
 from ckptcheck.formats.protobuf import DecodeError, read_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -96,20 +97,24 @@ class SSTable:
     @classmethod
     def open(cls, path: str, *, in_memory: bool = True) -> SSTable:
         try:
-            if in_memory:
-                size = os.path.getsize(path)
-                if size > MAX_INDEX_BYTES:
-                    raise CorruptCheckpointError(
-                        f"file is {size} bytes, far larger than any checkpoint index", path=path
-                    )
-                with open(path, "rb") as f:
-                    data = f.read()
-                return cls(path, data)
-            f = open(path, "rb")  # noqa: SIM115 - kept open for the table's life, closed in close()
+            f = open_regular(path)
         except OSError as exc:
             raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path) from None
         try:
-            return cls(path, None, f, os.fstat(f.fileno()).st_size)
+            size = os.fstat(f.fileno()).st_size
+            if not in_memory:
+                return cls(path, None, f, size)
+            with f:
+                if size > MAX_INDEX_BYTES:
+                    raise CorruptCheckpointError(f"file is {size} bytes, far larger than any checkpoint index",
+                                                 path=path)
+                data = f.read(size + 1)
+            if len(data) != size:
+                raise CorruptCheckpointError("the file changed size while it was read", path=path)
+            return cls(path, data)
+        except OSError as exc:
+            f.close()
+            raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path) from None
         except BaseException:
             f.close()
             raise

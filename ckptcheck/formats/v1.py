@@ -22,7 +22,6 @@ import contextlib
 import glob
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -42,6 +41,7 @@ from ckptcheck.formats.bundle import (
     decode_versions,
 )
 from ckptcheck.formats.dtypes import DType
+from ckptcheck.formats.files import open_regular
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, paused_gc
 from ckptcheck.formats.protobuf import (
     FIXED32,
@@ -120,9 +120,7 @@ def looks_like_table(path: str) -> bool:
     from ckptcheck.formats.sstable import FOOTER_SIZE, TABLE_MAGIC
 
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return False
+        with open_regular(path) as f:
             head = f.read(8)
             size = os.fstat(f.fileno()).st_size
             if _V1_HEAD.match(head):
@@ -131,7 +129,7 @@ def looks_like_table(path: str) -> bool:
                 return False
             f.seek(size - 8)
             return int.from_bytes(f.read(8), "little") == TABLE_MAGIC
-    except OSError:
+    except (OSError, UnsupportedFormatError):
         return False
 
 

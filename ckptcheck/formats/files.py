@@ -1,0 +1,54 @@
+"""Opening the user's files for reading: regular files only.
+
+A FIFO named like a checkpoint's file blocks a plain ``open`` forever, and ``/dev/zero`` or ``/dev/urandom`` reads
+until memory runs out. Every file ckptcheck reads is opened here: without blocking, then checked to be a regular
+file (on the open descriptor, so nothing can be swapped in between) before a byte is read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+
+from ckptcheck.errors import CheckpointNotFoundError, UnsupportedFormatError
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def not_regular(path: str, mode: int) -> UnsupportedFormatError:
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return UnsupportedFormatError(f"is {kind}, not a regular file; ckptcheck reads checkpoint files only", path=path,
+                                  hint="pass the checkpoint's own files (reading a pipe or device could block or "
+                                       "never end)")
+
+
+def open_regular(path: str) -> io.BufferedReader:
+    """``open(path, "rb")`` for a regular file; a FIFO, device, socket or directory raises UnsupportedFormatError
+    (exit 2) without blocking. A missing or unreadable file raises OSError, as ``open`` does."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(path, mode)
+        os.set_blocking(fd, True)
+        return io.BufferedReader(io.FileIO(fd, "rb", closefd=True))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str) -> None:
+    """For libraries that open by path themselves (h5py): refuse what open_regular refuses, without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
+    if not stat.S_ISREG(mode):
+        raise not_regular(path, mode)

@@ -1,0 +1,116 @@
+"""Hostile and unusual input: what an attacker, or a mistyped path, hands ckptcheck.
+
+Each case is made at test time. Every one must end with the exit code the README promises (1 damaged, 2 cannot be
+read), one line on stderr naming the file, no traceback, and the user's files unchanged. Cases that used to hang run
+in a subprocess with a generous timeout: a guard against hangs, not a speed test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+HANG_GUARD_SECONDS = 120
+
+
+def _cli_cases(cases: list[list[str]], cwd: Path) -> list[tuple[int, str]]:
+    """Run each argument list through the CLI in one child process; (exit code, stderr) per case."""
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, json, sys
+        from click.exceptions import Exit
+        from ckptcheck.cli import app
+        out = []
+        for args in {cases!r}:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    code = app(args, standalone_mode=False) or 0
+                except Exit as exc:
+                    code = exc.exit_code
+                except SystemExit as exc:
+                    code = exc.code or 0
+            out.append((code, err.getvalue()))
+        print(json.dumps(out))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=HANG_GUARD_SECONDS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [(code, err) for code, err in json.loads(proc.stdout.splitlines()[-1])]
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture()
+def specials(tmp_path: Path) -> dict[str, Path]:
+    """A FIFO or a device standing where each kind of file ckptcheck reads is expected."""
+    made: dict[str, Path] = {}
+    bundle = tmp_path / "fifo_index"
+    bundle.mkdir()
+    for f in (FIXTURES / "tf2").glob("ckpt-1.data-*"):
+        shutil.copy(f, bundle / f.name)
+    os.mkfifo(bundle / "ckpt-1.index")
+    made["fifo index"] = bundle / "ckpt-1"
+    shard = tmp_path / "fifo_shard"
+    shard.mkdir()
+    shutil.copy(FIXTURES / "tf2" / "ckpt-1.index", shard / "ckpt-1.index")
+    os.mkfifo(shard / "ckpt-1.data-00000-of-00001")
+    made["fifo data shard"] = shard / "ckpt-1"
+    zero = tmp_path / "zero_index"
+    zero.mkdir()
+    (zero / "ckpt.index").symlink_to("/dev/zero")
+    made["/dev/zero as the index"] = zero / "ckpt"
+    state = tmp_path / "fifo_state"
+    state.mkdir()
+    os.mkfifo(state / "checkpoint")
+    made["fifo state file"] = state
+    os.mkfifo(tmp_path / "model.keras")
+    made["fifo .keras"] = tmp_path / "model.keras"
+    os.mkfifo(tmp_path / "model.weights.h5")
+    made["fifo .weights.h5"] = tmp_path / "model.weights.h5"
+    made["a device"] = Path("/dev/urandom")
+    return made
+
+
+def test_pipes_and_devices_are_refused_at_once(specials: dict[str, Path], tmp_path: Path) -> None:
+    before = _snapshot(tmp_path)
+    cases = []
+    for kind, path in specials.items():
+        # Listing reads no data shard: inspect of a bundle whose shard is a pipe lists it and never opens it.
+        if kind != "fifo data shard":
+            cases.append(["inspect", str(path)])
+        cases += [["verify", str(path)], ["manifest", str(path)]]
+    results = _cli_cases(cases, tmp_path)
+    for args, (code, err) in zip(cases, results, strict=True):
+        assert code == 2, (args, code, err)
+        assert err.count("\n") == 1 and err.startswith("ckptcheck: "), (args, err)
+        assert "not a regular file" in err or "FIFO" in err, (args, err)
+        assert "Traceback" not in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_manifest_that_is_a_pipe_or_a_bomb(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "golden.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "number.json").write_text("42")
+    target = str(FIXTURES / "tf2")
+    cases = [["verify", target, "--against", str(tmp_path / name)] for name in ("golden.json", "deep.json",
+                                                                                  "number.json")]
+    results = _cli_cases(cases, tmp_path)
+    assert [code for code, _ in results] == [2, 2, 2]
+    assert "FIFO" in results[0][1]
+    assert "nested too deeply" in results[1][1]
+    assert "not a ckptcheck manifest" in results[2][1]
+    assert all(err.count("\n") == 1 and "Traceback" not in err for _, err in results)
