@@ -46,6 +46,10 @@ class UnsupportedFormatError(CkptcheckError):
     """The file exists but is not a checkpoint format ckptcheck reads."""
 
 
+class NotRegularFileError(UnsupportedFormatError):
+    """A path where a checkpoint file is expected is a FIFO, device, socket or directory: never read."""
+
+
 class CorruptCheckpointError(CkptcheckError):
     """The checkpoint's structure or data is damaged (bad magic, checksum, truncation...)."""
 

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularFileError, UnsupportedFormatError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import V1, resolve
 from ckptcheck.model import KERAS, TF1, Problem, VerifyReport
@@ -88,6 +88,12 @@ def _check_tensors(
             problems += [problem_from(exc) for exc in many.errors]
         except CorruptCheckpointError as exc:
             problems += _all_problems(t.name, exc, check if fingerprints is not None else None)
+        except NotRegularFileError:
+            raise  # a pipe or device in place of a data file: nothing of the checkpoint can be read through it
+        except UnsupportedFormatError as exc:
+            # One entry ckptcheck cannot decode (a dtype with no values on disk, an unknown one) is reported, and
+            # every other tensor is still checked.
+            problems.append(Problem("unreadable", exc.message, file=exc.path, tensor=exc.tensor or t.name))
         checked += 1
         nbytes += t.nbytes
         if progress is not None:

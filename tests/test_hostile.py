@@ -114,3 +114,47 @@ def test_manifest_that_is_a_pipe_or_a_bomb(tmp_path: Path) -> None:
     assert "nested too deeply" in results[1][1]
     assert "not a ckptcheck manifest" in results[2][1]
     assert all(err.count("\n") == 1 and "Traceback" not in err for _, err in results)
+
+
+def test_unreadable_entries_do_not_end_the_report(tmp_path: Path) -> None:
+    """Entries of dtype 0, 20 (resource) and 99 each become one problem, and the damaged tensor after them is still
+    found (TensorFlow refuses the damaged one too)."""
+    import numpy as np
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    from ckptcheck.verify import verify
+
+    data = np.arange(16, dtype=np.float32).tobytes()
+    (tmp_path / "h.data-00000-of-00001").write_bytes(data)
+    good = entry_proto(DT_FLOAT, [8], size=32, crc=masked_crc(data[:32]))
+    bad = entry_proto(DT_FLOAT, [8], offset=32, size=32, crc=masked_crc(data[:32]))  # the other half's crc
+    write_index(str(tmp_path / "h.index"), {
+        b"a_good": good, b"b_dtype0": entry_proto(0, [4], size=16), b"c_resource": entry_proto(20, [], size=0),
+        b"d_dtype99": entry_proto(99, [4], size=16), b"z_damaged": bad,
+    })
+    report = verify(str(tmp_path / "h"))
+    by_tensor = {p.tensor: p.kind for p in report.problems}
+    assert by_tensor == {"b_dtype0": "unreadable", "c_resource": "unreadable", "d_dtype99": "unreadable",
+                         "z_damaged": "checksum"}
+    assert report.tensors_checked == 5
+    results = _cli_cases([["verify", str(tmp_path / "h")]], tmp_path)
+    assert results[0][0] == 1
+
+
+def test_damaged_metaindex_block_is_named(tmp_path: Path) -> None:
+    import struct
+
+    from ckptcheck.formats.sstable import SSTable
+    from ckptcheck.verify import verify
+
+    directory = tmp_path / "tf2"
+    shutil.copytree(FIXTURES / "tf2", directory)
+    index = directory / "ckpt-1.index"
+    data = bytearray(index.read_bytes())
+    handle = SSTable(str(index), bytes(data)).metaindex_handle
+    crc_at = handle.offset + handle.size + 1
+    struct.pack_into("<I", data, crc_at, struct.unpack_from("<I", data, crc_at)[0] ^ 1)
+    index.write_bytes(bytes(data))
+    report = verify(str(directory))
+    assert [p.message for p in report.problems] == [
+        f"metaindex block: block checksum mismatch (block at byte {handle.offset}, {handle.size} bytes)"]

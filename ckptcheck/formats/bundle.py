@@ -348,7 +348,7 @@ class BundleReader(CheckpointReader):
         """Open the bundle at ``prefix``. ``tolerant`` (for verification) skips damaged index blocks, recording
         them in ``index_problems``, instead of refusing the whole checkpoint."""
         self.prefix = prefix
-        self.index_problems: list[str] = []
+        self.index_problems: list[str] = []  # with tolerant: damaged blocks skipped, the metaindex's included
         self.path = path or prefix
         self.index_path = prefix + ".index"
         table = SSTable.open(self.index_path)
@@ -380,6 +380,11 @@ class BundleReader(CheckpointReader):
         if header.endianness not in (_LITTLE, _BIG):
             raise CorruptCheckpointError(f"unknown endianness {header.endianness} in the header",
                                          path=self.index_path)
+        if tolerant:  # the metaindex block lists nothing TensorFlow reads, but it is checked like every block
+            try:
+                table.read_block(table.metaindex_handle)
+            except CorruptCheckpointError as exc:
+                self.index_problems.append(f"metaindex block: {exc.message}")
         self.header = header
         self.entries = entries
         self._slice_entries = slice_keys

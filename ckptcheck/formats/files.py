@@ -11,7 +11,7 @@ import io
 import os
 import stat
 
-from ckptcheck.errors import CheckpointNotFoundError, UnsupportedFormatError
+from ckptcheck.errors import CheckpointNotFoundError, NotRegularFileError
 
 _KINDS = {
     stat.S_IFIFO: "a FIFO (named pipe)",
@@ -22,15 +22,15 @@ _KINDS = {
 }
 
 
-def not_regular(path: str, mode: int) -> UnsupportedFormatError:
+def not_regular(path: str, mode: int) -> NotRegularFileError:
     kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-    return UnsupportedFormatError(f"is {kind}, not a regular file; ckptcheck reads checkpoint files only", path=path,
+    return NotRegularFileError(f"is {kind}, not a regular file; ckptcheck reads checkpoint files only", path=path,
                                   hint="pass the checkpoint's own files (reading a pipe or device could block or "
                                        "never end)")
 
 
 def open_regular(path: str) -> io.BufferedReader:
-    """``open(path, "rb")`` for a regular file; a FIFO, device, socket or directory raises UnsupportedFormatError
+    """``open(path, "rb")`` for a regular file; a FIFO, device, socket or directory raises NotRegularFileError
     (exit 2) without blocking. A missing or unreadable file raises OSError, as ``open`` does."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
