@@ -130,8 +130,7 @@ def compare_tensors(
 ) -> ValueDiff:
     """Compare two tensors of the same shape in bounded memory (pass one ``scratch`` for many tensors).
 
-    Both readers stream in storage order; a partitioned variable's storage order is not C order, so such
-    tensors are compared whole.
+    Both sides stream in C order of the whole tensor (a partitioned variable through its reader's iter_c_order).
     """
     scratch = scratch or Scratch()
     ia, ib = ra.tensor_info(name_a), rb.tensor_info(name_b)
@@ -142,12 +141,8 @@ def compare_tensors(
         if a is not None and b is not None:
             differing, max_abs, max_rel = compare_arrays(a, b, atol, rtol, scratch)
             return ValueDiff(a.size, differing, max_abs, max_rel)
-    if ia.slices or ib.slices:
-        pairs: Iterator[tuple[np.ndarray, np.ndarray]] = iter(
-            [(ra.read(name_a).reshape(-1), rb.read(name_b).reshape(-1))]
-        )
-    else:
-        pairs = _aligned(ra.iter_chunks(name_a, chunk_bytes), rb.iter_chunks(name_b, chunk_bytes))
+    # C order of the whole on both sides: a partitioned variable is streamed from its slices, not assembled.
+    pairs = _aligned(ra.iter_c_order(name_a, chunk_bytes), rb.iter_c_order(name_b, chunk_bytes))
     count = differing = 0
     max_abs = max_rel = 0.0
     for a, b in pairs:

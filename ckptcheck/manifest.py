@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ckptcheck.errors import CorruptCheckpointError, UsageError
-from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.files import open_regular, read_capped
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import TensorInfo, TensorStats
 from ckptcheck.stats import stats_of_chunks
@@ -45,9 +45,9 @@ def tensor_fingerprint(reader: CheckpointReader, name: str) -> tuple[str, Tensor
     """sha256 of the values in C order, and their statistics, in one streamed pass."""
     info = reader.tensor_info(name)
     digest = hashlib.sha256()
-    # A partitioned variable is stored slice by slice; its digest must not depend on how it was cut.
-    chunks: Iterable[np.ndarray] = [reader.read(name).reshape(-1)] if info.slices else reader.iter_chunks(name)
-    stats = stats_of_chunks(name, info.dtype, _hashed(chunks, digest))
+    # A partitioned variable is stored slice by slice; its digest must not depend on how it was cut, and it is
+    # streamed in C order of the whole rather than assembled.
+    stats = stats_of_chunks(name, info.dtype, _hashed(reader.iter_c_order(name), digest))
     return digest.hexdigest(), stats
 
 
@@ -102,8 +102,8 @@ def dumps(manifest: dict[str, Any]) -> str:
 def load(path: str) -> dict[str, Any]:
     try:
         with open_regular(path) as f:
-            raw = f.read(MAX_MANIFEST_BYTES + 1)
-        if len(raw) > MAX_MANIFEST_BYTES:
+            raw = read_capped(f, MAX_MANIFEST_BYTES)
+        if raw is None:
             raise CorruptCheckpointError(f"larger than the {MAX_MANIFEST_BYTES >> 20} MiB a manifest may be",
                                          path=path, hint="a manifest of 200,000 tensors is about 60 MiB")
         data = json.loads(raw.decode("utf-8"))

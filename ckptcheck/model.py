@@ -142,7 +142,7 @@ class TensorStats:
     note: str | None = None  # e.g. "constant 0.5", "all zeros", "no statistics for string"
     # Float tensors of rank >= 2, viewed as a matrix whose columns are the last axis (a kernel's units):
     # "columns" when every column equals the first (no unit differs from another), "rows" likewise; () when
-    # neither; None when not examined (other dtypes and ranks, partitioned variables).
+    # neither; None when not examined (other dtypes and ranks).
     identical: tuple[str, ...] | None = None
 
 

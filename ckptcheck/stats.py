@@ -213,6 +213,5 @@ def stats_of_chunks(
 
 def tensor_stats(reader: CheckpointReader, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> TensorStats:
     info = reader.tensor_info(name)
-    # A partitioned variable streams slice by slice, not in C order: its rows and columns are not compared.
-    shape = None if info.slices else info.shape
-    return stats_of_chunks(name, info.dtype, reader.iter_chunks(name, chunk_bytes), shape)
+    # C order of the whole (a partitioned variable streamed from its slices), so rows and columns compare too.
+    return stats_of_chunks(name, info.dtype, reader.iter_c_order(name, chunk_bytes), info.shape)

@@ -35,6 +35,7 @@ from ckptcheck.formats.protobuf import (
     read_varint,
     to_int64,
 )
+from ckptcheck.formats.slices import stream_c_order
 from ckptcheck.formats.sstable import SSTable, unmask_crc
 from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo, listed_tensor
 
@@ -357,7 +358,7 @@ class BundleReader(CheckpointReader):
         header: BundleHeader | None = None
         try:
             with paused_gc():
-                for key, value in table.items(self.index_problems if tolerant else None):
+                for key, value in table.index_items(self.index_problems if tolerant else None):
                     if key == _HEADER_KEY:
                         header = decode_header(value)
                     elif key[0] == _SLICE_KEY_START:
@@ -737,6 +738,41 @@ class BundleReader(CheckpointReader):
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
         for part in self.parts(name):
             yield from self.iter_part(part, name, chunk_bytes)
+
+    def iter_c_order(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """The tensor's elements in C order of the whole; a partitioned numeric variable is streamed block by block
+        from its slices, never assembled, so memory stays within about ``chunk_bytes`` whatever its size.
+
+        Each slice's bytes are read in the order they are stored (slices.stream_c_order), so its crc32c is
+        computed as they pass and checked when its last byte has.
+        """
+        entry = self.entry(name)
+        if not entry.slices or entry.dtype.is_bytes or not entry.shape:
+            yield from super().iter_c_order(name, chunk_bytes)
+            return
+        yield from self._stream_slices(entry, name, chunk_bytes)
+
+    def _stream_slices(self, entry: BundleEntry, name: str, chunk_bytes: int) -> Iterator[np.ndarray]:
+        tiling = self._tiling(entry, name)
+        for _, part in tiling:
+            self.check_bounds(part, name)
+        dt = self._numpy_dtype(entry.dtype)
+        scratch = aligned_empty(max(chunk_bytes, dt.itemsize))
+        crcs = [0] * len(tiling)
+
+        def fetch(i: int, first: int, count: int) -> np.ndarray:
+            part = tiling[i][1]
+            view = scratch[: count * dt.itemsize] if count * dt.itemsize <= len(scratch) else aligned_empty(
+                count * dt.itemsize)
+            self._read_at(part, name, part.offset + first * dt.itemsize, view.data)
+            crcs[i] = crc32c(view.data, crcs[i])
+            last = (first + count) * dt.itemsize == part.size
+            if last and part.crc32c is not None and crcs[i] != unmask_crc(part.crc32c):
+                raise self._checksum_error(part, name, crcs[i])
+            return view.view(dt)
+
+        for chunk in stream_c_order(entry.shape, [extents for extents, _ in tiling], dt, chunk_bytes, fetch):
+            yield chunk.astype(dt.newbyteorder("=")) if dt.byteorder == ">" else chunk
 
     def iter_part(self, part: BundleEntry, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
         """One entry's elements in chunks read into a reused buffer; its crc32c is checked after the last chunk."""

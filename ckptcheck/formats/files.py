@@ -52,3 +52,17 @@ def check_regular(path: str) -> None:
         raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
     if not stat.S_ISREG(mode):
         raise not_regular(path, mode)
+
+
+def read_capped(f: io.BufferedReader, limit: int) -> bytes | None:
+    """The rest of the file, or None when it holds more than ``limit`` bytes. Read in pieces: ``read(limit + 1)``
+    would allocate the whole limit up front however small the file."""
+    parts: list[bytes] = []
+    total = 0
+    while total <= limit:
+        part = f.read(min(1 << 20, limit + 1 - total))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        total += len(part)
+    return None

@@ -97,6 +97,17 @@ class CheckpointReader(ABC):
         Memory stays bounded by ``chunk_bytes`` whatever the tensor's size (string tensors come whole).
         """
 
+    def iter_c_order(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """The tensor's elements in C order of the whole tensor, flat, each chunk valid until the next is yielded:
+        digests, statistics and comparisons that must not depend on how a variable was partitioned use this.
+
+        The default streams tensors stored in one piece and reads a partitioned one whole; readers that can stream
+        slices in C order override it."""
+        if self.tensor_info(name).slices:
+            yield self.read(name).reshape(-1)
+            return
+        yield from self.iter_chunks(name, chunk_bytes)
+
     def read_into(self, name: str, out: np.ndarray) -> np.ndarray | None:
         """The whole tensor read into ``out`` (a uint8 buffer) as a flat array viewing it, when the reader can
         and it fits; None otherwise (the default: stream it with iter_chunks)."""

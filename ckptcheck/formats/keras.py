@@ -45,7 +45,7 @@ import numpy as np
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes, keras_config, npz
-from ckptcheck.formats.files import check_regular, open_regular
+from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo
@@ -900,10 +900,10 @@ def read_shard_map(location: str) -> tuple[dict[str, Any], list[str]]:
     """
     try:
         with open_regular(location) as f:
-            data = f.read(MAX_SHARD_MAP_BYTES + 1)
+            data = read_capped(f, MAX_SHARD_MAP_BYTES)
     except OSError as exc:
         raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=location) from None
-    if len(data) > MAX_SHARD_MAP_BYTES:
+    if data is None:
         raise CorruptCheckpointError(f"the weight map is larger than the {MAX_SHARD_MAP_BYTES} bytes ckptcheck "
                                      "reads", path=location)
     try:

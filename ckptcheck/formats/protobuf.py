@@ -6,6 +6,8 @@ tensor_bundle.proto and trackable_object_graph.proto are decoded field by field 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from ckptcheck.errors import CorruptCheckpointError
 
 # Wire types
@@ -45,15 +47,17 @@ def to_int64(value: int) -> int:
 
 
 Field = tuple[int, int, "int | bytes"]
+# A message given as a memoryview (a large record of a V1 file) yields its length-delimited fields as views.
+Buffer = TypeVar("Buffer", bytes, memoryview)
 
 
-def iter_fields(buf: bytes) -> list[Field]:
+def iter_fields(buf: Buffer) -> list[tuple[int, int, int | Buffer]]:
     """(field number, wire type, value) for each field; LENGTH values are bytes, others ints.
 
     A list rather than a generator, with one-byte varints decoded inline: listing a checkpoint decodes tens of
     thousands of small messages, and this is where that time goes.
     """
-    out: list[Field] = []
+    out: list[tuple[int, int, int | Buffer]] = []
     pos = 0
     end = len(buf)
     while pos < end:
@@ -102,6 +106,13 @@ def as_int(value: int | bytes, field: str) -> int:
     if not isinstance(value, int):
         raise DecodeError(f"field {field} has the wrong wire type")
     return value
+
+
+def as_view(value: int | bytes | memoryview, field: str) -> memoryview:
+    """A length-delimited field as a view (no copy), from a message given as bytes or as a memoryview."""
+    if isinstance(value, int):
+        raise DecodeError(f"field {field} has the wrong wire type")
+    return memoryview(value)
 
 
 def as_bytes(value: int | bytes, field: str) -> bytes:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats.files import check_regular, open_regular
+from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, CheckpointEntry
 
 STATE_FILE = "checkpoint"
@@ -95,8 +95,8 @@ def read_state(path: str) -> CheckpointState:
     """Parse a `checkpoint` state file (a CheckpointState text proto); paths are made absolute."""
     try:
         with open_regular(path) as f:
-            raw = f.read(_MAX_STATE_BYTES + 1)
-        if len(raw) > _MAX_STATE_BYTES:
+            raw = read_capped(f, _MAX_STATE_BYTES)
+        if raw is None:
             raise CorruptCheckpointError("state file is too large to be a checkpoint state", path=path)
         text = raw.decode("utf-8", "surrogateescape")
     except OSError as exc:

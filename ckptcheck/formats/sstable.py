@@ -18,7 +18,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.checksum import crc32c
@@ -31,6 +31,8 @@ BLOCK_TRAILER_SIZE = 5
 _NO_COMPRESSION = 0
 _SNAPPY = 1
 _MASK_DELTA = 0xA282EAD8
+# A value: bytes from a table read into memory, a view of its block from a table read from the file.
+Value = bytes | memoryview
 # An index this large is not a checkpoint index; refuse rather than read it into memory.
 MAX_INDEX_BYTES = 2 << 30
 # A Snappy stream cannot expand its input more than ~21x (a 3-byte copy of 64 bytes is the best case); a block
@@ -71,7 +73,7 @@ class SSTable:
         self._file = file
         self.size = len(data) if data is not None else (size or 0)
         self._handles: tuple[list[bytes], list[BlockHandle]] | None = None
-        self._cached: tuple[int, list[tuple[bytes, bytes]]] | None = None  # the last data block decoded
+        self._cached: tuple[int, list[tuple[bytes, Value]]] | None = None  # the last data block decoded
         if self.size < FOOTER_SIZE:
             raise self._error(
                 f"file is too short to be a table ({self.size} bytes, a table footer alone is {FOOTER_SIZE})",
@@ -138,7 +140,7 @@ class SSTable:
     def _error(self, message: str, hint: str | None = None) -> CorruptCheckpointError:
         return CorruptCheckpointError(message, path=self.path, hint=hint)
 
-    def read_block(self, handle: BlockHandle) -> bytes:
+    def read_block(self, handle: BlockHandle) -> bytes | memoryview:
         """Return a block's contents after checking its bounds, trailer and checksum, decompressed if need be.
 
         Damage (bounds, checksum, a compressed block that does not decompress) raises CorruptCheckpointError; a
@@ -157,7 +159,9 @@ class SSTable:
         if unmask_crc(masked) != crc32c(memoryview(stored)[: handle.size + 1]):
             raise self._error(f"block checksum mismatch (block at byte {handle.offset}, {handle.size} bytes)")
         if ctype == _NO_COMPRESSION:
-            return stored[: handle.size]
+            # A file-backed table (V1) holds values, some of them large: hand them out as views of the block
+            # rather than copies (each slice of bytes is a copy). An index's small entries stay bytes.
+            return stored[: handle.size] if self.data is not None else memoryview(stored)[: handle.size]
         if ctype == _SNAPPY:
             return self._snappy(memoryview(stored)[: handle.size], handle)
         raise UnsupportedFormatError(
@@ -185,7 +189,7 @@ class SSTable:
                               hint="its checksum holds, so it was damaged before it was written")
         return out
 
-    def _block_entries(self, block: bytes, where: int) -> Iterator[tuple[bytes, bytes]]:
+    def _block_entries(self, block: bytes | memoryview, where: int) -> Iterator[tuple[bytes, Value]]:
         n = len(block)
         if n < 4:
             raise self._error(f"bad block contents (block at byte {where} is {n} bytes)")
@@ -236,15 +240,15 @@ class SSTable:
     def data_block_handles(self) -> list[BlockHandle]:
         return list(self._index()[1])
 
-    def _entries_of(self, i: int, handle: BlockHandle) -> list[tuple[bytes, bytes]]:
-        cached = self._cached
-        if cached is not None and cached[0] == i:
-            return cached[1]
+    def _entries_of(self, i: int, handle: BlockHandle) -> list[tuple[bytes, Value]]:
+        if self._cached is not None and self._cached[0] == i:
+            return self._cached[1]
+        self._cached = None  # let the last block go before the next is read (a V1 block can be one large record)
         entries = list(self._block_entries(self.read_block(handle), handle.offset))
         self._cached = (i, entries)
         return entries
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> Value | None:
         """The value stored under ``key``, reading only the block that can hold it (the last one read is kept,
         so looking keys up in order reads each block once)."""
         keys, handles = self._index()
@@ -258,7 +262,7 @@ class SSTable:
                 break
         return None
 
-    def first(self) -> tuple[bytes, bytes] | None:
+    def first(self) -> tuple[bytes, Value] | None:
         """The first (key, value) of the table, reading only the first data block."""
         _keys, handles = self._index()
         for i, handle in enumerate(handles):
@@ -267,13 +271,14 @@ class SSTable:
                 return entries[0]
         return None
 
-    def items(self, problems: list[str] | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def items(self, problems: list[str] | None = None) -> Iterator[tuple[bytes, Value]]:
         """Every (key, value) in key order, checking each block's checksum as it is read.
 
         With a ``problems`` list, a damaged data block is recorded there and skipped instead of raising, so a
         verification can go on to check the entries of the blocks that are intact.
         """
         previous: bytes | None = None
+        self._cached = None
         for handle in self.data_block_handles():
             try:
                 entries = list(self._block_entries(self.read_block(handle), handle.offset))
@@ -288,9 +293,16 @@ class SSTable:
                 previous = key
                 yield key, value
 
+    def index_items(self, problems: list[str] | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """items() of a table read into memory (a bundle's index), whose values are bytes."""
+        if self.data is None:
+            raise TypeError("index_items() is for tables read into memory")
+        return cast(Iterator[tuple[bytes, bytes]], self.items(problems))
+
     def scan_problems(self) -> list[BlockProblem]:
         """Check every block's checksum and structure without stopping at the first problem."""
         problems: list[BlockProblem] = []
+        self._cached = None
         try:
             handles = self.data_block_handles()
         except CorruptCheckpointError as exc:

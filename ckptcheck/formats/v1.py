@@ -51,8 +51,10 @@ from ckptcheck.formats.protobuf import (
     DecodeError,
     as_bytes,
     as_int,
+    as_view,
     iter_fields,
 )
+from ckptcheck.formats.slices import stream_c_order
 from ckptcheck.formats.sstable import SSTable
 from ckptcheck.model import TF1, CheckpointInfo, listed_tensor
 
@@ -172,7 +174,7 @@ def _ordered_signed(value: int) -> bytes:
 # --- TensorProto values ----------------------------------------------------------------------------------------
 
 
-def _varints(data: bytes) -> np.ndarray:
+def _varints(data: bytes | memoryview) -> np.ndarray:
     """Packed base-128 varints as uint64, decoded with numpy (an int_val of millions of elements stays fast)."""
     import numpy as np
 
@@ -196,23 +198,24 @@ def _varints(data: bytes) -> np.ndarray:
     return out
 
 
-def _values(dtype: DType, proto: bytes, count: int, where: str) -> np.ndarray:
-    """A slice's ``count`` values from its TensorProto, as a flat array of ``dtype``."""
+def _values(dtype: DType, proto: memoryview, count: int, where: str) -> np.ndarray:
+    """A slice's ``count`` values from its TensorProto, as a flat array of ``dtype``. Packed floats come back as a
+    read-only view of the record (no copy); other encodings are decoded into a new array."""
     import numpy as np
 
     field = _VALUE_FIELD.get(dtype.enum)
     if field is None or not (dtype.readable or dtype.is_string):
         raise UnsupportedFormatError(f"V1 checkpoints store no values of dtype {dtype.name} ckptcheck can read")
     if dtype.is_string:
-        strings = [as_bytes(v, "string_val") for n, _w, v in iter_fields(proto) if n == _STRING_VAL]
+        strings = [bytes(as_view(v, "string_val")) for n, _w, v in iter_fields(proto) if n == _STRING_VAL]
         out = np.empty(len(strings), dtype=object)
         out[:] = strings
         return _counted(out, count, where)
     pieces: list[np.ndarray] = []
-    content: bytes | None = None
+    content: memoryview | None = None
     for number, wire, value in iter_fields(proto):
         if number == _TENSOR_CONTENT:
-            content = as_bytes(value, "tensor_content")
+            content = as_view(value, "tensor_content")
         elif number == field:
             pieces.append(_field_values(field, wire, value))
     target = dtype.numpy
@@ -220,8 +223,8 @@ def _values(dtype: DType, proto: bytes, count: int, where: str) -> np.ndarray:
         if len(content) != count * target.itemsize:
             raise CorruptCheckpointError(f"{where}: tensor_content holds {len(content)} bytes, the slice needs "
                                          f"{count * target.itemsize}")
-        return np.frombuffer(content, dtype=target.newbyteorder("<")).astype(target)
-    flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8)
+        return np.frombuffer(content, dtype=target.newbyteorder("<")).astype(target, copy=False)
+    flat = pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8)
     if field in (_SCOMPLEX_VAL, _DCOMPLEX_VAL):
         if flat.size % 2:
             raise CorruptCheckpointError(f"{where}: complex values come in an odd number of parts")
@@ -237,20 +240,22 @@ def _values(dtype: DType, proto: bytes, count: int, where: str) -> np.ndarray:
     return _counted(flat.view(np.int64).astype(target), count, where)
 
 
-def _field_values(field: int, wire: int, value: int | bytes) -> np.ndarray:
+def _field_values(field: int, wire: int, value: int | memoryview) -> np.ndarray:
     """One occurrence of a repeated numeric field, packed (LENGTH) or single, as a flat array."""
     import numpy as np
 
     floating = {_FLOAT_VAL: "<f4", _SCOMPLEX_VAL: "<f4", _DOUBLE_VAL: "<f8", _DCOMPLEX_VAL: "<f8"}.get(field)
     if wire == LENGTH:
-        data = as_bytes(value, "values")
+        data = as_view(value, "values")
         if floating is not None:
             size = np.dtype(floating).itemsize
             if len(data) % size:
                 raise DecodeError("packed values of a width that does not divide their bytes")
-            return np.frombuffer(data, dtype=floating).astype(floating[1:])
+            return np.frombuffer(data, dtype=floating).astype(floating[1:], copy=False)
         return _varints(data)
-    number = as_int(value, "value")
+    if not isinstance(value, int):
+        raise DecodeError("a value with the wrong wire type")
+    number = value
     if floating is not None:
         width = 4 if floating == "<f4" else 8
         if wire != (FIXED32 if width == 4 else FIXED64):
@@ -329,7 +334,7 @@ class V1Reader(CheckpointReader):
             )
         try:
             meta = b""
-            for number, _w, value in iter_fields(first[1]):
+            for number, _w, value in iter_fields(bytes(first[1])):
                 if number == 1:
                     meta = as_bytes(value, "meta")
             entries = []
@@ -479,20 +484,21 @@ class V1Reader(CheckpointReader):
             raise CorruptCheckpointError(f"slice {shown} is listed but has no record in the file", path=path,
                                          tensor=t.name)
         try:
-            data = b""
-            for number, _w, value in iter_fields(record):
+            # Walked as views: a slice's values may be most of a large record, and each bytes slice is a copy.
+            data = memoryview(b"")
+            for number, _w, value in iter_fields(memoryview(record)):
                 if number == 2:
-                    data = as_bytes(value, "data")
+                    data = as_view(value, "data")
             stored_name = None
             stored_slice: tuple[Extent, ...] | None = None
-            proto = b""
+            proto = memoryview(b"")
             for number, _w, value in iter_fields(data):
                 if number == 1:
-                    stored_name = as_bytes(value, "name")
+                    stored_name = bytes(as_view(value, "name"))
                 elif number == 2:
-                    stored_slice = _decode_slice(as_bytes(value, "slice"))
+                    stored_slice = _decode_slice(bytes(as_view(value, "slice")))
                 elif number == 3:
-                    proto = as_bytes(value, "data")
+                    proto = as_view(value, "data")
             if stored_name is not None and stored_name != t.key_name:
                 raise CorruptCheckpointError(f"the record of slice {shown} names another tensor, "
                                              f"{stored_name.decode('utf-8', 'backslashreplace')!r}", path=path,
@@ -517,8 +523,8 @@ class V1Reader(CheckpointReader):
 
         t = self.v1_tensor(name)
         tiling = self._tiling(t)
-        if t.is_whole:
-            return self.read_slice(t, t.slices[0]).reshape(t.shape)
+        if t.is_whole:  # a copy the caller owns (decoded floats are a read-only view of the record)
+            return np.array(self.read_slice(t, t.slices[0]), copy=True).reshape(t.shape)
         # Every slice is read, and its value count checked against the shape it claims, before the whole tensor is
         # allocated: the values are real bytes in the file, so a claimed shape alone allocates nothing.
         parts = [(norm, self.read_slice(t, s)) for norm, s in tiling]
@@ -539,6 +545,28 @@ class V1Reader(CheckpointReader):
             step = max(1, chunk_bytes // max(1, values.itemsize))
             for start in range(0, values.size, step):
                 yield values[start : start + step]
+            del values  # it views a record of the file: let it go before the next slice is read
+
+    def iter_c_order(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """C order of the whole; a partitioned variable slice by slice through slices.stream_c_order, each slice's
+        record decoded when the walk first reaches it and dropped when the walk has passed it (one or two at a
+        time for the row partitions TF1 partitioners write)."""
+        t = self.v1_tensor(name)
+        if t.is_whole or t.dtype.is_string or not t.shape:
+            yield from super().iter_c_order(name, chunk_bytes)
+            return
+        tiling = self._tiling(t)
+        decoded: dict[int, np.ndarray] = {}
+
+        def fetch(i: int, first: int, count: int) -> np.ndarray:
+            values = decoded.get(i)
+            if values is None:
+                values = decoded[i] = self.read_slice(t, tiling[i][1])
+            if first + count == values.size:
+                del decoded[i]
+            return values[first : first + count]
+
+        yield from stream_c_order(t.shape, [norm for norm, _ in tiling], t.dtype.numpy, chunk_bytes, fetch)
 
     def parts(self, name: str) -> list[V1Slice]:
         t = self.v1_tensor(name)
