@@ -71,6 +71,23 @@ def errors_to_exit() -> Iterator[None]:
         raise fail("interrupted", 130) from None
 
 
+def warn_unsafe(*paths: str) -> None:
+    """Before a command reads anything: one stderr line per thing a Keras loader would run from each path (and a
+    note where a file is two formats at once, or a config could not be scanned). Printed first, so the warning
+    stays even when the command then fails on another part of the file."""
+    from ckptcheck.formats.safety import scan
+
+    for path in paths:
+        result = scan(path)
+        if result is None:
+            continue
+        for f in result.findings:
+            typer.echo(f"ckptcheck: warning: {path}: loading it with Keras would run code or import modules outside "
+                       f"Keras: {f.location}: {f.message}", err=True)
+        for note in result.notes:
+            typer.echo(f"ckptcheck: note: {path}: {note}", err=True)
+
+
 def emit_json(data: Any) -> None:
     # Indented for a person at a terminal; compact when piped, which also lets json use its C encoder (the
     # indenting encoder is pure Python and dominated `inspect --json` on 20,000 tensors).
@@ -145,6 +162,7 @@ def inspect(
             else:
                 typer.echo(render.state_table(entries))
             return
+        warn_unsafe(path)
         with open_checkpoint(path) as reader:
             info = reader.info()
             if tensor is not None:
@@ -238,6 +256,7 @@ def verify(
     from ckptcheck import render
     from ckptcheck.verify import verify as run_verify
 
+    warn_unsafe(path)
     with errors_to_exit(), byte_progress("verify", show_progress(json_output)) as progress:
         report = run_verify(path, against=against, atol=atol, rtol=rtol, progress=progress)
     if json_output:
@@ -259,6 +278,7 @@ def manifest(
     from ckptcheck import open_checkpoint
     from ckptcheck.manifest import build_manifest, dumps
 
+    warn_unsafe(path)
     with errors_to_exit(), open_checkpoint(path) as reader:
         names = [t.name for t in reader.tensors()]
         ticker = iter(progress_over(names, "manifest", show_progress(json_output or output is None)))
@@ -287,6 +307,7 @@ def diff(
     from ckptcheck import open_checkpoint, render
     from ckptcheck.diff import diff_checkpoints
 
+    warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
         names = [t.name for t in ra.tensors()]
         ticker = iter(progress_over(names, "diff", show_progress(json_output)))
@@ -505,6 +526,7 @@ def restore_check_command(
     from ckptcheck import render
     from ckptcheck.restore_check import parse_input_shapes, restore_check, write_rename_map
 
+    warn_unsafe(checkpoint, *([model] if model.endswith(".keras") else []))
     with errors_to_exit():
         shapes = parse_input_shapes(input_shape)
         from ckptcheck.generate import import_tensorflow

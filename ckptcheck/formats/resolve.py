@@ -171,6 +171,15 @@ def shard_base(name: str) -> str | None:
 def _keras_kind(path: str) -> str | None:
     if path.endswith(SHARD_MAP_SUFFIX):
         return KERAS_WEIGHTS  # the JSON map; its reader checks what it holds
+    from ckptcheck.formats.safety import loader_kind
+
+    # What keras.saving.load_model would read decides first: a .keras name on a zip (wherever the zip starts), an
+    # .h5 name on HDF5 (whose superblock may follow a user block holding anything, a zip included).
+    loaded_as = loader_kind(path)
+    if loaded_as == "zip":
+        return KERAS
+    if loaded_as == "hdf5":
+        return KERAS_WEIGHTS if path.endswith(".weights.h5") else KERAS_H5
     head = _sniff(path)
     if head.startswith(_ZIP_MAGIC):
         return KERAS

@@ -1,0 +1,188 @@
+"""What a Keras loader would deserialize from a path, found the way the loaders find it, and scanned as JSON.
+
+The safety warning must not be dodged by a file that is two formats at once or by a file whose other parts are
+broken: Keras deserializes the config before it touches the weights. So the scan does not depend on how ckptcheck
+reads the file. It looks at every config any loader would act on, each on its own, and whatever else fails:
+
+* ``keras.saving.load_model`` (keras/src/saving/saving_api.py): a path named ``*.keras`` that ``zipfile`` sees as a
+  zip is loaded as a ``.keras`` archive (``config.json``), wherever the zip starts; a directory holding
+  ``config.json`` is loaded as the archive's unzipped form; a path named ``*.h5`` or ``*.hdf5`` is read by HDF5
+  (``model_config`` and ``training_config``), which finds a superblock at offset 0, 512, 1024, 2048, ... (a file
+  may carry a zip in its HDF5 user block).
+* tf_keras (Keras 2) loads any file HDF5 recognises as HDF5, whatever its name.
+
+A file that is valid as both a zip and HDF5 is named as such, and both configs are scanned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from ckptcheck.errors import CkptcheckError
+from ckptcheck.formats.files import open_regular, read_capped
+from ckptcheck.model import SafetyFinding
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+CONFIG_MEMBER = "config.json"
+MAX_CONFIG_BYTES = 64 << 20  # the same cap the readers apply
+
+
+@dataclass(frozen=True)
+class SafetyScan:
+    """Every config a Keras loader would deserialize from one path, and what in them would run code."""
+
+    path: str
+    scanned: tuple[str, ...]  # which configs were read ("config.json of the zip", "model_config attribute", ...)
+    findings: tuple[SafetyFinding, ...]
+    notes: tuple[str, ...] = field(default=())  # two formats at once; a config that could not be read
+
+    @property
+    def unsafe(self) -> bool:
+        return bool(self.findings)
+
+
+def hdf5_offset(path: str) -> int | None:
+    """Where HDF5 would find this file's superblock (0, 512, 1024, 2048, ...), or None when it is not HDF5."""
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            offset = 0
+            while offset + len(HDF5_SIGNATURE) <= size:
+                f.seek(offset)
+                if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                    return offset
+                offset = 512 if offset == 0 else offset * 2
+    except (OSError, CkptcheckError):
+        return None
+    return None
+
+
+def is_zip(path: str) -> bool:
+    """What ``zipfile.is_zipfile`` (and so Keras) says: an end-of-central-directory record near the end."""
+    try:
+        with open_regular(path) as f:
+            return zipfile.is_zipfile(f)
+    except (OSError, CkptcheckError):
+        return False
+
+
+def loader_kind(path: str) -> str | None:
+    """How keras.saving.load_model reads this file: "zip", "hdf5", or None when its name decides neither."""
+    name = path.lower()
+    if name.endswith(".keras") and is_zip(path):
+        return "zip"
+    if name.endswith((".h5", ".hdf5")) and hdf5_offset(path) is not None:
+        return "hdf5"
+    return None
+
+
+def scan(path: str) -> SafetyScan | None:
+    """The safety scan of ``path``: None when no Keras loader would deserialize a config from it."""
+    from ckptcheck.formats import keras_config
+
+    if os.path.isdir(path):
+        config = os.path.join(path, CONFIG_MEMBER)
+        if not os.path.isfile(config):
+            return None
+        findings: list[SafetyFinding] = []
+        notes: list[str] = []
+        _scan_json(lambda: _file_json(config), "config.json of the unzipped .keras directory", path, findings, notes,
+                   keras_config.findings_of)
+        return SafetyScan(path, ("config.json (keras.saving.load_model loads the directory)",), tuple(findings),
+                          tuple(notes))
+    if not os.path.isfile(path):
+        return None
+    zipped, h5 = is_zip(path), hdf5_offset(path)
+    if not zipped and h5 is None:
+        return None
+    findings = []
+    notes = []
+    scanned = []
+    if zipped and h5 is not None:
+        keras3 = {"zip": "the zip", "hdf5": "HDF5", None: "neither"}[loader_kind(path)]
+        notes.append(
+            "the file is both a zip archive and HDF5" + (f" (HDF5 at byte {h5})" if h5 else "")
+            + f": keras.saving.load_model reads it as {keras3} (by its name), tf_keras as HDF5; both configs were "
+            "scanned"
+        )
+    if zipped:
+        scanned.append("config.json in the zip")
+        _scan_json(lambda: _zip_json(path), "config.json in the zip", path, findings, notes, keras_config.findings_of)
+    if h5 is not None:
+        scanned.append("model_config and training_config attributes (HDF5)")
+        for attribute in ("model_config", "training_config"):
+            _scan_json(lambda a=attribute: _h5_json(path, a), f"the HDF5 {attribute} attribute", path, findings,
+                       notes, keras_config.findings_of, where=attribute if attribute != "model_config" else "")
+    return SafetyScan(path, tuple(scanned), tuple(dict.fromkeys(findings)), tuple(notes))
+
+
+def _scan_json(load: Any, what: str, path: str, findings: list[SafetyFinding], notes: list[str], findings_of: Any,
+               where: str = "") -> None:
+    try:
+        config = load()
+    except _Absent:
+        return
+    except (CkptcheckError, OSError, ValueError, RecursionError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        notes.append(f"{what} could not be read, so it was not scanned ({detail})")
+        return
+    try:
+        findings += findings_of(config, path=path, where=where)
+    except (CkptcheckError, RecursionError) as exc:
+        notes.append(f"{what} could not be scanned ({getattr(exc, 'message', exc)})")
+
+
+class _Absent(Exception):
+    """The config is not there (a weights-only file): nothing a loader would deserialize."""
+
+
+def _decode(raw: bytes | None, what: str) -> Any:
+    if raw is None:
+        raise ValueError(f"{what} is larger than the {MAX_CONFIG_BYTES >> 20} MiB ckptcheck reads")
+    return json.loads(raw.decode("utf-8"))
+
+
+def _file_json(config: str) -> Any:
+    with open_regular(config) as f:
+        return _decode(read_capped(f, MAX_CONFIG_BYTES), CONFIG_MEMBER)
+
+
+def _zip_json(path: str) -> Any:
+    with open_regular(path) as f, zipfile.ZipFile(f) as zf:
+        try:
+            info = zf.getinfo(CONFIG_MEMBER)
+        except KeyError:
+            raise _Absent from None
+        if info.file_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{CONFIG_MEMBER} claims {info.file_size} bytes")
+        with zf.open(info) as member:
+            raw = member.read(MAX_CONFIG_BYTES + 1)
+        return _decode(raw if len(raw) <= MAX_CONFIG_BYTES else None, CONFIG_MEMBER)
+
+
+def _h5_json(path: str, attribute: str) -> Any:
+    import h5py
+
+    from ckptcheck.formats.files import check_regular
+
+    check_regular(path)
+    with h5py.File(path, "r") as h5:
+        if attribute not in h5.attrs:
+            raise _Absent
+        aid = h5.attrs.get_id(attribute)
+        size = aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size()
+        if size > MAX_CONFIG_BYTES:
+            raise ValueError(f"the {attribute} attribute is {size} bytes")
+        value = h5.attrs[attribute]
+    if hasattr(value, "shape") and value.shape == ():
+        value = value[()]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ValueError(f"the {attribute} attribute is not text")
+    return json.loads(value)
