@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +160,72 @@ def test_damaged_metaindex_block_is_named(tmp_path: Path) -> None:
     report = verify(str(directory))
     assert [p.message for p in report.problems] == [
         f"metaindex block: block checksum mismatch (block at byte {handle.offset}, {handle.size} bytes)"]
+
+
+@pytest.fixture(scope="module")
+def deflated_keras(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A .keras whose model.weights.h5 is deflated (Keras stores it; zip tools recompress), and the model."""
+    import keras
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("deflated")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(10)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 64)), np.zeros((4, 10)), verbose=0)
+    stored = root / "stored.keras"
+    model.save(stored)
+    deflated = root / "deflated.keras"
+    with zipfile.ZipFile(stored) as src, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return deflated, model
+
+
+def test_deflated_weights_member_reads_as_keras_does(deflated_keras: tuple[Path, Any]) -> None:
+    import keras
+    import numpy as np
+
+    import ckptcheck
+
+    path, _ = deflated_keras
+    with zipfile.ZipFile(path) as zf:
+        assert zf.getinfo("model.weights.h5").compress_type == zipfile.ZIP_DEFLATED
+    loaded = keras.saving.load_model(path)  # the oracle: what Keras reads from this very file
+    with ckptcheck.open_checkpoint(str(path)) as reader:
+        names = [t.name for t in reader.tensors() if not t.name.startswith("optimizer/")]
+        values = [reader.read(n) for n in names]
+    assert len(values) == len(loaded.weights)
+    for mine, theirs in zip(values, loaded.weights, strict=True):
+        assert np.asarray(theirs).tobytes() == mine.tobytes()
+    results = _cli_cases([["verify", str(path)], ["manifest", str(path)], ["inspect", str(path), "--stats"]],
+                         path.parent)
+    assert [code for code, _ in results] == [0, 0, 0]
+
+
+def test_deflated_member_damage_and_bombs(deflated_keras: tuple[Path, Any], tmp_path: Path) -> None:
+    import struct
+
+    path, _ = deflated_keras
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("model.weights.h5")
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    start = info.header_offset + 30 + name_len + extra_len
+    damaged = tmp_path / "damaged.keras"
+    flipped = bytearray(data)
+    flipped[start + info.compress_size // 2] ^= 0x20
+    damaged.write_bytes(bytes(flipped))
+    bomb = tmp_path / "bomb.keras"
+    claimed = bytearray(data)
+    # The central directory's uncompressed size of the member: 2**40 bytes from a few KB.
+    pos = -1
+    while (pos := claimed.find(b"PK\x01\x02", pos + 1)) != -1:
+        if claimed[pos + 46 : pos + 46 + len("model.weights.h5")] == b"model.weights.h5":
+            struct.pack_into("<I", claimed, pos + 24, 0xFFFFFFF0)
+    bomb.write_bytes(bytes(claimed))
+    results = _cli_cases([["verify", str(damaged)], ["inspect", str(bomb)], ["verify", str(bomb)]], tmp_path)
+    assert results[0][0] == 1
+    assert results[1][0] == 2 and "more than any deflate stream expands to" in results[1][1]
+    assert results[2][0] == 1
+    assert all("Traceback" not in err for _, err in results)

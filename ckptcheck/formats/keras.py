@@ -33,7 +33,9 @@ import json
 import math
 import os
 import re
+import shutil
 import struct
+import tempfile
 import zipfile
 import zlib
 from abc import abstractmethod
@@ -71,6 +73,8 @@ _KERAS3_ROOTS = ("layers", "vars", "optimizer", "_layer_checkpoint_dependencies"
 _TOP_LEVEL_WEIGHTS = "top_level_model_weights"
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (version..sizes), name length, extra length
 _LOCAL_MAGIC = b"PK\x03\x04"
+# Deflate cannot expand its input more than ~1032 times; a member declaring more is refused before it is read.
+_DEFLATE_MAX_RATIO = 1032
 
 # Everything h5py, zipfile and zlib raise for damaged input; mapped to CorruptCheckpointError at the boundary.
 _READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -628,8 +632,41 @@ class _Archive:
                     path=self.location, hint="the archive is truncated or damaged",
                 )
             return _StoredMember(self.location, start, info.file_size)
-        with _guard(f"cannot open {info.filename} in the archive", path=self.location):
-            return self.zip.open(info)  # type: ignore[return-value]
+        return self._spooled(info)
+
+    def _spooled(self, info: zipfile.ZipInfo) -> io.IOBase:
+        """A compressed member, decompressed once into an anonymous temporary file (deleted when closed).
+
+        h5py seeks back and forth; on zipfile's stream every backward seek decompresses the member again from its
+        start (a 500 MB deflated weights member took 66 s to list). Its CRC is checked as it is copied. A member
+        declaring more than deflate can expand to, or more than the temporary directory can hold, is refused.
+        """
+        if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + (1 << 20):
+            raise CorruptCheckpointError(
+                f"{info.filename} declares {info.file_size} bytes from {info.compress_size} compressed, more than "
+                "any deflate stream expands to", path=self.location, hint="the archive is crafted or damaged")
+        spool = tempfile.TemporaryFile(prefix="ckptcheck-")  # noqa: SIM115 - returned open, closed by the reader
+        try:
+            free = shutil.disk_usage(tempfile.gettempdir()).free
+            if info.file_size > free:
+                raise CorruptCheckpointError(
+                    f"{info.filename} is compressed; decompressing its {info.file_size} bytes needs more than the "
+                    f"{free} bytes free in the temporary directory", path=self.location,
+                    hint="set TMPDIR to a directory with room, or store the archive's weights uncompressed")
+            with _guard(f"cannot read {info.filename} from the archive", path=self.location,
+                        hint="the archive may be truncated or damaged"), self.zip.open(info) as member:
+                copied = 0
+                while chunk := member.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > info.file_size:
+                        raise CorruptCheckpointError(f"{info.filename} expands past the {info.file_size} bytes it "
+                                                     "declares", path=self.location)
+                    spool.write(chunk)
+            spool.seek(0)
+            return spool
+        except BaseException:
+            spool.close()
+            raise
 
     def info(self, *, path: str, tensors: tuple[TensorInfo, ...]) -> CheckpointInfo:
         """The archive's CheckpointInfo: config.json's architecture and compile settings, metadata.json's
