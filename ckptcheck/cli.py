@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
@@ -280,6 +281,9 @@ def manifest(
 
     warn_unsafe(path)
     with errors_to_exit(), open_checkpoint(path) as reader:
+        if output is not None and os.path.realpath(output) in {os.path.realpath(f) for f in reader.info().files}:
+            raise UsageError("refusing to write the manifest over one of the checkpoint's own files", path=output,
+                             hint="write it beside the checkpoint, e.g. -o model.manifest.json")
         names = [t.name for t in reader.tensors()]
         ticker = iter(progress_over(names, "manifest", show_progress(json_output or output is None)))
         text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))

@@ -229,3 +229,57 @@ def test_deflated_member_damage_and_bombs(deflated_keras: tuple[Path, Any], tmp_
     assert results[1][0] == 2 and "more than any deflate stream expands to" in results[1][1]
     assert results[2][0] == 1
     assert all("Traceback" not in err for _, err in results)
+
+
+def test_rank_65_tensor_is_one_clear_line(tmp_path: Path) -> None:
+    """TensorFlow allows 254 dimensions, numpy 64: printing the values is refused in one line; everything that
+    streams them flat works (and the digest is the one of the flat values)."""
+    import hashlib
+
+    import numpy as np
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    data = np.arange(2, dtype=np.float32).tobytes()
+    (tmp_path / "r.data-00000-of-00001").write_bytes(data)
+    write_index(str(tmp_path / "r.index"), {b"deep": entry_proto(DT_FLOAT, [1] * 64 + [2], size=8,
+                                                                  crc=masked_crc(data))})
+    prefix = str(tmp_path / "r")
+    cases = [["inspect", prefix, "--tensor", "deep"], ["inspect", prefix, "--stats"], ["manifest", prefix],
+             ["diff", prefix, prefix], ["verify", prefix]]
+    results = _cli_cases(cases, tmp_path)
+    assert [code for code, _ in results] == [2, 0, 0, 0, 0]
+    assert "rank 65" in results[0][1] and results[0][1].count("\n") == 1
+    assert all("Traceback" not in err for _, err in results)
+    import ckptcheck
+    from ckptcheck.manifest import build_manifest
+
+    with ckptcheck.open_checkpoint(prefix) as reader:
+        assert build_manifest(reader)["tensors"]["deep"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_claimed_bytes_are_not_counted_as_checked(tmp_path: Path) -> None:
+    """A 48-byte shard whose entry claims 2**40 elements: verify names it and does not say '4.0 TiB checked'."""
+    import numpy as np
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    from ckptcheck.verify import verify
+
+    data = np.arange(12, dtype=np.float32).tobytes()
+    (tmp_path / "h.data-00000-of-00001").write_bytes(data)
+    write_index(str(tmp_path / "h.index"), {
+        b"good": entry_proto(DT_FLOAT, [12], size=48, crc=masked_crc(data)),
+        b"huge": entry_proto(DT_FLOAT, [2**40], size=2**42, crc=0),
+    })
+    report = verify(str(tmp_path / "h"))
+    assert [p.tensor for p in report.problems] == ["huge"]
+    assert report.bytes_checked == 48
+
+
+def test_manifest_will_not_overwrite_the_checkpoint(tmp_path: Path) -> None:
+    directory = tmp_path / "tf2"
+    shutil.copytree(FIXTURES / "tf2", directory)
+    before = _snapshot(directory)
+    index = directory / "ckpt-1.index"
+    results = _cli_cases([["manifest", str(directory), "-o", str(index)]], tmp_path)
+    assert results[0][0] == 2 and "refusing to write the manifest over" in results[0][1]
+    assert _snapshot(directory) == before

@@ -8,6 +8,7 @@ every reading command of ckptcheck must print the warning (on stderr, first, so 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import zipfile
@@ -102,10 +103,8 @@ def _keras_runs_it(path: Path, marker: Path) -> bool:
     import keras
 
     marker.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(Exception):  # a broken part may fail the load after the config ran
         keras.saving.load_model(str(path), safe_mode=False)
-    except Exception:  # a broken part may fail the load after the config ran
-        pass
     return marker.exists()
 
 

@@ -24,6 +24,7 @@ from ckptcheck.formats.interface import (
     DEFAULT_CHUNK_BYTES,
     CheckpointReader,
     aligned_empty,
+    check_rank,
     paused_gc,
     read_buffer,
 )
@@ -724,6 +725,7 @@ class BundleReader(CheckpointReader):
 
     def read(self, name: str) -> np.ndarray:
         entry = self.entry(name)
+        check_rank(entry.shape, path=self.index_path, tensor=name)
         if entry.slices:
             return self._assemble(entry, name)
         return self._read_entry(entry, name)

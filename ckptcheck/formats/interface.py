@@ -42,6 +42,21 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+# numpy's limit on an array's dimensions; TensorFlow allows up to 254.
+MAX_ARRAY_RANK = 64
+
+
+def check_rank(shape: tuple[int, ...], *, path: str, tensor: str) -> None:
+    """Refuse, as one clear error, to build an array of more dimensions than numpy can hold (digests, statistics
+    and comparisons stream the values flat and need no such array)."""
+    if len(shape) > MAX_ARRAY_RANK:
+        from ckptcheck.errors import UnsupportedFormatError
+
+        raise UnsupportedFormatError(
+            f"the tensor has rank {len(shape)}; numpy arrays hold at most {MAX_ARRAY_RANK} dimensions", path=path,
+            tensor=tensor, hint="manifest, verify, diff and --stats stream its values flat and still work")
+
+
 def read_buffer(nbytes: int) -> mmap.mmap:
     """A page-aligned scratch buffer for readinto (an anonymous mapping: no numpy needed)."""
     import mmap

@@ -42,7 +42,7 @@ from ckptcheck.formats.bundle import (
 )
 from ckptcheck.formats.dtypes import DType
 from ckptcheck.formats.files import open_regular
-from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, paused_gc
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, check_rank, paused_gc
 from ckptcheck.formats.protobuf import (
     FIXED32,
     FIXED64,
@@ -522,6 +522,7 @@ class V1Reader(CheckpointReader):
         import numpy as np
 
         t = self.v1_tensor(name)
+        check_rank(t.shape, path=self.files[t.slices[0].file] if t.slices else self.location, tensor=name)
         tiling = self._tiling(t)
         if t.is_whole:  # a copy the caller owns (decoded floats are a read-only view of the record)
             return np.array(self.read_slice(t, t.slices[0]), copy=True).reshape(t.shape)
