@@ -96,8 +96,31 @@ def emit_json(data: Any) -> None:
 
     indent = 2 if sys.stdout.isatty() else None
     with paused_gc():
-        text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+        try:
+            text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # a NaN or Infinity somewhere (a crafted config): written as the strings --tensor uses
+            data = _finite(data)
+            text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A path that is not valid UTF-8 holds its undecodable bytes as lone surrogates (Python's
+            # surrogateescape): escaped as \udcXX, the output stays valid UTF-8.
+            text = json.dumps(data, indent=indent, ensure_ascii=True, allow_nan=False)
     typer.echo(text)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by "NaN", "Infinity" or "-Infinity"."""
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def show_progress(json_output: bool) -> bool:
@@ -196,8 +219,13 @@ def inspect(
                 }
             if json_output:
                 if stats_by_name is None and refs is None and not sys.stdout.isatty():
-                    with paused_gc():  # compact, as emit_json prints it when piped; the common case, made fast
-                        text = render.inspect_json(info, shown)
+                    try:
+                        with paused_gc():  # compact, as emit_json prints it when piped; the common case, made fast
+                            text = render.inspect_json(info, shown)
+                        text.encode("utf-8")
+                    except (ValueError, UnicodeEncodeError):  # NaN in a config, a path that is not UTF-8: emit_json
+                        emit_json(render.inspect_dict(info, shown))  # writes those as it documents
+                        return
                     sys.stdout.write(text + "\n")
                     return
                 with paused_gc():

@@ -239,6 +239,8 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
     problems: list[Problem] = []
     if kind == KERAS:
         _verify_zip_members(location, problems)
+        if any(p.kind == "structure" for p in problems):  # not a zip at all: the reader would only say so again
+            return VerifyReport(path, kind, (location,), 0, 0, tuple(dict.fromkeys(problems)))
     try:
         reader = open_keras(kind, location, path=path)
     except (CorruptCheckpointError, UnsupportedFormatError) as exc:

@@ -283,3 +283,69 @@ def test_manifest_will_not_overwrite_the_checkpoint(tmp_path: Path) -> None:
     results = _cli_cases([["manifest", str(directory), "-o", str(index)]], tmp_path)
     assert results[0][0] == 2 and "refusing to write the manifest over" in results[0][1]
     assert _snapshot(directory) == before
+
+
+def test_unwritten_hdf5_dataset_declaring_2_40_elements(tmp_path: Path) -> None:
+    """A .weights.h5 whose dataset declares 2**40 float32s and stores none (HDF5 would hand out its fill value
+    for as long as asked): every command that reads values refuses it at once, naming it."""
+    import h5py
+
+    path = tmp_path / "model.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layers/dense/vars/0", shape=(2**40,), dtype="f4", chunks=(1 << 16,))
+        f.create_dataset("layers/dense/vars/1", data=[1.0, 2.0])
+    assert path.stat().st_size < 1 << 20
+    cases = [["verify", str(path)], ["inspect", str(path), "--stats"], ["manifest", str(path)],
+             ["diff", str(path), str(path)], ["inspect", str(path)]]
+    results = _cli_cases(cases, tmp_path)
+    assert [code for code, _ in results] == [1, 2, 2, 2, 0]
+    for _code, err in results[1:4]:
+        assert "declares 4398046511104 bytes but the file stores 0" in err and "layers/dense/vars/0" in err
+        assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["empty.keras", "empty.h5", "empty.weights.h5", "empty.index"])
+def test_an_empty_file_is_one_rule(tmp_path: Path, name: str) -> None:
+    """Empty where a checkpoint file is named: verify says damaged (1), inspect cannot read it (2), whatever the
+    format."""
+    (tmp_path / name).write_bytes(b"")
+    results = _cli_cases([["verify", str(tmp_path / name)], ["inspect", str(tmp_path / name)]], tmp_path)
+    assert [code for code, _ in results] == [1, 2]
+    assert results[1][1].count("\n") == 1
+
+
+def test_json_output_stays_utf8_for_paths_that_are_not(tmp_path: Path) -> None:
+    """A directory whose name is not UTF-8: every --json output is valid UTF-8 JSON, the path's bytes recoverable
+    (as Python's surrogateescape gives them)."""
+    directory = os.path.join(os.fsencode(tmp_path), b"run\xff")
+    shutil.copytree(FIXTURES / "tf2", os.fsdecode(directory))
+    path = os.fsdecode(directory)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for args in (["inspect", path, "--json"], ["inspect", path, "--json", "--stats"], ["verify", path, "--json"]):
+        proc = subprocess.run([sys.executable, "-m", "ckptcheck", *args], capture_output=True, env=env,
+                              timeout=HANG_GUARD_SECONDS)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout.decode("utf-8"))  # strict UTF-8
+        assert os.fsencode(data["path"]) == directory
+
+
+def test_nan_in_a_config_is_written_as_text(tmp_path: Path) -> None:
+    """A config.json with NaN (Python's json reads it): inspect --json writes "NaN", as it does for values."""
+    source = next((FIXTURES / "keras").glob("*.keras"))
+    target = tmp_path / "nan.keras"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "config.json":
+                config = json.loads(data)
+                config["config"]["layers"][-1]["config"]["units"] = float("nan")
+                data = json.dumps(config).encode()
+            dst.writestr(info, data)
+    from typer.testing import CliRunner
+
+    from ckptcheck.cli import app
+
+    result = CliRunner().invoke(app, ["inspect", str(target), "--json"])
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.stdout)["architecture"]["layers"]
+    assert layers[-1]["config"]["units"] == "NaN"

@@ -433,17 +433,24 @@ class _H5Values(CheckpointReader):
                     hint="the file may be truncated or damaged"):
             if entry.read_dtype.kind == "O":
                 return np.asarray(ds[()]).reshape(shape)
-            declared = entry.info.nbytes
-            stored = ds.id.get_storage_size()
-            if declared > _BOMB_FLOOR_BYTES and declared > _BOMB_EXPANSION * stored:
-                raise CorruptCheckpointError(
-                    f"the dataset declares {declared} bytes but the file stores {stored}; refusing to allocate",
-                    path=where, tensor=name,
-                )
+            self._check_stored(entry, ds, where, name)
             out = np.empty(shape, dtype=entry.read_dtype)
             if out.size:
                 ds.read_direct(out)
             return out
+
+    @staticmethod
+    def _check_stored(entry: _Entry, ds: h5py.Dataset, where: str, name: str) -> None:
+        """Refuse a dataset declaring far more bytes than the file stores (a shape bomb, or a dataset never
+        written, whose fill value HDF5 would hand out for as long as asked: 2**40 elements took hours)."""
+        declared = entry.info.nbytes
+        with _guard("cannot read the dataset's storage", path=where, tensor=name):
+            stored = ds.id.get_storage_size()
+        if declared > _BOMB_FLOOR_BYTES and declared > _BOMB_EXPANSION * stored:
+            raise CorruptCheckpointError(
+                f"the dataset declares {declared} bytes but the file stores {stored}; refusing to read it",
+                path=where, tensor=name, hint="its values were never written, or the file is crafted",
+            )
 
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
         entry, ds, where = self._get(name)
@@ -451,6 +458,7 @@ class _H5Values(CheckpointReader):
         if entry.read_dtype.kind == "O":  # strings come whole
             yield self.read(name).reshape(-1)
             return
+        self._check_stored(entry, ds, where, name)
         itemsize = entry.read_dtype.itemsize
         count = math.prod(shape)
         if count == 0:

@@ -181,6 +181,12 @@ def _keras_kind(path: str) -> str | None:
     if loaded_as == "hdf5":
         return KERAS_WEIGHTS if path.endswith(".weights.h5") else KERAS_H5
     head = _sniff(path)
+    if not head:  # empty: what its name says it should be, so that verify calls it damaged as it does an .index
+        name = path.lower()
+        if name.endswith(".keras"):
+            return KERAS
+        if name.endswith((".h5", ".hdf5")):
+            return KERAS_WEIGHTS if name.endswith(".weights.h5") else KERAS_H5
     if head.startswith(_ZIP_MAGIC):
         return KERAS
     if head.startswith(_HDF5_MAGIC):
