@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ckptcheck.errors import CorruptCheckpointError, UsageError
+from ckptcheck.formats import jsonlimits
 from ckptcheck.formats.files import open_regular, read_capped
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import TensorInfo, TensorStats
@@ -106,14 +107,12 @@ def load(path: str) -> dict[str, Any]:
         if raw is None:
             raise CorruptCheckpointError(f"larger than the {MAX_MANIFEST_BYTES >> 20} MiB a manifest may be",
                                          path=path, hint="a manifest of 200,000 tensors is about 60 MiB")
-        data = json.loads(raw.decode("utf-8"))
+        data = jsonlimits.loads(raw, what="the manifest", path=path)
     except FileNotFoundError:
         raise UsageError("manifest file does not exist", path=path,
                          hint="write one with `ckptcheck manifest CKPT -o FILE`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptCheckpointError(f"not a readable manifest: {exc}", path=path) from None
-    except RecursionError:
-        raise CorruptCheckpointError("not a readable manifest: JSON nested too deeply", path=path) from None
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict):
         raise CorruptCheckpointError("not a ckptcheck manifest (no `tensors` object)", path=path)
     version = data.get("manifest_version")

@@ -23,15 +23,22 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HANG_GUARD_SECONDS = 120
 
 
-def _cli_cases(cases: list[list[str]], cwd: Path) -> list[tuple[int, str]]:
-    """Run each argument list through the CLI in one child process; (exit code, stderr) per case."""
+def _cli_cases(cases: list[list[str]], cwd: Path, peaks: list[float] | None = None) -> list[tuple[int, str]]:
+    """Run each argument list through the CLI in one child process; (exit code, stderr) per case, and in
+    ``peaks`` each case's peak resident memory above what the process held before it (MiB)."""
     script = textwrap.dedent(
         f"""
         import contextlib, io, json, sys
         from click.exceptions import Exit
         from ckptcheck.cli import app
         out = []
+        def hwm_mib():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024
         for args in {cases!r}:
+            open("/proc/self/clear_refs", "w").write("5")  # reset the resident high-water mark per case
+            base = hwm_mib()
             err = io.StringIO()
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 try:
@@ -40,7 +47,7 @@ def _cli_cases(cases: list[list[str]], cwd: Path) -> list[tuple[int, str]]:
                     code = exc.exit_code
                 except SystemExit as exc:
                     code = exc.code or 0
-            out.append((code, err.getvalue()))
+            out.append((code, err.getvalue(), hwm_mib() - base))
         print(json.dumps(out))
         """
     )
@@ -48,7 +55,10 @@ def _cli_cases(cases: list[list[str]], cwd: Path) -> list[tuple[int, str]]:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=HANG_GUARD_SECONDS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [(code, err) for code, err in json.loads(proc.stdout.splitlines()[-1])]
+    rows = json.loads(proc.stdout.splitlines()[-1])
+    if peaks is not None:
+        peaks += [peak for _code, _err, peak in rows]
+    return [(code, err) for code, err, _peak in rows]
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
@@ -113,7 +123,7 @@ def test_manifest_that_is_a_pipe_or_a_bomb(tmp_path: Path) -> None:
     results = _cli_cases(cases, tmp_path)
     assert [code for code, _ in results] == [2, 2, 2]
     assert "FIFO" in results[0][1]
-    assert "nested too deeply" in results[1][1]
+    assert "too deeply" in results[1][1]
     assert "not a ckptcheck manifest" in results[2][1]
     assert all(err.count("\n") == 1 and "Traceback" not in err for _, err in results)
 
@@ -349,3 +359,44 @@ def test_nan_in_a_config_is_written_as_text(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     layers = json.loads(result.stdout)["architecture"]["layers"]
     assert layers[-1]["config"]["units"] == "NaN"
+
+
+MEMORY_GUARD_MIB = 300
+
+
+def test_json_and_name_bombs_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """20 million `[],` in a .keras config, a legacy model_config, a sharded-weights map and a manifest; 60 million
+    layer_names: each refused in one line, no case growing the process by more than MEMORY_GUARD_MIB."""
+    import h5py
+    import numpy as np
+
+    bomb = b"[" + b"[]," * 20_000_000 + b"[]]"
+    source = next((FIXTURES / "keras").glob("*.keras"))
+    keras_bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(keras_bomb, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, bomb if info.filename == "config.json" else src.read(info.filename))
+    legacy = tmp_path / "bomb.h5"
+    with h5py.File(legacy, "w", libver="latest") as f:  # dense attribute storage: attributes past 64 KB
+        f.attrs["keras_version"] = "3.15.1"
+        f.attrs["model_config"] = np.bytes_(bomb)
+        f.create_group("model_weights").attrs["layer_names"] = np.array([], dtype="S1")
+    shard_map = tmp_path / "bomb.weights.json"
+    shard_map.write_bytes(bomb)
+    manifest = tmp_path / "bomb.manifest.json"
+    manifest.write_bytes(bomb)
+    names = tmp_path / "names.h5"
+    with h5py.File(names, "w", libver="latest") as f:
+        f.attrs["keras_version"] = "3.15.1"
+        f.create_group("model_weights").attrs["layer_names"] = np.full(60_000_000, b"x", dtype="S1")
+    cases = [["inspect", str(keras_bomb)], ["inspect", str(legacy)], ["inspect", str(shard_map)],
+             ["verify", str(FIXTURES / "tf2"), "--against", str(manifest)], ["inspect", str(names)]]
+    peaks: list[float] = []
+    results = _cli_cases(cases, tmp_path, peaks)
+    for args, (code, err), peak in zip(cases, results, peaks, strict=True):
+        assert code == 2, (args, code, err)
+        # One error line; the safety scan may add a note before it that the config could not be scanned.
+        errors = [line for line in err.splitlines() if not line.startswith(("ckptcheck: note:", "ckptcheck: warn"))]
+        assert len(errors) == 1 and "Traceback" not in err, (args, err)
+        assert "JSON items" in errors[0] or "more than 1,000,000 names" in errors[0], (args, err)
+        assert peak < MEMORY_GUARD_MIB, (args, peak)

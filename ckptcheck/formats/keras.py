@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import math
 import os
 import re
@@ -46,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats import dtypes, keras_config, npz
+from ckptcheck.formats import dtypes, jsonlimits, keras_config, npz
 from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
@@ -64,6 +63,7 @@ METADATA_MEMBER = "metadata.json"
 MAX_CONFIG_BYTES = 64 << 20
 MAX_METADATA_BYTES = 1 << 20
 MAX_ATTRIBUTE_BYTES = 64 << 20
+MAX_NAMES = 1_000_000  # layer_names / weight_names entries: each becomes a Python string
 # A dataset declaring far more bytes than the file stores is refused by read() (a shape bomb); iter_chunks
 # stays bounded anyway.
 _BOMB_FLOOR_BYTES = 1 << 30
@@ -292,6 +292,9 @@ def _names_attr(obj: h5py.HLObject, name: str, *, path: str) -> list[str]:
         if values.dtype.kind not in "OSU":
             raise CorruptCheckpointError(f"attribute {name} of {obj.name} holds {values.dtype}, not names",
                                          path=path)
+        if len(out) + values.size > MAX_NAMES:
+            raise CorruptCheckpointError(f"attribute {name} of {obj.name} lists more than {MAX_NAMES:,} names",
+                                         path=path, hint="no Keras model has that many layers or weights")
         out += [_text(v) for v in values.reshape(-1)]
     return out
 
@@ -299,9 +302,10 @@ def _names_attr(obj: h5py.HLObject, name: str, *, path: str) -> list[str]:
 def _json_attr(f: h5py.File, name: str, *, path: str) -> Any:
     raw = _attr(f, name, path=path)
     try:
-        return json.loads(_text(raw))
-    except (ValueError, RecursionError):
-        raise CorruptCheckpointError(f"the {name} attribute is not valid JSON", path=path) from None
+        text = _text(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptCheckpointError(f"the {name} attribute is not valid JSON (not text)", path=path) from None
+    return jsonlimits.loads(text, what=f"the {name} attribute", path=path)
 
 
 def _legacy_layout(f: h5py.File, *, path: str, full_model: bool) -> _Layout:
@@ -617,10 +621,7 @@ class _Archive:
         if len(data) > limit:
             raise CorruptCheckpointError(f"{name} is larger than the {limit} bytes ckptcheck reads",
                                          path=self.location)
-        try:
-            return json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError):
-            raise CorruptCheckpointError(f"{name} in the archive is not valid JSON", path=self.location) from None
+        return jsonlimits.loads(data, what=f"{name} in the archive", path=self.location)
 
     def open_member(self, info: zipfile.ZipInfo) -> io.IOBase:
         """A seekable reader of the member: a free-seeking window when it is stored, else zipfile's stream."""
@@ -951,11 +952,7 @@ def read_shard_map(location: str) -> tuple[dict[str, Any], list[str]]:
     if data is None:
         raise CorruptCheckpointError(f"the weight map is larger than the {MAX_SHARD_MAP_BYTES} bytes ckptcheck "
                                      "reads", path=location)
-    try:
-        config = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):
-        raise CorruptCheckpointError("not valid JSON", path=location,
-                                     hint="a sharded Keras weights file is JSON written by save_weights") from None
+    config = jsonlimits.loads(data, what="the weight map", path=location)
     weight_map = config.get("weight_map") if isinstance(config, dict) else None
     if not isinstance(weight_map, dict):
         raise UnsupportedFormatError(
