@@ -115,11 +115,35 @@ def load(path: str) -> dict[str, Any]:
         raise CorruptCheckpointError(f"not a readable manifest: {exc}", path=path) from None
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict):
         raise CorruptCheckpointError("not a ckptcheck manifest (no `tensors` object)", path=path)
+    for name, record in data["tensors"].items():
+        problem = _record_problem(record)
+        if problem is not None:
+            raise CorruptCheckpointError(f"not a readable manifest: {problem}", path=path, tensor=name,
+                                         hint="regenerate it with `ckptcheck manifest CKPT -o FILE`")
     version = data.get("manifest_version")
     if version != MANIFEST_VERSION:
         raise UsageError(f"manifest_version {version!r} is not one this ckptcheck reads ({MANIFEST_VERSION})",
                          path=path)
     return data
+
+
+def _record_problem(record: Any) -> str | None:
+    """What is wrong with one tensor's record, as a manifest ckptcheck wrote would never have it; None when fine."""
+    if not isinstance(record, dict):
+        return f"its record is {type(record).__name__}, not an object"
+    if not isinstance(record.get("dtype"), str):
+        return "its dtype is not text"
+    shape = record.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape):
+        return "its shape is not a list of sizes"
+    if not isinstance(record.get("sha256"), str):
+        return "its sha256 is not text"
+    stats = record.get("stats", {})
+    if not isinstance(stats, dict) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in stats.values()):
+        return "its stats are not an object of numbers"
+    return None
 
 
 @dataclass(frozen=True)

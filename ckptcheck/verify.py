@@ -197,16 +197,17 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
     """Read every member of a .keras archive to its end: zipfile checks each member's CRC there. A
     model.weights.npz is a zip too: each of its members is read to its end as well (npz and .npy carry no
     checksum of their own beyond these CRCs)."""
-    from ckptcheck.formats.keras import NPZ_WEIGHTS_MEMBER
+    from ckptcheck.formats.keras import NPZ_WEIGHTS_MEMBER, check_member_readable
 
     try:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
+                check_member_readable(member, path=archive)  # encrypted, or a method zipfile lacks: exit 2
                 try:
                     with zf.open(member) as f:
                         while f.read(_ZIP_READ):
                             pass
-                except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError) as exc:
                     problems.append(Problem("checksum", f"archive member {member.filename} is damaged: {exc}",
                                             file=archive))
                     continue

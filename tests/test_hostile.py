@@ -400,3 +400,75 @@ def test_json_and_name_bombs_are_refused_in_bounded_memory(tmp_path: Path) -> No
         assert len(errors) == 1 and "Traceback" not in err, (args, err)
         assert "JSON items" in errors[0] or "more than 1,000,000 names" in errors[0], (args, err)
         assert peak < MEMORY_GUARD_MIB, (args, peak)
+
+
+def test_hdf5_datasets_that_hold_no_tensor(tmp_path: Path) -> None:
+    """Compound, opaque, variable-length-number and object-reference datasets: listed, but reading their values is
+    one clear line (exit 2), verify names each (exit 1), and a string dataset beside them still reads."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "odd.weights.h5"
+    with h5py.File(path, "w") as f:
+        group = f.create_group("layers/dense/vars")
+        group.create_dataset("0", data=np.zeros(3, dtype=[("a", "<f4"), ("b", "<i4")]))
+        group.create_dataset("1", data=np.array([np.void(b"abcd")] * 3))
+        group.create_dataset("2", data=np.array([b"ab", b"cd"], dtype="S2"))
+        vlen = group.create_dataset("3", (2,), dtype=h5py.vlen_dtype(np.dtype("int32")))
+        vlen[0], vlen[1] = [1, 2, 3], [4]
+        refs = group.create_dataset("4", (1,), dtype=h5py.ref_dtype)
+        refs[0] = group.ref
+    odd = [f"layers/dense/vars/{i}" for i in (0, 1, 3, 4)]
+    cases = [["inspect", str(path), "--tensor", name] for name in odd]
+    cases += [["inspect", str(path), "--tensor", "layers/dense/vars/2"], ["diff", str(path), str(path)],
+              ["verify", str(path)], ["inspect", str(path)]]
+    results = _cli_cases(cases, tmp_path)
+    assert [code for code, _ in results] == [2, 2, 2, 2, 0, 2, 1, 0]
+    for (_code, err), name in zip(results[:4], odd, strict=False):
+        assert f"tensor '{name}'" in err and "holds no tensor values" in err and err.count("\n") == 1
+    assert all("Traceback" not in err for _, err in results)
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    (5, "its record is int"),
+    ({"dtype": "float32", "shape": 3, "sha256": "x", "stats": {}}, "its shape is not a list"),
+    ({"dtype": "float32", "shape": [3], "sha256": "x", "stats": [1]}, "its stats are not an object"),
+])
+def test_malformed_manifest_records(tmp_path: Path, record: Any, message: str) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"manifest_version": 1, "tensors": {"dense/kernel": record}}))
+    results = _cli_cases([["verify", str(FIXTURES / "tf1"), "--against", str(manifest), "--atol", "0.1"]], tmp_path)
+    assert results[0][0] == 2 and message in results[0][1] and "Traceback" not in results[0][1]
+
+
+def _patched_member(source: Path, target: Path, *, method: int | None = None, flags: int | None = None) -> None:
+    """``source`` with model.weights.h5's compression method or flags rewritten in both its headers."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as zf:
+        local = zf.getinfo("model.weights.h5").header_offset
+    central = data.find(b"PK\x01\x02")
+    while data[central + 46 : central + 46 + 16] != b"model.weights.h5":
+        central = data.find(b"PK\x01\x02", central + 1)
+    for where, (flag_at, method_at) in ((local, (6, 8)), (central, (8, 10))):
+        if flags is not None:
+            struct.pack_into("<H", data, where + flag_at, flags)
+        if method is not None:
+            struct.pack_into("<H", data, where + method_at, method)
+    target.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"method": 9}, "compression method 9"), ({"method": 99}, "compression method 99"),
+    ({"flags": 1}, "is encrypted"),
+])
+def test_keras_members_zipfile_cannot_read(tmp_path: Path, patch: dict[str, int], message: str) -> None:
+    """What Python's zipfile (and so Keras) cannot open is one line and exit 2 in every command, not a traceback."""
+    source = next((FIXTURES / "keras").glob("*.keras"))
+    target = tmp_path / "m.keras"
+    _patched_member(source, target, **patch)
+    results = _cli_cases([["inspect", str(target)], ["verify", str(target)], ["manifest", str(target)],
+                          ["diff", str(target), str(source)]], tmp_path)
+    for code, err in results:
+        assert code == 2 and message in err and "Traceback" not in err, err

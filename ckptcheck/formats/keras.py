@@ -161,6 +161,11 @@ def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
         if known is not None and known.readable and known.itemsize == stored.itemsize:
             return known.name, known.numpy
         return f"opaque{stored.itemsize * 8}", stored
+    h5lib = _h5py()
+    if stored.kind == "O" and h5lib.check_string_dtype(stored) is None:
+        # Variable-length sequences of numbers, object and region references: nothing a Keras file stores.
+        what = "an object reference" if h5lib.check_ref_dtype(stored) is not None else "a variable-length sequence"
+        return f"unknown ({what})", stored
     known = dtypes.from_numpy(stored)
     if known is None:
         return f"unknown ({stored})", stored
@@ -430,8 +435,17 @@ class _H5Values(CheckpointReader):
         with _guard("cannot open the dataset", path=where, tensor=name):
             return entry, h5[entry.h5path], where
 
+    @staticmethod
+    def _check_readable(entry: _Entry, where: str, name: str) -> None:
+        """Compound, opaque, reference and vlen-number datasets hold no tensor values: refused in one line."""
+        if entry.info.dtype.startswith(("unknown", "opaque")):
+            raise UnsupportedFormatError(f"the dataset's HDF5 type, {entry.info.dtype}, holds no tensor values "
+                                         "ckptcheck reads", path=where, tensor=name,
+                                         hint="Keras writes numbers, bfloat16 and strings only")
+
     def read(self, name: str) -> np.ndarray:
         entry, ds, where = self._get(name)
+        self._check_readable(entry, where, name)
         shape = entry.info.shape
         with _guard("cannot read the values", path=where, tensor=name,
                     hint="the file may be truncated or damaged"):
@@ -458,6 +472,7 @@ class _H5Values(CheckpointReader):
 
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
         entry, ds, where = self._get(name)
+        self._check_readable(entry, where, name)
         shape = entry.info.shape
         if entry.read_dtype.kind == "O":  # strings come whole
             yield self.read(name).reshape(-1)
@@ -579,6 +594,22 @@ class _StoredMember(io.RawIOBase):
         super().close()
 
 
+# Compression methods zipfile reads: stored, deflate, bzip2, LZMA.
+READABLE_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+
+
+def check_member_readable(info: zipfile.ZipInfo, *, path: str) -> None:
+    """An encrypted member, or one compressed by a method zipfile cannot undo (deflate64 is 9), cannot be read by
+    ckptcheck nor by Keras, which opens members with zipfile: one clear error (exit 2), not damage."""
+    if info.flag_bits & 0x1:
+        raise UnsupportedFormatError(f"archive member {info.filename} is encrypted", path=path,
+                                     hint="Keras cannot load an encrypted .keras either")
+    if info.compress_type not in READABLE_ZIP_METHODS:
+        raise UnsupportedFormatError(
+            f"archive member {info.filename} uses compression method {info.compress_type}, which Python's zipfile "
+            "(and so Keras) cannot read", path=path, hint="recompress the archive with deflate, or store it")
+
+
 class _Archive:
     """The zip of a ``.keras`` file: its members opened by name, JSON members read within size limits, nothing
     extracted."""
@@ -613,6 +644,7 @@ class _Archive:
                 return None
             raise CorruptCheckpointError(f"the archive has no {name}", path=self.location,
                                          hint=f"a .keras archive holds {CONFIG_MEMBER} and {WEIGHTS_MEMBER}") from None
+        check_member_readable(info, path=self.location)
         if info.file_size > limit:
             raise CorruptCheckpointError(f"{name} claims {info.file_size} bytes, more than the {limit} ckptcheck "
                                          "reads", path=self.location, hint="the archive may be crafted or damaged")
@@ -625,6 +657,7 @@ class _Archive:
 
     def open_member(self, info: zipfile.ZipInfo) -> io.IOBase:
         """A seekable reader of the member: a free-seeking window when it is stored, else zipfile's stream."""
+        check_member_readable(info, path=self.location)
         if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:  # stored, not encrypted
             archive_size = os.path.getsize(self.location)
             with open(self.location, "rb") as f:
