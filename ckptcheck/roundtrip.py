@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ckptcheck.errors import UsageError
+from ckptcheck.errors import CorruptCheckpointError, UsageError
 from ckptcheck.generate import (
     GENERATE_FORMATS,
     MAX_SEED,
@@ -283,11 +283,19 @@ def keras_config(location: str) -> tuple[str, dict[str, Any]] | None:
 
 def _read_meta(path: str) -> Any:
     import_tensorflow()
+    from google.protobuf.message import DecodeError as ProtoDecodeError
     from tensorflow.core.protobuf import meta_graph_pb2
 
+    from ckptcheck.formats.files import open_regular
+
     meta = meta_graph_pb2.MetaGraphDef()
-    with open(path, "rb") as f:
-        meta.ParseFromString(f.read())
+    try:
+        with open_regular(path) as f:
+            meta.ParseFromString(f.read())
+    except (ProtoDecodeError, OSError) as exc:
+        raise CorruptCheckpointError(f"the .meta graph cannot be read ({exc})", path=path,
+                                     hint="roundtrip --from reads the initializers from it; restore the .meta or "
+                                          "pass the checkpoint without it") from None
     return meta
 
 

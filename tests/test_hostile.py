@@ -472,3 +472,18 @@ def test_keras_members_zipfile_cannot_read(tmp_path: Path, patch: dict[str, int]
                           ["diff", str(target), str(source)]], tmp_path)
     for code, err in results:
         assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_roundtrip_from_a_garbage_meta(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ckptcheck.cli import app
+
+    directory = tmp_path / "tf1"
+    shutil.copytree(FIXTURES / "tf1", directory)
+    meta = next(directory.glob("*.meta"))
+    meta.write_bytes(bytes(range(256)) * 2)
+    result = CliRunner().invoke(app, ["roundtrip", "--from", str(directory), "--layers", "4,2", "--inputs", "3",
+                                      "--optimizer", "adam"])
+    assert result.exit_code == 2, result.output
+    assert "the .meta graph cannot be read" in result.stderr and result.stderr.count("\n") == 1
