@@ -670,6 +670,80 @@ class BundleReader(CheckpointReader):
             raise self._checksum_error(entry, tensor, crc)
         return elements
 
+    def _stream_strings(
+        self, entry: BundleEntry, tensor: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> Iterator[np.ndarray]:
+        """A string entry's elements as object arrays of bytes, a bounded number at a time, with the same checks
+        as a whole read: the lengths' checksum after the lengths, the entry's after the last byte.
+
+        Memory is the lengths (8 bytes an element) and one chunk, not every element at once (10 million strings
+        read whole were 1.5 GB of Python objects).
+        """
+        import numpy as np
+
+        path = self.shard_path(entry.shard_id)
+        count = entry.num_elements
+        lengths = np.empty(count, dtype=np.uint64)
+        offset, end = entry.offset, entry.offset + entry.size
+        pending = bytearray()
+        pos = 0
+        packed = bytearray()
+        length_crc = 0
+        for i in range(count):
+            if len(pending) - pos < 10 and offset < end:  # room for the longest varint
+                more = min(end - offset, 1 << 16)
+                buf = bytearray(more)
+                self._read_at(entry, tensor, offset, memoryview(buf))
+                offset += more
+                del pending[:pos]
+                pending += buf
+                pos = 0
+            try:
+                value, pos = read_varint(pending, pos)
+            except DecodeError:
+                raise CorruptCheckpointError("bad string lengths", path=path, tensor=tensor) from None
+            lengths[i] = value
+            packed += struct.pack("<I", value) if value <= 0xFFFFFFFF else struct.pack("<Q", value)
+            if len(packed) >= 1 << 16:
+                length_crc = crc32c(packed, length_crc)
+                packed.clear()
+        length_crc = crc32c(packed, length_crc)
+        body_start = offset - (len(pending) - pos)
+        lengths_bytes = body_start - entry.offset
+        total = lengths_bytes + 4 + int(lengths.sum(dtype=np.uint64)) if count else lengths_bytes + 4
+        if total != entry.size:
+            raise CorruptCheckpointError(f"string lengths add up to {total} bytes, the entry says {entry.size}",
+                                         path=path, tensor=tensor)
+        stored = bytearray(4)
+        self._read_at(entry, tensor, body_start, memoryview(stored))
+        (stored_len_crc,) = struct.unpack("<I", stored)
+        if unmask_crc(stored_len_crc) != length_crc:
+            raise CorruptCheckpointError("checksum mismatch in the string lengths", path=path, tensor=tensor)
+        # The entry's crc32c runs over the same packed lengths, then the 4 checksum bytes, then the element bytes.
+        crc = crc32c(bytes(stored), length_crc)
+        position = body_start + 4
+        limit = max(1, min(chunk_bytes, 1 << 22))
+        i = 0
+        while i < count:
+            j, size = i, 0
+            while j < count and (j == i or (size + int(lengths[j]) <= limit and j - i < 65536)):
+                size += int(lengths[j])
+                j += 1
+            data = bytearray(size)
+            self._read_at(entry, tensor, position, memoryview(data))
+            crc = crc32c(data, crc)
+            position += size
+            out = np.empty(j - i, dtype=object)
+            start = 0
+            for k in range(i, j):
+                n = int(lengths[k])
+                out[k - i] = bytes(data[start : start + n])
+                start += n
+            yield out
+            i = j
+        if entry.crc32c is not None and crc != unmask_crc(entry.crc32c):
+            raise self._checksum_error(entry, tensor, crc)
+
     def _read_byte_elements(self, entry: BundleEntry, tensor: str) -> np.ndarray:
         """A string or variant entry as an object array of bytes."""
         import numpy as np
@@ -781,6 +855,9 @@ class BundleReader(CheckpointReader):
         import numpy as np
 
         self.check_bounds(part, name)
+        if part.dtype.is_string:
+            yield from self._stream_strings(part, name, chunk_bytes)
+            return
         if part.dtype.is_bytes:
             yield self._read_byte_elements(part, name).reshape(-1)
             return
@@ -828,6 +905,11 @@ class BundleReader(CheckpointReader):
 
     def check_part(self, part: BundleEntry, name: str) -> None:
         """Read one entry to its end, checking its bounds and checksums; raise CorruptCheckpointError if damaged."""
+        if part.dtype.is_string:
+            self.check_bounds(part, name)
+            for _chunk in self._stream_strings(part, name):
+                pass
+            return
         if part.dtype.is_bytes:
             self.check_bounds(part, name)
             self._byte_elements(part, name)
