@@ -7,6 +7,7 @@ checked against the shard's real size before anything is allocated, and checked 
 
 from __future__ import annotations
 
+import array
 import io
 import os
 import struct
@@ -672,18 +673,16 @@ class BundleReader(CheckpointReader):
 
     def _stream_strings(
         self, entry: BundleEntry, tensor: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    ) -> Iterator[np.ndarray]:
-        """A string entry's elements as object arrays of bytes, a bounded number at a time, with the same checks
-        as a whole read: the lengths' checksum after the lengths, the entry's after the last byte.
+    ) -> Iterator[list[bytes]]:
+        """A string entry's elements, a bounded number at a time, with the same checks as a whole read: the
+        lengths' checksum after the lengths, the entry's after the last byte (numpy is not needed).
 
         Memory is the lengths (8 bytes an element) and one chunk, not every element at once (10 million strings
         read whole were 1.5 GB of Python objects).
         """
-        import numpy as np
-
         path = self.shard_path(entry.shard_id)
         count = entry.num_elements
-        lengths = np.empty(count, dtype=np.uint64)
+        lengths = array.array("Q", bytes(8 * count))
         offset, end = entry.offset, entry.offset + entry.size
         pending = bytearray()
         pos = 0
@@ -710,7 +709,7 @@ class BundleReader(CheckpointReader):
         length_crc = crc32c(packed, length_crc)
         body_start = offset - (len(pending) - pos)
         lengths_bytes = body_start - entry.offset
-        total = lengths_bytes + 4 + int(lengths.sum(dtype=np.uint64)) if count else lengths_bytes + 4
+        total = lengths_bytes + 4 + sum(lengths)
         if total != entry.size:
             raise CorruptCheckpointError(f"string lengths add up to {total} bytes, the entry says {entry.size}",
                                          path=path, tensor=tensor)
@@ -726,18 +725,18 @@ class BundleReader(CheckpointReader):
         i = 0
         while i < count:
             j, size = i, 0
-            while j < count and (j == i or (size + int(lengths[j]) <= limit and j - i < 65536)):
-                size += int(lengths[j])
+            while j < count and (j == i or (size + lengths[j] <= limit and j - i < 65536)):
+                size += lengths[j]
                 j += 1
             data = bytearray(size)
             self._read_at(entry, tensor, position, memoryview(data))
             crc = crc32c(data, crc)
             position += size
-            out = np.empty(j - i, dtype=object)
+            out = []
             start = 0
             for k in range(i, j):
-                n = int(lengths[k])
-                out[k - i] = bytes(data[start : start + n])
+                n = lengths[k]
+                out.append(bytes(data[start : start + n]))
                 start += n
             yield out
             i = j
@@ -856,7 +855,10 @@ class BundleReader(CheckpointReader):
 
         self.check_bounds(part, name)
         if part.dtype.is_string:
-            yield from self._stream_strings(part, name, chunk_bytes)
+            for elements in self._stream_strings(part, name, chunk_bytes):
+                out = np.empty(len(elements), dtype=object)
+                out[:] = elements
+                yield out
             return
         if part.dtype.is_bytes:
             yield self._read_byte_elements(part, name).reshape(-1)
