@@ -178,6 +178,7 @@ class TensorChange:
     shape_a: tuple[int, ...]
     shape_b: tuple[int, ...]
     values: ValueDiff | None  # None when dtype or shape differ (values are not comparable)
+    variable: str | None = None  # the variable both hold (TensorInfo.variable)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -203,10 +204,13 @@ class DiffReport:
     removed: tuple[TensorInfo, ...]
     changed: tuple[TensorChange, ...]
     unchanged: tuple[str, ...]
-    matching: str  # "names" or "normalized names" (cross-format)
+    matching: str  # how tensors were paired: "names", "variables", "names and variables", "normalized names"
     atol: float
     rtol: float
     note: str | None = None
+    # Format bookkeeping (the object graph; a save counter only one side has): set aside, not compared, and no
+    # part of the verdict.
+    bookkeeping: tuple[TensorInfo, ...] = ()
 
     @property
     def same(self) -> bool:

@@ -120,6 +120,10 @@ def tensors_table(
     objects: dict[str, ObjectRef] | None = None,
 ) -> str:
     headers = ["name", "dtype", "shape", "size"]
+    # The variable where it says something the key does not (a TF1 key is the variable's name already).
+    with_variable = any(t.variable is not None and t.variable != t.name for t in tensors)
+    if with_variable:
+        headers.insert(1, "variable")
     if any(t.slices for t in tensors):
         headers.append("slices")
     if len({t.file for t in tensors}) > 1:  # sharded: which file holds each tensor (a slice's: the first)
@@ -135,6 +139,8 @@ def tensors_table(
     rows = []
     for t in tensors:
         row: list[Any] = [t.name, t.dtype, shape_text(t.shape), human_bytes(t.nbytes)]
+        if with_variable:
+            row.insert(1, t.variable or "")
         if "slices" in headers:
             row.append(str(t.slices) if t.slices else "")
         if "file" in headers:
@@ -222,6 +228,7 @@ def inspect_dict(
             "nbytes": t.nbytes,
             "slices": t.slices,
             "file": t.file,
+            "variable": t.variable,
         }
         if objects is not None:
             ref = objects.get(t.name)
@@ -278,8 +285,9 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
         end = ends.get((t.slices, t.file))
         if end is None:
             file = "null" if t.file is None else encode_basestring(t.file)
-            end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}}}'
-        rows.append('{"name": ' + encode_basestring(t.name) + middle + str(int(t.nbytes)) + end)
+            end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}, "variable": '
+        variable = "null" if t.variable is None else encode_basestring(t.variable)
+        rows.append('{"name": ' + encode_basestring(t.name) + middle + str(int(t.nbytes)) + end + variable + "}")
     return head[: -len(empty)] + '"tensors": [' + ", ".join(rows) + "]}"
 
 
@@ -369,26 +377,30 @@ def diff_text(report: DiffReport) -> str:
         lines.append(f"tensors matched by {report.matching}")
     if report.note:
         lines.append(f"note: {report.note}")
+    if report.bookkeeping:
+        shown = ", ".join(f"{t.name} {t.variable}" if t.variable and t.variable != t.name else t.name
+                          for t in report.bookkeeping[:4])
+        more = f", ... {len(report.bookkeeping) - 4} more" if len(report.bookkeeping) > 4 else ""
+        lines.append(f"not compared (format bookkeeping, no part of the verdict): {shown}{more}")
     if report.changed:
         rows = []
         for c in report.changed:
-            name = c.name if c.name == c.name_b else f"{c.name} ~ {c.name_b}"
+            keys = c.name if c.name == c.name_b else f"{c.name} ~ {c.name_b}"
             v = c.values
-            rows.append([name, ", ".join(c.kinds), _change_text(c),
-                         number(v.max_abs) if v else "", number(v.max_rel) if v else ""])
-        lines += ["", table(["changed", "what", "detail", "max abs diff", "max rel diff"], rows)]
-    if report.removed:
-        lines += ["", table(["removed (only in A)", "dtype", "shape"],
-                            [[t.name, t.dtype, shape_text(t.shape)] for t in report.removed])]
-    if report.added:
-        lines += ["", table(["added (only in B)", "dtype", "shape"],
-                            [[t.name, t.dtype, shape_text(t.shape)] for t in report.added])]
+            rows.append([c.variable or c.name, keys if keys != c.variable else "", ", ".join(c.kinds),
+                         _change_text(c), number(v.max_abs) if v else "", number(v.max_rel) if v else ""])
+        lines += ["", table(["changed", "key", "what", "detail", "max abs diff", "max rel diff"], rows)]
+    for title, side in (("removed (only in A)", report.removed), ("added (only in B)", report.added)):
+        if side:
+            lines += ["", table([title, "variable", "dtype", "shape"],
+                                [[t.name, t.variable if t.variable != t.name else "", t.dtype, shape_text(t.shape)]
+                                 for t in side])]
     return "\n".join(lines)
 
 
 def diff_dict(report: DiffReport) -> dict[str, Any]:
     def brief(t: TensorInfo) -> dict[str, Any]:
-        return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+        return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "variable": t.variable}
 
     return {
         "schema": DIFF_SCHEMA,
@@ -415,9 +427,11 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
                 "differing": c.values.differing if c.values else None,
                 "max_abs_diff": c.values.max_abs if c.values else None,
                 "max_rel_diff": c.values.max_rel if c.values else None,
+                "variable": c.variable,
             }
             for c in report.changed
         ],
+        "bookkeeping": [brief(t) for t in report.bookkeeping],
     }
 
 
@@ -440,6 +454,8 @@ def tensor_text(info: TensorInfo, values: np.ndarray) -> str:
     import numpy as np
 
     header = f"{info.name}: {info.dtype} {shape_text(info.shape)}"
+    if info.variable not in (None, info.name):
+        header += f" (variable {info.variable})"
     with np.printoptions(threshold=2000, edgeitems=5, linewidth=120):
         return header + "\n" + np.array2string(_plain(values), separator=", ")
 
@@ -453,7 +469,7 @@ def tensor_dict(info: TensorInfo, values: np.ndarray) -> dict[str, Any]:
     else:
         data = plain.tolist()
     return {"schema": TENSOR_SCHEMA, "name": info.name, "dtype": info.dtype, "shape": list(info.shape),
-            "values": _json_safe(data), "complex_as_pairs": plain.dtype.kind == "c"}
+            "values": _json_safe(data), "complex_as_pairs": plain.dtype.kind == "c", "variable": info.variable}
 
 
 def _json_safe(data: Any) -> Any:

@@ -428,14 +428,21 @@ class BundleReader(CheckpointReader):
         A name-based (TF1) bundle is keyed by variable name already: nothing to add."""
         if not self.has_object_graph:
             return {}
-        from ckptcheck.formats.object_graph import key_variables, saved_names
+        from ckptcheck.formats.object_graph import key_variables, saved_names, variable_saved_names
 
         saved: dict[str, str] = {}
         entry = self.entries[OBJECT_GRAPH_KEY]
         try:  # the graph's bytes and checksum, without numpy: listing stays light
             if not entry.slices and entry.dtype.is_string and entry.num_elements == 1:
                 self.check_bounds(entry, OBJECT_GRAPH_KEY)
-                saved = saved_names(bytes(self._byte_elements(entry, OBJECT_GRAPH_KEY)[0]))
+                data = bytes(self._byte_elements(entry, OBJECT_GRAPH_KEY)[0])
+                # Variables only (nearly every checkpoint): found by search; anything else is decoded in full.
+                only_values = all(k.endswith("/.ATTRIBUTES/VARIABLE_VALUE") or k == OBJECT_GRAPH_KEY
+                                  for k in self.entries)
+                found = variable_saved_names(data) if only_values else None
+                if found is None or len(found) != len(self.entries) - 1:
+                    found = saved_names(data)
+                saved = found
         except CorruptCheckpointError:
             pass  # verify reports a damaged graph; the listing names tensors by their keys
         return key_variables(self.entries, saved, OBJECT_GRAPH_KEY)
@@ -446,9 +453,10 @@ class BundleReader(CheckpointReader):
     # -- values --
 
     def entry(self, name: str) -> BundleEntry:
+        """The entry stored under key ``name``, or holding the variable ``name``."""
         e = self.entries.get(name)
         if e is None:
-            raise self.not_found(name)
+            e = self.entries[self.key_of(name)]
         return e
 
     def _shard_file(self, shard: int, tensor: str) -> io.BufferedReader:

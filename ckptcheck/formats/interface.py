@@ -72,19 +72,39 @@ class CheckpointReader(ABC):
         return self.info().tensors
 
     def tensor_info(self, name: str) -> TensorInfo:
+        """The tensor stored under key ``name`` or, failing that, the one holding the variable ``name``."""
         by_name: dict[str, TensorInfo] | None = self.__dict__.get("_tensor_index")
         if by_name is None:
             by_name = self.__dict__["_tensor_index"] = {t.name: t for t in self.tensors()}
         found = by_name.get(name)
         if found is None:
+            found = by_name[self.key_of(name)]
+        return found
+
+    def key_of(self, name: str) -> str:
+        """The key of the tensor stored under ``name`` or holding the variable ``name`` (TensorInfo.variable).
+        A variable stored under several keys (a SavedModel may keep two copies) resolves to the first."""
+        by_variable: dict[str, str] | None = self.__dict__.get("_variable_index")
+        if by_variable is None:
+            by_variable = {}
+            keys = set()
+            for t in self.tensors():
+                keys.add(t.name)
+                if t.variable is not None:
+                    by_variable.setdefault(t.variable, t.name)
+            by_variable.update((k, k) for k in keys)  # a key is itself, whatever variable shares its spelling
+            self.__dict__["_variable_index"] = by_variable
+        found = by_variable.get(name)
+        if found is None:
             raise self.not_found(name)
         return found
 
     def not_found(self, name: str) -> TensorNotFoundError:
-        names = [t.name for t in self.tensors()]
-        close = [n for n in names if name.lower() in n.lower()][:5]
+        names = [n for t in self.tensors() for n in (t.name, t.variable) if n is not None]
+        close = list(dict.fromkeys(n for n in names if name.lower() in n.lower()))[:5]
         hint = f"did you mean {', '.join(close)}?" if close else "run `ckptcheck inspect` to list the names"
-        return TensorNotFoundError("no such tensor in the checkpoint", path=self.path, tensor=name, hint=hint)
+        return TensorNotFoundError("no such tensor or variable in the checkpoint", path=self.path, tensor=name,
+                                   hint=hint)
 
     @abstractmethod
     def read(self, name: str) -> np.ndarray:

@@ -463,8 +463,8 @@ class _H5Values(CheckpointReader):
 
     def _get(self, name: str) -> tuple[_Entry, h5py.Dataset, str]:
         entry = self._entries.get(name)
-        if entry is None:
-            raise self.not_found(name)
+        if entry is None:  # a variable's name (TensorInfo.variable) rather than a key
+            entry = self._entries[self.key_of(name)]
         h5, where = self._sources[entry.source]
         with _guard("cannot open the dataset", path=where, tensor=name):
             return entry, h5[entry.h5path], where

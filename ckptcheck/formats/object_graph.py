@@ -278,6 +278,76 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
 
 
 
+# A variable's SerializedTensor begins with its name field, "VARIABLE_VALUE", then (when set) its full_name.
+_VALUE_ATTRIBUTE = b"\x0a\x0eVARIABLE_VALUE\x12"
+_VALUE_KEY_END = b"/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _short_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A varint of at most two bytes (any length below 16 KiB) at ``pos``: (value, next position); (-1, pos) for
+    anything longer or cut short."""
+    b = data[pos] if pos < len(data) else 0xFF
+    if b < 0x80:
+        return b, pos + 1
+    c = data[pos + 1] if pos + 1 < len(data) else 0xFF
+    if c < 0x80:
+        return (b & 0x7F) | (c << 7), pos + 2
+    return -1, pos
+
+
+def variable_saved_names(data: bytes) -> dict[str, str] | None:
+    """saved_names() for the graph's VARIABLE_VALUE attributes that record a full_name, found by splitting the
+    graph at their name field instead of decoding every node: half the time of saved_names on 20,000 variables.
+
+    Each piece must prove to be such an attribute: full_name then checkpoint_key (then optionally
+    optional_restore) parse, the attribute field's length just before it covers exactly them, and the key ends as a
+    variable's does. Anything else (a name that happens to hold those bytes, another layout) returns None, and
+    the caller decodes the graph in full. A variable without a full_name is not found here: the caller checks that
+    every stored key was.
+    """
+    out: dict[str, str] = {}
+    pieces = data.split(_VALUE_ATTRIBUTE)
+    before = pieces[0]
+    prefixes: dict[int, bytes] = {}
+    for piece in pieces[1:]:
+        size = piece[0] if piece else 0xFF  # one-byte lengths inline: this loop runs once per variable
+        at = 1
+        if size >= 0x80:
+            size, at = _short_varint(piece, 0)
+            if size < 0:
+                return None
+        full_name = piece[at : at + size]
+        at += size
+        if piece[at : at + 1] != b"\x1a":
+            return None
+        size = piece[at + 1] if at + 1 < len(piece) else 0xFF
+        at += 2
+        if size >= 0x80:
+            size, at = _short_varint(piece, at - 1)
+            if size < 0:
+                return None
+        key = piece[at : at + size]
+        at += size
+        if at > len(piece) or not key.endswith(_VALUE_KEY_END):
+            return None
+        if piece[at : at + 1] == b"\x20" and piece[at + 1 : at + 2] in (b"\x00", b"\x01"):  # optional_restore
+            at += 2
+        length = at + len(_VALUE_ATTRIBUTE)  # the attribute message: name field, full_name tag, the rest
+        prefix = prefixes.get(length)
+        if prefix is None:
+            if length >= 1 << 14:
+                return None
+            prefix = prefixes[length] = (bytes((0x12, length)) if length < 0x80
+                                         else bytes((0x12, (length & 0x7F) | 0x80, length >> 7)))
+        if not before.endswith(prefix):
+            return None
+        out[key.decode("utf-8", "backslashreplace")] = full_name.decode("utf-8", "backslashreplace")
+        before = piece
+    if len(out) != len(pieces) - 1:  # a key found twice
+        return None
+    return out
+
+
 def saved_names(data: bytes) -> dict[str, str]:
     """checkpoint_key -> full_name (the name the variable had when saved: for Keras 3, its Variable.path) for
     every attribute of the graph that records one.
