@@ -354,6 +354,22 @@ def legacy_variable(weight: str) -> str:
     return _OUTPUT_SUFFIX.sub("", weight)
 
 
+def _functional_models(h5: h5py.File, keys: list[str]) -> set[str]:
+    """The models (by group, "" for the root) above the given datasets whose layer list holds an input layer:
+    Functional models, the only ones whose ``layers`` include their InputLayers."""
+    h5lib = _h5py()
+    containers: set[str] = set()
+    for key in keys:
+        parts = key.split("/")
+        containers.update("/".join(parts[: k + 1]) for k, part in enumerate(parts[:-1]) if part == "layers")
+    out: set[str] = set()
+    for container in containers:
+        node = h5.get(container)
+        if isinstance(node, h5lib.Group) and any(child.startswith("input_layer") for child in node):
+            out.add(container[: -len("layers")].rstrip("/"))
+    return out
+
+
 def _vars_names(h5: h5py.File, keys: Iterator[str] | list[str]) -> dict[str, str]:
     """The ``name`` attribute Keras 3 writes on each ``vars`` group (the layer's or optimizer's name), by the
     group holding it, for every group above the given datasets."""
@@ -450,12 +466,15 @@ class _H5Values(CheckpointReader):
             variables = layout.variables
         else:
             vars_names: dict[str, str] = {}
+            functional: set[str] = set()
+            paths = [e.h5path for e in self._entries.values()]
             for h5, where in self._sources:
                 with _guard("cannot read the HDF5 structure", path=where):
-                    for group, name in _vars_names(h5, [e.h5path for e in self._entries.values()]).items():
+                    for group, name in _vars_names(h5, paths).items():
                         vars_names.setdefault(group, name)
+                    functional |= _functional_models(h5, paths)
             datasets = [(e.h5path, e.info.shape) for e in self._entries.values()]
-            by_path = keras_names.keras3_variables(datasets, vars_names, config)
+            by_path = keras_names.keras3_variables(datasets, vars_names, config, functional)
             variables = {name: by_path[e.h5path] for name, e in self._entries.items() if e.h5path in by_path}
         for name, entry in self._entries.items():
             variable = variables.get(name, name)

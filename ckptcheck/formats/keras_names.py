@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,8 @@ _NOT_TRAINABLE = frozenset({"moving_mean", "moving_variance"})
 # (its variables, and so the optimizer's, follow that order, not the file's alphabetical one).
 _SUBLAYER_CLASS = {"query_dense": "einsum_dense", "key_dense": "einsum_dense", "value_dense": "einsum_dense",
                    "output_dense": "einsum_dense"}
-_SUBLAYER_ORDER = {"multi_head_attention": ("query_dense", "key_dense", "value_dense", "output_dense")}
+_SUBLAYER_ORDER = {"multi_head_attention": ("query_dense", "key_dense", "value_dense", "output_dense"),
+                   "bidirectional": ("forward_layer", "backward_layer")}
 # Optimizer class (lower case) -> its per-variable state, in the order it is created for each variable.
 _OPTIMIZER_SLOTS = {"adam": ("momentum", "velocity"), "adamw": ("momentum", "velocity"), "sgd": ("momentum",),
                     "rmsprop": ("velocity",), "adagrad": ("accumulator",), "lion": ("momentum",),
@@ -119,14 +121,17 @@ def keras3_variables(
     datasets: Sequence[tuple[str, tuple[int, ...]]],
     vars_names: Mapping[str, str],
     config: Any = None,
+    functional: AbstractSet[str] = frozenset(),
 ) -> dict[str, str]:
     """key -> variable for a Keras 3 weights layout.
 
     ``datasets``: each stored dataset's path in the file (``layers/dense/vars/0``) and shape; ``vars_names``: the
     ``name`` attribute of each ``vars`` group, by the group holding it (``layers/dense``); ``config``: the
-    archive's config.json, if any.
+    archive's config.json, if any; ``functional``: the models (by group, "" for the file's root) whose layer list
+    holds input layers, which only a Functional model's does.
     """
     configs = _config_index(config)
+    configs["#functional"] = functional
     layers: dict[str, _Layer] = {}
     for key, shape in datasets:
         group, sep, index = key.rpartition("/" + VARS + "/")
@@ -184,8 +189,12 @@ def _describe(group: str, vars_names: Mapping[str, str], configs: dict[str, Any]
     if group == "optimizer" or group == "":
         return _Layer(group, name, name, None, None)
     in_list = parent == LAYERS or parent.endswith("/" + LAYERS)
-    if in_list:  # a layer of a model's list, built on its own; its group is named after its class
-        path = name
+    if in_list:  # a layer of a model's list; its group is named after its class
+        # A Functional model's layers are built on their own, before the model exists; any other model (a
+        # Sequential, a subclassed Model) builds its layers in its own name's scope (seq/dense/kernel).
+        model = parent[: -len(LAYERS)].rstrip("/")
+        owner_name = vars_names.get(model)
+        path = name if model in configs["#functional"] or not owner_name else f"{owner_name}/{name}"
         if cls is None and item is None:
             cls = _base(attr)
     else:  # a sub-layer, built in its parent's scope
