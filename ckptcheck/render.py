@@ -791,9 +791,9 @@ def _variable_rows(variables: Sequence[VariableCheck]) -> list[list[str]]:
 _VARIABLE_HEADERS = ["variable", "dtype", "shape", "restored", "from (or looked up as)", "values", "why", "keeps"]
 
 
-def _value_rows(values: Sequence[StoredValueUse]) -> list[list[str]]:
-    return [[s.label, s.dtype, shape_text(s.shape), ", ".join(s.used_by) if s.used_by else "UNUSED", s.note or ""]
-            for s in values]
+def _value_rows(values: Sequence[StoredValueUse], with_variable: bool) -> list[list[str]]:
+    return [[s.label, *([s.variable or ""] if with_variable else []), s.dtype, shape_text(s.shape),
+             ", ".join(s.used_by) if s.used_by else "UNUSED", s.note or ""] for s in values]
 
 
 def restore_check_text(report: RestoreCheckReport) -> str:
@@ -821,13 +821,16 @@ def restore_check_text(report: RestoreCheckReport) -> str:
                   table(_VARIABLE_HEADERS, _variable_rows(optimizer))]
     stored_weights = [s for s in report.values if s.kind == "weight"]
     state = [s for s in report.values if s.kind != "weight"]
-    headers = ["stored value", "dtype", "shape", "restored into", "note"]
+    # The saving model's name for each value, where it says something the label does not.
+    with_variable = any(s.variable not in (None, s.label, s.key) for s in report.values)
+    headers = ["stored value", *(["variable"] if with_variable else []), "dtype", "shape", "restored into", "note"]
     if stored_weights:
-        lines += ["", f"checkpoint weights: {_use_text(stored_weights)}", table(headers, _value_rows(stored_weights))]
+        lines += ["", f"checkpoint weights: {_use_text(stored_weights)}",
+                  table(headers, _value_rows(stored_weights, with_variable))]
     if state:
         ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
         lines += ["", f"checkpoint optimizer state and counters: {_use_text(state)}{ignored}",
-                  table(headers, _value_rows(state))]
+                  table(headers, _value_rows(state, with_variable))]
     if report.mismatches:
         lines += ["", "dtype and shape mismatches:"]
         for m in report.mismatches:
@@ -920,7 +923,7 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
         ],
         "stored_values": [
             {"key": s.key, "label": s.label, "kind": s.kind, "dtype": s.dtype, "shape": list(s.shape),
-             "used_by": list(s.used_by), "counted": report.counts(s.kind), "note": s.note}
+             "used_by": list(s.used_by), "counted": report.counts(s.kind), "note": s.note, "variable": s.variable}
             for s in report.values
         ],
         "mismatches": [
