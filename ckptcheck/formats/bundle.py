@@ -437,12 +437,8 @@ class BundleReader(CheckpointReader):
                 self.check_bounds(entry, OBJECT_GRAPH_KEY)
                 data = bytes(self._byte_elements(entry, OBJECT_GRAPH_KEY)[0])
                 # Variables only (nearly every checkpoint): found by search; anything else is decoded in full.
-                only_values = all(k.endswith("/.ATTRIBUTES/VARIABLE_VALUE") or k == OBJECT_GRAPH_KEY
-                                  for k in self.entries)
-                found = variable_saved_names(data) if only_values else None
-                if found is None or len(found) != len(self.entries) - 1:
-                    found = saved_names(data)
-                saved = found
+                found = variable_saved_names(data)
+                saved = found if found is not None and len(found) == len(self.entries) - 1 else saved_names(data)
         except CorruptCheckpointError:
             pass  # verify reports a damaged graph; the listing names tensors by their keys
         return key_variables(self.entries, saved, OBJECT_GRAPH_KEY)

@@ -317,7 +317,10 @@ def _optimizer_variables(optimizer: _Layer, trainable: list[tuple[_Layer, int]] 
         return out
     out[stored[0][0]] = f"{name}/iteration"
     rest = stored[1:]
-    cls = _optimizer_class(config) or name.lower()
+    # Without the class in config.json (a weights file; Keras also leaves it out of some archives), the name
+    # Keras gave the optimizer: its class in snake case, numbered (adam_2, rm_sprop). The counts and shapes below
+    # must still fit the class's state before anything is named after it.
+    cls = _optimizer_class(config) or _base(name).replace("_", "").lower()
     slots = _OPTIMIZER_SLOTS.get(cls)
     variables = trainable or []
     expected = len(slots) * len(variables) if slots is not None else -1

@@ -309,40 +309,46 @@ def variable_saved_names(data: bytes) -> dict[str, str] | None:
     pieces = data.split(_VALUE_ATTRIBUTE)
     before = pieces[0]
     prefixes: dict[int, bytes] = {}
-    for piece in pieces[1:]:
-        size = piece[0] if piece else 0xFF  # one-byte lengths inline: this loop runs once per variable
-        at = 1
-        if size >= 0x80:
-            size, at = _short_varint(piece, 0)
-            if size < 0:
+    try:  # a piece cut short raises IndexError: not an attribute
+        for piece in pieces[1:]:
+            size = piece[0]  # one-byte lengths inline: this loop runs once per variable
+            if size < 0x80:
+                at = 1 + size
+                full_name = piece[1:at]
+            else:
+                size, at = _short_varint(piece, 0)
+                if size < 0:
+                    return None
+                full_name = piece[at : at + size]
+                at += size
+            if piece[at] != 0x1A:
                 return None
-        full_name = piece[at : at + size]
-        at += size
-        if piece[at : at + 1] != b"\x1a":
-            return None
-        size = piece[at + 1] if at + 1 < len(piece) else 0xFF
-        at += 2
-        if size >= 0x80:
-            size, at = _short_varint(piece, at - 1)
-            if size < 0:
+            size = piece[at + 1]
+            if size < 0x80:
+                at += 2
+            else:
+                size, at = _short_varint(piece, at + 1)
+                if size < 0:
+                    return None
+            stop = at + size
+            key = piece[at:stop]
+            if stop > len(piece) or not key.endswith(_VALUE_KEY_END):
                 return None
-        key = piece[at : at + size]
-        at += size
-        if at > len(piece) or not key.endswith(_VALUE_KEY_END):
-            return None
-        if piece[at : at + 1] == b"\x20" and piece[at + 1 : at + 2] in (b"\x00", b"\x01"):  # optional_restore
-            at += 2
-        length = at + len(_VALUE_ATTRIBUTE)  # the attribute message: name field, full_name tag, the rest
-        prefix = prefixes.get(length)
-        if prefix is None:
-            if length >= 1 << 14:
+            length = stop + len(_VALUE_ATTRIBUTE)  # the attribute: name field, full_name tag, the rest
+            if len(piece) > stop + 1 and piece[stop] == 0x20 and piece[stop + 1] < 2:  # optional_restore
+                length += 2
+            prefix = prefixes.get(length)
+            if prefix is None:
+                if length >= 1 << 14:
+                    return None
+                prefix = prefixes[length] = (bytes((0x12, length)) if length < 0x80
+                                             else bytes((0x12, (length & 0x7F) | 0x80, length >> 7)))
+            if not before.endswith(prefix):
                 return None
-            prefix = prefixes[length] = (bytes((0x12, length)) if length < 0x80
-                                         else bytes((0x12, (length & 0x7F) | 0x80, length >> 7)))
-        if not before.endswith(prefix):
-            return None
-        out[key.decode("utf-8", "backslashreplace")] = full_name.decode("utf-8", "backslashreplace")
-        before = piece
+            out[key.decode()] = full_name.decode()
+            before = piece
+    except (IndexError, UnicodeDecodeError):  # (saved_names decodes what is not UTF-8 with escapes)
+        return None
     if len(out) != len(pieces) - 1:  # a key found twice
         return None
     return out
@@ -423,25 +429,19 @@ _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def key_variables(keys: Iterable[str], saved: dict[str, str], graph_key: str) -> dict[str, str]:
-    """The ``variable`` of each key of an object-based bundle whose variable is not the key itself.
-
-    ``saved`` is saved_names() of its graph. A key the graph gives no saved name (a tf.data iterator's state, a
-    table's keys, a graph that could not be read) is named by its object path, attribute appended unless it is
-    the variable's value.
+    """The ``variable`` of each key of an object-based bundle: ``saved`` (saved_names() of its graph, completed in
+    place and returned), bookkeeping named in parentheses. A key the graph gives no saved name (a tf.data
+    iterator's state, a table's keys, a graph that could not be read) is named by its object path, attribute
+    appended unless it is the variable's value.
     """
-    out: dict[str, str] = {}
     for key in keys:
-        name = saved.get(key)
-        if key == graph_key:
-            name = OBJECT_GRAPH_VARIABLE
-        elif key == _SAVE_COUNTER_KEY:
-            name = SAVE_COUNTER_VARIABLE
-        elif name is None:
+        if key not in saved:
             if key.endswith(_VALUE_SUFFIX):
-                name = key[: -len(_VALUE_SUFFIX)]
+                saved[key] = key[: -len(_VALUE_SUFFIX)]
             else:
                 at = key.find(_ATTRIBUTES)
-                name = key if at < 0 else key[:at] + "/" + key[at + len(_ATTRIBUTES) :]
-        if name != key:
-            out[key] = name
-    return out
+                saved[key] = key if at < 0 else key[:at] + "/" + key[at + len(_ATTRIBUTES) :]
+    saved[graph_key] = OBJECT_GRAPH_VARIABLE
+    if _SAVE_COUNTER_KEY in saved:
+        saved[_SAVE_COUNTER_KEY] = SAVE_COUNTER_VARIABLE
+    return saved
