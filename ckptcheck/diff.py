@@ -181,7 +181,8 @@ def diff_checkpoints(
         values = None
         if x.dtype == y.dtype and x.shape == y.shape:
             values = compare_tensors(ra, x.name, rb, y.name, atol, rtol, scratch=scratch)
-        change = TensorChange(x.name, y.name, x.dtype, y.dtype, x.shape, y.shape, values, variable_of(x))
+        change = TensorChange(x.name, y.name, x.dtype, y.dtype, x.shape, y.shape, values, variable_of(x),
+                              variable_of(y))
         if change.kinds:
             changed.append(change)
         else:

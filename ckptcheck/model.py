@@ -178,7 +178,8 @@ class TensorChange:
     shape_a: tuple[int, ...]
     shape_b: tuple[int, ...]
     values: ValueDiff | None  # None when dtype or shape differ (values are not comparable)
-    variable: str | None = None  # the variable both hold (TensorInfo.variable)
+    variable: str | None = None  # the variable A's tensor holds (TensorInfo.variable)
+    variable_b: str | None = None  # B's (differs when the tensors were paired by key)
 
     @property
     def kinds(self) -> tuple[str, ...]:

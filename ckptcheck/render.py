@@ -407,8 +407,11 @@ def diff_text(report: DiffReport) -> str:
         rows = []
         for c in report.changed:
             keys = c.name if c.name == c.name_b else f"{c.name} ~ {c.name_b}"
+            variable = c.variable or c.name
+            if c.variable_b not in (None, variable):
+                variable = f"{variable} ~ {c.variable_b}"
             v = c.values
-            rows.append([c.variable or c.name, keys if keys != c.variable else "", ", ".join(c.kinds),
+            rows.append([variable, keys if keys != c.variable else "", ", ".join(c.kinds),
                          _change_text(c), number(v.max_abs) if v else "", number(v.max_rel) if v else ""])
         lines += ["", table(["changed", "key", "what", "detail", "max abs diff", "max rel diff"], rows)]
     for title, side in (("removed (only in A)", report.removed), ("added (only in B)", report.added)):
@@ -449,6 +452,7 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
                 "max_abs_diff": c.values.max_abs if c.values else None,
                 "max_rel_diff": c.values.max_rel if c.values else None,
                 "variable": c.variable,
+                "variable_b": c.variable_b,
             }
             for c in report.changed
         ],

@@ -132,7 +132,13 @@ def plain(trained: tuple[Saved, Saved], tmp_path_factory: pytest.TempPathFactory
     keras = _keras()
     model = _build(keras)
     model.set_weights(list(trained[0].weights.values()))  # model.weights order
-    return Saved(_save_all(model, tmp_path_factory.mktemp("plain") / "m", optimizer=False), _values(model.weights))
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("plain")
+    files = _save_all(model, root / "m", optimizer=False)
+    # Checkpoint.save (not write) adds its own save_counter.
+    files["tf2-counted"] = Path(tf.train.Checkpoint(model=model).save(str(root / "counted" / "ckpt")))
+    return Saved(files, _values(model.weights))
 
 
 @pytest.fixture(scope="session")
@@ -355,3 +361,28 @@ def test_mobilenet_keras_against_tf2_checkpoint(mobilenet: Saved) -> None:
     assert result.exit_code == 0, result.stdout
     assert f"{len(mobilenet.weights)} unchanged" in result.stdout
     assert "matched by variables" in result.stdout
+
+
+def test_a_save_counter_only_one_side_keeps_is_bookkeeping(plain: Saved) -> None:
+    path = str(plain.files["tf2-counted"])
+    counters = [t for t in ckptcheck.list_tensors(path) if t.name.startswith("save_counter/")]
+    assert [t.variable for t in counters] == ["(save counter)"]
+    result = run("diff", str(plain.files["keras"]), path, "--json")
+    assert result.exit_code == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert {t["variable"] for t in report["bookkeeping"]} == {"(object graph)", "(save counter)"}
+    assert len(report["unchanged"]) == len(plain.weights)
+    text = run("diff", path, str(plain.files["savedmodel"]))
+    assert text.exit_code == 0 and "not compared (format bookkeeping" in text.stdout
+
+
+def test_keys_pair_differently_named_variables_within_a_format_and_say_so(
+    trained: tuple[Saved, Saved], mobilenet: Saved
+) -> None:
+    """Two different models in .keras: keys pair by position; both variables are shown."""
+    with ckptcheck.open_checkpoint(str(trained[0].files["keras"])) as ra, \
+            ckptcheck.open_checkpoint(str(mobilenet.files["keras"])) as rb:
+        report = diff_checkpoints(ra, rb)
+    assert not report.same
+    crossed = [c for c in report.changed if c.variable != c.variable_b]
+    assert crossed and all(c.name == c.name_b for c in crossed)
