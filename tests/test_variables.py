@@ -386,3 +386,39 @@ def test_keys_pair_differently_named_variables_within_a_format_and_say_so(
     assert not report.same
     crossed = [c for c in report.changed if c.variable != c.variable_b]
     assert crossed and all(c.name == c.name_b for c in crossed)
+
+
+def test_without_the_layers_names_tensors_keep_their_keys_or_take_the_configs(
+    trained: tuple[Saved, Saved], tmp_path: Path
+) -> None:
+    """Keras 3 versions before the `name` attribute: a bare weights file cannot name its layers, a .keras archive
+    names them from config.json."""
+    import shutil
+    import zipfile
+
+    import h5py
+
+    def strip(path: Path) -> None:
+        with h5py.File(path, "r+") as f:
+            groups: list[Any] = []
+            f.visititems(lambda _n, o: groups.append(o) if isinstance(o, h5py.Group) and "name" in o.attrs else None)
+            for group in groups:
+                del group.attrs["name"]
+
+    weights = tmp_path / "m.weights.h5"
+    shutil.copy(trained[0].files["keras-weights"], weights)
+    strip(weights)
+    tensors = [t for t in ckptcheck.list_tensors(str(weights)) if t.name.startswith("layers/")]
+    assert tensors and all(t.variable == t.name for t in tensors)
+
+    archive = tmp_path / "m.keras"
+    with zipfile.ZipFile(trained[0].files["keras"]) as src:
+        src.extract("model.weights.h5", tmp_path / "x")
+        strip(tmp_path / "x" / "model.weights.h5")
+        with zipfile.ZipFile(archive, "w") as dst:
+            for info in src.infolist():
+                data = (tmp_path / "x" / "model.weights.h5").read_bytes() if info.filename == "model.weights.h5" \
+                    else src.read(info)
+                dst.writestr(info, data)
+    names = _by_variable(archive)
+    assert set(trained[0].weights) <= set(names)

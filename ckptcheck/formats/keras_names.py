@@ -85,6 +85,9 @@ _NOT_TRAINABLE = frozenset({"moving_mean", "moving_variance"})
 # (its variables, and so the optimizer's, follow that order, not the file's alphabetical one).
 _SUBLAYER_CLASS = {"query_dense": "einsum_dense", "key_dense": "einsum_dense", "value_dense": "einsum_dense",
                    "output_dense": "einsum_dense"}
+_SUBLAYER_NAME = {("multi_head_attention", "query_dense"): "query", ("multi_head_attention", "key_dense"): "key",
+                  ("multi_head_attention", "value_dense"): "value",
+                  ("multi_head_attention", "output_dense"): "attention_output"}
 _SUBLAYER_ORDER = {"multi_head_attention": ("query_dense", "key_dense", "value_dense", "output_dense"),
                    "bidirectional": ("forward_layer", "backward_layer")}
 # Optimizer class (lower case) -> its per-variable state, in the order it is created for each variable.
@@ -172,7 +175,16 @@ def _describe(group: str, vars_names: Mapping[str, str], configs: dict[str, Any]
               layers: dict[str, _Layer]) -> _Layer:
     parent, _, attr = group.rpartition("/")
     item = configs.get(group)
-    name = vars_names.get(group) or (_config_name(item) if item else None) or attr or "model"
+    known = vars_names.get(group) or (_config_name(item) if item else None)
+    if known is None and parent and parent.rpartition("/")[2] != LAYERS:
+        owner = layers.get(parent) or _describe(parent, vars_names, configs, layers)
+        layers.setdefault(parent, owner)
+        known = _SUBLAYER_NAME.get((owner.cls or "", attr))  # the name the parent gives it, when fixed
+    if known is None and group not in ("", "optimizer"):
+        # Neither the file (Keras before 3.x wrote no name attribute) nor a config names the layer: its tensors
+        # keep their keys, <group>/vars/<i>, rather than a guessed name.
+        return _Layer(group, attr, group, None, None)
+    name = known or attr or "model"
     if item is not None and _config_name(item) not in (None, name):
         item = None  # the file and the config disagree about this layer: trust neither's class
     options: Options | None = None
