@@ -422,3 +422,15 @@ def test_without_the_layers_names_tensors_keep_their_keys_or_take_the_configs(
                 dst.writestr(info, data)
     names = _by_variable(archive)
     assert set(trained[0].weights) <= set(names)
+
+
+def test_a_variable_several_tensors_hold_is_no_tensor_name(tmp_path: Path) -> None:
+    """TensorFlow names every unnamed tf.Variable "Variable": --tensor Variable must not pick one."""
+    import tensorflow as tf
+
+    prefix = tf.train.Checkpoint(a=tf.Variable([1.0]), b=tf.Variable([2.0])).write(str(tmp_path / "ckpt"))
+    result = run("inspect", prefix, "--tensor", "Variable")
+    assert result.exit_code == 2
+    assert "2 tensors hold the variable 'Variable'" in result.stderr
+    assert "a/.ATTRIBUTES/VARIABLE_VALUE" in result.stderr
+    assert ckptcheck.read_tensor(prefix, "b/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [2.0]

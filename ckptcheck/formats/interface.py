@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ckptcheck.errors import TensorNotFoundError
+from ckptcheck.errors import TensorNotFoundError, UsageError
 from ckptcheck.model import CheckpointInfo, ObjectRef, TensorInfo
 
 if TYPE_CHECKING:  # numpy is imported by the readers that produce arrays, not by `ckptcheck --version`
@@ -82,22 +82,27 @@ class CheckpointReader(ABC):
         return found
 
     def key_of(self, name: str) -> str:
-        """The key of the tensor stored under ``name`` or holding the variable ``name`` (TensorInfo.variable).
-        A variable stored under several keys (a SavedModel may keep two copies) resolves to the first."""
-        by_variable: dict[str, str] | None = self.__dict__.get("_variable_index")
+        """The key of the tensor stored under ``name`` or, failing that, holding the variable ``name``
+        (TensorInfo.variable). A variable several tensors hold (TensorFlow names every unnamed tf.Variable
+        "Variable"; a Keras SavedModel export keeps two copies) names none of them: UsageError, listing the keys."""
+        by_variable: dict[str, list[str]] | None = self.__dict__.get("_variable_index")
         if by_variable is None:
             by_variable = {}
             keys = set()
             for t in self.tensors():
                 keys.add(t.name)
                 if t.variable is not None:
-                    by_variable.setdefault(t.variable, t.name)
-            by_variable.update((k, k) for k in keys)  # a key is itself, whatever variable shares its spelling
+                    by_variable.setdefault(t.variable, []).append(t.name)
+            by_variable.update((k, [k]) for k in keys)  # a key is itself, whatever variable shares its spelling
             self.__dict__["_variable_index"] = by_variable
         found = by_variable.get(name)
         if found is None:
             raise self.not_found(name)
-        return found
+        if len(found) > 1:
+            shown = ", ".join(found[:4]) + (f", ... {len(found) - 4} more" if len(found) > 4 else "")
+            raise UsageError(f"{len(found)} tensors hold the variable {name!r}", path=self.path, tensor=name,
+                             hint=f"pass one of their keys: {shown}")
+        return found[0]
 
     def not_found(self, name: str) -> TensorNotFoundError:
         names = [n for t in self.tensors() for n in (t.name, t.variable) if n is not None]
