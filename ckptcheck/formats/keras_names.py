@@ -108,6 +108,16 @@ def _base(name: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What is known about the file as a whole."""
+
+    vars_names: Mapping[str, str]  # group -> the `name` attribute of its `vars`
+    configs: dict[str, dict[str, Any]]  # group -> its layer's config.json item (empty without config.json)
+    frozen: frozenset[str]  # groups of layers config.json marks trainable: false (or inside one)
+    functional: AbstractSet[str]  # models (by group) whose layer list holds input layers
+
+
 @dataclass
 class _Layer:
     group: str  # the group holding `vars` ("" for the file's root)
@@ -133,8 +143,8 @@ def keras3_variables(
     archive's config.json, if any; ``functional``: the models (by group, "" for the file's root) whose layer list
     holds input layers, which only a Functional model's does.
     """
-    configs = _config_index(config)
-    configs["#functional"] = functional
+    configs, frozen = _config_index(config)
+    layout = _Layout(vars_names, configs, frozen, functional)
     layers: dict[str, _Layer] = {}
     for key, shape in datasets:
         group, sep, index = key.rpartition("/" + VARS + "/")
@@ -147,7 +157,7 @@ def keras3_variables(
             continue
         layer = layers.get(group)
         if layer is None:
-            layer = layers[group] = _describe(group, vars_names, configs, layers)
+            layer = layers[group] = _describe(group, layout, layers)
         layer.stored.append((key, shape))
     out: dict[str, str] = {}
     optimizer = layers.pop("optimizer", None)
@@ -171,13 +181,12 @@ def _indices_complete(layer: _Layer) -> bool:
     return [int(k.rsplit("/", 1)[1]) for k, _ in layer.stored] == list(range(len(layer.stored)))
 
 
-def _describe(group: str, vars_names: Mapping[str, str], configs: dict[str, Any],
-              layers: dict[str, _Layer]) -> _Layer:
+def _describe(group: str, layout: _Layout, layers: dict[str, _Layer]) -> _Layer:
     parent, _, attr = group.rpartition("/")
-    item = configs.get(group)
-    known = vars_names.get(group) or (_config_name(item) if item else None)
+    item = layout.configs.get(group)
+    known = layout.vars_names.get(group) or (_config_name(item) if item else None)
     if known is None and parent and parent.rpartition("/")[2] != LAYERS:
-        owner = layers.get(parent) or _describe(parent, vars_names, configs, layers)
+        owner = layers.get(parent) or _describe(parent, layout, layers)
         layers.setdefault(parent, owner)
         known = _SUBLAYER_NAME.get((owner.cls or "", attr))  # the name the parent gives it, when fixed
     if known is None and group not in ("", "optimizer"):
@@ -197,7 +206,7 @@ def _describe(group: str, vars_names: Mapping[str, str], configs: dict[str, Any]
         class_name = item.get("class_name")
         if isinstance(class_name, str) and (not isinstance(module, str) or is_keras_module(module)):
             cls = to_snake_case(class_name)
-        trainable = configs.get("#trainable:" + group) is not False
+        trainable = group not in layout.frozen
     if group == "optimizer" or group == "":
         return _Layer(group, name, name, None, None)
     in_list = parent == LAYERS or parent.endswith("/" + LAYERS)
@@ -205,12 +214,12 @@ def _describe(group: str, vars_names: Mapping[str, str], configs: dict[str, Any]
         # A Functional model's layers are built on their own, before the model exists; any other model (a
         # Sequential, a subclassed Model) builds its layers in its own name's scope (seq/dense/kernel).
         model = parent[: -len(LAYERS)].rstrip("/")
-        owner_name = vars_names.get(model)
-        path = name if model in configs["#functional"] or not owner_name else f"{owner_name}/{name}"
+        owner_name = layout.vars_names.get(model)
+        path = name if model in layout.functional or not owner_name else f"{owner_name}/{name}"
         if cls is None and item is None:
             cls = _base(attr)
     else:  # a sub-layer, built in its parent's scope
-        owner = layers.get(parent) or _describe(parent, vars_names, configs, layers)
+        owner = layers.get(parent) or _describe(parent, layout, layers)
         layers.setdefault(parent, owner)
         path = f"{owner.path}/{name}"
         trainable = owner.trainable
@@ -239,10 +248,12 @@ def _layer_items(model: Any) -> list[dict[str, Any]]:
     return items
 
 
-def _config_index(config: Any) -> dict[str, Any]:
+def _config_index(config: Any) -> tuple[dict[str, dict[str, Any]], frozenset[str]]:
     """Group path -> the layer's config item, naming each model's layer list as Keras does (class in snake
-    case, ``_1``, ``_2``, ... for repeats, in list order). Also "#trainable:<group>" -> False for frozen layers."""
-    out: dict[str, Any] = {}
+    case, ``_1``, ``_2``, ... for repeats, in list order); and the groups of frozen layers (trainable: false, or
+    inside a frozen model)."""
+    out: dict[str, dict[str, Any]] = {}
+    frozen_groups: set[str] = set()
 
     def walk(model: Any, prefix: str, frozen: bool, depth: int) -> None:
         if depth > 64:
@@ -264,16 +275,17 @@ def _config_index(config: Any) -> dict[str, Any]:
             inner = item.get("config")
             off = frozen or (isinstance(inner, dict) and inner.get("trainable") is False)
             if off:
-                out["#trainable:" + path] = False
+                frozen_groups.add(path)
             if isinstance(inner, dict) and isinstance(inner.get("layers"), list):
                 walk(item, path + "/", off, depth + 1)
 
     if isinstance(config, dict):
         walk(config, "", False, 0)
-    return out
+    return out, frozenset(frozen_groups)
 
 
-def _trainable_order(layers: dict[str, _Layer], configs: dict[str, Any]) -> list[tuple[_Layer, int]] | None:
+def _trainable_order(layers: dict[str, _Layer], configs: dict[str, dict[str, Any]]
+                     ) -> list[tuple[_Layer, int]] | None:
     """The model's trainable variables in Keras's order (model.trainable_variables, which the optimizer's state
     follows): its own, then layer by layer as config.json lists them; within a layer its own variables, then its
     sub-layers'. None where that order is not determined (a class whose sub-layer order is unknown)."""
