@@ -434,3 +434,82 @@ def test_a_variable_several_tensors_hold_is_no_tensor_name(tmp_path: Path) -> No
     assert "2 tensors hold the variable 'Variable'" in result.stderr
     assert "a/.ATTRIBUTES/VARIABLE_VALUE" in result.stderr
     assert ckptcheck.read_tensor(prefix, "b/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [2.0]
+
+
+# --- more architectures: names against Keras, wherever the file determines them -------------------------------
+
+
+def _more_models(keras: Any) -> dict[str, tuple[Any, Any]]:
+    """name -> (model, optimizer): a Sequential built lazily inside a Functional model (its layers are named
+    within it), Bidirectional LSTM and GRU with a frozen Dense, a Sequential of separable and depthwise
+    convolutions with BatchNormalization(center=False) and LayerNormalization(scale=False), a custom layer."""
+    inp = keras.Input((4,))
+    lazy = keras.Sequential([keras.layers.Dense(3, name="sd"), keras.layers.Dense(2, name="sd2")], name="seq")
+    out: dict[str, tuple[Any, Any]] = {"lazy-sequential": (keras.Model(inp, lazy(inp)),
+                                                           keras.optimizers.SGD(0.1, momentum=0.9))}
+    inp = keras.Input((5, 3))
+    x = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True))(inp)
+    x = keras.layers.GRU(3)(x)
+    frozen = keras.layers.Dense(2, name="frozen")
+    frozen.trainable = False
+    out["rnn"] = (keras.Model(inp, keras.layers.Dense(1)(frozen(x))), keras.optimizers.RMSprop(0.01))
+    convs = keras.Sequential([keras.layers.SeparableConv2D(4, 3), keras.layers.DepthwiseConv2D(3, use_bias=False),
+                              keras.layers.BatchNormalization(center=False),
+                              keras.layers.LayerNormalization(scale=False), keras.layers.Flatten(),
+                              keras.layers.Dense(1)])
+    convs.build((None, 8, 8, 3))
+    out["convs"] = (convs, keras.optimizers.Adam(0.01))
+
+    class Scale(keras.layers.Layer):  # type: ignore[misc]
+        def build(self, shape: Any) -> None:
+            self.w = self.add_weight(shape=(shape[-1],), name="w")
+
+        def call(self, x: Any) -> Any:
+            return x * self.w
+
+    inp = keras.Input((4,))
+    out["custom"] = (keras.Model(inp, keras.layers.Dense(1)(Scale(name="scale")(inp))),
+                     keras.optimizers.AdamW(0.01))
+    return out
+
+
+@pytest.fixture(scope="session")
+def more(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Saved]:
+    keras = _keras()
+    keras.utils.set_random_seed(2)
+    root = tmp_path_factory.mktemp("more")
+    saved = {}
+    rng = np.random.default_rng(2)
+    for name, (model, optimizer) in _more_models(keras).items():
+        model.compile(optimizer=optimizer, loss="mse")
+        x = [rng.standard_normal((2, *i.shape[1:])).astype(np.float32) for i in model.inputs]
+        y = model.predict(x, verbose=0)
+        model.fit(x, rng.standard_normal(y.shape).astype(np.float32), verbose=0)
+        files = {"keras": root / f"{name}.keras", "keras-weights": root / f"{name}.weights.h5"}
+        model.save(files["keras"])
+        model.save_weights(files["keras-weights"])
+        saved[name] = Saved(files, _values(model.weights), _values(model.optimizer.variables))
+    return saved
+
+
+@pytest.mark.parametrize("name", ["lazy-sequential", "rnn", "convs", "custom"])
+@pytest.mark.parametrize("kind", ["keras", "keras-weights"])
+def test_more_architectures(more: dict[str, Saved], name: str, kind: str) -> None:
+    """Every tensor is named as Keras names it, or by position where the file does not say (the custom layer's
+    class; without config.json, the optimizer's per-variable state; with it, for a layer class whose variable
+    order ckptcheck does not know): never by a wrong name."""
+    saved = more[name]
+    expected = {**saved.weights, **saved.optimizer}
+    names = _by_variable(saved.files[kind])
+    assert all(v in expected or POSITIONAL.search(v) for v in names), sorted(set(names) - set(expected))
+    assert len(names) == len(expected)
+    known = {v: expected[v] for v in names if v in expected}
+    _check_values(saved.files[kind], known)
+    if kind == "keras" and name != "custom":
+        assert set(names) == set(expected)
+    elif name == "convs":  # without config.json, 3 BatchNormalization variables (or 1 of LayerNormalization)
+        ambiguous = {v for v in saved.weights if "normalization/" in v}  # leave gamma-or-beta open
+        assert set(saved.weights) - ambiguous <= set(names)
+        assert not ambiguous & set(names)
+    elif name != "custom":
+        assert set(saved.weights) <= set(names)
