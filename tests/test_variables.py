@@ -482,7 +482,8 @@ def more(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Saved]:
     rng = np.random.default_rng(2)
     for name, (model, optimizer) in _more_models(keras).items():
         model.compile(optimizer=optimizer, loss="mse")
-        x = [rng.standard_normal((2, *i.shape[1:])).astype(np.float32) for i in model.inputs]
+        inputs = [rng.standard_normal((2, *i.shape[1:])).astype(np.float32) for i in model.inputs]
+        x = inputs[0] if len(inputs) == 1 else inputs
         y = model.predict(x, verbose=0)
         model.fit(x, rng.standard_normal(y.shape).astype(np.float32), verbose=0)
         files = {"keras": root / f"{name}.keras", "keras-weights": root / f"{name}.weights.h5"}
