@@ -5,7 +5,7 @@ The reading API never imports TensorFlow::
     import ckptcheck
     with ckptcheck.open_checkpoint("model_dir") as ckpt:
         for t in ckptcheck.list_tensors(ckpt):
-            print(t.name, t.dtype, t.shape)
+            print(t.name, t.variable, t.dtype, t.shape)
         kernel = ckpt.read("dense/kernel")
 """
 
@@ -88,7 +88,8 @@ def list_tensors(checkpoint: str | CheckpointReader) -> tuple[TensorInfo, ...]:
 
 
 def read_tensor(checkpoint: str | CheckpointReader, name: str):  # type: ignore[no-untyped-def]
-    """One tensor's values as a numpy array, checked against its stored checksum."""
+    """One tensor's values as a numpy array, checked against its stored checksum. ``name`` is the tensor's key or
+    its variable (TensorInfo.variable: ``stem_bn/gamma`` in any format)."""
     from ckptcheck.formats.interface import CheckpointReader
 
     if isinstance(checkpoint, CheckpointReader):

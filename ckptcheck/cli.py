@@ -162,10 +162,12 @@ def inspect(
     = False,
     stats: Annotated[bool, typer.Option("--stats", help="Per-tensor min, max, mean, std, NaN/Inf counts and "
                                                         "constant values (streamed, bounded memory).")] = False,
-    tensor: Annotated[str | None, typer.Option("--tensor", metavar="NAME", help="Print this tensor's values.")]
+    tensor: Annotated[str | None, typer.Option("--tensor", metavar="NAME",
+                                               help="Print this tensor's values (its key or its variable).")]
     = None,
     filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
-                                                help="Only names matching PATTERN (a glob, or a substring).")]
+                                                help="Only tensors whose key or variable matches PATTERN (a glob, or a "
+                                                     "substring).")]
     = None,
     all_: Annotated[bool, typer.Option("--all", help="List every checkpoint the directory's `checkpoint` state "
                                                      "file names, with its step.")] = False,
@@ -198,7 +200,8 @@ def inspect(
                     typer.echo(render.tensor_text(t_info, values))
                 return
             match = name_matcher(filter_)
-            shown = [t for t in info.tensors if match(t.name)] if filter_ else list(info.tensors)
+            shown = ([t for t in info.tensors if match(t.name) or (t.variable is not None and match(t.variable))]
+                     if filter_ else list(info.tensors))
             refs = None
             if objects:
                 found = reader.objects()
@@ -331,7 +334,8 @@ def diff(
     atol: AtolOption = 0.0,
     rtol: RtolOption = 0.0,
     filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
-                                                help="Only names matching PATTERN (a glob, or a substring).")]
+                                                help="Only tensors whose key or variable matches PATTERN (a glob, or a "
+                                                     "substring).")]
     = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -1,17 +1,34 @@
-"""`diff A B`: which tensors were added, removed or changed between two checkpoints, and by how much."""
+"""`diff A B`: which tensors were added, removed or changed between two checkpoints, and by how much.
+
+Tensors are paired by key within one format, and by ``variable`` (the name the model knows a tensor by, the same
+in every format) across formats and wherever keys leave tensors unpaired within one (a checkpoint rooted at the
+model against one rooted at ``Checkpoint(model=...)``).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 
 from ckptcheck.compare import Scratch, compare_tensors
 from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import DiffReport, TensorChange, TensorInfo
+from ckptcheck.model import KERAS, KERAS_WEIGHTS, DiffReport, TensorChange, TensorInfo
 
 _ATTRIBUTE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _TF_OUTPUT_SUFFIX = re.compile(r":\d+$")
+# A Keras 3 tensor whose variable name the file does not determine is named by position: <layer>/vars/<i>.
+_POSITIONAL = re.compile(r"(^|/)vars/\d+$")
+
+Pairs = list[tuple[TensorInfo, TensorInfo]]
+# Formats whose keys are built alike: a .keras archive's model.weights.h5 is laid out as a .weights.h5.
+_KEY_FAMILY = {KERAS: KERAS_WEIGHTS}
+
+
+def same_keys(format_a: str, format_b: str) -> bool:
+    """Whether two formats key tensors alike, so that equal keys mean the same tensor."""
+    return _KEY_FAMILY.get(format_a, format_a) == _KEY_FAMILY.get(format_b, format_b)
 
 
 def normalize_name(name: str) -> str:
@@ -21,16 +38,70 @@ def normalize_name(name: str) -> str:
     return _TF_OUTPUT_SUFFIX.sub("", name)
 
 
+def variable_of(t: TensorInfo) -> str:
+    return t.variable if t.variable is not None else normalize_name(t.name)
+
+
+def is_bookkeeping(t: TensorInfo) -> bool:
+    """Format bookkeeping rather than a model's variable: the object graph, a checkpoint's save counter."""
+    return t.name == OBJECT_GRAPH_KEY or (t.variable or "").startswith("(")
+
+
+def _pair_by(key: Callable[[TensorInfo], str], a: Sequence[TensorInfo], b: Sequence[TensorInfo],
+             ambiguous: AbstractSet[str] = frozenset()) -> tuple[Pairs, list[TensorInfo], list[TensorInfo]]:
+    """Pair tensors with equal ``key``, except keys in ``ambiguous``. Where one side holds a key several times (a
+    Keras SavedModel export stores each variable under two keys), each copy pairs with the other side's one."""
+    by_b: dict[str, list[TensorInfo]] = {}
+    for t in b:
+        by_b.setdefault(key(t), []).append(t)
+    pairs: Pairs = []
+    left_a: list[TensorInfo] = []
+    used_b: set[int] = set()
+    by_a: dict[str, list[TensorInfo]] = {}
+    for t in a:
+        by_a.setdefault(key(t), []).append(t)
+    for k, xs in by_a.items():
+        ys = by_b.get(k)
+        if not ys or k in ambiguous:
+            left_a += xs
+            continue
+        pairs += [(x, y) for x in xs for y in ys]  # one side holds one (see ambiguous)
+        used_b.update(id(y) for y in ys)
+    left_b = [t for t in b if id(t) not in used_b]
+    return pairs, left_a, left_b
+
+
+def _ambiguous(a: Sequence[TensorInfo], b: Sequence[TensorInfo]) -> set[str]:
+    """Variables several tensors hold on both sides: no name to pair by (TensorFlow names every unnamed
+    tf.Variable "Variable")."""
+    def repeated(ts: Sequence[TensorInfo]) -> set[str]:
+        seen: set[str] = set()
+        twice: set[str] = set()
+        for t in ts:
+            v = variable_of(t)
+            (twice if v in seen else seen).add(v)
+        return twice
+
+    return repeated(a) & repeated(b)
+
+
 def match_names(
-    a: Sequence[TensorInfo], b: Sequence[TensorInfo]
-) -> tuple[list[tuple[TensorInfo, TensorInfo]], list[TensorInfo], list[TensorInfo], str]:
-    """Pair tensors by exact name, then (for what is left) by normalized name when that pairs one to one."""
-    by_b = {t.name: t for t in b}
-    pairs = [(t, by_b[t.name]) for t in a if t.name in by_b]
-    left_a = [t for t in a if t.name not in by_b]
-    matched_b = {tb.name for _, tb in pairs}
-    left_b = [t for t in b if t.name not in matched_b]
-    how = "names"
+    a: Sequence[TensorInfo], b: Sequence[TensorInfo], same_format: bool = True
+) -> tuple[Pairs, list[TensorInfo], list[TensorInfo], str]:
+    """Pair tensors: by key within one format, then by variable for what is left; across formats by variable.
+    Last, what is still unpaired by normalized name where that pairs one to one (tensors without a variable)."""
+    how: list[str] = []
+    pairs: Pairs = []
+    left_a, left_b = list(a), list(b)
+    if same_format:
+        pairs, left_a, left_b = _pair_by(lambda t: t.name, left_a, left_b)
+        if pairs:
+            how.append("names")
+    if left_a and left_b:
+        more, left_a, left_b = _pair_by(variable_of, left_a, left_b, _ambiguous(a, b))
+        if more:
+            pairs += more
+            how.append("variables")
     if left_a and left_b:
         norm_b: dict[str, list[TensorInfo]] = {}
         for t in left_b:
@@ -40,13 +111,40 @@ def match_names(
             candidates = norm_b.get(normalize_name(t.name), [])
             if len(candidates) == 1:
                 pairs.append((t, candidates.pop()))
-                how = "normalized names"
+                if "normalized names" not in how:
+                    how.append("normalized names")
             else:
                 still_a.append(t)
         left_a = still_a
         left_b = [t for ts in norm_b.values() for t in ts]
         left_b.sort(key=lambda t: t.name)
-    return pairs, left_a, left_b, how
+    return pairs, left_a, left_b, " and ".join(how) or "names"
+
+
+def _unmatched_note(format_a: str, format_b: str, ta: Sequence[TensorInfo], tb: Sequence[TensorInfo],
+                    pairs: Pairs, removed: Sequence[TensorInfo], added: Sequence[TensorInfo]) -> str | None:
+    ambiguous = _ambiguous(removed, added)
+    """Why some tensors found no partner, when some did (or none did) across formats."""
+    if not removed and not added:
+        return None
+    if not pairs and ta and tb:
+        return (f"no tensor could be matched between {format_a} ({variable_of(ta[0])}, ...) and {format_b} "
+                f"({variable_of(tb[0])}, ...) by name or variable: every tensor is reported as removed and added")
+    parts = [f"{len({id(x) for x, _ in pairs})} of A's {len(ta)} tensors and {len({id(y) for _, y in pairs})} of "
+             f"B's {len(tb)} matched"]
+    for side, unmatched in (("A", removed), ("B", added)):
+        positional = [t for t in unmatched if _POSITIONAL.search(variable_of(t))]
+        if positional:
+            parts.append(f"{len(positional)} of {side}'s unmatched tensors are named by position "
+                         f"({variable_of(positional[0])}, ...): the file does not say which variable they hold "
+                         "(optimizer state of a weights file without config.json, or a layer class ckptcheck "
+                         "does not know)")
+    if ambiguous:
+        parts.append(f"{len(ambiguous)} variable name(s) are held by several tensors on both sides, so they name "
+                     f"no one tensor ({sorted(ambiguous)[0]}, ...)")
+    if len(parts) == 1:
+        parts.append("the rest hold variables the other checkpoint does not have")
+    return "; ".join(parts)
 
 
 def diff_checkpoints(
@@ -57,31 +155,41 @@ def diff_checkpoints(
     include: Callable[[str], bool] = lambda name: True,
     on_tensor: Callable[[str], None] | None = None,
 ) -> DiffReport:
+    """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes."""
     ia, ib = ra.info(), rb.info()
-    # The object graph is bookkeeping, not a value anyone trains; its bytes change with every save counter.
-    ta = [t for t in ia.tensors if t.name != OBJECT_GRAPH_KEY and include(t.name)]
-    tb = [t for t in ib.tensors if t.name != OBJECT_GRAPH_KEY and include(t.name)]
-    pairs, removed, added, how = match_names(ta, tb)
+
+    def wanted(t: TensorInfo) -> bool:
+        return include(t.name) or (t.variable is not None and include(t.variable))
+
+    ta = [t for t in ia.tensors if wanted(t)]
+    tb = [t for t in ib.tensors if wanted(t)]
+    # The object graph is bookkeeping, not a value anyone trains; its bytes change with every save counter. A save
+    # counter is compared where both sides keep one, and set aside where only one format has it.
+    variables_b = {t.variable for t in tb if is_bookkeeping(t)}
+    variables_a = {t.variable for t in ta if is_bookkeeping(t)}
+    aside = [t for t in ta if is_bookkeeping(t) and (t.name == OBJECT_GRAPH_KEY or t.variable not in variables_b)]
+    aside += [t for t in tb if is_bookkeeping(t) and (t.name == OBJECT_GRAPH_KEY or t.variable not in variables_a)]
+    ta = [t for t in ta if not any(t is x for x in aside)]
+    tb = [t for t in tb if not any(t is x for x in aside)]
+    pairs, removed, added, how = match_names(ta, tb, same_format=same_keys(ia.format, ib.format))
     changed: list[TensorChange] = []
     unchanged: list[str] = []
     scratch = Scratch()
-    for x, y in sorted(pairs, key=lambda p: p[0].name):
+    for x, y in sorted(pairs, key=lambda p: (p[0].name, p[1].name)):
         if on_tensor is not None:
             on_tensor(x.name)
         values = None
         if x.dtype == y.dtype and x.shape == y.shape:
             values = compare_tensors(ra, x.name, rb, y.name, atol, rtol, scratch=scratch)
-        change = TensorChange(x.name, y.name, x.dtype, y.dtype, x.shape, y.shape, values)
+        change = TensorChange(x.name, y.name, x.dtype, y.dtype, x.shape, y.shape, values, variable_of(x),
+                              variable_of(y))
         if change.kinds:
             changed.append(change)
         else:
             unchanged.append(x.name)
-    note = None
-    if not pairs and ta and tb:
-        note = (f"no tensor names could be matched between {ia.format} ({ta[0].name}, ...) and {ib.format} "
-                f"({tb[0].name}, ...): every tensor is reported as removed and added")
+    note = _unmatched_note(ia.format, ib.format, ta, tb, pairs, removed, added)
     return DiffReport(
         a=ia.path, b=ib.path, format_a=ia.format, format_b=ib.format,
         added=tuple(added), removed=tuple(removed), changed=tuple(changed), unchanged=tuple(unchanged),
-        matching=how, atol=atol, rtol=rtol, note=note,
+        matching=how, atol=atol, rtol=rtol, note=note, bookkeeping=tuple(aside),
     )

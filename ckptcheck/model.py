@@ -24,6 +24,10 @@ class TensorInfo:
     nbytes: int  # bytes the values take in the checkpoint's data files
     slices: int = 0  # > 0: a partitioned variable stored as this many slices
     file: str | None = None  # data file holding the values (the first slice's for a partitioned variable)
+    # The name the model knows the tensor by, the same in every format (Keras's Variable.path, a TF2 object graph's
+    # full_name, a TF1 variable name); bookkeeping that is no model variable is named in parentheses, e.g.
+    # "(object graph)". None only where a reader cannot tell.
+    variable: str | None = None
 
     @property
     def size(self) -> int:
@@ -34,16 +38,18 @@ class TensorInfo:
 
 
 _new = object.__new__
-_set_name, _set_dtype, _set_shape, _set_nbytes, _set_slices, _set_file = (
-    TensorInfo.__dict__[f].__set__ for f in ("name", "dtype", "shape", "nbytes", "slices", "file")
+_set_name, _set_dtype, _set_shape, _set_nbytes, _set_slices, _set_file, _set_variable = (
+    TensorInfo.__dict__[f].__set__ for f in ("name", "dtype", "shape", "nbytes", "slices", "file", "variable")
 )
 
 
 def listed_tensor(
-    name: str, dtype: str, shape: tuple[int, ...], nbytes: int, slices: int, file: str | None
+    name: str, dtype: str, shape: tuple[int, ...], nbytes: int, slices: int, file: str | None,
+    variable: str | None = None,
 ) -> TensorInfo:
-    """TensorInfo(name, dtype, shape, nbytes, slices, file) at half the cost, for readers listing tens of thousands:
-    a frozen dataclass's __init__ goes through object.__setattr__ for every field, the slots are set directly."""
+    """TensorInfo(name, dtype, shape, nbytes, slices, file, variable) at half the cost, for readers listing tens of
+    thousands: a frozen dataclass's __init__ goes through object.__setattr__ for every field, the slots are set
+    directly."""
     t: TensorInfo = _new(TensorInfo)
     _set_name(t, name)
     _set_dtype(t, dtype)
@@ -51,6 +57,7 @@ def listed_tensor(
     _set_nbytes(t, nbytes)
     _set_slices(t, slices)
     _set_file(t, file)
+    _set_variable(t, variable)
     return t
 
 
@@ -171,6 +178,8 @@ class TensorChange:
     shape_a: tuple[int, ...]
     shape_b: tuple[int, ...]
     values: ValueDiff | None  # None when dtype or shape differ (values are not comparable)
+    variable: str | None = None  # the variable A's tensor holds (TensorInfo.variable)
+    variable_b: str | None = None  # B's (differs when the tensors were paired by key)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -196,10 +205,13 @@ class DiffReport:
     removed: tuple[TensorInfo, ...]
     changed: tuple[TensorChange, ...]
     unchanged: tuple[str, ...]
-    matching: str  # "names" or "normalized names" (cross-format)
+    matching: str  # how tensors were paired: "names", "variables", "names and variables", "normalized names"
     atol: float
     rtol: float
     note: str | None = None
+    # Format bookkeeping (the object graph; a save counter only one side has): set aside, not compared, and no
+    # part of the verdict.
+    bookkeeping: tuple[TensorInfo, ...] = ()
 
     @property
     def same(self) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from ckptcheck.model import (
@@ -49,20 +51,30 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     from tabulate import tabulate
 
     # disable_numparse: names and shapes stay as written, and tabulate skips its slow number sniffing.
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [list(map(str, row)) for row in rows]
     # The layout is tabulate's only for cells it would print as they are: one line, one column per character, no
-    # surrounding whitespace (tabulate strips it).
-    simple = len(cells) > FAST_TABLE_ROWS and all(
-        c.isascii() and "\n" not in c and c == c.strip() for row in cells for c in row
-    )
+    # surrounding whitespace (tabulate strips it). Checked and laid out a column at a time, in loops that run in C
+    # (map, join): per cell, Python-level loops took 60 ms of a 20,000-row listing.
+    columns = [list(col) for col in zip(*cells, strict=True)] if len(cells) > FAST_TABLE_ROWS else []
+    simple = len(columns) == len(headers) and all(_plain_column(col) for col in columns)
     if not simple:
         return str(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    widest = [max((row[i] for row in cells), key=len) for i in range(len(headers))]
+    widest = [max(col, key=len) for col in columns]
     layout = str(tabulate([widest], headers=list(headers), tablefmt="simple", disable_numparse=True)).split("\n")
-    widths = [max(w, len(h)) for w, h in zip(widths, headers, strict=True)]
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    widths = [max(len(w), len(h)) for w, h in zip(widest, headers, strict=True)]
+    padded = [list(map(str.ljust, col, repeat(w))) for col, w in zip(columns, widths, strict=True)]
+    body = list(map(str.rstrip, map("  ".join, zip(*padded, strict=True))))
     return "\n".join(layout[:2] + body)
+
+
+_EDGE_SPACE = re.compile(r"(?:^|\x00)\s|\s(?:\x00|$)")
+
+
+def _plain_column(col: Sequence[str]) -> bool:
+    """Every cell ASCII, one line, without surrounding whitespace (a cell holding NUL may be refused: it is then
+    only laid out by tabulate, the same)."""
+    text = "\x00".join(col)
+    return text.isascii() and "\n" not in text and _EDGE_SPACE.search(text) is None
 
 
 def human_bytes(n: int) -> str:
@@ -120,6 +132,10 @@ def tensors_table(
     objects: dict[str, ObjectRef] | None = None,
 ) -> str:
     headers = ["name", "dtype", "shape", "size"]
+    # The variable where it says something the key does not (a TF1 key is the variable's name already).
+    with_variable = any(t.variable is not None and t.variable != t.name for t in tensors)
+    if with_variable:
+        headers.insert(1, "variable")
     if any(t.slices for t in tensors):
         headers.append("slices")
     if len({t.file for t in tensors}) > 1:  # sharded: which file holds each tensor (a slice's: the first)
@@ -133,11 +149,22 @@ def tensors_table(
     if stats is not None:
         headers += ["min", "max", "mean", "std", "nan", "inf", "note"]
     rows = []
+    with_slices, with_file = "slices" in headers, "file" in headers
+    # Models repeat a few shapes and sizes across thousands of tensors: each is spelled once.
+    shapes: dict[tuple[int, ...], str] = {}
+    sizes: dict[int, str] = {}
     for t in tensors:
-        row: list[Any] = [t.name, t.dtype, shape_text(t.shape), human_bytes(t.nbytes)]
-        if "slices" in headers:
+        shape = shapes.get(t.shape)
+        if shape is None:
+            shape = shapes[t.shape] = shape_text(t.shape)
+        size = sizes.get(t.nbytes)
+        if size is None:
+            size = sizes[t.nbytes] = human_bytes(t.nbytes)
+        row: list[Any] = ([t.name, t.variable or "", t.dtype, shape, size] if with_variable
+                          else [t.name, t.dtype, shape, size])
+        if with_slices:
             row.append(str(t.slices) if t.slices else "")
-        if "file" in headers:
+        if with_file:
             row.append(t.file or "")
         if objects is not None:
             ref = objects.get(t.name)
@@ -222,6 +249,7 @@ def inspect_dict(
             "nbytes": t.nbytes,
             "slices": t.slices,
             "file": t.file,
+            "variable": t.variable,
         }
         if objects is not None:
             ref = objects.get(t.name)
@@ -278,8 +306,9 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
         end = ends.get((t.slices, t.file))
         if end is None:
             file = "null" if t.file is None else encode_basestring(t.file)
-            end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}}}'
-        rows.append('{"name": ' + encode_basestring(t.name) + middle + str(int(t.nbytes)) + end)
+            end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}, "variable": '
+        variable = "null" if t.variable is None else encode_basestring(t.variable)
+        rows.append('{"name": ' + encode_basestring(t.name) + middle + str(int(t.nbytes)) + end + variable + "}")
     return head[: -len(empty)] + '"tensors": [' + ", ".join(rows) + "]}"
 
 
@@ -371,26 +400,33 @@ def diff_text(report: DiffReport) -> str:
         lines.append(f"tensors matched by {report.matching}")
     if report.note:
         lines.append(f"note: {report.note}")
+    if report.bookkeeping:
+        shown = ", ".join(f"{t.name} {t.variable}" if t.variable and t.variable != t.name else t.name
+                          for t in report.bookkeeping[:4])
+        more = f", ... {len(report.bookkeeping) - 4} more" if len(report.bookkeeping) > 4 else ""
+        lines.append(f"not compared (format bookkeeping, no part of the verdict): {shown}{more}")
     if report.changed:
         rows = []
         for c in report.changed:
-            name = c.name if c.name == c.name_b else f"{c.name} ~ {c.name_b}"
+            keys = c.name if c.name == c.name_b else f"{c.name} ~ {c.name_b}"
+            variable = c.variable or c.name
+            if c.variable_b not in (None, variable):
+                variable = f"{variable} ~ {c.variable_b}"
             v = c.values
-            rows.append([name, ", ".join(c.kinds), _change_text(c),
-                         number(v.max_abs) if v else "", number(v.max_rel) if v else ""])
-        lines += ["", table(["changed", "what", "detail", "max abs diff", "max rel diff"], rows)]
-    if report.removed:
-        lines += ["", table(["removed (only in A)", "dtype", "shape"],
-                            [[t.name, t.dtype, shape_text(t.shape)] for t in report.removed])]
-    if report.added:
-        lines += ["", table(["added (only in B)", "dtype", "shape"],
-                            [[t.name, t.dtype, shape_text(t.shape)] for t in report.added])]
+            rows.append([variable, keys if keys != c.variable else "", ", ".join(c.kinds),
+                         _change_text(c), number(v.max_abs) if v else "", number(v.max_rel) if v else ""])
+        lines += ["", table(["changed", "key", "what", "detail", "max abs diff", "max rel diff"], rows)]
+    for title, side in (("removed (only in A)", report.removed), ("added (only in B)", report.added)):
+        if side:
+            lines += ["", table([title, "variable", "dtype", "shape"],
+                                [[t.name, t.variable if t.variable != t.name else "", t.dtype, shape_text(t.shape)]
+                                 for t in side])]
     return "\n".join(lines)
 
 
 def diff_dict(report: DiffReport) -> dict[str, Any]:
     def brief(t: TensorInfo) -> dict[str, Any]:
-        return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+        return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "variable": t.variable}
 
     return {
         "schema": DIFF_SCHEMA,
@@ -417,9 +453,12 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
                 "differing": c.values.differing if c.values else None,
                 "max_abs_diff": c.values.max_abs if c.values else None,
                 "max_rel_diff": c.values.max_rel if c.values else None,
+                "variable": c.variable,
+                "variable_b": c.variable_b,
             }
             for c in report.changed
         ],
+        "bookkeeping": [brief(t) for t in report.bookkeeping],
     }
 
 
@@ -470,6 +509,8 @@ def tensor_text(info: TensorInfo, values: np.ndarray) -> str:
     import numpy as np
 
     header = f"{info.name}: {info.dtype} {shape_text(info.shape)}"
+    if info.variable not in (None, info.name):
+        header += f" (variable {info.variable})"
     with np.printoptions(threshold=2000, edgeitems=5, linewidth=120):
         return header + "\n" + np.array2string(_plain(values), separator=", ")
 
@@ -483,7 +524,7 @@ def tensor_dict(info: TensorInfo, values: np.ndarray) -> dict[str, Any]:
     else:
         data = plain.tolist()
     return {"schema": TENSOR_SCHEMA, "name": info.name, "dtype": info.dtype, "shape": list(info.shape),
-            "values": _json_safe(data), "complex_as_pairs": plain.dtype.kind == "c"}
+            "values": _json_safe(data), "complex_as_pairs": plain.dtype.kind == "c", "variable": info.variable}
 
 
 def _json_safe(data: Any) -> Any:
@@ -805,9 +846,9 @@ def _variable_rows(variables: Sequence[VariableCheck]) -> list[list[str]]:
 _VARIABLE_HEADERS = ["variable", "dtype", "shape", "restored", "from (or looked up as)", "values", "why", "keeps"]
 
 
-def _value_rows(values: Sequence[StoredValueUse]) -> list[list[str]]:
-    return [[s.label, s.dtype, shape_text(s.shape), ", ".join(s.used_by) if s.used_by else "UNUSED", s.note or ""]
-            for s in values]
+def _value_rows(values: Sequence[StoredValueUse], with_variable: bool) -> list[list[str]]:
+    return [[s.label, *([s.variable or ""] if with_variable else []), s.dtype, shape_text(s.shape),
+             ", ".join(s.used_by) if s.used_by else "UNUSED", s.note or ""] for s in values]
 
 
 def restore_check_text(report: RestoreCheckReport) -> str:
@@ -835,13 +876,16 @@ def restore_check_text(report: RestoreCheckReport) -> str:
                   table(_VARIABLE_HEADERS, _variable_rows(optimizer))]
     stored_weights = [s for s in report.values if s.kind == "weight"]
     state = [s for s in report.values if s.kind != "weight"]
-    headers = ["stored value", "dtype", "shape", "restored into", "note"]
+    # The saving model's name for each value, where it says something the label does not.
+    with_variable = any(s.variable not in (None, s.label, s.key) for s in report.values)
+    headers = ["stored value", *(["variable"] if with_variable else []), "dtype", "shape", "restored into", "note"]
     if stored_weights:
-        lines += ["", f"checkpoint weights: {_use_text(stored_weights)}", table(headers, _value_rows(stored_weights))]
+        lines += ["", f"checkpoint weights: {_use_text(stored_weights)}",
+                  table(headers, _value_rows(stored_weights, with_variable))]
     if state:
         ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
         lines += ["", f"checkpoint optimizer state and counters: {_use_text(state)}{ignored}",
-                  table(headers, _value_rows(state))]
+                  table(headers, _value_rows(state, with_variable))]
     if report.mismatches:
         lines += ["", "dtype and shape mismatches:"]
         for m in report.mismatches:
@@ -934,7 +978,7 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
         ],
         "stored_values": [
             {"key": s.key, "label": s.label, "kind": s.kind, "dtype": s.dtype, "shape": list(s.shape),
-             "used_by": list(s.used_by), "counted": report.counts(s.kind), "note": s.note}
+             "used_by": list(s.used_by), "counted": report.counts(s.kind), "note": s.note, "variable": s.variable}
             for s in report.values
         ],
         "mismatches": [

@@ -188,6 +188,7 @@ class StoredValueUse:
     shape: tuple[int, ...]
     used_by: tuple[str, ...]  # variables restored from it ("(tf.train.Checkpoint) save_counter" for bookkeeping)
     note: str | None = None  # e.g. "has the name model/head/kernel looks for, but shape [4, 2] vs [5, 2]"
+    variable: str | None = None  # the name the saving model knew it by (TensorInfo.variable)
 
     @property
     def consumed(self) -> bool:

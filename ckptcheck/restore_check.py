@@ -1344,7 +1344,7 @@ def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[
             note = ("optimizer slot not created yet: TensorFlow holds the value and restores it when the slot is "
                     "created (first apply_gradients)")
         out.append(StoredValueUse(key=key, label=label, kind=kind, dtype=t.dtype, shape=t.shape, used_by=tuple(by),
-                                  note=note))
+                                  note=note, variable=t.variable))
     return out
 
 

@@ -596,6 +596,17 @@ def test_keras_model_in_a_tf2_checkpoint(ckpts: dict[str, str]) -> None:
     assert used(data)["model/_functional/_operations/1/_kernel"] == ["seq/dense/kernel"]
 
 
+@pytest.mark.parametrize("fmt", ["keras", "keras-weights", "keras-tf2"])
+def test_stored_values_carry_the_variable_they_were_saved_from(ckpts: dict[str, str], fmt: str) -> None:
+    """Restored into the same model, each stored weight goes into the variable Keras names as it did on saving."""
+    code, data = check(ckpts[fmt], "keras_models.py:same")
+    assert code == 0
+    weights = [s for s in data["stored_values"] if s["kind"] == "weight"]
+    assert weights and all(s["used_by"] == [s["variable"]] for s in weights)
+    table = run(ckpts[fmt], "--model", str(MODELS / "keras_models.py:same"))
+    assert "seq/dense/kernel" in table.stdout
+
+
 def test_a_keras_file_needs_a_keras_model(ckpts: dict[str, str]) -> None:
     result = run(ckpts["keras"], "--model", str(MODELS / "tf2_modules.py:same"))
     assert result.exit_code == 2

@@ -455,6 +455,7 @@ class BundleReader(CheckpointReader):
         num_shards = len(shard_names)
         tensors = []
         entries = self.entries
+        variables = self.variable_names()
         for name in sorted(entries):  # index order is byte order: already sorted for UTF-8, a linear pass
             e = entries[name]
             nbytes = e.size
@@ -465,8 +466,30 @@ class BundleReader(CheckpointReader):
                 shard = first.shard_id if first is not None else 0
                 nbytes = self._stored_nbytes(e)
             file = shard_names[shard] if 0 <= shard < num_shards else None
-            tensors.append(listed_tensor(name, e.dtype.name, e.shape, nbytes, len(e.slices), file))
+            tensors.append(listed_tensor(name, e.dtype.name, e.shape, nbytes, len(e.slices), file,
+                                         variables.get(name, name)))
         return tensors
+
+    def variable_names(self) -> dict[str, str]:
+        """Each key's ``variable`` where it is not the key itself: in an object-based bundle the name the graph
+        records for it when saved (its full_name; for Keras 3 the variable's path), bookkeeping in parentheses.
+        A name-based (TF1) bundle is keyed by variable name already: nothing to add."""
+        if not self.has_object_graph:
+            return {}
+        from ckptcheck.formats.object_graph import key_variables, saved_names, variable_saved_names
+
+        saved: dict[str, str] = {}
+        entry = self.entries[OBJECT_GRAPH_KEY]
+        try:  # the graph's bytes and checksum, without numpy: listing stays light
+            if not entry.slices and entry.dtype.is_string and entry.num_elements == 1:
+                self.check_bounds(entry, OBJECT_GRAPH_KEY)
+                data = bytes(self._byte_elements(entry, OBJECT_GRAPH_KEY)[0])
+                # Variables only (nearly every checkpoint): found by search; anything else is decoded in full.
+                found = variable_saved_names(data)
+                saved = found if found is not None and len(found) == len(self.entries) - 1 else saved_names(data)
+        except CorruptCheckpointError:
+            pass  # verify reports a damaged graph; the listing names tensors by their keys
+        return key_variables(self.entries, saved, OBJECT_GRAPH_KEY)
 
     def info(self) -> CheckpointInfo:
         return self._info
@@ -474,9 +497,10 @@ class BundleReader(CheckpointReader):
     # -- values --
 
     def entry(self, name: str) -> BundleEntry:
+        """The entry stored under key ``name``, or holding the variable ``name``."""
         e = self.entries.get(name)
         if e is None:
-            raise self.not_found(name)
+            e = self.entries[self.key_of(name)]
         return e
 
     def _shard_file(self, shard: int, tensor: str) -> io.BufferedReader:

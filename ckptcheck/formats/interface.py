@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ckptcheck.errors import TensorNotFoundError
+from ckptcheck.errors import TensorNotFoundError, UsageError
 from ckptcheck.model import CheckpointInfo, ObjectRef, TensorInfo
 
 if TYPE_CHECKING:  # numpy is imported by the readers that produce arrays, not by `ckptcheck --version`
@@ -87,19 +87,44 @@ class CheckpointReader(ABC):
         return self.info().tensors
 
     def tensor_info(self, name: str) -> TensorInfo:
+        """The tensor stored under key ``name`` or, failing that, the one holding the variable ``name``."""
         by_name: dict[str, TensorInfo] | None = self.__dict__.get("_tensor_index")
         if by_name is None:
             by_name = self.__dict__["_tensor_index"] = {t.name: t for t in self.tensors()}
         found = by_name.get(name)
         if found is None:
-            raise self.not_found(name)
+            found = by_name[self.key_of(name)]
         return found
 
+    def key_of(self, name: str) -> str:
+        """The key of the tensor stored under ``name`` or, failing that, holding the variable ``name``
+        (TensorInfo.variable). A variable several tensors hold (TensorFlow names every unnamed tf.Variable
+        "Variable"; a Keras SavedModel export keeps two copies) names none of them: UsageError, listing the keys."""
+        by_variable: dict[str, list[str]] | None = self.__dict__.get("_variable_index")
+        if by_variable is None:
+            by_variable = {}
+            keys = set()
+            for t in self.tensors():
+                keys.add(t.name)
+                if t.variable is not None:
+                    by_variable.setdefault(t.variable, []).append(t.name)
+            by_variable.update((k, [k]) for k in keys)  # a key is itself, whatever variable shares its spelling
+            self.__dict__["_variable_index"] = by_variable
+        found = by_variable.get(name)
+        if found is None:
+            raise self.not_found(name)
+        if len(found) > 1:
+            shown = ", ".join(found[:4]) + (f", ... {len(found) - 4} more" if len(found) > 4 else "")
+            raise UsageError(f"{len(found)} tensors hold the variable {name!r}", path=self.path, tensor=name,
+                             hint=f"pass one of their keys: {shown}")
+        return found[0]
+
     def not_found(self, name: str) -> TensorNotFoundError:
-        names = [t.name for t in self.tensors()]
-        close = [n for n in names if name.lower() in n.lower()][:5]
+        names = [n for t in self.tensors() for n in (t.name, t.variable) if n is not None]
+        close = list(dict.fromkeys(n for n in names if name.lower() in n.lower()))[:5]
         hint = f"did you mean {', '.join(close)}?" if close else "run `ckptcheck inspect` to list the names"
-        return TensorNotFoundError("no such tensor in the checkpoint", path=self.path, tensor=name, hint=hint)
+        return TensorNotFoundError("no such tensor or variable in the checkpoint", path=self.path, tensor=name,
+                                   hint=hint)
 
     @abstractmethod
     def read(self, name: str) -> np.ndarray:

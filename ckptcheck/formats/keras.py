@@ -39,13 +39,13 @@ import zipfile
 import zlib
 from abc import abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats import dtypes, jsonlimits, keras_config, npz
+from ckptcheck.formats import dtypes, jsonlimits, keras_config, keras_names, npz
 from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
@@ -220,6 +220,7 @@ class _Layout:
     writer: str | None = None
     metadata: dict[str, str] | None = None
     architecture: Architecture | None = None
+    variables: dict[str, str] = field(default_factory=dict)  # tensor name -> variable, where the layout says
 
 
 def _layout_of(f: h5py.File, *, path: str, allow_empty: bool) -> _Layout:
@@ -328,6 +329,7 @@ def _legacy_layout(f: h5py.File, *, path: str, full_model: bool) -> _Layout:
         groups.append(_TOP_LEVEL_WEIGHTS)
     prefix = root.name.rstrip("/") + "/"
     entries: list[tuple[str, str]] = []
+    variables: dict[str, str] = {}
     for layer in groups:
         group = _child(root, layer, path=path, what="layer group")
         if not isinstance(group, h5lib.Group):
@@ -335,11 +337,13 @@ def _legacy_layout(f: h5py.File, *, path: str, full_model: bool) -> _Layout:
         for weight in _names_attr(group, "weight_names", path=path):
             name = f"{layer}/{weight}"
             entries.append((name, prefix + name))
+            variables[name] = legacy_variable(weight)
     if "optimizer_weights" in f:
         opt = _child(f, "optimizer_weights", path=path, what="group")
         for weight in _names_attr(opt, "weight_names", path=path):
             name = f"optimizer_weights/{weight}"
             entries.append((name, "/" + name))
+            variables[name] = legacy_variable(weight)
     version = _root_text(f, root, "keras_version", path=path)
     metadata: dict[str, str] = {}
     backend = _root_text(f, root, "backend", path=path)
@@ -355,7 +359,52 @@ def _legacy_layout(f: h5py.File, *, path: str, full_model: bool) -> _Layout:
             metadata.update(_compile_summary(training, "optimizer_config"))
         architecture = keras_config.architecture(config, keras_config.SOURCE_MODEL_CONFIG, path=path, extra=extra)
     return _Layout(KERAS_H5, entries, writer=f"Keras {version}" if version else None, metadata=metadata,
-                   architecture=architecture)
+                   architecture=architecture, variables=variables)
+
+
+_OUTPUT_SUFFIX = re.compile(r":\d+$")
+
+
+def legacy_variable(weight: str) -> str:
+    """A legacy .h5 weight name as the variable's name: Keras 2 wrote TensorFlow's tensor name
+    (``dense_1/kernel:0``), Keras 3 the variable's path already."""
+    return _OUTPUT_SUFFIX.sub("", weight)
+
+
+def _functional_models(h5: h5py.File, keys: list[str]) -> set[str]:
+    """The models (by group, "" for the root) above the given datasets whose layer list holds an input layer:
+    Functional models, the only ones whose ``layers`` include their InputLayers."""
+    h5lib = _h5py()
+    containers: set[str] = set()
+    for key in keys:
+        parts = key.split("/")
+        containers.update("/".join(parts[: k + 1]) for k, part in enumerate(parts[:-1]) if part == "layers")
+    out: set[str] = set()
+    for container in containers:
+        node = h5.get(container)
+        if isinstance(node, h5lib.Group) and any(child.startswith("input_layer") for child in node):
+            out.add(container[: -len("layers")].rstrip("/"))
+    return out
+
+
+def _vars_names(h5: h5py.File, keys: Iterator[str] | list[str]) -> dict[str, str]:
+    """The ``name`` attribute Keras 3 writes on each ``vars`` group (the layer's or optimizer's name), by the
+    group holding it, for every group above the given datasets."""
+    h5lib = _h5py()
+    groups: set[str] = set()
+    for key in keys:
+        parts = key.split("/")
+        groups.update("/".join(parts[:k]) for k in range(len(parts) - 1))
+    out: dict[str, str] = {}
+    for group in groups:
+        holder = h5.get(f"{group}/vars" if group else "vars", getlink=True)
+        if not isinstance(holder, h5lib.HardLink):
+            continue
+        node = h5[f"{group}/vars" if group else "vars"]
+        if isinstance(node, h5lib.Group) and "name" in node.attrs:
+            with contextlib.suppress(ValueError, CorruptCheckpointError):
+                out[group] = _text(_attr(node, "name", path=h5.filename))
+    return out
 
 
 def _root_text(f: h5py.File, root: h5py.Group, name: str, *, path: str) -> str | None:
@@ -427,10 +476,31 @@ class _H5Values(CheckpointReader):
     def info(self) -> CheckpointInfo:
         return self._info
 
+    def _name_variables(self, layout: _Layout | None, config: Any = None) -> None:
+        """Give each entry its ``variable``: a legacy layout's weight names, or Keras 3's paths worked out from
+        the layout, the ``vars`` groups' names and config.json (keras_names)."""
+        if layout is not None and layout.format == KERAS_H5:
+            variables = layout.variables
+        else:
+            vars_names: dict[str, str] = {}
+            functional: set[str] = set()
+            paths = [e.h5path for e in self._entries.values()]
+            for h5, where in self._sources:
+                with _guard("cannot read the HDF5 structure", path=where):
+                    for group, name in _vars_names(h5, paths).items():
+                        vars_names.setdefault(group, name)
+                    functional |= _functional_models(h5, paths)
+            datasets = [(e.h5path, e.info.shape) for e in self._entries.values()]
+            by_path = keras_names.keras3_variables(datasets, vars_names, config, functional)
+            variables = {name: by_path[e.h5path] for name, e in self._entries.items() if e.h5path in by_path}
+        for name, entry in self._entries.items():
+            variable = variables.get(name, name)
+            self._entries[name] = replace(entry, info=replace(entry.info, variable=variable))
+
     def _get(self, name: str) -> tuple[_Entry, h5py.Dataset, str]:
         entry = self._entries.get(name)
-        if entry is None:
-            raise self.not_found(name)
+        if entry is None:  # a variable's name (TensorInfo.variable) rather than a key
+            entry = self._entries[self.key_of(name)]
         h5, where = self._sources[entry.source]
         with _guard("cannot open the dataset", path=where, tensor=name):
             return entry, h5[entry.h5path], where
@@ -537,6 +607,7 @@ class KerasHDF5Reader(_H5Values):
             layout = _layout_of(h5, path=location, allow_empty=self._named_as == KERAS_WEIGHTS)
         self.format = layout.format
         self._load(layout, os.path.basename(location))
+        self._name_variables(layout)
         metadata = dict(layout.metadata or {})
         shard_map = _shard_map_naming(location)
         if shard_map is not None:  # one shard read on its own holds only part of the weights
@@ -616,6 +687,7 @@ class _Archive:
 
     def __init__(self, location: str) -> None:
         self.location = location
+        self.config: Any = None  # config.json, once info() has read it
         try:
             check_regular(location)
             self.zip = zipfile.ZipFile(location)
@@ -713,7 +785,7 @@ class _Archive:
     def info(self, *, path: str, tensors: tuple[TensorInfo, ...]) -> CheckpointInfo:
         """The archive's CheckpointInfo: config.json's architecture and compile settings, metadata.json's
         version."""
-        config = self.json_member(CONFIG_MEMBER, MAX_CONFIG_BYTES, required=True)
+        config = self.config = self.json_member(CONFIG_MEMBER, MAX_CONFIG_BYTES, required=True)
         meta = self.json_member(METADATA_MEMBER, MAX_METADATA_BYTES, required=False)
         metadata: dict[str, str] = {}
         version = None
@@ -782,6 +854,7 @@ class KerasArchiveReader(_H5Values):
         if layout.format != KERAS_WEIGHTS:
             raise UnsupportedFormatError(f"{WEIGHTS_MEMBER} in the archive has the legacy .h5 layout", path=location)
         self._load(layout, WEIGHTS_MEMBER)
+        self._name_variables(layout, archive.config)
         self._info = dataclasses.replace(summary, tensors=tuple(e.info for e in self._entries.values()))
 
     def close(self) -> None:
@@ -1037,6 +1110,7 @@ class KerasShardedWeightsReader(_H5Values):
                 raise UnsupportedFormatError("the shard has the legacy .h5 layout, not a Keras 3 weights layout",
                                              path=shard_path)
             self._load(layout, os.path.basename(shard_path), source)
+        self._name_variables(None)
         ordered = sorted(self._entries.values(), key=lambda e: _natural_key(e.info.name))
         metadata: dict[str, str] = {}
         declared = config.get("metadata", {}).get("total_size") if isinstance(config.get("metadata"), dict) else None

@@ -8,9 +8,10 @@ so for each stored tensor this module lists every path through the graph that re
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ckptcheck.formats.protobuf import as_bytes, as_int, iter_fields
+from ckptcheck.formats.protobuf import DecodeError, as_bytes, as_int, iter_fields, read_varint
 from ckptcheck.model import ObjectRef
 
 # The graph may hold cycles and many diamond paths (a Keras model reaches a kernel through layers, _operations,
@@ -273,3 +274,174 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
         refs.append(ObjectRef(key=key, paths=full, slot_of=original, slot_name=slot_name, optimizer=optimizer,
                               saved_name=full_names.get(attribute_key)))
     return tuple(refs)
+
+
+
+
+# A variable's SerializedTensor begins with its name field, "VARIABLE_VALUE", then (when set) its full_name.
+_VALUE_ATTRIBUTE = b"\x0a\x0eVARIABLE_VALUE\x12"
+_VALUE_KEY_END = b"/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _short_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A varint of at most two bytes (any length below 16 KiB) at ``pos``: (value, next position); (-1, pos) for
+    anything longer or cut short."""
+    b = data[pos] if pos < len(data) else 0xFF
+    if b < 0x80:
+        return b, pos + 1
+    c = data[pos + 1] if pos + 1 < len(data) else 0xFF
+    if c < 0x80:
+        return (b & 0x7F) | (c << 7), pos + 2
+    return -1, pos
+
+
+def variable_saved_names(data: bytes) -> dict[str, str] | None:
+    """saved_names() for the graph's VARIABLE_VALUE attributes that record a full_name, found by splitting the
+    graph at their name field instead of decoding every node: half the time of saved_names on 20,000 variables.
+
+    Each piece must prove to be such an attribute: full_name then checkpoint_key (then optionally
+    optional_restore) parse, the attribute field's length just before it covers exactly them, and the key ends as a
+    variable's does. Anything else (a name that happens to hold those bytes, another layout) returns None, and
+    the caller decodes the graph in full. A variable without a full_name is not found here: the caller checks that
+    every stored key was.
+    """
+    out: dict[str, str] = {}
+    pieces = data.split(_VALUE_ATTRIBUTE)
+    before = pieces[0]
+    prefixes: dict[int, bytes] = {}
+    try:  # a piece cut short raises IndexError: not an attribute
+        for piece in pieces[1:]:
+            size = piece[0]  # one-byte lengths inline: this loop runs once per variable
+            if size < 0x80:
+                at = 1 + size
+                full_name = piece[1:at]
+            else:
+                size, at = _short_varint(piece, 0)
+                if size < 0:
+                    return None
+                full_name = piece[at : at + size]
+                at += size
+            if piece[at] != 0x1A:
+                return None
+            size = piece[at + 1]
+            if size < 0x80:
+                at += 2
+            else:
+                size, at = _short_varint(piece, at + 1)
+                if size < 0:
+                    return None
+            stop = at + size
+            key = piece[at:stop]
+            if stop > len(piece) or not key.endswith(_VALUE_KEY_END):
+                return None
+            length = stop + len(_VALUE_ATTRIBUTE)  # the attribute: name field, full_name tag, the rest
+            if len(piece) > stop + 1 and piece[stop] == 0x20 and piece[stop + 1] < 2:  # optional_restore
+                length += 2
+            prefix = prefixes.get(length)
+            if prefix is None:
+                if length >= 1 << 14:
+                    return None
+                prefix = prefixes[length] = (bytes((0x12, length)) if length < 0x80
+                                             else bytes((0x12, (length & 0x7F) | 0x80, length >> 7)))
+            if not before.endswith(prefix):
+                return None
+            out[key.decode()] = full_name.decode()
+            before = piece
+    except (IndexError, UnicodeDecodeError):  # (saved_names decodes what is not UTF-8 with escapes)
+        return None
+    if len(out) != len(pieces) - 1:  # a key found twice
+        return None
+    return out
+
+
+def saved_names(data: bytes) -> dict[str, str]:
+    """checkpoint_key -> full_name (the name the variable had when saved: for Keras 3, its Variable.path) for
+    every attribute of the graph that records one.
+
+    Listing a checkpoint names every tensor through this, so it decodes only what it needs, in one loop without
+    calls for one-byte tags and lengths: each node's attributes, stepping over children and slot references by
+    their lengths (the generic decoder took 150 ms on a 20,000-variable graph).
+    """
+    out: dict[str, str] = {}
+    # Every message here is a sequence of fields; `stack` holds the ends of the messages entered: the graph
+    # (depth 0), a node (1), an attribute (2).
+    end = len(data)
+    pos = 0
+    ends = [end, 0, 0]
+    depth = 0
+    full_name = key = b""
+    while True:
+        if pos >= ends[depth]:
+            if pos > ends[depth]:
+                raise DecodeError("a field runs past the end of its message")
+            if depth == 0:
+                return out
+            if depth == 2 and full_name and key:
+                text = key.decode("utf-8", "backslashreplace")
+                if text not in out:
+                    out[text] = full_name.decode("utf-8", "backslashreplace")
+            depth -= 1
+            continue
+        if depth == 1:  # a node's children first (fields are written in order): step over short ones in a row
+            stop = ends[1]
+            while pos + 1 < stop and data[pos] == 0x0A and data[pos + 1] < 0x80:
+                pos += 2 + data[pos + 1]
+            if pos >= stop:
+                continue
+        tag = data[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read_varint(data, pos, ends[depth])
+        wire = tag & 7
+        if wire == 2:
+            size = data[pos] if pos < end else 0x80
+            if size < 0x80:
+                pos += 1
+            else:
+                size, pos = read_varint(data, pos, ends[depth])
+            stop = pos + size
+            if stop > ends[depth]:
+                raise DecodeError("length-delimited field runs past the end of its message")
+            if (tag == 0x0A and depth == 0) or (tag == 0x12 and depth == 1):  # a node; a node's attribute
+                depth += 1
+                ends[depth] = stop
+                full_name = key = b""
+                continue
+            if depth == 2:
+                if tag == 0x12:
+                    full_name = data[pos:stop]
+                elif tag == 0x1A:
+                    key = data[pos:stop]
+            pos = stop
+        elif wire == 0:
+            pos = read_varint(data, pos, ends[depth])[1]
+        elif wire == 5 or wire == 1:
+            pos += 4 if wire == 5 else 8
+        else:
+            raise DecodeError(f"unsupported wire type {wire}")
+
+
+OBJECT_GRAPH_VARIABLE = "(object graph)"
+SAVE_COUNTER_VARIABLE = "(save counter)"
+_SAVE_COUNTER_KEY = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"  # tf.train.Checkpoint's own counter, a root child
+_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def key_variables(keys: Iterable[str], saved: dict[str, str], graph_key: str) -> dict[str, str]:
+    """The ``variable`` of each key of an object-based bundle: ``saved`` (saved_names() of its graph, completed in
+    place and returned), bookkeeping named in parentheses. A key the graph gives no saved name (a tf.data
+    iterator's state, a table's keys, a graph that could not be read) is named by its object path, attribute
+    appended unless it is the variable's value.
+    """
+    for key in keys:
+        if key not in saved:
+            if key.endswith(_VALUE_SUFFIX):
+                saved[key] = key[: -len(_VALUE_SUFFIX)]
+            else:
+                at = key.find(_ATTRIBUTES)
+                saved[key] = key if at < 0 else key[:at] + "/" + key[at + len(_ATTRIBUTES) :]
+    saved[graph_key] = OBJECT_GRAPH_VARIABLE
+    if _SAVE_COUNTER_KEY in saved:
+        saved[_SAVE_COUNTER_KEY] = SAVE_COUNTER_VARIABLE
+    return saved

@@ -396,7 +396,7 @@ class V1Reader(CheckpointReader):
                 nbytes = size * t.dtype.itemsize if not t.dtype.is_string else self._record_bytes(t)
                 slices = 0 if t.is_whole else len(t.slices)
                 file = os.path.basename(self.files[t.slices[0].file]) if t.slices else None
-                tensors.append(listed_tensor(name, t.dtype.name, t.shape, nbytes, slices, file))
+                tensors.append(listed_tensor(name, t.dtype.name, t.shape, nbytes, slices, file, name))
         files = list(self.files)
         meta = self._meta_file()
         if meta is not None:
