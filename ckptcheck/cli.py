@@ -47,6 +47,18 @@ def _root(
     ] = False,
 ) -> None:
     """See exactly what a machine-learning checkpoint does and does not record."""
+    _escape_undecodable()
+
+
+def _escape_undecodable() -> None:
+    """Names and paths that are not UTF-8 carry their bytes as lone surrogates (surrogateescape), so two keys that
+    differ in such a byte stay two names. Printed, each such byte shows as ``\\udcXX`` (never as the text ``\\xNN``
+    a name could hold, and never a UnicodeEncodeError on a strict terminal)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(Exception):
+                reconfigure(errors="backslashreplace")
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:

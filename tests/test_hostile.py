@@ -487,3 +487,38 @@ def test_roundtrip_from_a_garbage_meta(tmp_path: Path) -> None:
                                       "--optimizer", "adam"])
     assert result.exit_code == 2, result.output
     assert "the .meta graph cannot be read" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_keys_that_differ_in_a_non_utf8_byte_stay_two_tensors(tmp_path: Path) -> None:
+    """b"a\\xff" (a raw byte, its data corrupt) beside the text "a\\\\xff" (intact): two tensors, as TensorFlow lists
+    them; verify finds the corrupt one (it used to be overwritten by the other, and verify said OK)."""
+    import numpy as np
+    import tensorflow as tf
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    from ckptcheck.verify import verify
+
+    data = np.arange(16, dtype=np.float32).tobytes()
+    (tmp_path / "k.data-00000-of-00001").write_bytes(data)
+    write_index(str(tmp_path / "k.index"), {
+        b"a\\xff": entry_proto(DT_FLOAT, [8], size=32, crc=masked_crc(data[:32])),
+        b"a\xff": entry_proto(DT_FLOAT, [8], offset=32, size=32, crc=masked_crc(data[:32])),  # wrong crc
+    })
+    prefix = str(tmp_path / "k")
+    # The oracle: TensorFlow's restore op reads the intact key and refuses the corrupt one (its Python listing
+    # cannot decode a name that is not UTF-8).
+    def restore(key: bytes) -> Any:
+        return tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[key], shape_and_slices=[""], dtypes=[tf.float32])
+
+    restore(b"a\\xff")
+    with pytest.raises(Exception, match=r"(?i)checksum"):
+        restore(b"a\xff")
+    report = verify(prefix)
+    assert [os.fsencode(p.tensor) for p in report.problems] == [b"a\xff"]  # named by its own bytes
+    results = _cli_cases([["inspect", prefix], ["verify", prefix]], tmp_path)
+    assert [code for code, _ in results] == [0, 1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    listing = subprocess.run([sys.executable, "-m", "ckptcheck", "inspect", prefix], capture_output=True, env=env,
+                             timeout=HANG_GUARD_SECONDS)
+    text = listing.stdout.decode("utf-8")  # printable whatever the terminal: the raw byte shows as \\udcff
+    assert "a\\xff" in text and "a\\udcff" in text

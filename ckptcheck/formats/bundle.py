@@ -328,7 +328,7 @@ def decode_slice_key(key: bytes) -> tuple[str, tuple[Extent, ...]]:
         extents.append((start, length))
     if pos != len(key):
         raise DecodeError("trailing bytes in slice key")
-    return name.decode("utf-8", "backslashreplace"), tuple(extents)
+    return name.decode("utf-8", "surrogateescape"), tuple(extents)
 
 
 def _normalize(extents: tuple[Extent, ...], shape: tuple[int, ...]) -> tuple[Extent, ...]:
@@ -367,7 +367,7 @@ class BundleReader(CheckpointReader):
                         name, extents = decode_slice_key(key)
                         slice_keys.setdefault(name, {})[extents] = decode_entry(name, value)
                     else:
-                        name = key.decode("utf-8", "backslashreplace")
+                        name = key.decode("utf-8", "surrogateescape")
                         entries[name] = decode_entry(name, value)
         except DecodeError as exc:
             raise CorruptCheckpointError(f"bad entry in index: {exc.message}", path=self.index_path) from None

@@ -58,13 +58,13 @@ def parse_graph(data: bytes) -> list[Node]:
                     if n3 == 1:
                         node_id = as_int(v3, "node_id")
                     elif n3 == 2:
-                        local_name = as_bytes(v3, "local_name").decode("utf-8", "backslashreplace")
+                        local_name = as_bytes(v3, "local_name").decode("utf-8", "surrogateescape")
                 node.children.append((node_id, local_name))
             elif n2 == 2:
                 attr = Attribute("", "", "")
                 for n3, _w3, v3 in iter_fields(as_bytes(v2, "attributes")):
                     if n3 in (1, 2, 3):
-                        text = as_bytes(v3, "attribute").decode("utf-8", "backslashreplace")
+                        text = as_bytes(v3, "attribute").decode("utf-8", "surrogateescape")
                         if n3 == 1:
                             attr.name = text
                         elif n3 == 2:
@@ -78,7 +78,7 @@ def parse_graph(data: bytes) -> list[Node]:
                     if n3 == 1:
                         orig = as_int(v3, "original_variable_node_id")
                     elif n3 == 2:
-                        slot_name = as_bytes(v3, "slot_name").decode("utf-8", "backslashreplace")
+                        slot_name = as_bytes(v3, "slot_name").decode("utf-8", "surrogateescape")
                     elif n3 == 3:
                         slot_node = as_int(v3, "slot_variable_node_id")
                 node.slots.append(SlotRef(orig, slot_name, slot_node))
@@ -377,9 +377,9 @@ def saved_names(data: bytes) -> dict[str, str]:
             if depth == 0:
                 return out
             if depth == 2 and full_name and key:
-                text = key.decode("utf-8", "backslashreplace")
+                text = key.decode("utf-8", "surrogateescape")
                 if text not in out:
-                    out[text] = full_name.decode("utf-8", "backslashreplace")
+                    out[text] = full_name.decode("utf-8", "surrogateescape")
             depth -= 1
             continue
         if depth == 1:  # a node's children first (fields are written in order): step over short ones in a row

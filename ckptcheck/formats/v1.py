@@ -362,12 +362,12 @@ class V1Reader(CheckpointReader):
                 shape, unknown = _decode_shape(as_bytes(value, "shape"))
                 if unknown:
                     raise CorruptCheckpointError("a tensor of unknown rank", path=path,
-                                                 tensor=key_name.decode("utf-8", "backslashreplace"))
+                                                 tensor=key_name.decode("utf-8", "surrogateescape"))
             elif number == 3:
                 dtype_enum = as_int(value, "type")
             elif number == 4:
                 slices.append(_decode_slice(as_bytes(value, "slice")))
-        name = key_name.decode("utf-8", "backslashreplace")
+        name = key_name.decode("utf-8", "surrogateescape")
         if any(d < 0 for d in shape):
             raise CorruptCheckpointError(f"the tensor has an invalid shape {list(shape)}", path=path, tensor=name)
         dtype = dtypes.from_enum(dtype_enum)
@@ -590,4 +590,4 @@ def unused_records(reader: V1Reader, file: int) -> Iterator[str]:
             name, extents = decode_slice_key(key)
             yield f"{name} {_format_extents(extents)}"
         except DecodeError:
-            yield key.decode("utf-8", "backslashreplace")
+            yield key.decode("utf-8", "surrogateescape")
