@@ -50,19 +50,42 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     # disable_numparse: names and shapes stay as written, and tabulate skips its slow number sniffing.
     cells = [[str(c) for c in row] for row in rows]
-    # The layout is tabulate's only for cells it would print as they are: one line, one column per character, no
-    # surrounding whitespace (tabulate strips it).
-    simple = len(cells) > FAST_TABLE_ROWS and all(
-        c.isascii() and "\n" not in c and c == c.strip() for row in cells for c in row
-    )
-    if not simple:
-        return str(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    if len(cells) > FAST_TABLE_ROWS and _plain_cells(headers) and all(_plain_cells(row) for row in cells):
+        fast = _fast_table(list(headers), cells)
+        if fast is not None:
+            return fast
+    return str(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
+
+
+def _plain_cells(cells: Sequence[str]) -> bool:
+    """Cells tabulate prints as they are: printable ASCII (one column per character, no line breaks, no escape
+    sequences tabulate would treat as invisible), without surrounding whitespace (tabulate strips it)."""
+    return all(c.isascii() and c.isprintable() and c == c.strip() for c in cells)
+
+
+def _fast_table(headers: list[str], cells: list[list[str]]) -> str | None:
+    """tabulate's layout of the header and each column's widest cell, followed by every row laid out the same way.
+
+    Column widths are read from tabulate's own rule line (a header wider than its cells gets tabulate's padding
+    of 2), and the widest row is laid out here and compared with tabulate's line for it: anything tabulate does
+    that this does not reproduce falls back to tabulate itself (None).
+    """
+    from tabulate import tabulate
+
     widest = [max((row[i] for row in cells), key=len) for i in range(len(headers))]
-    layout = str(tabulate([widest], headers=list(headers), tablefmt="simple", disable_numparse=True)).split("\n")
-    widths = [max(w, len(h)) for w, h in zip(widths, headers, strict=True)]
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(layout[:2] + body)
+    layout = str(tabulate([widest], headers=headers, tablefmt="simple", disable_numparse=True)).split("\n")
+    if len(layout) != 3:
+        return None
+    widths = [len(dashes) for dashes in layout[1].split("  ")]
+    if len(widths) != len(headers) or any(set(d) != {"-"} for d in layout[1].split("  ")):
+        return None
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+    if line(widest) != layout[2] or line(headers) != layout[0]:
+        return None
+    return "\n".join(layout[:2] + [line(row) for row in cells])
 
 
 def human_bytes(n: int) -> str:
