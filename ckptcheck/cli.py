@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"ckptcheck {__version__}")
+        emit(f"ckptcheck {__version__}")
         raise typer.Exit()
 
 
@@ -46,6 +46,50 @@ def _root(
     ] = False,
 ) -> None:
     """See exactly what a machine-learning checkpoint does and does not record."""
+
+
+class OutputClosed(Exception):
+    """The reader of stdout went away (`ckptcheck inspect X | head`)."""
+
+
+_OUT_PIECE = 1 << 16
+
+
+def emit(text: str = "", *, nl: bool = True, raw: bool = False) -> None:
+    """Print to stdout (``raw``: as it is, without click's ANSI stripping, for large JSON). A closed pipe raises
+    OutputClosed, which unwinds every open reader and temporary directory before main() stops quietly.
+
+    Written in pieces: a single large write to a pipe closed midway returns short without an error, and the
+    rest would be dropped silently; the next piece's write reports the closed pipe.
+    """
+    text += "\n" if nl else ""
+    try:
+        for start in range(0, len(text), _OUT_PIECE):
+            piece = text[start:start + _OUT_PIECE]
+            if raw:
+                sys.stdout.write(piece)
+            else:
+                typer.echo(piece, nl=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
+
+
+def _stop_like_a_closed_pipe() -> None:
+    """Stop as `ls | head` does: no message, killed by SIGPIPE (a shell shows 141); exit 1 where there is no
+    SIGPIPE, as Python's documentation suggests. Nothing more reaches the pipe: stdout goes to /dev/null, so the
+    interpreter's last flush of it cannot fail again."""
+    import os
+    import signal
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sigpipe = getattr(signal, "SIGPIPE", None)
+    if sigpipe is not None:
+        signal.signal(sigpipe, signal.SIG_DFL)
+        os.kill(os.getpid(), sigpipe)
+    sys.exit(EXIT_PROBLEM)
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
@@ -79,7 +123,7 @@ def emit_json(data: Any) -> None:
     indent = 2 if sys.stdout.isatty() else None
     with paused_gc():
         text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
-    typer.echo(text)
+    emit(text)
 
 
 def show_progress(json_output: bool) -> bool:
@@ -143,7 +187,7 @@ def inspect(
             if json_output:
                 emit_json(render.state_dict(path, entries))
             else:
-                typer.echo(render.state_table(entries))
+                emit(render.state_table(entries))
             return
         with open_checkpoint(path) as reader:
             info = reader.info()
@@ -153,7 +197,7 @@ def inspect(
                 if json_output:
                     emit_json(render.tensor_dict(t_info, values))
                 else:
-                    typer.echo(render.tensor_text(t_info, values))
+                    emit(render.tensor_text(t_info, values))
                 return
             match = name_matcher(filter_)
             shown = [t for t in info.tensors if match(t.name)] if filter_ else list(info.tensors)
@@ -179,20 +223,20 @@ def inspect(
                 if stats_by_name is None and refs is None and not sys.stdout.isatty():
                     with paused_gc():  # compact, as emit_json prints it when piped; the common case, made fast
                         text = render.inspect_json(info, shown)
-                    sys.stdout.write(text + "\n")
+                    emit(text, raw=True)
                     return
                 with paused_gc():
                     data = render.inspect_dict(info, shown, stats_by_name, refs)
                 emit_json(data)
                 return
-            typer.echo(render.inspect_header(info, len(shown)))
+            emit(render.inspect_header(info, len(shown)))
             if info.architecture is not None:
-                typer.echo("")
-                typer.echo(render.architecture_text(info.architecture))
-            typer.echo("")
+                emit("")
+                emit(render.architecture_text(info.architecture))
+            emit("")
             with paused_gc():
                 table = render.tensors_table(shown, stats_by_name, refs) if shown else "(no tensors match)"
-            typer.echo(table)
+            emit(table)
 
 
 # --- verify / manifest / diff -----------------------------------------------------------------------------------
@@ -243,7 +287,7 @@ def verify(
     if json_output:
         emit_json(render.verify_dict(report))
     else:
-        typer.echo(render.verify_text(report))
+        emit(render.verify_text(report))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 
@@ -264,7 +308,7 @@ def manifest(
         ticker = iter(progress_over(names, "manifest", show_progress(json_output or output is None)))
         text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))
         if output is None:
-            typer.echo(text, nl=False)
+            emit(text, nl=False)
             return
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -295,7 +339,7 @@ def diff(
         if json_output:
             emit_json(render.diff_dict(report))
         else:
-            typer.echo(render.diff_text(report))
+            emit(render.diff_text(report))
         if not report.same:
             raise typer.Exit(EXIT_PROBLEM)
 
@@ -378,7 +422,7 @@ def generate_command(
         if json_output:
             emit_json(render.generate_dict(report))
         else:
-            typer.echo(render.generate_text(report))
+            emit(render.generate_text(report))
 
 
 @app.command("roundtrip")
@@ -428,9 +472,9 @@ def roundtrip_command(
             data = [render.roundtrip_dict(r) for r in reports]
             emit_json(data if fmt == "all" else data[0])
         elif fmt == "all":
-            typer.echo(render.roundtrip_matrix(reports))
+            emit(render.roundtrip_matrix(reports))
         else:
-            typer.echo(render.roundtrip_text(reports[0]))
+            emit(render.roundtrip_text(reports[0]))
         if not all(r.ok for r in reports):
             raise typer.Exit(EXIT_PROBLEM)
 
@@ -459,7 +503,7 @@ def explain_command(
             if json_output:
                 emit_json(render.questions_dict(chosen))
             else:
-                typer.echo(render.questions_table(chosen))
+                emit(render.questions_table(chosen))
             return
         from ckptcheck.generate import import_tensorflow
 
@@ -469,7 +513,7 @@ def explain_command(
         if json_output:
             emit_json(render.explain_dict(answers))
         else:
-            typer.echo(render.explain_text(answers))
+            emit(render.explain_text(answers))
 
 
 # --- restore-check ---
@@ -519,16 +563,19 @@ def restore_check_command(
     if json_output:
         emit_json(render.restore_check_dict(report))
     else:
-        typer.echo(render.restore_check_text(report))
+        emit(render.restore_check_text(report))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--version"]:  # answered before Typer builds every command's parameters
-        print(f"ckptcheck {__version__}")
-        return
-    app()
+    try:
+        if sys.argv[1:] == ["--version"]:  # answered before Typer builds every command's parameters
+            emit(f"ckptcheck {__version__}", raw=True)
+            return
+        app()
+    except OutputClosed:
+        _stop_like_a_closed_pipe()
 
 
 if __name__ == "__main__":
