@@ -22,7 +22,8 @@ app = typer.Typer(
     name="ckptcheck",
     help="See exactly what a machine-learning checkpoint does and does not record.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -247,6 +248,12 @@ def _advance(ticker: Iterator[object]) -> None:
 
 AtolOption = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance for float values.")]
 RtolOption = Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (of B's magnitude).")]
+VerifyAtolOption = Annotated[float, typer.Option(
+    "--atol", min=0.0, help="With --against: absolute tolerance for float values, compared through the manifest's "
+                            "statistics (min, max, mean, std).")]
+VerifyRtolOption = Annotated[float, typer.Option(
+    "--rtol", min=0.0, help="With --against: relative tolerance, of the manifest's value (each statistic within "
+                            "atol + rtol * |manifest's|).")]
 
 
 @contextlib.contextmanager
@@ -274,8 +281,8 @@ def verify(
     against: Annotated[str | None, typer.Option("--against", metavar="MANIFEST",
                                                 help="Also compare with a manifest written by `ckptcheck "
                                                      "manifest`.")] = None,
-    atol: AtolOption = 0.0,
-    rtol: RtolOption = 0.0,
+    atol: VerifyAtolOption = 0.0,
+    rtol: VerifyRtolOption = 0.0,
     json_output: JsonOption = False,
 ) -> None:
     """Check integrity: every checksum, shard and dataset. Exit 0 clean, 1 damaged or different, 2 unreadable."""
@@ -297,23 +304,25 @@ def manifest(
     path: Annotated[str, typer.Argument(help="The checkpoint to describe.")],
     output: Annotated[str | None, typer.Option("-o", "--output", metavar="FILE",
                                                help="Write the manifest here instead of stdout.")] = None,
-    json_output: JsonOption = False,
+    # The manifest is JSON whatever is asked; --json stays accepted (hidden) so that scripts passing it still run.
+    _json_output: Annotated[bool, typer.Option("--json", hidden=True)] = False,
 ) -> None:
-    """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git."""
+    """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git.
+    The output is JSON (schema ckptcheck.manifest/1 in README.md)."""
     from ckptcheck import open_checkpoint
     from ckptcheck.manifest import build_manifest, dumps
 
     with errors_to_exit(), open_checkpoint(path) as reader:
         names = [t.name for t in reader.tensors()]
-        ticker = iter(progress_over(names, "manifest", show_progress(json_output or output is None)))
+        # A progress bar only while writing to a file (stdout is the manifest itself).
+        ticker = iter(progress_over(names, "manifest", show_progress(output is None)))
         text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))
         if output is None:
             emit(text, nl=False)
             return
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
-        if not json_output:
-            typer.echo(f"wrote {output}: {len(names)} tensors", err=True)
+        typer.echo(f"wrote {output}: {len(names)} tensors", err=True)
 
 
 @app.command()

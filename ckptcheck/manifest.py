@@ -22,6 +22,9 @@ from ckptcheck.model import TensorInfo, TensorStats
 from ckptcheck.stats import stats_of_chunks
 
 MANIFEST_VERSION = 1
+# Added beside manifest_version (which stays, and still decides what load() reads): manifests written before
+# it have no schema field and load as before.
+MANIFEST_SCHEMA = "ckptcheck.manifest/1"
 _STAT_KEYS = ("min", "max", "mean", "std")
 
 
@@ -74,6 +77,7 @@ def manifest_entry(reader: CheckpointReader, t: TensorInfo) -> dict[str, Any]:
 
 def assemble(format_name: str, tensors: dict[str, Any]) -> dict[str, Any]:
     return {
+        "schema": MANIFEST_SCHEMA,
         "manifest_version": MANIFEST_VERSION,
         "format": format_name,
         "tensor_count": len(tensors),
@@ -105,6 +109,13 @@ def load(path: str) -> dict[str, Any]:
                          hint="write one with `ckptcheck manifest CKPT -o FILE`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptCheckpointError(f"not a readable manifest: {exc}", path=path) from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema is not None and schema != MANIFEST_SCHEMA:
+        hint = "write one with `ckptcheck manifest CKPT -o FILE`"
+        if isinstance(schema, str) and schema.startswith("ckptcheck.") and not schema.startswith("ckptcheck.manifest/"):
+            raise UsageError(f"this is {schema} output, not a manifest", path=path, hint=hint)
+        raise UsageError(f"schema {schema!r} is not one this ckptcheck reads ({MANIFEST_SCHEMA})", path=path,
+                         hint=hint)
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict):
         raise CorruptCheckpointError("not a ckptcheck manifest (no `tensors` object)", path=path)
     version = data.get("manifest_version")
