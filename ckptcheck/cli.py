@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from ckptcheck import __version__
@@ -173,10 +174,14 @@ def inspect(
     = None,
     all_: Annotated[bool, typer.Option("--all", help="List every checkpoint the directory's `checkpoint` state "
                                                      "file names, with its step.")] = False,
+    sort: Annotated[str, typer.Option("--sort", click_type=click.Choice(["name", "size"]),
+                                      help="Order of the tensors (table and JSON): name (natural order: dense_2 "
+                                           "before dense_10) or size (largest first).")] = "name",
 ) -> None:
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
     from ckptcheck import open_checkpoint, render
     from ckptcheck.formats.interface import paused_gc
+    from ckptcheck.order import sort_tensors
 
     with errors_to_exit():
         if all_:
@@ -202,6 +207,7 @@ def inspect(
                 return
             match = name_matcher(filter_)
             shown = [t for t in info.tensors if match(t.name)] if filter_ else list(info.tensors)
+            shown = sort_tensors(shown, sort)
             refs = None
             if objects:
                 found = reader.objects()
@@ -335,20 +341,27 @@ def diff(
                                                 help="Only names matching PATTERN (a glob, or a substring).")]
     = None,
     json_output: JsonOption = False,
+    sort: Annotated[str, typer.Option("--sort", click_type=click.Choice(["name", "change"]),
+                                      help="Order of the changed tensors: name (natural order: dense_2 before "
+                                           "dense_10) or change (largest difference first: dtype and shape "
+                                           "changes, then the largest absolute difference).")] = "name",
+    unchanged: Annotated[bool, typer.Option("--unchanged", help="List the unchanged tensors by name (their count "
+                                                                "is always shown).")] = False,
 ) -> None:
     """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different."""
     from ckptcheck import open_checkpoint, render
-    from ckptcheck.diff import diff_checkpoints
+    from ckptcheck.diff import diff_checkpoints, sort_changes
 
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
         names = [t.name for t in ra.tensors()]
         ticker = iter(progress_over(names, "diff", show_progress(json_output)))
         report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
                                   on_tensor=lambda _name: _advance(ticker))
+        report = sort_changes(report, sort)
         if json_output:
             emit_json(render.diff_dict(report))
         else:
-            emit(render.diff_text(report))
+            emit(render.diff_text(report, unchanged=unchanged))
         if not report.same:
             raise typer.Exit(EXIT_PROBLEM)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -9,6 +11,7 @@ from ckptcheck.compare import Scratch, compare_tensors
 from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import DiffReport, TensorChange, TensorInfo
+from ckptcheck.order import natural_sorted
 
 _ATTRIBUTE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _TF_OUTPUT_SUFFIX = re.compile(r":\d+$")
@@ -82,6 +85,36 @@ def diff_checkpoints(
                 f"({tb[0].name}, ...): every tensor is reported as removed and added")
     return DiffReport(
         a=ia.path, b=ib.path, format_a=ia.format, format_b=ib.format,
-        added=tuple(added), removed=tuple(removed), changed=tuple(changed), unchanged=tuple(unchanged),
+        added=tuple(natural_sorted(added, _name)), removed=tuple(natural_sorted(removed, _name)),
+        changed=tuple(natural_sorted(changed, _name)), unchanged=tuple(natural_sorted(unchanged, str)),
         matching=how, atol=atol, rtol=rtol, note=note,
     )
+
+
+def _name(item: TensorInfo | TensorChange) -> str:
+    return item.name
+
+
+CHANGE_ORDERS = ("name", "change")
+
+
+def _size_of_change(change: TensorChange) -> tuple[int, float, float]:
+    """Larger first when sorted ascending: dtype or shape changes (values not comparable), then the largest
+    absolute difference, then the largest share of elements that differ."""
+    v = change.values
+    if v is None:
+        return (0, 0.0, 0.0)
+    share = v.differing / v.count if v.count else 0.0
+    biggest = v.max_abs if not math.isnan(v.max_abs) else math.inf
+    return (1, -biggest, -share)
+
+
+def sort_changes(report: DiffReport, by: str = "name") -> DiffReport:
+    """The report with its changed tensors in natural name order (``name``, as diff_checkpoints returns them) or
+    largest difference first (``change``; equal differences in name order)."""
+    if by == "name":
+        return dataclasses.replace(report, changed=tuple(natural_sorted(report.changed, _name)))
+    if by == "change":
+        ordered = natural_sorted(report.changed, _name)
+        return dataclasses.replace(report, changed=tuple(sorted(ordered, key=_size_of_change)))
+    raise ValueError(f"unknown order {by!r}; one of {', '.join(CHANGE_ORDERS)}")

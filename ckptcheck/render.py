@@ -384,7 +384,22 @@ def _change_text(c: TensorChange) -> str:
     return "; ".join(parts)
 
 
-def diff_text(report: DiffReport) -> str:
+def diff_text(report: DiffReport, unchanged: bool = False) -> str:
+    """The verdict, then tables of changed, removed and added tensors; then the unchanged ones: their count, or
+    (``unchanged``) their names."""
+    return "\n".join([_diff_body(report), *_unchanged_lines(report, unchanged)])
+
+
+def _unchanged_lines(report: DiffReport, listed: bool) -> list[str]:
+    if not report.unchanged:
+        return []
+    if listed:
+        return ["", table([f"unchanged ({len(report.unchanged)}, equal in A and B)"],
+                          [[name] for name in report.unchanged])]
+    return ["", f"unchanged: {len(report.unchanged)} tensors, equal in A and B (--unchanged lists them)"]
+
+
+def _diff_body(report: DiffReport) -> str:
     verdict = "same" if report.same else "different"
     tol = f" (atol={report.atol:g}, rtol={report.rtol:g})" if report.atol or report.rtol else " (exact)"
     lines = [f"{verdict}{tol}: {len(report.unchanged)} unchanged, {len(report.changed)} changed, "

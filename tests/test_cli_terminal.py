@@ -63,7 +63,7 @@ def test_pipe_closed_early_stops_quietly_like_ls(many_weights: str, extra: list[
 
 @pytest.mark.skipif(not hasattr(signal, "SIGPIPE"), reason="no SIGPIPE on this platform")
 def test_manifest_and_diff_into_a_closed_pipe(many_weights: str) -> None:
-    for args in (["manifest", many_weights],):
+    for args in (["manifest", many_weights], ["diff", many_weights, many_weights, "--unchanged"]):
         _first, code, err = _read_a_little_then_close(*args)
         assert (err, code) == (b"", -signal.SIGPIPE), args
 
@@ -152,3 +152,88 @@ def test_shell_completion_is_offered_and_completes() -> None:
     env["COMP_WORDS"], env["COMP_CWORD"] = "ckptcheck re", "1"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert proc.stdout.split() == ["restore-check"]
+
+
+# --- order and sorting ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def numbered_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A TF2 checkpoint whose keys sort dense_1, dense_10, dense_2 byte by byte (as TensorFlow lists them)."""
+    import tensorflow as tf
+
+    variables = {f"dense_{i}": tf.Variable(tf.zeros([i + 1])) for i in (1, 2, 10)}
+    return str(tf.train.Checkpoint(**variables).write(str(tmp_path_factory.mktemp("numbered") / "ckpt")))
+
+
+def _table_names(text: str, first_header: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header)) + 2
+    names = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        names.append(line.split()[0])
+    return names
+
+
+def test_inspect_lists_in_natural_order_or_by_size(numbered_bundle: str) -> None:
+    import tensorflow as tf
+
+    tf_order = [name for name, _ in tf.train.list_variables(numbered_bundle)]
+    assert tf_order.index("dense_10/.ATTRIBUTES/VARIABLE_VALUE") < tf_order.index("dense_2/.ATTRIBUTES/VARIABLE_VALUE")
+    natural = ["_CHECKPOINTABLE_OBJECT_GRAPH", "dense_1/.ATTRIBUTES/VARIABLE_VALUE",
+               "dense_2/.ATTRIBUTES/VARIABLE_VALUE", "dense_10/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert sorted(tf_order) == sorted(natural)
+    text = runner.invoke(app, ["inspect", numbered_bundle]).stdout
+    assert _table_names(text, "name") == natural
+    data = json.loads(runner.invoke(app, ["inspect", numbered_bundle, "--json"]).stdout)
+    assert [t["name"] for t in data["tensors"]] == natural
+    by_size = json.loads(runner.invoke(app, ["inspect", numbered_bundle, "--json", "--sort", "size"]).stdout)
+    sizes = [t["nbytes"] for t in by_size["tensors"]]
+    assert sizes == sorted(sizes, reverse=True) and by_size["tensors"][1]["name"].startswith("dense_10/")
+    assert runner.invoke(app, ["inspect", numbered_bundle, "--sort", "bogus"]).exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def weights_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, dict[str, float]]:
+    """Two .weights.h5 files: dense_1, dense_2, dense_10 changed by different amounts, dense_3 and dense_20 equal,
+    and the largest absolute difference of each changed tensor as numpy computes it."""
+    base = tmp_path_factory.mktemp("pair")
+    rng = np.random.default_rng(0)
+    a = {i: rng.standard_normal((3, 4)).astype(np.float32) for i in (1, 2, 3, 10, 20)}
+    b = dict(a)
+    b[1] = a[1] + np.float32(0.01)
+    b[2] = a[2] * np.float32(3.0)
+    b[10] = a[10].copy()
+    b[10][0, 0] += np.float32(0.5)
+    paths = []
+    for label, values in (("a", a), ("b", b)):
+        path = str(base / f"{label}.weights.h5")
+        with h5py.File(path, "w") as f:
+            for i, v in values.items():
+                f.create_dataset(f"layers/dense_{i}/vars/0", data=v)
+        paths.append(path)
+    largest = {f"layers/dense_{i}/vars/0": float(np.abs(b[i].astype(np.float64) - a[i]).max()) for i in (1, 2, 10)}
+    return paths[0], paths[1], largest
+
+
+def test_diff_natural_order_and_largest_change_first(weights_pair: tuple[str, str, dict[str, float]]) -> None:
+    a, b, largest = weights_pair
+    text = runner.invoke(app, ["diff", a, b]).stdout
+    assert _table_names(text, "changed") == ["layers/dense_1/vars/0", "layers/dense_2/vars/0", "layers/dense_10/vars/0"]
+    by_change = runner.invoke(app, ["diff", a, b, "--sort", "change", "--json"])
+    assert by_change.exit_code == 1
+    names = [c["name"] for c in json.loads(by_change.stdout)["changed"]]
+    assert names == sorted(largest, key=lambda n: -largest[n])
+    assert _table_names(runner.invoke(app, ["diff", a, b, "--sort", "change"]).stdout, "changed") == names
+
+
+def test_diff_names_the_unchanged(weights_pair: tuple[str, str, dict[str, float]]) -> None:
+    a, b, _ = weights_pair
+    text = runner.invoke(app, ["diff", a, b]).stdout
+    assert "unchanged: 2 tensors, equal in A and B (--unchanged lists them)" in text
+    listed = runner.invoke(app, ["diff", a, b, "--unchanged"]).stdout
+    assert _table_names(listed, "unchanged") == ["layers/dense_3/vars/0", "layers/dense_20/vars/0"]
+    same = runner.invoke(app, ["diff", a, a, "--unchanged"])
+    assert same.exit_code == 0 and _table_names(same.stdout, "unchanged")[-1] == "layers/dense_20/vars/0"
