@@ -177,6 +177,9 @@ def inspect(
     sort: Annotated[str, typer.Option("--sort", click_type=click.Choice(["name", "size"]),
                                       help="Order of the tensors (table and JSON): name (natural order: dense_2 "
                                            "before dense_10) or size (largest first).")] = "name",
+    group: Annotated[bool, typer.Option("--group", help="One row per layer (or top-level object) and kind: "
+                                                        "tensors, elements and bytes, instead of one per tensor.")]
+    = False,
 ) -> None:
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
     from ckptcheck import open_checkpoint, render
@@ -184,9 +187,13 @@ def inspect(
     from ckptcheck.order import sort_tensors
 
     with errors_to_exit():
+        if group and (stats or objects or tensor is not None):
+            raise UsageError("--group shows one row per layer; it does not combine with --stats, --objects or "
+                             "--tensor")
         if all_:
-            if tensor or stats or objects:
-                raise UsageError("--all lists checkpoints; it does not combine with --tensor, --stats or --objects")
+            if tensor or stats or objects or group:
+                raise UsageError("--all lists checkpoints; it does not combine with --tensor, --stats, --objects "
+                                 "or --group")
             from ckptcheck.formats.resolve import list_state
 
             entries = list_state(path)
@@ -226,23 +233,39 @@ def inspect(
                     t.name: tensor_stats(reader, t.name)
                     for t in progress_over(shown, "statistics", show_progress(json_output))
                 }
+            from ckptcheck import summary as summaries
+
+            counted = summaries.summarize(reader, shown, refs)
+            grouped = summaries.groups(reader, shown, refs) if group else None
+            if grouped is not None and sort == "size":
+                grouped.sort(key=lambda g: -g.count.nbytes)
+            extra: dict[str, Any] = {"summary": render.summary_dict(counted)}
+            if grouped is not None:
+                extra["groups"] = render.groups_dicts(grouped)
             if json_output:
                 if stats_by_name is None and refs is None and not sys.stdout.isatty():
                     with paused_gc():  # compact, as emit_json prints it when piped; the common case, made fast
-                        text = render.inspect_json(info, shown)
+                        text = render.inspect_json(info, shown, extra=extra)
                     emit(text, raw=True)
                     return
                 with paused_gc():
-                    data = render.inspect_dict(info, shown, stats_by_name, refs)
+                    data = render.inspect_dict(info, shown, stats_by_name, refs, extra=extra)
                 emit_json(data)
                 return
             emit(render.inspect_header(info, len(shown)))
+            emit("")
+            emit(render.summary_text(counted, len(shown) if filter_ else None))
             if info.architecture is not None:
                 emit("")
                 emit(render.architecture_text(info.architecture))
             emit("")
             with paused_gc():
-                table = render.tensors_table(shown, stats_by_name, refs) if shown else "(no tensors match)"
+                if not shown:
+                    table = "(no tensors match)"
+                elif grouped is not None:
+                    table = render.groups_table(grouped)
+                else:
+                    table = render.tensors_table(shown, stats_by_name, refs)
             emit(table)
 
 

@@ -235,7 +235,10 @@ def inspect_dict(
     tensors: Sequence[TensorInfo],
     stats: dict[str, TensorStats] | None = None,
     objects: dict[str, ObjectRef] | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``extra``: added keys (``summary``, ``groups``), placed before ``tensors``, which stays last."""
     rows = []
     for t in tensors:
         row: dict[str, Any] = {
@@ -270,11 +273,12 @@ def inspect_dict(
         "tensor_count": len(info.tensors),
         "total_bytes": info.total_bytes,
         "architecture": architecture_dict(info.architecture) if info.architecture else None,
+        **(extra or {}),
         "tensors": rows,
     }
 
 
-def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
+def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo], *, extra: dict[str, Any] | None = None) -> str:
     """``json.dumps(inspect_dict(info, tensors), ensure_ascii=False)``, the same text, written row by row.
 
     A listing of 20,000 tensors spent 40 ms building dicts for the encoder and encoding them, 15 ms this way:
@@ -284,7 +288,7 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
     from json import dumps
     from json.encoder import encode_basestring
 
-    head = dumps(inspect_dict(info, ()), ensure_ascii=False, allow_nan=False)
+    head = dumps(inspect_dict(info, (), extra=extra), ensure_ascii=False, allow_nan=False)
     empty = '"tensors": []}'
     if not head.endswith(empty):  # "tensors" is inspect_dict's last key
         raise AssertionError("inspect_dict no longer ends with its tensors")
@@ -304,6 +308,45 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
             end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}}}'
         rows.append('{"name": ' + encode_basestring(t.name) + middle + str(int(t.nbytes)) + end)
     return head[: -len(empty)] + '"tensors": [' + ", ".join(rows) + "]}"
+
+
+# --- parameter summary and grouped view ---------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from ckptcheck.summary import Count, Group, Summary
+
+
+def _count_dict(c: Count) -> dict[str, int]:
+    return {"tensors": c.tensors, "elements": c.elements, "bytes": c.nbytes}
+
+
+def summary_dict(s: Summary) -> dict[str, Any]:
+    """``{"weights": COUNT, "optimizer": COUNT, "other": COUNT, "total": COUNT}``, COUNT ``{"tensors", "elements",
+    "bytes"}``."""
+    return {**{kind: _count_dict(c) for kind, c in s.kinds.items()}, "total": _count_dict(s.total)}
+
+
+def summary_text(s: Summary, shown: int | None = None) -> str:
+    """Parameters by kind, as Keras's model.summary() counts them (elements), with tensors and bytes."""
+    from ckptcheck.summary import KIND_TITLES
+
+    rows = [[KIND_TITLES.get(kind, kind), f"{c.elements:,}", f"{c.tensors:,}", human_bytes(c.nbytes)]
+            for kind, c in s.kinds.items()]
+    rows.append(["total", f"{s.total.elements:,}", f"{s.total.tensors:,}", human_bytes(s.total.nbytes)])
+    title = "parameters" if shown is None else f"parameters (of the {shown:,} tensors shown)"
+    return table([title, "elements", "tensors", "size"], rows)
+
+
+def groups_table(rows: Sequence[Group]) -> str:
+    from ckptcheck.summary import KIND_TITLES
+
+    return table(["layer or object", "kind", "tensors", "elements", "size"],
+                 [[g.name, KIND_TITLES.get(g.kind, g.kind), f"{g.count.tensors:,}", f"{g.count.elements:,}",
+                   human_bytes(g.count.nbytes)] for g in rows])
+
+
+def groups_dicts(rows: Sequence[Group]) -> list[dict[str, Any]]:
+    return [{"group": g.name, "kind": g.kind, **_count_dict(g.count)} for g in rows]
 
 
 # --- checkpoints named by a state file --------------------------------------------------------------------------
