@@ -285,6 +285,21 @@ VerifyRtolOption = Annotated[float, typer.Option(
                             "atol + rtol * |manifest's|).")]
 
 
+def byte_columns(label: str) -> tuple[Any, ...]:
+    """The transfer bar's columns, counting KiB/MiB/GiB as the results do (rich counts kB/MB by default)."""
+    from rich.progress import BarColumn, DownloadColumn, ProgressColumn, Task, TextColumn
+    from rich.text import Text
+
+    from ckptcheck.render import human_bytes
+
+    class BinarySpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_bytes(int(speed))}/s", style="progress.data.speed")
+
+    return (TextColumn(label), BarColumn(), DownloadColumn(binary_units=True), BinarySpeedColumn())
+
+
 @contextlib.contextmanager
 def byte_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A progress callback (bytes done, total) drawing a transfer bar on stderr, or None when disabled."""
@@ -292,10 +307,9 @@ def byte_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], No
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import Progress
 
-    columns = (TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*byte_columns(label), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None)
 
         def advance(done: int, total: int) -> None:

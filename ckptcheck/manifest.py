@@ -138,6 +138,24 @@ def _close(a: float | None, b: float | None, atol: float, rtol: float) -> bool:
     return abs(a - b) <= atol + rtol * abs(b)
 
 
+def distinct_texts(a: float, b: float) -> tuple[str, str]:
+    """Two numbers printed with the fewest significant digits (6 at least, 17 at most) that tell them apart:
+    ``0.5 -> 0.500123``, not 17 digits of each."""
+    for digits in range(6, 18):
+        ta, tb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if ta != tb or a == b:
+            return ta, tb
+    return ta, tb
+
+
+def _drift_text(key: str, expected: float | None, actual: float | None, atol: float, rtol: float) -> str:
+    if expected is None or actual is None:
+        return f"{key} {expected} -> {actual}"
+    want, have = distinct_texts(float(expected), float(actual))
+    allowed = atol + rtol * abs(float(expected))
+    return f"{key} {want} -> {have} (differs by {abs(float(actual) - float(expected)):.3g}, allowed {allowed:.3g})"
+
+
 def compare_manifests(
     actual: dict[str, Any], expected: dict[str, Any], atol: float = 0.0, rtol: float = 0.0
 ) -> list[ManifestDifference]:
@@ -167,7 +185,8 @@ def compare_manifests(
             continue
         hs, ws = h.get("stats", {}), w.get("stats", {})
         drift = [
-            f"{k} {ws.get(k)} -> {hs.get(k)}" for k in _STAT_KEYS if not _close(hs.get(k), ws.get(k), atol, rtol)
+            _drift_text(k, ws.get(k), hs.get(k), atol, rtol)
+            for k in _STAT_KEYS if not _close(hs.get(k), ws.get(k), atol, rtol)
         ] + [f"{k} {ws.get(k)} -> {hs.get(k)}" for k in ("nan", "inf", "count") if hs.get(k) != ws.get(k)]
         if drift:
             out.append(ManifestDifference(name, "values", "values changed beyond tolerance: " + ", ".join(drift)))

@@ -118,22 +118,33 @@ def inspect_header(info: CheckpointInfo, shown: int) -> str:
     title = FORMAT_TITLES.get(info.format, info.format)
     if info.format == KERAS_WEIGHTS and info.shards:
         title = "Keras 3 sharded weights (.weights.json and its .weights.h5 shards)"
-    lines = [
-        f"format:   {info.format} — {title}",
-        f"location: {info.location}",
-    ]
     files = list(info.files)
     if len(files) > 4:
         files = [*files[:3], f"... {len(files) - 3} more"]
-    lines.append("files:    " + ("\n          ".join(files)))
+    pairs: list[tuple[str, Sequence[str]]] = [
+        ("format", [f"{info.format} — {title}"]),
+        ("location", [info.location]),
+        ("files", files),
+    ]
     if info.shards is not None:
-        lines.append(f"shards:   {info.shards}")
+        pairs.append(("shards", [str(info.shards)]))
     count = f"{len(info.tensors)}" + (f" ({shown} shown)" if shown != len(info.tensors) else "")
-    lines.append(f"tensors:  {count}, {human_bytes(info.total_bytes)} ({info.total_bytes} bytes)")
+    pairs.append(("tensors", [f"{count}, {human_bytes(info.total_bytes)} ({info.total_bytes} bytes)"]))
     if info.writer:
-        lines.append(f"writer:   {info.writer}")
-    for key, value in sorted(info.metadata.items()):
-        lines.append(f"{key + ':':<10}{value}" if len(key) < 9 else f"{key}: {value}")
+        pairs.append(("writer", [info.writer]))
+    pairs += [(key, [value]) for key, value in sorted(info.metadata.items())]
+    return aligned_fields(pairs)
+
+
+def aligned_fields(pairs: Sequence[tuple[str, Sequence[str]]], min_width: int = 10) -> str:
+    """``key: value`` lines with every value starting in one column (at least ``min_width``, wider when a key is
+    longer); a field of several values continues on lines indented to that column."""
+    width = max([min_width, *(len(key) + 2 for key, _ in pairs)])
+    lines = []
+    for key, values in pairs:
+        values = list(values) or [""]
+        lines.append(f"{key + ':':<{width}}{values[0]}".rstrip())
+        lines += [" " * width + v for v in values[1:]]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import h5py
 import numpy as np
 import pytest
 import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ckptcheck.cli import app
@@ -237,3 +240,86 @@ def test_diff_names_the_unchanged(weights_pair: tuple[str, str, dict[str, float]
     assert _table_names(listed, "unchanged") == ["layers/dense_3/vars/0", "layers/dense_20/vars/0"]
     same = runner.invoke(app, ["diff", a, a, "--unchanged"])
     assert same.exit_code == 0 and _table_names(same.stdout, "unchanged")[-1] == "layers/dense_20/vars/0"
+
+
+# --- consistency ------------------------------------------------------------------------------------------------
+
+
+def _header_columns(text: str) -> set[int]:
+    """Where the value starts on each `key: value` line of the header (up to the first blank line)."""
+    starts = set()
+    for line in text.split("\n\n", 1)[0].splitlines():
+        if not line.startswith(" "):
+            key, _, rest = line.partition(":")
+            starts.add(len(key) + 1 + len(rest) - len(rest.lstrip(" ")))
+    return starts
+
+
+@pytest.mark.parametrize("key", ["keras-h5", "keras-sharded", "keras"])
+def test_header_values_share_one_column(keras_files: dict[str, Path], key: str) -> None:
+    text = runner.invoke(app, ["inspect", str(keras_files[key])]).stdout
+    long_keys = [line.split(":")[0] for line in text.split("\n\n", 1)[0].splitlines()
+                 if not line.startswith(" ") and len(line.split(":")[0]) > 8]
+    assert long_keys or key == "keras", text  # optimizer:, declared_total_size:
+    assert len(_header_columns(text)) == 1, text
+
+
+def test_progress_bar_counts_binary_units() -> None:
+    """The verify bar says MiB, as the result line does (rich says MB unless told)."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ckptcheck import cli
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    with Progress(*cli.byte_columns("verify"), console=console, auto_refresh=False) as bar:
+        task = bar.add_task("verify", total=3 << 20)
+        bar.update(task, completed=3 << 19)
+        bar.refresh()
+    shown = buffer.getvalue()
+    assert "1.5/3.0 MiB" in shown and " MB" not in shown
+
+
+_FLOAT_TYPES = ["float16", "bfloat16", "float32", "float64"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.floats(min_value=-6e4, max_value=6e4, allow_nan=False, allow_subnormal=False),
+       dtype=st.sampled_from(_FLOAT_TYPES))
+def test_constant_note_prints_the_value_as_the_columns_do(value: float, dtype: str) -> None:
+    import ml_dtypes
+
+    from ckptcheck import render
+    from ckptcheck.stats import stats_of_chunks
+
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    stored = np.full(6, value, dtype=np.float64).astype(np_dtype)
+    chunk = stored.astype(np.float32) if dtype == "bfloat16" else stored
+    s = stats_of_chunks("t", dtype, [chunk])
+    if s.min == 0:
+        assert s.note == "all zeros"
+    else:
+        assert s.note == f"constant {render.number(s.min)}" == f"constant {render.number(s.max)}"
+
+
+def test_tolerance_messages_print_what_tells_values_apart(tmp_path: Path) -> None:
+    """verify --against with a tolerance: a drifted statistic prints with the digits that tell it apart and the
+    allowed difference, not 17-digit floats."""
+    manifest = json.loads((REPO / "fixtures" / "keras.manifest.json").read_text())
+    name = "layers/dense/vars/0"
+    stats = manifest["tensors"][name]["stats"]
+    stats["mean"] = stats["mean"] * (1 + 1e-7)
+    manifest["tensors"][name]["sha256"] = "0" * 64
+    drifted = tmp_path / "drifted.manifest.json"
+    drifted.write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["verify", str(REPO / "fixtures" / "keras"), "--against", str(drifted),
+                                 "--atol", "1e-12"])
+    assert result.exit_code == 1, result.output
+    line = next(line for line in result.stdout.splitlines() if name in line)
+    assert "values changed beyond tolerance: mean" in line and "allowed 1e-12" in line
+    assert not re.search(r"\d\.\d{15,}", line), line
+    before, after = re.search(r"mean (\S+) -> (\S+)", line).groups()  # type: ignore[union-attr]
+    assert before != after and float(before) > float(after)  # the manifest (expected) first
