@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from ckptcheck.compare import Scratch, compare_tensors
 from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import DiffReport, TensorChange, TensorInfo
+from ckptcheck.model import KERAS, CheckpointInfo, DiffReport, TensorChange, TensorInfo
 from ckptcheck.order import natural_sorted
 
 _ATTRIBUTE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -87,8 +87,19 @@ def diff_checkpoints(
         a=ia.path, b=ib.path, format_a=ia.format, format_b=ib.format,
         added=tuple(natural_sorted(added, _name)), removed=tuple(natural_sorted(removed, _name)),
         changed=tuple(natural_sorted(changed, _name)), unchanged=tuple(natural_sorted(unchanged, str)),
-        matching=how, atol=atol, rtol=rtol, note=note,
+        matching=how, atol=atol, rtol=rtol, note=note, warnings=(*_archive_warnings(ia), *_archive_warnings(ib)),
     )
+
+
+def _archive_warnings(info: CheckpointInfo) -> list[str]:
+    """A .keras archive is read without its CRCs (a stored member is read where it lies): check them, so that a
+    damaged archive is said, not only its values compared."""
+    if info.format != KERAS:
+        return []
+    from ckptcheck.verify import archive_problems
+
+    return [f"{info.location}: {p.message} (values read from it may be damaged; run ckptcheck verify)"
+            for p in archive_problems(info.location)]
 
 
 def _name(item: TensorInfo | TensorChange) -> str:

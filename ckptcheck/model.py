@@ -200,6 +200,7 @@ class DiffReport:
     atol: float
     rtol: float
     note: str | None = None
+    warnings: tuple[str, ...] = ()  # damage seen on the way (a .keras member whose CRC fails), not a difference
 
     @property
     def same(self) -> bool:

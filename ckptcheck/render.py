@@ -390,8 +390,10 @@ DIFF_SCHEMA = "ckptcheck.diff/1"
 
 def verify_text(report: VerifyReport) -> str:
     status = "OK" if report.ok else "DAMAGED" if report.problems else "DIFFERENT FROM MANIFEST"
+    # HDF5 holds no checksum of the values: without a manifest to compare with, they were read, not checked.
+    verb = "read" if report.format in (KERAS_WEIGHTS, "keras-h5") and report.against is None else "checked"
     lines = [f"{status}: {report.path} ({report.format}): {report.tensors_checked} tensors, "
-             f"{human_bytes(report.bytes_checked)} checked"]
+             f"{human_bytes(report.bytes_checked)} {verb}"]
     if report.problems:
         lines.append(f"{len(report.problems)} problem(s):")
         lines += [f"  - {p}" for p in report.problems]
@@ -441,7 +443,8 @@ def _change_text(c: TensorChange) -> str:
 def diff_text(report: DiffReport, unchanged: bool = False) -> str:
     """The verdict, then tables of changed, removed and added tensors; then the unchanged ones: their count, or
     (``unchanged``) their names."""
-    return "\n".join([_diff_body(report), *_unchanged_lines(report, unchanged)])
+    warnings = [f"WARNING: {w}" for w in report.warnings]
+    return "\n".join([*warnings, _diff_body(report), *_unchanged_lines(report, unchanged)])
 
 
 def _unchanged_lines(report: DiffReport, listed: bool) -> list[str]:
@@ -495,6 +498,7 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
         "rtol": report.rtol,
         "matching": report.matching,
         "note": report.note,
+        "warnings": list(report.warnings),
         "unchanged": list(report.unchanged),
         "removed": [brief(t) for t in report.removed],
         "added": [brief(t) for t in report.added],
