@@ -180,6 +180,9 @@ def inspect(
     group: Annotated[bool, typer.Option("--group", help="One row per layer (or top-level object) and kind: "
                                                         "tensors, elements and bytes, instead of one per tensor.")]
     = False,
+    config: Annotated[bool, typer.Option("--config/--no-config",
+                                         help="Keras files: show the architecture their config records (with "
+                                              "--filter, only the layers it matches).")] = True,
 ) -> None:
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
     from ckptcheck import open_checkpoint, render
@@ -255,9 +258,10 @@ def inspect(
             emit(render.inspect_header(info, len(shown)))
             emit("")
             emit(render.summary_text(counted, len(shown) if filter_ else None))
-            if info.architecture is not None:
+            if info.architecture is not None and config:
+                layers = _matching_layers(info, match, shown) if filter_ else None
                 emit("")
-                emit(render.architecture_text(info.architecture))
+                emit(render.architecture_text(info.architecture, layers))
             emit("")
             with paused_gc():
                 if not shown:
@@ -267,6 +271,16 @@ def inspect(
                 else:
                     table = render.tensors_table(shown, stats_by_name, refs)
             emit(table)
+
+
+def _matching_layers(info: Any, match: Callable[[str], bool], shown: Sequence[Any]) -> list[str]:
+    """The layers --filter selects: those whose name it matches; in a legacy .h5, whose tensors are named by
+    layer (dense/dense/kernel:0), also those holding a tensor it matches. (Keras 3 names its weights by layer
+    class and position, layers/dense_1/vars/0, which need not be the layer's name.)"""
+    from ckptcheck.model import KERAS_H5
+
+    tops = {t.name.split("/", 1)[0] for t in shown} if info.format == KERAS_H5 else set()
+    return [layer.name for layer in info.architecture.layers if match(layer.name) or layer.name in tops]
 
 
 # --- verify / manifest / diff -----------------------------------------------------------------------------------

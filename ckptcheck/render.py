@@ -191,15 +191,35 @@ def tensors_table(
     return table(headers, rows)
 
 
-def architecture_text(arch: Architecture) -> str:
+ARCHITECTURE_WIDTH = 120  # a config cell is cut to keep the architecture table within this many columns
+_CONFIG_MIN = 40
+
+
+def architecture_text(arch: Architecture, layers: Sequence[str] | None = None) -> str:
+    """The layers a config records, one line each: a long config is cut (``...``) to keep the table narrow (JSON
+    holds it whole). ``layers``: show only these (``--filter``); safety warnings are always shown in full."""
     title = f"architecture (from {arch.source}): {arch.model_class}"
     if arch.model_name:
         title += f" '{arch.model_name}'"
+    chosen = [lay for lay in arch.layers if layers is None or lay.name in set(layers)]
+    if layers is not None:
+        title += f" ({len(chosen)} of {len(arch.layers)} layers shown)"
+    name_width = max((len(lay.name) for lay in chosen), default=0)
+    class_width = max((len(lay.class_name) for lay in chosen), default=0)
+    # tabulate gives a header 2 characters beyond its own width: "layer" and "class" take 7 columns at least.
+    room = max(_CONFIG_MIN, ARCHITECTURE_WIDTH - max(name_width, 7) - max(class_width, 7) - 4)
     rows = []
-    for layer in arch.layers:
+    cut = False
+    for layer in chosen:
         details = ", ".join(f"{k}={v}" for k, v in layer.details.items())
+        if len(details) > room:
+            details = details[: room - 4].rstrip(" ,") + " ..."
+            cut = True
         rows.append([layer.name, layer.class_name, details])
-    parts = [title, table(["layer", "class", "config"], rows) if rows else "(no layers recorded)"]
+    empty = "(no layers recorded)" if not arch.layers else "(no layer matches)"
+    parts = [title, table(["layer", "class", "config"], rows) if rows else empty]
+    if cut:
+        parts.append("(long configs cut at ...: inspect --json holds them whole)")
     if arch.findings:
         parts.append("WARNING: loading this model would run code or import modules outside Keras:")
         parts += [f"  - {f.location}: {f.message}" for f in arch.findings]
@@ -366,10 +386,10 @@ def groups_dicts(rows: Sequence[Group]) -> list[dict[str, Any]]:
 def state_table(entries: Sequence[CheckpointEntry]) -> str:
     rows = [
         [str(e.step) if e.step is not None else "", e.prefix, "yes" if e.exists else "MISSING",
-         "latest" if e.latest else ""]
+         "yes" if e.latest else ""]
         for e in entries
     ]
-    return table(["step", "checkpoint", "present", ""], rows)
+    return table(["step", "checkpoint", "present", "latest"], rows)
 
 
 def state_dict(directory: str, entries: Sequence[CheckpointEntry]) -> dict[str, Any]:

@@ -323,3 +323,70 @@ def test_tolerance_messages_print_what_tells_values_apart(tmp_path: Path) -> Non
     assert not re.search(r"\d\.\d{15,}", line), line
     before, after = re.search(r"mean (\S+) -> (\S+)", line).groups()  # type: ignore[union-attr]
     assert before != after and float(before) > float(after)  # the manifest (expected) first
+
+
+# --- the architecture table and inspect --all -------------------------------------------------------------------
+
+
+def _architecture_lines(text: str) -> list[str]:
+    block = next(b for b in text.split("\n\n") if b.startswith("architecture ("))
+    return block.splitlines()
+
+
+def _config_layers(path: Path) -> list[str]:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+    return [layer["config"]["name"] for layer in config["config"]["layers"]]
+
+
+def test_architecture_follows_filter_and_can_be_turned_off(keras_files: dict[str, Path]) -> None:
+    path = str(keras_files["keras"])
+    everything = _config_layers(keras_files["keras"])
+    assert "half" in everything and len(everything) > 2
+    lines = _architecture_lines(runner.invoke(app, ["inspect", path, "--filter", "half"]).stdout)
+    assert f"(1 of {len(everything)} layers shown)" in lines[0]
+    assert [line.split()[0] for line in lines[3:] if not line.startswith("(")] == ["half"]
+    # A legacy .h5 names tensors by layer: a pattern matching only tensor names selects the layers holding them.
+    legacy = str(keras_files["keras-h5"])
+    lines = _architecture_lines(runner.invoke(app, ["inspect", legacy, "--filter", "out/*"]).stdout)
+    assert [line.split()[0] for line in lines[3:] if not line.startswith("(")] == ["out"]
+    off = runner.invoke(app, ["inspect", path, "--no-config"]).stdout
+    assert "architecture (" not in off and "layers/dense/vars/0" in off
+    assert inspect_json_arch(path) == inspect_json_arch(path, "--no-config")  # JSON keeps it whole
+
+
+def inspect_json_arch(*args: str) -> object:
+    return json.loads(runner.invoke(app, ["inspect", *args, "--json"]).stdout)["architecture"]
+
+
+@pytest.mark.parametrize("key", ["keras", "keras-h5", "keras-lambda", "keras-npz"])
+def test_architecture_table_stays_narrow_and_cuts_configs(keras_files: dict[str, Path], key: str) -> None:
+    from ckptcheck.render import ARCHITECTURE_WIDTH
+
+    path = str(keras_files[key])
+    lines = _architecture_lines(runner.invoke(app, ["inspect", path]).stdout)
+    table_lines = [line for line in lines[1:] if not line.startswith(("(", "WARNING", "  - "))]
+    assert max(len(line) for line in table_lines) <= ARCHITECTURE_WIDTH, "\n".join(lines)
+    whole = {layer["name"]: ", ".join(f"{k}={v}" for k, v in layer["config"].items())
+             for layer in inspect_json_arch(path)["layers"]}  # type: ignore[index]
+    start = table_lines[0].index("config")
+    for line in table_lines[2:]:
+        name, shown = line.split()[0], line[start:]
+        if shown.endswith(" ..."):
+            assert whole[name].startswith(shown[:-4]) and len(whole[name]) > len(shown) - 4
+        else:
+            assert shown == whole[name]
+
+
+def test_inspect_all_names_every_column(manager_dir: Path) -> None:
+    lines = runner.invoke(app, ["inspect", str(manager_dir), "--all"]).stdout.splitlines()
+    header, rule = lines[0], lines[1]
+    columns = [len(dashes) for dashes in rule.split("  ")]
+    cells, at = [], 0
+    for width in columns:
+        cells.append(header[at:at + width].strip())
+        at += width + 2
+    assert all(cells) and cells == ["step", "checkpoint", "present", "latest"]
+    assert lines[-1].rstrip().endswith("yes") and "latest" not in "\n".join(lines[2:])
