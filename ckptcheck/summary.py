@@ -23,9 +23,12 @@ count and hyperparameters; counter: an integer scalar outside an optimizer).
 from __future__ import annotations
 
 import math
+import operator
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
@@ -158,38 +161,62 @@ def classify(reader: CheckpointReader, tensors: Sequence[TensorInfo],
     return [_kind_and_group(fmt, t, names, refs) for t in tensors]
 
 
+def _counter_like_pair(dtype: str, shape: tuple[int, ...]) -> bool:
+    return dtype in _NOT_PARAMETERS or (not shape and dtype.startswith(("int", "uint")))
+
+
 def _counter_like(t: TensorInfo) -> bool:
-    return t.dtype in _NOT_PARAMETERS or (not t.shape and t.dtype.startswith(("int", "uint")))
+    return _counter_like_pair(t.dtype, t.shape)
 
 
-def _quick_kinds(fmt: str, tensors: Sequence[TensorInfo]) -> list[str] | None:
-    """Kinds without the groups, when no name can be optimizer state (no key mentions an optimizer, a TF1 name
-    extends no other, no slot or accumulator name): then a tensor is weights unless counter-like. The common
-    large listing (20,000 variables) is classified in a few milliseconds this way."""
-    joined = "\n".join(t.name for t in tensors)
+_NAME = operator.attrgetter("name")
+_NBYTES = operator.attrgetter("nbytes")
+_DTYPE_SHAPE = operator.attrgetter("dtype", "shape")
+
+
+def _quick_summary(fmt: str, tensors: Sequence[TensorInfo]) -> Summary | None:
+    """The summary when no name can be optimizer state (no key mentions an optimizer, a TF1 name extends no other,
+    no slot or accumulator name): then a tensor is weights unless counter-like, which its dtype and shape decide
+    (the object graph is a string). Counted per (dtype, shape) and summed in C: the common large listing (20,000
+    variables) in a few milliseconds."""
+    names = list(map(_NAME, tensors))
+    joined = "\n".join(names)
     if "optimizer" in joined.lower() or _TF2_SLOT in joined:
         return None
     if fmt == TF1 and ("/" in joined or any(n in joined for n in _TF1_ACCUMULATORS)):
         return None  # a slot needs a "/" before its name
-    return [OTHER if _counter_like(t) or t.name == OBJECT_GRAPH_KEY else WEIGHTS for t in tensors]
+    pairs = list(map(_DTYPE_SHAPE, tensors))
+    per_pair = Counter(pairs)
+    other = {p for p in per_pair if _counter_like_pair(*p)}
+    sums = {kind: [0, 0, 0] for kind in KINDS}
+    for (dtype, shape), n in per_pair.items():
+        acc = sums[OTHER if (dtype, shape) in other else WEIGHTS]
+        acc[0] += n
+        acc[1] += n * math.prod(shape)
+    all_bytes = list(map(_NBYTES, tensors))
+    sums[OTHER][2] = sum(compress(all_bytes, map(other.__contains__, pairs)))
+    sums[WEIGHTS][2] = sum(all_bytes) - sums[OTHER][2]
+    return _summary_of(sums)
+
+
+def _summary_of(sums: dict[str, list[int]]) -> Summary:
+    counts = {kind: Count(*acc) for kind, acc in sums.items()}
+    return Summary(counts, Count(*(sum(acc[i] for acc in sums.values()) for i in range(3))))
 
 
 def summarize(reader: CheckpointReader, tensors: Sequence[TensorInfo],
               refs: dict[str, ObjectRef] | None = None) -> Summary:
     """Tensors, elements and bytes of each kind among ``tensors``, and in all."""
-    kinds = _quick_kinds(reader.info().format, tensors) if refs is None else None
-    if kinds is None:
-        kinds = [kind for kind, _group in classify(reader, tensors, refs)]
+    quick = _quick_summary(reader.info().format, tensors) if refs is None else None
+    if quick is not None:
+        return quick
     sums = {kind: [0, 0, 0] for kind in KINDS}
-    prod = math.prod
-    for t, kind in zip(tensors, kinds, strict=True):
+    for t, (kind, _group) in zip(tensors, classify(reader, tensors, refs), strict=True):
         acc = sums[kind]
         acc[0] += 1
-        acc[1] += prod(t.shape)
+        acc[1] += math.prod(t.shape)
         acc[2] += t.nbytes
-    counts = {kind: Count(*acc) for kind, acc in sums.items()}
-    total = Count(*(sum(acc[i] for acc in sums.values()) for i in range(3)))
-    return Summary(counts, total)
+    return _summary_of(sums)
 
 
 def groups(reader: CheckpointReader, tensors: Sequence[TensorInfo],

@@ -107,3 +107,19 @@ def test_text_summary_and_misuse(tf1_model_dir: Path) -> None:
     assert "parameters (of the" in filtered
     result = runner.invoke(app, ["inspect", str(tf1_model_dir), "--group", "--stats"])
     assert result.exit_code == 2 and "--group" in result.stderr
+
+
+def test_checkpoint_without_optimizer(tmp_path: Path) -> None:
+    """No optimizer anywhere (the one-pass count): float variables are weights; an integer step, a string and the
+    object graph are counters and other. The oracle: the variables themselves."""
+    import tensorflow as tf
+
+    weights = {f"w_{i}": tf.Variable(tf.zeros([i + 1, 3])) for i in range(12)}
+    others = {"step": tf.Variable(5, dtype=tf.int64), "label": tf.Variable("text")}
+    prefix = tf.train.Checkpoint(**weights, **others).write(str(tmp_path / "ckpt"))
+    summary = inspect_json(prefix)["summary"]
+    assert summary["weights"] == {"tensors": 12, "elements": sum(int(tf.size(v)) for v in weights.values()),
+                                  "bytes": sum(int(tf.size(v)) * 4 for v in weights.values())}
+    assert summary["optimizer"]["tensors"] == 0
+    assert summary["other"]["tensors"] == 3  # step, label and the object graph
+    assert summary["total"]["bytes"] == inspect_json(prefix)["total_bytes"]
