@@ -27,10 +27,11 @@ REPO = Path(__file__).parents[1]
 
 @pytest.fixture(scope="module")
 def many_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A Keras 3 .weights.h5 of 3,000 small datasets: listings far larger than a pipe's buffer."""
+    """A Keras 3 .weights.h5 of 6,000 small datasets: every listing (even of names alone, ~150 KB) far larger than
+    a pipe's buffer (64 KiB)."""
     path = str(tmp_path_factory.mktemp("many") / "many.weights.h5")
     with h5py.File(path, "w") as f:
-        for i in range(3000):
+        for i in range(6000):
             f.create_dataset(f"layers/dense_{i}/vars/0", data=np.full((2, 3), i, dtype=np.float32))
     return path
 
@@ -40,7 +41,7 @@ def _read_a_little_then_close(*args: str) -> tuple[bytes, int, bytes]:
     does."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "ckptcheck", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env, bufsize=0)  # unbuffered: read 20 bytes, no more
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.read(20)
     proc.stdout.close()
