@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from ckptcheck import __version__
@@ -23,7 +24,8 @@ app = typer.Typer(
     name="ckptcheck",
     help="See exactly what a machine-learning checkpoint does and does not record.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -36,7 +38,7 @@ T = TypeVar("T")
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"ckptcheck {__version__}")
+        emit(f"ckptcheck {__version__}")
         raise typer.Exit()
 
 
@@ -59,6 +61,50 @@ def _escape_undecodable() -> None:
         if reconfigure is not None:
             with contextlib.suppress(Exception):
                 reconfigure(errors="backslashreplace")
+
+
+class OutputClosed(Exception):
+    """The reader of stdout went away (`ckptcheck inspect X | head`)."""
+
+
+_OUT_PIECE = 1 << 16
+
+
+def emit(text: str = "", *, nl: bool = True, raw: bool = False) -> None:
+    """Print to stdout (``raw``: as it is, without click's ANSI stripping, for large JSON). A closed pipe raises
+    OutputClosed, which unwinds every open reader and temporary directory before main() stops quietly.
+
+    Written in pieces: a single large write to a pipe closed midway returns short without an error, and the
+    rest would be dropped silently; the next piece's write reports the closed pipe.
+    """
+    text += "\n" if nl else ""
+    try:
+        for start in range(0, len(text), _OUT_PIECE):
+            piece = text[start:start + _OUT_PIECE]
+            if raw:
+                sys.stdout.write(piece)
+            else:
+                typer.echo(piece, nl=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
+
+
+def _stop_like_a_closed_pipe() -> None:
+    """Stop as `ls | head` does: no message, killed by SIGPIPE (a shell shows 141); exit 1 where there is no
+    SIGPIPE, as Python's documentation suggests. Nothing more reaches the pipe: stdout goes to /dev/null, so the
+    interpreter's last flush of it cannot fail again."""
+    import os
+    import signal
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sigpipe = getattr(signal, "SIGPIPE", None)
+    if sigpipe is not None:
+        signal.signal(sigpipe, signal.SIG_DFL)
+        os.kill(os.getpid(), sigpipe)
+    sys.exit(EXIT_PROBLEM)
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
@@ -117,9 +163,9 @@ def emit_json(data: Any) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             # A path that is not valid UTF-8 holds its undecodable bytes as lone surrogates (Python's
-            # surrogateescape): escaped as \udcXX, the output stays valid UTF-8.
+            # surrogateescape): escaped as \\udcXX, the output stays valid UTF-8.
             text = json.dumps(data, indent=indent, ensure_ascii=True, allow_nan=False)
-    typer.echo(text)
+    emit(text)
 
 
 def _finite(value: Any) -> Any:
@@ -183,22 +229,36 @@ def inspect(
     = None,
     all_: Annotated[bool, typer.Option("--all", help="List every checkpoint the directory's `checkpoint` state "
                                                      "file names, with its step.")] = False,
+    sort: Annotated[str, typer.Option("--sort", click_type=click.Choice(["name", "size"]),
+                                      help="Order of the tensors (table and JSON): name (natural order: dense_2 "
+                                           "before dense_10) or size (largest first).")] = "name",
+    group: Annotated[bool, typer.Option("--group", help="One row per layer (or top-level object) and kind: "
+                                                        "tensors, elements and bytes, instead of one per tensor.")]
+    = False,
+    config: Annotated[bool, typer.Option("--config/--no-config",
+                                         help="Keras files: show the architecture their config records (with "
+                                              "--filter, only the layers it matches).")] = True,
 ) -> None:
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
     from ckptcheck import open_checkpoint, render
     from ckptcheck.formats.interface import paused_gc
+    from ckptcheck.order import sort_tensors
 
     with errors_to_exit():
+        if group and (stats or objects or tensor is not None):
+            raise UsageError("--group shows one row per layer; it does not combine with --stats, --objects or "
+                             "--tensor")
         if all_:
-            if tensor or stats or objects:
-                raise UsageError("--all lists checkpoints; it does not combine with --tensor, --stats or --objects")
+            if tensor or stats or objects or group:
+                raise UsageError("--all lists checkpoints; it does not combine with --tensor, --stats, --objects "
+                                 "or --group")
             from ckptcheck.formats.resolve import list_state
 
             entries = list_state(path)
             if json_output:
                 emit_json(render.state_dict(path, entries))
             else:
-                typer.echo(render.state_table(entries))
+                emit(render.state_table(entries))
             return
         warn_unsafe(path)
         with open_checkpoint(path) as reader:
@@ -209,11 +269,12 @@ def inspect(
                 if json_output:
                     emit_json(render.tensor_dict(t_info, values))
                 else:
-                    typer.echo(render.tensor_text(t_info, values))
+                    emit(render.tensor_text(t_info, values))
                 return
             match = name_matcher(filter_)
             shown = ([t for t in info.tensors if match(t.name) or (t.variable is not None and match(t.variable))]
                      if filter_ else list(info.tensors))
+            shown = sort_tensors(shown, sort)
             refs = None
             if objects:
                 found = reader.objects()
@@ -232,29 +293,56 @@ def inspect(
                     t.name: tensor_stats(reader, t.name)
                     for t in progress_over(shown, "statistics", show_progress(json_output))
                 }
+            from ckptcheck import summary as summaries
+
+            counted = summaries.summarize(reader, shown, refs)
+            grouped = summaries.groups(reader, shown, refs) if group else None
+            if grouped is not None and sort == "size":
+                grouped.sort(key=lambda g: -g.count.nbytes)
+            extra: dict[str, Any] = {"summary": render.summary_dict(counted)}
+            if grouped is not None:
+                extra["groups"] = render.groups_dicts(grouped)
             if json_output:
                 if stats_by_name is None and refs is None and not sys.stdout.isatty():
                     try:
                         with paused_gc():  # compact, as emit_json prints it when piped; the common case, made fast
-                            text = render.inspect_json(info, shown)
+                            text = render.inspect_json(info, shown, extra=extra)
                         text.encode("utf-8")
                     except (ValueError, UnicodeEncodeError):  # NaN in a config, a path that is not UTF-8: emit_json
-                        emit_json(render.inspect_dict(info, shown))  # writes those as it documents
+                        emit_json(render.inspect_dict(info, shown, extra=extra))  # writes those as it documents
                         return
-                    sys.stdout.write(text + "\n")
+                    emit(text, raw=True)
                     return
                 with paused_gc():
-                    data = render.inspect_dict(info, shown, stats_by_name, refs)
+                    data = render.inspect_dict(info, shown, stats_by_name, refs, extra=extra)
                 emit_json(data)
                 return
-            typer.echo(render.inspect_header(info, len(shown)))
-            if info.architecture is not None:
-                typer.echo("")
-                typer.echo(render.architecture_text(info.architecture))
-            typer.echo("")
+            emit(render.inspect_header(info, len(shown)))
+            emit("")
+            emit(render.summary_text(counted, len(shown) if filter_ else None))
+            if info.architecture is not None and config:
+                layers = _matching_layers(info, match, shown) if filter_ else None
+                emit("")
+                emit(render.architecture_text(info.architecture, layers))
+            emit("")
             with paused_gc():
-                table = render.tensors_table(shown, stats_by_name, refs) if shown else "(no tensors match)"
-            typer.echo(table)
+                if not shown:
+                    table = "(no tensors match)"
+                elif grouped is not None:
+                    table = render.groups_table(grouped)
+                else:
+                    table = render.tensors_table(shown, stats_by_name, refs)
+            emit(table)
+
+
+def _matching_layers(info: Any, match: Callable[[str], bool], shown: Sequence[Any]) -> list[str]:
+    """The layers --filter selects: those whose name it matches; in a legacy .h5, whose tensors are named by
+    layer (dense/dense/kernel:0), also those holding a tensor it matches. (Keras 3 names its weights by layer
+    class and position, layers/dense_1/vars/0, which need not be the layer's name.)"""
+    from ckptcheck.model import KERAS_H5
+
+    tops = {t.name.split("/", 1)[0] for t in shown} if info.format == KERAS_H5 else set()
+    return [layer.name for layer in info.architecture.layers if match(layer.name) or layer.name in tops]
 
 
 # --- verify / manifest / diff -----------------------------------------------------------------------------------
@@ -265,6 +353,27 @@ def _advance(ticker: Iterator[object]) -> None:
 
 AtolOption = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance for float values.")]
 RtolOption = Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (of B's magnitude).")]
+VerifyAtolOption = Annotated[float, typer.Option(
+    "--atol", min=0.0, help="With --against: absolute tolerance for float values, compared through the manifest's "
+                            "statistics (min, max, mean, std).")]
+VerifyRtolOption = Annotated[float, typer.Option(
+    "--rtol", min=0.0, help="With --against: relative tolerance, of the manifest's value (each statistic within "
+                            "atol + rtol * |manifest's|).")]
+
+
+def byte_columns(label: str) -> tuple[Any, ...]:
+    """The transfer bar's columns, counting KiB/MiB/GiB as the results do (rich counts kB/MB by default)."""
+    from rich.progress import BarColumn, DownloadColumn, ProgressColumn, Task, TextColumn
+    from rich.text import Text
+
+    from ckptcheck.render import human_bytes
+
+    class BinarySpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_bytes(int(speed))}/s", style="progress.data.speed")
+
+    return (TextColumn(label), BarColumn(), DownloadColumn(binary_units=True), BinarySpeedColumn())
 
 
 @contextlib.contextmanager
@@ -274,10 +383,9 @@ def byte_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], No
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import Progress
 
-    columns = (TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*byte_columns(label), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None)
 
         def advance(done: int, total: int) -> None:
@@ -292,8 +400,8 @@ def verify(
     against: Annotated[str | None, typer.Option("--against", metavar="MANIFEST",
                                                 help="Also compare with a manifest written by `ckptcheck "
                                                      "manifest`.")] = None,
-    atol: AtolOption = 0.0,
-    rtol: RtolOption = 0.0,
+    atol: VerifyAtolOption = 0.0,
+    rtol: VerifyRtolOption = 0.0,
     json_output: JsonOption = False,
 ) -> None:
     """Check integrity: every checksum, shard and dataset. Exit 0 clean, 1 damaged or different, 2 unreadable."""
@@ -306,7 +414,7 @@ def verify(
     if json_output:
         emit_json(render.verify_dict(report))
     else:
-        typer.echo(render.verify_text(report))
+        emit(render.verify_text(report))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 
@@ -316,9 +424,11 @@ def manifest(
     path: Annotated[str, typer.Argument(help="The checkpoint to describe.")],
     output: Annotated[str | None, typer.Option("-o", "--output", metavar="FILE",
                                                help="Write the manifest here instead of stdout.")] = None,
-    json_output: JsonOption = False,
+    # The manifest is JSON whatever is asked; --json stays accepted (hidden) so that scripts passing it still run.
+    _json_output: Annotated[bool, typer.Option("--json", hidden=True)] = False,
 ) -> None:
-    """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git."""
+    """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git.
+    The output is JSON (schema ckptcheck.manifest/1 in README.md)."""
     from ckptcheck import open_checkpoint
     from ckptcheck.manifest import build_manifest, dumps
 
@@ -328,15 +438,15 @@ def manifest(
             raise UsageError("refusing to write the manifest over one of the checkpoint's own files", path=output,
                              hint="write it beside the checkpoint, e.g. -o model.manifest.json")
         names = [t.name for t in reader.tensors()]
-        ticker = iter(progress_over(names, "manifest", show_progress(json_output or output is None)))
+        # A progress bar only while writing to a file (stdout is the manifest itself).
+        ticker = iter(progress_over(names, "manifest", show_progress(output is None)))
         text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))
         if output is None:
-            typer.echo(text, nl=False)
+            emit(text, nl=False)
             return
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
-        if not json_output:
-            typer.echo(f"wrote {output}: {len(names)} tensors", err=True)
+        typer.echo(f"wrote {output}: {len(names)} tensors", err=True)
 
 
 @app.command()
@@ -350,10 +460,16 @@ def diff(
                                                      "substring).")]
     = None,
     json_output: JsonOption = False,
+    sort: Annotated[str, typer.Option("--sort", click_type=click.Choice(["name", "change"]),
+                                      help="Order of the changed tensors: name (natural order: dense_2 before "
+                                           "dense_10) or change (largest difference first: dtype and shape "
+                                           "changes, then the largest absolute difference).")] = "name",
+    unchanged: Annotated[bool, typer.Option("--unchanged", help="List the unchanged tensors by name (their count "
+                                                                "is always shown).")] = False,
 ) -> None:
     """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different."""
     from ckptcheck import open_checkpoint, render
-    from ckptcheck.diff import diff_checkpoints
+    from ckptcheck.diff import diff_checkpoints, sort_changes
 
     warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
@@ -361,10 +477,11 @@ def diff(
         ticker = iter(progress_over(names, "diff", show_progress(json_output)))
         report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
                                   on_tensor=lambda _name: _advance(ticker))
+        report = sort_changes(report, sort)
         if json_output:
             emit_json(render.diff_dict(report))
         else:
-            typer.echo(render.diff_text(report))
+            emit(render.diff_text(report, unchanged=unchanged))
         if not report.same:
             raise typer.Exit(EXIT_PROBLEM)
 
@@ -447,7 +564,7 @@ def generate_command(
         if json_output:
             emit_json(render.generate_dict(report))
         else:
-            typer.echo(render.generate_text(report))
+            emit(render.generate_text(report))
 
 
 @app.command("roundtrip")
@@ -497,9 +614,9 @@ def roundtrip_command(
             data = [render.roundtrip_dict(r) for r in reports]
             emit_json(data if fmt == "all" else data[0])
         elif fmt == "all":
-            typer.echo(render.roundtrip_matrix(reports))
+            emit(render.roundtrip_matrix(reports))
         else:
-            typer.echo(render.roundtrip_text(reports[0]))
+            emit(render.roundtrip_text(reports[0]))
         if not all(r.ok for r in reports):
             raise typer.Exit(EXIT_PROBLEM)
 
@@ -528,7 +645,7 @@ def explain_command(
             if json_output:
                 emit_json(render.questions_dict(chosen))
             else:
-                typer.echo(render.questions_table(chosen))
+                emit(render.questions_table(chosen))
             return
         from ckptcheck.generate import import_tensorflow
 
@@ -538,7 +655,7 @@ def explain_command(
         if json_output:
             emit_json(render.explain_dict(answers))
         else:
-            typer.echo(render.explain_text(answers))
+            emit(render.explain_text(answers))
 
 
 # --- restore-check ---
@@ -589,16 +706,19 @@ def restore_check_command(
     if json_output:
         emit_json(render.restore_check_dict(report))
     else:
-        typer.echo(render.restore_check_text(report))
+        emit(render.restore_check_text(report))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--version"]:  # answered before Typer builds every command's parameters
-        print(f"ckptcheck {__version__}")
-        return
-    app()
+    try:
+        if sys.argv[1:] == ["--version"]:  # answered before Typer builds every command's parameters
+            emit(f"ckptcheck {__version__}", raw=True)
+            return
+        app()
+    except OutputClosed:
+        _stop_like_a_closed_pipe()
 
 
 if __name__ == "__main__":

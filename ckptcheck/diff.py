@@ -7,6 +7,8 @@ model against one rooted at ``Checkpoint(model=...)``).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
@@ -14,7 +16,8 @@ from collections.abc import Set as AbstractSet
 from ckptcheck.compare import Scratch, compare_tensors
 from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import KERAS, KERAS_WEIGHTS, DiffReport, TensorChange, TensorInfo
+from ckptcheck.model import KERAS, KERAS_WEIGHTS, CheckpointInfo, DiffReport, TensorChange, TensorInfo
+from ckptcheck.order import natural_sorted
 
 _ATTRIBUTE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _TF_OUTPUT_SUFFIX = re.compile(r":\d+$")
@@ -190,6 +193,48 @@ def diff_checkpoints(
     note = _unmatched_note(ia.format, ib.format, ta, tb, pairs, removed, added)
     return DiffReport(
         a=ia.path, b=ib.path, format_a=ia.format, format_b=ib.format,
-        added=tuple(added), removed=tuple(removed), changed=tuple(changed), unchanged=tuple(unchanged),
+        added=tuple(natural_sorted(added, _name)), removed=tuple(natural_sorted(removed, _name)),
+        changed=tuple(natural_sorted(changed, _name)), unchanged=tuple(natural_sorted(unchanged, str)),
         matching=how, atol=atol, rtol=rtol, note=note, bookkeeping=tuple(aside),
+        warnings=(*_archive_warnings(ia), *_archive_warnings(ib)),
     )
+
+
+def _archive_warnings(info: CheckpointInfo) -> list[str]:
+    """A .keras archive is read without its CRCs (a stored member is read where it lies): check them, so that a
+    damaged archive is said, not only its values compared."""
+    if info.format != KERAS:
+        return []
+    from ckptcheck.verify import archive_problems
+
+    return [f"{info.location}: {p.message} (values read from it may be damaged; run ckptcheck verify)"
+            for p in archive_problems(info.location)]
+
+
+def _name(item: TensorInfo | TensorChange) -> str:
+    return item.name
+
+
+CHANGE_ORDERS = ("name", "change")
+
+
+def _size_of_change(change: TensorChange) -> tuple[int, float, float]:
+    """Larger first when sorted ascending: dtype or shape changes (values not comparable), then the largest
+    absolute difference, then the largest share of elements that differ."""
+    v = change.values
+    if v is None:
+        return (0, 0.0, 0.0)
+    share = v.differing / v.count if v.count else 0.0
+    biggest = v.max_abs if not math.isnan(v.max_abs) else math.inf
+    return (1, -biggest, -share)
+
+
+def sort_changes(report: DiffReport, by: str = "name") -> DiffReport:
+    """The report with its changed tensors in natural name order (``name``, as diff_checkpoints returns them) or
+    largest difference first (``change``; equal differences in name order)."""
+    if by == "name":
+        return dataclasses.replace(report, changed=tuple(natural_sorted(report.changed, _name)))
+    if by == "change":
+        ordered = natural_sorted(report.changed, _name)
+        return dataclasses.replace(report, changed=tuple(sorted(ordered, key=_size_of_change)))
+    raise ValueError(f"unknown order {by!r}; one of {', '.join(CHANGE_ORDERS)}")

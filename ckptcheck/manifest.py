@@ -26,6 +26,9 @@ from ckptcheck.stats import stats_of_chunks
 MANIFEST_VERSION = 1
 # Past this a file is refused before it is parsed (JSON in memory takes many times its size).
 MAX_MANIFEST_BYTES = 64 << 20
+# Added beside manifest_version (which stays, and still decides what load() reads): manifests written before
+# it have no schema field and load as before.
+MANIFEST_SCHEMA = "ckptcheck.manifest/1"
 _STAT_KEYS = ("min", "max", "mean", "std")
 
 
@@ -78,6 +81,7 @@ def manifest_entry(reader: CheckpointReader, t: TensorInfo) -> dict[str, Any]:
 
 def assemble(format_name: str, tensors: dict[str, Any]) -> dict[str, Any]:
     return {
+        "schema": MANIFEST_SCHEMA,
         "manifest_version": MANIFEST_VERSION,
         "format": format_name,
         "tensor_count": len(tensors),
@@ -113,6 +117,13 @@ def load(path: str) -> dict[str, Any]:
                          hint="write one with `ckptcheck manifest CKPT -o FILE`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptCheckpointError(f"not a readable manifest: {exc}", path=path) from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema is not None and schema != MANIFEST_SCHEMA:
+        hint = "write one with `ckptcheck manifest CKPT -o FILE`"
+        if isinstance(schema, str) and schema.startswith("ckptcheck.") and not schema.startswith("ckptcheck.manifest/"):
+            raise UsageError(f"this is {schema} output, not a manifest", path=path, hint=hint)
+        raise UsageError(f"schema {schema!r} is not one this ckptcheck reads ({MANIFEST_SCHEMA})", path=path,
+                         hint=hint)
     if not isinstance(data, dict) or not isinstance(data.get("tensors"), dict):
         raise CorruptCheckpointError("not a ckptcheck manifest (no `tensors` object)", path=path)
     for name, record in data["tensors"].items():
@@ -159,6 +170,24 @@ def _close(a: float | None, b: float | None, atol: float, rtol: float) -> bool:
     return abs(a - b) <= atol + rtol * abs(b)
 
 
+def distinct_texts(a: float, b: float) -> tuple[str, str]:
+    """Two numbers printed with the fewest significant digits (6 at least, 17 at most) that tell them apart:
+    ``0.5 -> 0.500123``, not 17 digits of each."""
+    for digits in range(6, 18):
+        ta, tb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if ta != tb or a == b:
+            return ta, tb
+    return ta, tb
+
+
+def _drift_text(key: str, expected: float | None, actual: float | None, atol: float, rtol: float) -> str:
+    if expected is None or actual is None:
+        return f"{key} {expected} -> {actual}"
+    want, have = distinct_texts(float(expected), float(actual))
+    allowed = atol + rtol * abs(float(expected))
+    return f"{key} {want} -> {have} (differs by {abs(float(actual) - float(expected)):.3g}, allowed {allowed:.3g})"
+
+
 def compare_manifests(
     actual: dict[str, Any], expected: dict[str, Any], atol: float = 0.0, rtol: float = 0.0
 ) -> list[ManifestDifference]:
@@ -188,7 +217,8 @@ def compare_manifests(
             continue
         hs, ws = h.get("stats", {}), w.get("stats", {})
         drift = [
-            f"{k} {ws.get(k)} -> {hs.get(k)}" for k in _STAT_KEYS if not _close(hs.get(k), ws.get(k), atol, rtol)
+            _drift_text(k, ws.get(k), hs.get(k), atol, rtol)
+            for k in _STAT_KEYS if not _close(hs.get(k), ws.get(k), atol, rtol)
         ] + [f"{k} {ws.get(k)} -> {hs.get(k)}" for k in ("nan", "inf", "count") if hs.get(k) != ws.get(k)]
         if drift:
             out.append(ManifestDifference(name, "values", "values changed beyond tolerance: " + ", ".join(drift)))

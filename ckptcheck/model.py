@@ -212,6 +212,7 @@ class DiffReport:
     # Format bookkeeping (the object graph; a save counter only one side has): set aside, not compared, and no
     # part of the verdict.
     bookkeeping: tuple[TensorInfo, ...] = ()
+    warnings: tuple[str, ...] = ()  # damage seen on the way (a .keras member whose CRC fails), not a difference
 
     @property
     def same(self) -> bool:

@@ -52,29 +52,51 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     # disable_numparse: names and shapes stay as written, and tabulate skips its slow number sniffing.
     cells = [list(map(str, row)) for row in rows]
-    # The layout is tabulate's only for cells it would print as they are: one line, one column per character, no
-    # surrounding whitespace (tabulate strips it). Checked and laid out a column at a time, in loops that run in C
-    # (map, join): per cell, Python-level loops took 60 ms of a 20,000-row listing.
+    # Checked and laid out a column at a time, in loops that run in C (map, join): per cell, Python-level loops took
+    # 60 ms of a 20,000-row listing.
     columns = [list(col) for col in zip(*cells, strict=True)] if len(cells) > FAST_TABLE_ROWS else []
-    simple = len(columns) == len(headers) and all(_plain_column(col) for col in columns)
-    if not simple:
-        return str(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
+    if len(columns) == len(headers) and _plain_column(headers) and all(_plain_column(col) for col in columns):
+        fast = _fast_table(list(headers), columns)
+        if fast is not None:
+            return fast
+    return str(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
+
+
+def _fast_table(headers: list[str], columns: list[list[str]]) -> str | None:
+    """tabulate's layout of the header and each column's widest cell, followed by every row laid out the same way.
+
+    Column widths are read from tabulate's own rule line (a header wider than its cells gets tabulate's padding
+    of 2), and the widest row and the header are laid out here and compared with tabulate's lines for them:
+    anything tabulate does that this does not reproduce falls back to tabulate itself (None).
+    """
+    from tabulate import tabulate
+
     widest = [max(col, key=len) for col in columns]
-    layout = str(tabulate([widest], headers=list(headers), tablefmt="simple", disable_numparse=True)).split("\n")
-    widths = [max(len(w), len(h)) for w, h in zip(widest, headers, strict=True)]
+    layout = str(tabulate([widest], headers=headers, tablefmt="simple", disable_numparse=True)).split("\n")
+    if len(layout) != 3:
+        return None
+    rules = layout[1].split("  ")
+    if len(rules) != len(headers) or any(set(rule) != {"-"} for rule in rules):
+        return None
+    widths = [len(rule) for rule in rules]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+    if line(widest) != layout[2] or line(headers) != layout[0]:
+        return None
     padded = [list(map(str.ljust, col, repeat(w))) for col, w in zip(columns, widths, strict=True)]
-    body = list(map(str.rstrip, map("  ".join, zip(*padded, strict=True))))
-    return "\n".join(layout[:2] + body)
+    return "\n".join(layout[:2] + list(map(str.rstrip, map("  ".join, zip(*padded, strict=True)))))
 
 
 _EDGE_SPACE = re.compile(r"(?:^|\x00)\s|\s(?:\x00|$)")
 
 
 def _plain_column(col: Sequence[str]) -> bool:
-    """Every cell ASCII, one line, without surrounding whitespace (a cell holding NUL may be refused: it is then
-    only laid out by tabulate, the same)."""
+    """Every cell printable ASCII (so one line), without surrounding whitespace."""
     text = "\x00".join(col)
-    return text.isascii() and "\n" not in text and _EDGE_SPACE.search(text) is None
+    # Printable too: tabulate treats escape sequences as invisible, so their cells would be laid out differently.
+    return text.isascii() and all(map(str.isprintable, col)) and _EDGE_SPACE.search(text) is None
 
 
 def human_bytes(n: int) -> str:
@@ -107,22 +129,33 @@ def inspect_header(info: CheckpointInfo, shown: int) -> str:
     title = FORMAT_TITLES.get(info.format, info.format)
     if info.format == KERAS_WEIGHTS and info.shards:
         title = "Keras 3 sharded weights (.weights.json and its .weights.h5 shards)"
-    lines = [
-        f"format:   {info.format} — {title}",
-        f"location: {info.location}",
-    ]
     files = list(info.files)
     if len(files) > 4:
         files = [*files[:3], f"... {len(files) - 3} more"]
-    lines.append("files:    " + ("\n          ".join(files)))
+    pairs: list[tuple[str, Sequence[str]]] = [
+        ("format", [f"{info.format} — {title}"]),
+        ("location", [info.location]),
+        ("files", files),
+    ]
     if info.shards is not None:
-        lines.append(f"shards:   {info.shards}")
+        pairs.append(("shards", [str(info.shards)]))
     count = f"{len(info.tensors)}" + (f" ({shown} shown)" if shown != len(info.tensors) else "")
-    lines.append(f"tensors:  {count}, {human_bytes(info.total_bytes)} ({info.total_bytes} bytes)")
+    pairs.append(("tensors", [f"{count}, {human_bytes(info.total_bytes)} ({info.total_bytes} bytes)"]))
     if info.writer:
-        lines.append(f"writer:   {info.writer}")
-    for key, value in sorted(info.metadata.items()):
-        lines.append(f"{key + ':':<10}{value}" if len(key) < 9 else f"{key}: {value}")
+        pairs.append(("writer", [info.writer]))
+    pairs += [(key, [value]) for key, value in sorted(info.metadata.items())]
+    return aligned_fields(pairs)
+
+
+def aligned_fields(pairs: Sequence[tuple[str, Sequence[str]]], min_width: int = 10) -> str:
+    """``key: value`` lines with every value starting in one column (at least ``min_width``, wider when a key is
+    longer); a field of several values continues on lines indented to that column."""
+    width = max([min_width, *(len(key) + 2 for key, _ in pairs)])
+    lines = []
+    for key, values in pairs:
+        values = list(values) or [""]
+        lines.append(f"{key + ':':<{width}}{values[0]}".rstrip())
+        lines += [" " * width + v for v in values[1:]]
     return "\n".join(lines)
 
 
@@ -184,15 +217,35 @@ def tensors_table(
     return table(headers, rows)
 
 
-def architecture_text(arch: Architecture) -> str:
+ARCHITECTURE_WIDTH = 120  # a config cell is cut to keep the architecture table within this many columns
+_CONFIG_MIN = 40
+
+
+def architecture_text(arch: Architecture, layers: Sequence[str] | None = None) -> str:
+    """The layers a config records, one line each: a long config is cut (``...``) to keep the table narrow (JSON
+    holds it whole). ``layers``: show only these (``--filter``); safety warnings are always shown in full."""
     title = f"architecture (from {arch.source}): {arch.model_class}"
     if arch.model_name:
         title += f" '{arch.model_name}'"
+    chosen = [lay for lay in arch.layers if layers is None or lay.name in set(layers)]
+    if layers is not None:
+        title += f" ({len(chosen)} of {len(arch.layers)} layers shown)"
+    name_width = max((len(lay.name) for lay in chosen), default=0)
+    class_width = max((len(lay.class_name) for lay in chosen), default=0)
+    # tabulate gives a header 2 characters beyond its own width: "layer" and "class" take 7 columns at least.
+    room = max(_CONFIG_MIN, ARCHITECTURE_WIDTH - max(name_width, 7) - max(class_width, 7) - 4)
     rows = []
-    for layer in arch.layers:
+    cut = False
+    for layer in chosen:
         details = ", ".join(f"{k}={v}" for k, v in layer.details.items())
+        if len(details) > room:
+            details = details[: room - 4].rstrip(" ,") + " ..."
+            cut = True
         rows.append([layer.name, layer.class_name, details])
-    parts = [title, table(["layer", "class", "config"], rows) if rows else "(no layers recorded)"]
+    empty = "(no layers recorded)" if not arch.layers else "(no layer matches)"
+    parts = [title, table(["layer", "class", "config"], rows) if rows else empty]
+    if cut:
+        parts.append("(long configs cut at ...: inspect --json holds them whole)")
     if arch.findings:
         parts.append("WARNING: loading this model would run code or import modules outside Keras:")
         parts += [f"  - {f.location}: {f.message}" for f in arch.findings]
@@ -239,7 +292,10 @@ def inspect_dict(
     tensors: Sequence[TensorInfo],
     stats: dict[str, TensorStats] | None = None,
     objects: dict[str, ObjectRef] | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``extra``: added keys (``summary``, ``groups``), placed before ``tensors``, which stays last."""
     rows = []
     for t in tensors:
         row: dict[str, Any] = {
@@ -275,11 +331,12 @@ def inspect_dict(
         "tensor_count": len(info.tensors),
         "total_bytes": info.total_bytes,
         "architecture": architecture_dict(info.architecture) if info.architecture else None,
+        **(extra or {}),
         "tensors": rows,
     }
 
 
-def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
+def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo], *, extra: dict[str, Any] | None = None) -> str:
     """``json.dumps(inspect_dict(info, tensors), ensure_ascii=False)``, the same text, written row by row.
 
     A listing of 20,000 tensors spent 40 ms building dicts for the encoder and encoding them, 15 ms this way:
@@ -289,7 +346,7 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
     from json import dumps
     from json.encoder import encode_basestring
 
-    head = dumps(inspect_dict(info, ()), ensure_ascii=False, allow_nan=False)
+    head = dumps(inspect_dict(info, (), extra=extra), ensure_ascii=False, allow_nan=False)
     empty = '"tensors": []}'
     if not head.endswith(empty):  # "tensors" is inspect_dict's last key
         raise AssertionError("inspect_dict no longer ends with its tensors")
@@ -312,16 +369,55 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo]) -> str:
     return head[: -len(empty)] + '"tensors": [' + ", ".join(rows) + "]}"
 
 
+# --- parameter summary and grouped view ---------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from ckptcheck.summary import Count, Group, Summary
+
+
+def _count_dict(c: Count) -> dict[str, int]:
+    return {"tensors": c.tensors, "elements": c.elements, "bytes": c.nbytes}
+
+
+def summary_dict(s: Summary) -> dict[str, Any]:
+    """``{"weights": COUNT, "optimizer": COUNT, "other": COUNT, "total": COUNT}``, COUNT ``{"tensors", "elements",
+    "bytes"}``."""
+    return {**{kind: _count_dict(c) for kind, c in s.kinds.items()}, "total": _count_dict(s.total)}
+
+
+def summary_text(s: Summary, shown: int | None = None) -> str:
+    """Parameters by kind, as Keras's model.summary() counts them (elements), with tensors and bytes."""
+    from ckptcheck.summary import KIND_TITLES
+
+    rows = [[KIND_TITLES.get(kind, kind), f"{c.elements:,}", f"{c.tensors:,}", human_bytes(c.nbytes)]
+            for kind, c in s.kinds.items()]
+    rows.append(["total", f"{s.total.elements:,}", f"{s.total.tensors:,}", human_bytes(s.total.nbytes)])
+    title = "parameters" if shown is None else f"parameters (of the {shown:,} tensors shown)"
+    return table([title, "elements", "tensors", "size"], rows)
+
+
+def groups_table(rows: Sequence[Group]) -> str:
+    from ckptcheck.summary import KIND_TITLES
+
+    return table(["layer or object", "kind", "tensors", "elements", "size"],
+                 [[g.name, KIND_TITLES.get(g.kind, g.kind), f"{g.count.tensors:,}", f"{g.count.elements:,}",
+                   human_bytes(g.count.nbytes)] for g in rows])
+
+
+def groups_dicts(rows: Sequence[Group]) -> list[dict[str, Any]]:
+    return [{"group": g.name, "kind": g.kind, **_count_dict(g.count)} for g in rows]
+
+
 # --- checkpoints named by a state file --------------------------------------------------------------------------
 
 
 def state_table(entries: Sequence[CheckpointEntry]) -> str:
     rows = [
         [str(e.step) if e.step is not None else "", e.prefix, "yes" if e.exists else "MISSING",
-         "latest" if e.latest else ""]
+         "yes" if e.latest else ""]
         for e in entries
     ]
-    return table(["step", "checkpoint", "present", ""], rows)
+    return table(["step", "checkpoint", "present", "latest"], rows)
 
 
 def state_dict(directory: str, entries: Sequence[CheckpointEntry]) -> dict[str, Any]:
@@ -342,8 +438,10 @@ DIFF_SCHEMA = "ckptcheck.diff/1"
 
 def verify_text(report: VerifyReport) -> str:
     status = "OK" if report.ok else "DAMAGED" if report.problems else "DIFFERENT FROM MANIFEST"
+    # HDF5 holds no checksum of the values: without a manifest to compare with, they were read, not checked.
+    verb = "read" if report.format in (KERAS_WEIGHTS, "keras-h5") and report.against is None else "checked"
     lines = [f"{status}: {report.path} ({report.format}): {report.tensors_checked} tensors, "
-             f"{human_bytes(report.bytes_checked)} checked"]
+             f"{human_bytes(report.bytes_checked)} {verb}"]
     if report.problems:
         lines.append(f"{len(report.problems)} problem(s):")
         lines += [f"  - {p}" for p in report.problems]
@@ -390,7 +488,23 @@ def _change_text(c: TensorChange) -> str:
     return "; ".join(parts)
 
 
-def diff_text(report: DiffReport) -> str:
+def diff_text(report: DiffReport, unchanged: bool = False) -> str:
+    """The verdict, then tables of changed, removed and added tensors; then the unchanged ones: their count, or
+    (``unchanged``) their names."""
+    warnings = [f"WARNING: {w}" for w in report.warnings]
+    return "\n".join([*warnings, _diff_body(report), *_unchanged_lines(report, unchanged)])
+
+
+def _unchanged_lines(report: DiffReport, listed: bool) -> list[str]:
+    if not report.unchanged:
+        return []
+    if listed:
+        return ["", table([f"unchanged ({len(report.unchanged)}, equal in A and B)"],
+                          [[name] for name in report.unchanged])]
+    return ["", f"unchanged: {len(report.unchanged)} tensors, equal in A and B (--unchanged lists them)"]
+
+
+def _diff_body(report: DiffReport) -> str:
     verdict = "same" if report.same else "different"
     tol = f" (atol={report.atol:g}, rtol={report.rtol:g})" if report.atol or report.rtol else " (exact)"
     lines = [f"{verdict}{tol}: {len(report.unchanged)} unchanged, {len(report.changed)} changed, "
@@ -439,6 +553,7 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
         "rtol": report.rtol,
         "matching": report.matching,
         "note": report.note,
+        "warnings": list(report.warnings),
         "unchanged": list(report.unchanged),
         "removed": [brief(t) for t in report.removed],
         "added": [brief(t) for t in report.added],

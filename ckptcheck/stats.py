@@ -26,7 +26,6 @@ class _Accumulator:
         self.nan = 0
         self.inf = 0
         self.first: float | None = None
-        self.first_text = ""
         self.constant = True
 
     def add(self, values: np.ndarray) -> None:
@@ -74,8 +73,6 @@ class _Accumulator:
         if self.first is None:
             scalar = values.flat[0]
             self.first = scalar.item()
-            # The shortest text that reads back as the stored value: 0.01 for a float32, not 0.009999999776...
-            self.first_text = str(scalar)
         first = self.first
         if isinstance(first, float) and math.isnan(first):
             self.constant = all_nan
@@ -150,10 +147,12 @@ class _Symmetry:
             self.rows = bool((block[:1] == self.first_row).all()) and bool((block == self.first_row).all())
 
 
-def _as_number(value: float, text: str = "") -> str:
-    if float(value).is_integer() and abs(value) < 1e16:
-        return repr(int(value))
-    return text or repr(float(value))
+def _as_number(value: float) -> str:
+    """A value as the statistics columns print it (render.number): an integer in full, else 6 significant
+    digits, so that a note reads ``constant 0.47013`` beside a min of ``0.47013``."""
+    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
 
 
 def stats_of_chunks(
@@ -189,7 +188,7 @@ def stats_of_chunks(
         elif first == 0:
             note = "all zeros"
         else:
-            note = f"constant {_as_number(first, acc.first_text)}" + (" (|x|)" if kind == "complex" else "")
+            note = f"constant {_as_number(first)}" + (" (|x|)" if kind == "complex" else "")
     elif kind == "complex":
         note = "statistics of |x|"
     if acc.finite == 0:

@@ -21,7 +21,7 @@ from typing import Any
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularFileError, UnsupportedFormatError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import V1, resolve
-from ckptcheck.model import KERAS, TF1, Problem, VerifyReport
+from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, Problem, VerifyReport
 
 # Problems are reported in the order found, each once: tuple(dict.fromkeys(problems)).
 ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
@@ -254,7 +254,24 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
     with reader:
         info = reader.info()
         checked, nbytes = _check_tensors(reader, problems, progress, fingerprints)
-    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)))
+    notes = (HDF5_NOTE,) if info.format in (KERAS_WEIGHTS, KERAS_H5) else ()
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)),
+                        notes=notes)
+
+
+HDF5_NOTE = ("HDF5 stores no checksum of the values (Keras writes its datasets without HDF5's Fletcher-32 "
+             "filter): the file's structure was checked and every dataset read to its end, but a changed value "
+             "goes unseen; compare the values with a manifest: verify --against MANIFEST")
+HDF5_AGAINST_NOTE = ("HDF5 stores no checksum of the values: the file's structure was checked, every dataset read "
+                     "to its end, and the values compared with the manifest's digests")
+
+
+def archive_problems(archive: str) -> list[Problem]:
+    """Every damaged member of a ``.keras`` archive (its CRC-32 fails, or it does not read), as verify finds
+    them; for commands that read values from the archive without checking its CRCs (diff)."""
+    problems: list[Problem] = []
+    _verify_zip_members(archive, problems)
+    return problems
 
 
 def verify(
@@ -284,9 +301,10 @@ def verify(
     want = {k: v for k, v in expected["tensors"].items() if k not in damaged}
     actual = manifest_mod.assemble(report.format, fingerprints)
     differences = manifest_mod.compare_manifests(actual, {**expected, "tensors": want}, atol, rtol)
+    notes = tuple(HDF5_AGAINST_NOTE if n == HDF5_NOTE else n for n in report.notes)
     return VerifyReport(
         report.path, report.format, report.files, report.tensors_checked, report.bytes_checked, report.problems,
         against=against,
         differences=tuple(Problem(d.kind, d.message, tensor=d.tensor) for d in differences),
-        notes=report.notes,
+        notes=notes,
     )

@@ -62,7 +62,8 @@ def test_every_command_has_help_and_documentation() -> None:
     for name in commands:
         result = run(name, "--help")
         assert result.exit_code == 0, name
-        assert "--json" in result.stdout, f"{name} has no --json"
+        if name != "manifest":  # its output is JSON (with a schema field) whatever is asked
+            assert "--json" in result.stdout, f"{name} has no --json"
         assert f"### `ckptcheck {name}" in readme, f"{name} is not documented in README.md"
 
 

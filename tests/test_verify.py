@@ -158,17 +158,75 @@ def test_dangling_state_file_and_missing_path(manager_dir: Path, tmp_path: Path)
     assert result.exit_code == 2 and "no such file or directory" in result.stderr
 
 
-def test_truncated_hdf5(keras_files: dict[str, Path], tmp_path: Path) -> None:
-    for key in ("keras-weights", "keras-h5"):
-        copy = tmp_path / keras_files[key].name
-        data = keras_files[key].read_bytes()
-        copy.write_bytes(data[: len(data) // 2])
-        before = snapshot(copy)
-        result = runner.invoke(app, ["verify", str(copy)])
-        assert result.exit_code in (1, 2), result.output
-        assert copy.name in result.output and "Traceback" not in result.output
-        assert runner.invoke(app, ["inspect", str(copy)]).exit_code == 2
-        assert snapshot(copy) == before
+@pytest.mark.parametrize("key", ["keras-weights", "keras-h5"])
+@pytest.mark.parametrize("keep", [8, 0.25, 0.5, -1])
+def test_truncated_hdf5(keras_files: dict[str, Path], tmp_path: Path, key: str, keep: float) -> None:
+    """A truncated file that is still recognisably HDF5 (its 8-byte signature is there) is damage: verify exits 1
+    and names it; inspect cannot read it (2)."""
+    copy = tmp_path / keras_files[key].name
+    data = keras_files[key].read_bytes()
+    cut = int(keep) if keep >= 1 else len(data) + int(keep) if keep < 0 else int(len(data) * keep)
+    copy.write_bytes(data[:cut])
+    before = snapshot(copy)
+    code, report = verify_json(copy)
+    assert code == 1, report
+    assert [p["file"] for p in report["problems"]] == [str(copy)]
+    assert report["problems"][0]["kind"] == ("structure" if cut == 8 else "truncated"), report["problems"]
+    result = runner.invoke(app, ["verify", str(copy)])
+    assert result.exit_code == 1 and result.stdout.startswith("DAMAGED:") and "Traceback" not in result.output
+    assert runner.invoke(app, ["inspect", str(copy)]).exit_code == 2
+    assert snapshot(copy) == before
+
+
+def _flip_value_byte(path: Path, dataset: str) -> None:
+    """Flip a bit of a dataset's stored values, where HDF5 keeps them (no checksum covers them)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset()
+    assert offset is not None
+    flip(path, offset + 1)
+
+
+def test_hdf5_verify_says_what_it_checked(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    """HDF5 has no checksums: a flipped value byte passes verify, which says so and how to check the values;
+    verify --against a manifest made before the flip finds it."""
+    copy = tmp_path / "model.weights.h5"
+    shutil.copy(keras_files["keras-weights"], copy)
+    manifest = tmp_path / "before.manifest.json"
+    assert runner.invoke(app, ["manifest", str(copy), "-o", str(manifest)]).exit_code == 0
+    _flip_value_byte(copy, "layers/dense/vars/0")
+    code, report = verify_json(copy)
+    assert code == 0 and report["problems"] == []
+    assert len(report["notes"]) == 1 and "no checksum" in report["notes"][0] and "--against" in report["notes"][0]
+    text = runner.invoke(app, ["verify", str(copy)]).stdout
+    assert text.splitlines()[0].endswith(" read") and "note: HDF5 stores no checksum" in text
+    result = runner.invoke(app, ["verify", str(copy), "--against", str(manifest)])
+    assert result.exit_code == 1 and "layers/dense/vars/0" in result.stdout and "digest differs" in result.stdout
+    # A .keras archive's members carry CRCs: no such note there.
+    code, report = verify_json(keras_files["keras"])
+    assert code == 0 and report["notes"] == []
+
+
+def test_diff_warns_of_a_damaged_keras_archive(keras_files: dict[str, Path], tmp_path: Path) -> None:
+    """diff reads a .keras archive's weights where they lie, without the member's CRC: it checks the CRCs and
+    warns, besides comparing the values."""
+    damaged = tmp_path / "flipped.keras"
+    shutil.copy(keras_files["keras"], damaged)
+    with zipfile.ZipFile(damaged) as zf:
+        info = zf.getinfo("model.weights.h5")
+    assert info.compress_type == zipfile.ZIP_STORED
+    header_len = 30 + len(info.filename.encode()) + len(info.extra)
+    flip(damaged, info.header_offset + header_len + info.file_size // 2)
+    result = runner.invoke(app, ["diff", str(keras_files["keras"]), str(damaged), "--json"])
+    data = json.loads(result.stdout)
+    assert len(data["warnings"]) == 1 and "model.weights.h5" in data["warnings"][0]
+    assert str(damaged) in data["warnings"][0]
+    text = runner.invoke(app, ["diff", str(keras_files["keras"]), str(damaged)]).stdout
+    assert text.startswith("WARNING: ") and "run ckptcheck verify" in text
+    clean = json.loads(runner.invoke(app, ["diff", str(keras_files["keras"]), str(keras_files["keras"]),
+                                           "--json"]).stdout)
+    assert clean["warnings"] == [] and clean["same"]
 
 
 def test_keras_archive_without_weights(keras_files: dict[str, Path], tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo
+from ckptcheck.order import natural_key
 
 if TYPE_CHECKING:
     import h5py
@@ -117,12 +118,9 @@ def _guard(what: str, *, path: str, tensor: str | None = None, hint: str | None 
         raise CorruptCheckpointError(f"{what}: {detail}", path=path, tensor=tensor, hint=hint) from None
 
 
-def _natural_key(name: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:
-    # vars/10 after vars/9, dense_10 after dense_2.
-    return tuple(
-        tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part) if t)
-        for part in name.split("/")
-    )
+def _natural_key(name: str) -> list[str | int]:
+    # vars/10 after vars/9, dense_10 after dense_2: the order every command uses (ckptcheck.order).
+    return natural_key(name)
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,82 @@
+"""One order for tensor names everywhere (inspect, diff, the Keras readers): natural order, path by path.
+
+Numbers compare as numbers (``dense_2`` before ``dense_10``, ``vars/9`` before ``vars/10``), a number before
+text at the same place, and ``/`` before anything else, so that a group's tensors stay together
+(``a/b`` before ``a-b``, as in an HDF5 walk).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from ckptcheck.model import TensorInfo
+
+T = TypeVar("T")
+
+_DIGITS = re.compile(r"([0-9]+)")
+_NUMBER_STARTS = re.compile(r"(?<![0-9])(?=[0-9])")
+_SLASH_LOWEST = str.maketrans({"/": "\x00"})
+_SEPARATOR = "\x1f"  # between names, for the quick keys
+# "/" lowest, then digits (below every printable character): with every number one width, comparing the UTF-8
+# bytes translated so compares numbers as numbers (and UTF-8 byte order is code point order).
+_QUICK = bytes.maketrans(b"/0123456789", bytes(range(11)))
+_MASK = bytes.maketrans(bytes(range(256)), b"!" * 11 + b"x" * 37 + b"0" * 10 + b"x" * 198)
+
+
+def natural_key(name: str) -> list[str | int]:
+    """Sort key: text and numbers alternate (text first, possibly empty), so positions always compare like with
+    like; "/" becomes the lowest character, and text followed by a number ends in "\\x01", so that the number
+    sorts after a "/" at the same place (``a/1`` before ``a1``) and before any other text (``a1`` before ``ab``).
+    """
+    parts: list[str | int] = list(_DIGITS.split(_NUMBER_STARTS.sub("\x01", name.translate(_SLASH_LOWEST))))
+    parts[1::2] = [int(p) for p in parts[1::2]]
+    return parts
+
+
+def _quick_keys(names: list[str]) -> list[bytes] | None:
+    """Keys that sort as natural_key does, when every number in the names has one width and no name holds a
+    character the keys give another meaning (``\\x00``-``\\x0a``, the separator): the names' UTF-8 bytes with "/"
+    and digits translated, every check and step a pass in C (20,000 names: ~10 ms, against ~100 ms for
+    natural_key's)."""
+    joined = _SEPARATOR.join(names)
+    if joined.count(_SEPARATOR) != max(len(names) - 1, 0):
+        return None
+    encoded = joined.encode("utf-8", "surrogatepass")
+    mask = b"x" + encoded.translate(_MASK) + b"x"  # "0" digit, "!" a character the keys use, "x" any other
+    if b"!" in mask:
+        return None
+    first = mask.find(b"0")
+    if first >= 0:
+        width = mask.find(b"x", first) - first
+        # Every run at most `width` long and, on average, exactly that long: every run is that long.
+        if b"0" * (width + 1) in mask or mask.count(b"0") != width * mask.count(b"x0"):
+            return None
+    return encoded.translate(_QUICK).split(_SEPARATOR.encode())
+
+
+def natural_sorted(items: Iterable[T], name: Callable[[T], str]) -> list[T]:
+    """``sorted(items, key=lambda x: natural_key(name(x)))``, fast for the common listing whose numbers all have
+    one width (``layer_00000`` ... ``layer_19999``)."""
+    items = list(items)
+    names = [name(x) for x in items]
+    keys: list[Any] | None = _quick_keys(names)
+    if keys is None:
+        keys = [natural_key(n) for n in names]
+    order = sorted(range(len(items)), key=keys.__getitem__)
+    return [items[i] for i in order]
+
+
+TENSOR_ORDERS = ("name", "size")
+
+
+def sort_tensors(tensors: Sequence[TensorInfo], by: str = "name") -> list[TensorInfo]:
+    """``name``: natural order; ``size``: largest first (then by name)."""
+    ordered = natural_sorted(tensors, operator.attrgetter("name"))
+    if by == "name":
+        return ordered
+    if by == "size":
+        return sorted(ordered, key=lambda t: -t.nbytes)  # stable: equal sizes stay in name order
+    raise ValueError(f"unknown order {by!r}; one of {', '.join(TENSOR_ORDERS)}")
