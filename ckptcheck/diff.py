@@ -191,13 +191,41 @@ def diff_checkpoints(
         else:
             unchanged.append(x.name)
     note = _unmatched_note(ia.format, ib.format, ta, tb, pairs, removed, added)
+    # Graphs are compared where every tensor paired by its key (the same layout, rooted alike): a checkpoint rooted
+    # at the model and one rooted at Checkpoint(model=...) reach the same variables by other paths, rightly.
+    alike = how == "names" and same_keys(ia.format, ib.format) and any(t.name == OBJECT_GRAPH_KEY for t in aside)
+    graph = _graph_differences(ra, rb, {x.name for x, _ in pairs}) if alike else ()
     return DiffReport(
         a=ia.path, b=ib.path, format_a=ia.format, format_b=ib.format,
         added=tuple(natural_sorted(added, _name)), removed=tuple(natural_sorted(removed, _name)),
         changed=tuple(natural_sorted(changed, _name)), unchanged=tuple(natural_sorted(unchanged, str)),
         matching=how, atol=atol, rtol=rtol, note=note, bookkeeping=tuple(aside),
-        warnings=(*_archive_warnings(ia), *_archive_warnings(ib)),
+        warnings=(*_archive_warnings(ia), *_archive_warnings(ib)), graph_differences=graph,
     )
+
+
+def _shown(value: object) -> str:
+    return ", ".join(value) if isinstance(value, tuple) else str(value)
+
+
+def _graph_differences(ra: CheckpointReader, rb: CheckpointReader, keys: set[str]) -> tuple[str, ...]:
+    """How two object graphs place the tensors both checkpoints store under one key differently: the object paths
+    reaching it, the variable a slot belongs to, the saved name. Reading a graph checks its checksum: a damaged one
+    is an error, not a silent "same"."""
+    refs_a, refs_b = ra.objects(), rb.objects()
+    if refs_a is None or refs_b is None:
+        return ()
+    by_key_b = {r.key: r for r in refs_b}
+    out = []
+    for a in refs_a:
+        b = by_key_b.get(a.key)
+        if b is None or a.key not in keys:
+            continue
+        for what, x, y in (("reached by", a.paths, b.paths), ("slot of", a.slot_of, b.slot_of),
+                           ("slot name", a.slot_name, b.slot_name), ("saved name", a.saved_name, b.saved_name)):
+            if x != y:
+                out.append(f"{a.key}: {what} {_shown(x)} in A, {_shown(y)} in B")
+    return tuple(natural_sorted(out, str))
 
 
 def _archive_warnings(info: CheckpointInfo) -> list[str]:

@@ -213,10 +213,14 @@ class DiffReport:
     # part of the verdict.
     bookkeeping: tuple[TensorInfo, ...] = ()
     warnings: tuple[str, ...] = ()  # damage seen on the way (a .keras member whose CRC fails), not a difference
+    # Where both checkpoints are object-based and keyed alike: how the object graphs place the tensors differently
+    # (a key reached by other object paths, a slot of another variable, another saved name). Part of the verdict:
+    # a restore binds values to objects through the graph.
+    graph_differences: tuple[str, ...] = ()
 
     @property
     def same(self) -> bool:
-        return not (self.added or self.removed or self.changed)
+        return not (self.added or self.removed or self.changed or self.graph_differences)
 
 
 @dataclass(frozen=True)

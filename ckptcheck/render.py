@@ -514,6 +514,11 @@ def _diff_body(report: DiffReport) -> str:
         lines.append(f"tensors matched by {report.matching}")
     if report.note:
         lines.append(f"note: {report.note}")
+    if report.graph_differences:
+        lines.append(f"the object graphs place {len(report.graph_differences)} tensor(s) differently:")
+        lines += [f"  - {d}" for d in report.graph_differences[:10]]
+        if len(report.graph_differences) > 10:
+            lines.append(f"  ... {len(report.graph_differences) - 10} more (--json lists them all)")
     if report.bookkeeping:
         shown = ", ".join(f"{t.name} {t.variable}" if t.variable and t.variable != t.name else t.name
                           for t in report.bookkeeping[:4])
@@ -554,6 +559,7 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
         "matching": report.matching,
         "note": report.note,
         "warnings": list(report.warnings),
+        "graph_differences": list(report.graph_differences),
         "unchanged": list(report.unchanged),
         "removed": [brief(t) for t in report.removed],
         "added": [brief(t) for t in report.added],

@@ -235,3 +235,53 @@ def test_compare_arrays_matches_the_reference(
 
 
 SCRATCH = Scratch()  # shared across examples, as a diff shares it across tensors: stale contents must not leak
+
+
+def _object_graph_children(prefix: str) -> list[list[tuple[int, str]]]:
+    """TensorFlow's own parse of the object graph: each node's (child node, edge name)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(prefix).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    return [[(c.node_id, c.local_name) for c in node.children] for node in graph.nodes]
+
+
+def test_diff_sees_object_graphs_that_place_values_differently(tmp_path: Path) -> None:
+    """Same keys, same values, but `c` is another name for `a` in A and for `b` in B: a restore binds the values
+    to other objects. diff used to say "same" (the graph was set aside); now it says where."""
+    import tensorflow as tf
+
+    a, b = tf.Variable([1.0, 2.0]), tf.Variable([3.0, 4.0])
+    first = tf.train.Checkpoint(a=a, b=b, c=a).write(str(tmp_path / "A" / "ckpt"))
+    second = tf.train.Checkpoint(a=a, b=b, c=b).write(str(tmp_path / "B" / "ckpt"))
+    assert _object_graph_children(first) != _object_graph_children(second)  # the oracle: the graphs differ
+    result = runner.invoke(app, ["diff", first, second, "--json"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert not data["changed"] and not data["added"] and not data["removed"]
+    assert any(d.startswith("a/.ATTRIBUTES/VARIABLE_VALUE: reached by a, c in A, a in B")
+               for d in data["graph_differences"]), data["graph_differences"]
+    same = tf.train.Checkpoint(a=a, b=b, c=a).write(str(tmp_path / "A2" / "ckpt"))
+    assert runner.invoke(app, ["diff", first, same]).exit_code == 0
+
+
+def test_diff_of_a_damaged_object_graph_is_not_same(tmp_path: Path) -> None:
+    import shutil
+
+    import tensorflow as tf
+
+    from ckptcheck.formats.bundle import BundleReader
+
+    v = tf.Variable([1.0, 2.0])
+    first = tf.train.Checkpoint(v=v).write(str(tmp_path / "A" / "ckpt"))
+    shutil.copytree(tmp_path / "A", tmp_path / "B")
+    second = str(tmp_path / "B" / "ckpt")
+    with BundleReader(second) as reader:
+        entry = reader.entry("_CHECKPOINTABLE_OBJECT_GRAPH")
+        shard = reader.shard_path(entry.shard_id)
+    data = bytearray(Path(shard).read_bytes())
+    data[entry.offset + entry.size - 2] ^= 0x01
+    Path(shard).write_bytes(bytes(data))
+    result = runner.invoke(app, ["diff", first, second])
+    assert result.exit_code == 2 and "_CHECKPOINTABLE_OBJECT_GRAPH" in result.stderr

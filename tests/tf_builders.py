@@ -264,7 +264,9 @@ def keras_tf_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(1)])
+    # Named as in a fresh process: Keras numbers unnamed layers by a process-wide count, which other tests move.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="dense"),
+                              keras.layers.Dense(1, name="dense_1")], name="sequential")
     optimizer = keras.optimizers.Adam(0.01)
     x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
     y = np.ones((8, 1), dtype=np.float32)
