@@ -637,3 +637,37 @@ def test_sharded_weights_damage_and_hostile_maps(keras_files: dict[str, Path], t
     not_json.write_text("{")
     result = runner.invoke(app, ["inspect", str(not_json)])
     assert result.exit_code == 2 and "not valid JSON" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["soft", "external"])
+def test_links_in_a_keras3_weights_file_are_refused(tmp_path: Path, kind: str) -> None:
+    """Keras writes hard links only; a soft link (or one to another file, which would read that file) is refused
+    by name, found by HDF5's own walk of every link."""
+    import h5py
+
+    path = tmp_path / "links.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.zeros(2, "f4"))
+        f["layers/dense/vars/1"] = (h5py.SoftLink("/layers/dense/vars/0") if kind == "soft"
+                                    else h5py.ExternalLink(str(tmp_path / "other.h5"), "/x"))
+    with pytest.raises(UnsupportedFormatError, match="'layers/dense/vars/1' is a link; Keras files have none"):
+        ckptcheck.open_checkpoint(str(path))
+
+
+def test_group_linked_twice_and_deep_nesting(tmp_path: Path) -> None:
+    """A group hard-linked under two names (a cycle, in a crafted file) is walked once; nesting past 64 levels is
+    refused rather than walked."""
+    import h5py
+
+    cyclic = tmp_path / "cycle.weights.h5"
+    with h5py.File(cyclic, "w") as f:
+        group = f.create_group("layers/dense/vars")
+        group.create_dataset("0", data=np.arange(3, dtype="f4"))
+        group["loop"] = f["layers"]  # a hard link back up: layers/dense/vars/loop is layers
+    with ckptcheck.open_checkpoint(str(cyclic)) as reader:
+        assert [t.name for t in reader.tensors()] == ["layers/dense/vars/0"]
+    deep = tmp_path / "deep.weights.h5"
+    with h5py.File(deep, "w") as f:
+        f.create_dataset("layers/" + "/".join(["g"] * 70) + "/vars/0", data=np.zeros(1, "f4"))
+    with pytest.raises(CorruptCheckpointError, match="nest more than 64 levels"):
+        ckptcheck.open_checkpoint(str(deep))
