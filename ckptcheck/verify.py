@@ -203,12 +203,9 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
                 check_member_readable(member, path=archive)  # encrypted, or a method zipfile lacks: exit 2
-                try:
-                    with zf.open(member) as f:
-                        while f.read(_ZIP_READ):
-                            pass
-                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError) as exc:
-                    problems.append(Problem("checksum", f"archive member {member.filename} is damaged: {exc}",
+                damage = _read_to_end(zf, member)
+                if damage is not None:
+                    problems.append(Problem("checksum", f"archive member {member.filename} is damaged: {damage}",
                                             file=archive))
                     continue
                 if member.filename == NPZ_WEIGHTS_MEMBER:
@@ -217,17 +214,25 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
         problems.append(Problem("structure", f"not a readable zip archive: {exc}", file=archive))
 
 
+def _read_to_end(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str | None:
+    """Read a member to its end (zipfile checks its CRC there); what went wrong, or None."""
+    try:
+        with zf.open(member) as f:
+            while f.read(_ZIP_READ):
+                pass
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def _verify_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo, archive: str, problems: list[Problem]) -> None:
     where = member.filename
     try:
         with zf.open(member) as outer, zipfile.ZipFile(outer) as npz:
             for inner in npz.infolist():
-                try:
-                    with npz.open(inner) as f:
-                        while f.read(_ZIP_READ):
-                            pass
-                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
-                    problems.append(Problem("checksum", f"{where} member {inner.filename} is damaged: {exc}",
+                damage = _read_to_end(npz, inner)
+                if damage is not None:
+                    problems.append(Problem("checksum", f"{where} member {inner.filename} is damaged: {damage}",
                                             file=archive))
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
         problems.append(Problem("structure", f"{where} is not a readable zip: {exc}", file=archive))

@@ -202,11 +202,14 @@ def test_inspect_misuse_exits_2(demo_ckpt: str) -> None:
 
 
 def test_reading_commands_run_without_tensorflow(
-    tf1_model_dir: Path, demo_ckpt: str, savedmodel_dir: Path, keras_files: dict[str, Path]
+    tf1_model_dir: Path, demo_ckpt: str, savedmodel_dir: Path, keras_files: dict[str, Path],
+    tf1_v1_checkpoints: dict[str, Path],
 ) -> None:
     """Reading commands (inspect, verify, manifest, diff) never import TensorFlow or Keras: made to fail on
-    import, they all still work."""
+    import, they all still work (V1 checkpoints, single and sharded, included)."""
     paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)] + [str(p) for p in keras_files.values()]
+    paths += [str(tf1_v1_checkpoints["model_dir"]), str(tf1_v1_checkpoints["sharded"]),
+              str(tf1_v1_checkpoints["dtypes"] / "model.ckpt")]
     assert str(keras_files["keras-npz"]) in paths  # a .keras whose weights are model.weights.npz
     script = textwrap.dedent(
         f"""

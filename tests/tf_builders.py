@@ -8,6 +8,7 @@ where TensorFlow writes timestamps (the `checkpoint` state file).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,33 @@ def _tf() -> Any:
     return tf
 
 
+def _estimator_graph(tf: Any, *, devices: tuple[str, str] = ("", ""),
+                     extra: Callable[[], None] | None = None) -> tuple[Any, Any]:
+    """In the current graph: dense/kernel (constant 0.5), dense/bias (zeros), ``extra``'s variables beside them, a
+    [10, 4] `embedding` partitioned into 3 (on ``devices[1]``), and Adam minimizing a loss with a global step.
+    Returns (train op, global step)."""
+    v1 = tf.compat.v1
+    v1.set_random_seed(0)
+    features = tf.constant(np.arange(20, dtype=np.float32).reshape(5, 4) / 10.0)
+    labels = tf.constant(np.ones([5, 1], dtype=np.float32))
+    ids = tf.constant([0, 3, 7, 9, 2])
+    with tf.device(devices[0]):
+        with v1.variable_scope("dense"):
+            kernel = v1.get_variable("kernel", [4, 1], initializer=v1.constant_initializer(0.5))
+            bias = v1.get_variable("bias", [1], initializer=v1.zeros_initializer())
+        if extra is not None:
+            extra()
+    with tf.device(devices[1]):
+        embedding = v1.get_variable(
+            "embedding", [10, 4], initializer=v1.random_normal_initializer(seed=1),
+            partitioner=v1.fixed_size_partitioner(3),
+        )
+    looked_up = tf.nn.embedding_lookup(embedding, ids)
+    loss = tf.reduce_mean((tf.matmul(features + looked_up, kernel) + bias - labels) ** 2)
+    global_step = v1.train.get_or_create_global_step()
+    return v1.train.AdamOptimizer(0.01).minimize(loss, global_step=global_step), global_step
+
+
 @pytest.fixture(scope="session")
 def tf1_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An Estimator-style model_dir written by a graph-mode tf.compat.v1 Saver at steps 3 and 6.
@@ -57,21 +85,7 @@ def tf1_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir = tmp_path_factory.mktemp("tf1_model_dir")
     graph = tf.Graph()
     with graph.as_default():
-        v1.set_random_seed(0)
-        features = tf.constant(np.arange(20, dtype=np.float32).reshape(5, 4) / 10.0)
-        labels = tf.constant(np.ones([5, 1], dtype=np.float32))
-        ids = tf.constant([0, 3, 7, 9, 2])
-        with v1.variable_scope("dense"):
-            kernel = v1.get_variable("kernel", [4, 1], initializer=v1.constant_initializer(0.5))
-            bias = v1.get_variable("bias", [1], initializer=v1.zeros_initializer())
-        embedding = v1.get_variable(
-            "embedding", [10, 4], initializer=v1.random_normal_initializer(seed=1),
-            partitioner=v1.fixed_size_partitioner(3),
-        )
-        looked_up = tf.nn.embedding_lookup(embedding, ids)
-        loss = tf.reduce_mean((tf.matmul(features + looked_up, kernel) + bias - labels) ** 2)
-        global_step = v1.train.get_or_create_global_step()
-        train_op = v1.train.AdamOptimizer(0.01).minimize(loss, global_step=global_step)
+        train_op, global_step = _estimator_graph(tf)
         saver = v1.train.Saver()
         with v1.Session(graph=graph) as session:
             session.run(v1.global_variables_initializer())
@@ -338,29 +352,14 @@ def tf1_v1_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     dirs = {name: root / name for name in ("model_dir", "v2_model_dir", "sharded", "dtypes")}
     for d in dirs.values():
         d.mkdir()
+    def more() -> None:
+        v1.get_variable("vocab", initializer=tf.constant(V1_DTYPES["string"]), dtype=tf.string, trainable=False)
+        # 360 KB: more than a table block holds (256 KiB), so the files have several data blocks.
+        v1.get_variable("big", [300, 300], initializer=v1.random_uniform_initializer(seed=2), trainable=False)
+
     graph = tf.Graph()
     with graph.as_default():
-        v1.set_random_seed(0)
-        features = tf.constant(np.arange(20, dtype=np.float32).reshape(5, 4) / 10.0)
-        labels = tf.constant(np.ones([5, 1], dtype=np.float32))
-        ids = tf.constant([0, 3, 7, 9, 2])
-        with tf.device("/cpu:0"):
-            with v1.variable_scope("dense"):
-                kernel = v1.get_variable("kernel", [4, 1], initializer=v1.constant_initializer(0.5))
-                bias = v1.get_variable("bias", [1], initializer=v1.zeros_initializer())
-            v1.get_variable("vocab", initializer=tf.constant(V1_DTYPES["string"]), dtype=tf.string,
-                            trainable=False)
-            # 360 KB: more than a table block holds (256 KiB), so the files have several data blocks.
-            v1.get_variable("big", [300, 300], initializer=v1.random_uniform_initializer(seed=2), trainable=False)
-        with tf.device("/cpu:1"):
-            embedding = v1.get_variable(
-                "embedding", [10, 4], initializer=v1.random_normal_initializer(seed=1),
-                partitioner=v1.fixed_size_partitioner(3),
-            )
-        looked_up = tf.nn.embedding_lookup(embedding, ids)
-        loss = tf.reduce_mean((tf.matmul(features + looked_up, kernel) + bias - labels) ** 2)
-        global_step = v1.train.get_or_create_global_step()
-        train_op = v1.train.AdamOptimizer(0.01).minimize(loss, global_step=global_step)
+        train_op, global_step = _estimator_graph(tf, devices=("/cpu:0", "/cpu:1"), extra=more)
         v1_saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
         v2_saver = v1.train.Saver()
         sharded_saver = v1.train.Saver(write_version=v1.train.SaverDef.V1, sharded=True)
