@@ -7,11 +7,17 @@ The reading API never imports TensorFlow::
         for t in ckptcheck.list_tensors(ckpt):
             print(t.name, t.variable, t.dtype, t.shape)
         kernel = ckpt.read("dense/kernel")
+    report = ckptcheck.verify_checkpoint("model_dir")                # VerifyReport: .ok, .problems
+    changes = ckptcheck.diff_checkpoints("run/ckpt-1", "run/ckpt-9")  # DiffReport: .same, .changed, ...
+    golden = ckptcheck.checkpoint_manifest("model_dir")              # what `ckptcheck manifest` writes
+
+(Named apart from the submodules ckptcheck.verify, ckptcheck.diff and ckptcheck.manifest, whose import would
+otherwise replace them.)
+
+Everything is imported on first use, so `ckptcheck --version` pays for none of it.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ckptcheck.errors import (
     CheckpointNotFoundError,
@@ -21,9 +27,11 @@ from ckptcheck.errors import (
     UnsupportedFormatError,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
+    import numpy as np
+
     from ckptcheck.formats.interface import CheckpointReader
-    from ckptcheck.model import CheckpointInfo, TensorInfo
+    from ckptcheck.model import CheckpointInfo, DiffReport, TensorInfo, VerifyReport
 
 __version__ = "0.1.0"
 
@@ -31,17 +39,9 @@ _LAZY = {
     "CheckpointReader": "ckptcheck.formats.interface",
     "CheckpointInfo": "ckptcheck.model",
     "TensorInfo": "ckptcheck.model",
+    "VerifyReport": "ckptcheck.model",
+    "DiffReport": "ckptcheck.model",
 }
-
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use, so `ckptcheck --version` and `--help` do not pay for the data model.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ckptcheck' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "CheckpointInfo",
@@ -49,18 +49,38 @@ __all__ = [
     "CheckpointReader",
     "CkptcheckError",
     "CorruptCheckpointError",
+    "DiffReport",
     "TensorInfo",
     "TensorNotFoundError",
     "UnsupportedFormatError",
+    "VerifyReport",
     "__version__",
+    "checkpoint_manifest",
+    "diff_checkpoints",
     "list_tensors",
     "open_checkpoint",
     "read_tensor",
+    "verify_checkpoint",
 ]
 
 
-def open_checkpoint(path: str) -> CheckpointReader:
-    """Open any checkpoint ckptcheck reads; the format is detected from the path and the files' bytes."""
+def __getattr__(name: str) -> _typing.Any:
+    # The data model's classes, imported on first use.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ckptcheck' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def open_checkpoint(path: str) -> "CheckpointReader":
+    """Open any checkpoint ckptcheck reads; the format is detected from the path and the files' bytes. Use it as a
+    context manager (it holds files open)."""
     from ckptcheck.formats.resolve import resolve
 
     resolved = resolve(str(path))
@@ -77,8 +97,8 @@ def open_checkpoint(path: str) -> CheckpointReader:
     return open_keras(resolved.kind, resolved.location, path=str(path))
 
 
-def list_tensors(checkpoint: str | CheckpointReader) -> tuple[TensorInfo, ...]:
-    """Names, dtypes, shapes and sizes of every stored tensor (reads no values)."""
+def list_tensors(checkpoint: "str | CheckpointReader") -> "tuple[TensorInfo, ...]":
+    """Names, variables, dtypes, shapes and sizes of every stored tensor (reads no values)."""
     from ckptcheck.formats.interface import CheckpointReader
 
     if isinstance(checkpoint, CheckpointReader):
@@ -87,7 +107,7 @@ def list_tensors(checkpoint: str | CheckpointReader) -> tuple[TensorInfo, ...]:
         return reader.tensors()
 
 
-def read_tensor(checkpoint: str | CheckpointReader, name: str):  # type: ignore[no-untyped-def]
+def read_tensor(checkpoint: "str | CheckpointReader", name: str) -> "np.ndarray":
     """One tensor's values as a numpy array, checked against its stored checksum. ``name`` is the tensor's key or
     its variable (TensorInfo.variable: ``stem_bn/gamma`` in any format)."""
     from ckptcheck.formats.interface import CheckpointReader
@@ -96,3 +116,27 @@ def read_tensor(checkpoint: str | CheckpointReader, name: str):  # type: ignore[
         return checkpoint.read(name)
     with open_checkpoint(checkpoint) as reader:
         return reader.read(name)
+
+
+def verify_checkpoint(path: str, *, against: str | None = None, atol: float = 0.0, rtol: float = 0.0) -> "VerifyReport":
+    """Check everything the format can check (``ckptcheck verify``): ``.ok``, and every problem found. With
+    ``against``, also compare with a manifest file."""
+    from ckptcheck.verify import verify as run
+
+    return run(str(path), against=against, atol=atol, rtol=rtol)
+
+
+def diff_checkpoints(a: str, b: str, *, atol: float = 0.0, rtol: float = 0.0) -> "DiffReport":
+    """Tensors added, removed and changed from ``a`` to ``b`` (``ckptcheck diff``): ``.same``, ``.changed``, ..."""
+    from ckptcheck.diff import diff_checkpoints as run
+
+    with open_checkpoint(a) as ra, open_checkpoint(b) as rb:
+        return run(ra, rb, atol, rtol)
+
+
+def checkpoint_manifest(path: str) -> dict[str, _typing.Any]:
+    """The manifest ``ckptcheck manifest`` writes, as a dict (``ckptcheck.manifest.dumps`` gives its exact text)."""
+    from ckptcheck.manifest import build_manifest
+
+    with open_checkpoint(path) as reader:
+        return build_manifest(reader)
