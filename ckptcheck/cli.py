@@ -50,6 +50,18 @@ def _root(
 ) -> None:
     """See exactly what a machine-learning checkpoint does and does not record."""
     _escape_undecodable()
+    _fit_tables_to_terminal()
+
+
+def _fit_tables_to_terminal() -> None:
+    """Tables printed to a terminal are fitted to its width (long cells elided in the middle); piped output stays
+    whole for tools."""
+    if sys.stdout.isatty():
+        import shutil
+
+        from ckptcheck import render
+
+        render.fit_width = shutil.get_terminal_size().columns
 
 
 def _escape_undecodable() -> None:

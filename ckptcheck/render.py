@@ -47,11 +47,33 @@ FORMAT_TITLES = {
 FAST_TABLE_ROWS = 100
 
 
+# Set by the CLI when stdout is a terminal: tables are then fitted to its width (piped output stays whole).
+fit_width: int | None = None
+_MIN_COLUMN = 12  # a column is not elided below this many characters
+_MIN_NAME = 36  # nor the first, which names the row
+_ELLIPSIS = "..."
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    from tabulate import tabulate
 
     # disable_numparse: names and shapes stay as written, and tabulate skips its slow number sniffing.
     cells = [list(map(str, row)) for row in rows]
+    left_out: list[str] = []
+    if fit_width is not None:
+        headers, cells, left_out = _fit(list(headers), cells, fit_width)
+    text = _layout(headers, cells)
+    if left_out:
+        import textwrap
+
+        note = (f"({len(left_out)} column(s) left out to fit the terminal: {', '.join(left_out)}; pipe the output "
+                "or use --json for all)")
+        text += "\n" + textwrap.fill(note, width=max(fit_width or 0, 40))
+    return text
+
+
+def _layout(headers: Sequence[str], cells: list[list[str]]) -> str:
+    from tabulate import tabulate
+
     # Checked and laid out a column at a time, in loops that run in C (map, join): per cell, Python-level loops took
     # 60 ms of a 20,000-row listing.
     columns = [list(col) for col in zip(*cells, strict=True)] if len(cells) > FAST_TABLE_ROWS else []
@@ -60,6 +82,56 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         if fast is not None:
             return fast
     return str(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
+
+
+def _fit(headers: list[str], cells: list[list[str]], width: int) -> tuple[list[str], list[list[str]], list[str]]:
+    """Elide cells to fit ``width``; when even that is not enough, leave out columns from the right (the first
+    three, which name the tensor, always stay). Measured on tabulate's own layout (its padding included). Returns
+    the headers and cells to show and the headers left out."""
+    left_out: list[str] = []
+    budget = width
+    for _ in range(4 * len(headers) + 8):  # bounded: each round narrows the budget or drops a column
+        fitted = fit_cells(headers, cells, budget)
+        over = max((len(line) for line in _layout(headers, fitted).split("\n")), default=0) - width
+        if over <= 0:
+            return headers, fitted, left_out
+        if fit_cells(headers, cells, budget - over) != fitted:
+            budget -= over  # tabulate's padding took the rest: elide that much more
+            continue
+        if len(headers) <= 3:
+            break
+        left_out.insert(0, headers[-1])
+        headers, cells, budget = headers[:-1], [row[:-1] for row in cells], width
+    return headers, fit_cells(headers, cells, budget), left_out
+
+
+def fit_cells(headers: list[str], cells: list[list[str]], width: int) -> list[list[str]]:
+    """Cells elided (``head...tail``) in the widest columns, widest first and no column below _MIN_COLUMN, until the
+    table's lines fit in ``width``; unchanged when they already do (or cannot)."""
+    if not cells:
+        return cells
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    caps = list(widths)
+    # The first column names the row: it keeps more (columns to its right are left out first).
+    floors = [max(_MIN_NAME if i == 0 else _MIN_COLUMN, len(h)) for i, h in enumerate(headers)]
+    # One character at a time from whichever column is widest, so the wide columns end up alike.
+    while excess > 0:
+        widest = max(range(len(caps)), key=lambda i: caps[i] - floors[i])
+        if caps[widest] <= floors[widest]:
+            break
+        caps[widest] -= 1
+        excess -= 1
+    if caps == widths:
+        return cells
+
+    def elide(text: str, cap: int) -> str:
+        if len(text) <= cap:
+            return text
+        keep = cap - len(_ELLIPSIS)  # mostly the head: a key's distinctive part rarely comes last
+        return text[: keep - keep // 4] + _ELLIPSIS + text[len(text) - keep // 4 :]
+
+    return [[elide(c, cap) for c, cap in zip(row, caps, strict=True)] for row in cells]
 
 
 def _fast_table(headers: list[str], columns: list[list[str]]) -> str | None:

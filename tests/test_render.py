@@ -123,3 +123,54 @@ def test_string_elements_are_unambiguous() -> None:
     assert render.tensor_dict(info, values)["values"] == [["\\xea", {"base64": "6g=="}], ["café", ""]]
     scalar = render.tensor_dict(TensorInfo("s", "string", (), 1), np.array(b"\x80", dtype=object))
     assert scalar["values"] == {"base64": "gA=="}
+
+
+def test_tables_fit_a_terminal_width() -> None:
+    from ckptcheck.render import fit_cells
+
+    headers = ["name", "dtype", "note"]
+    cells = [[f"model/layer_{i}/very/long/object/path/.ATTRIBUTES/VARIABLE_VALUE", "float32", "constant " + "9" * 30]
+             for i in range(5)]
+    fitted = fit_cells(headers, cells, 60)
+    for row in fitted:
+        assert sum(map(len, row)) + 2 * (len(row) - 1) <= 60
+    assert fitted[3][0].startswith("model/layer_3/") and fitted[3][0].endswith("UE") and "..." in fitted[3][0]
+    assert fitted[0][1] == "float32"  # narrow columns are left alone
+    assert fit_cells(headers, cells, 500) == cells  # nothing to do
+
+
+def test_inspect_in_a_real_terminal_fits_its_width() -> None:
+    """Through a pseudo-terminal 80 columns wide, every line of a wide listing fits; piped, it stays whole."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    fixture = str(Path(__file__).resolve().parents[1] / "fixtures" / "tf2")
+    args = [sys.executable, "-m", "ckptcheck", "inspect", fixture, "--stats", "--objects"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COLUMNS")}
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+    proc = subprocess.Popen(args, stdout=secondary, stderr=subprocess.PIPE, env=env)
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=120)
+    os.close(primary)
+    # The header's lines name this checkout's paths, which may be long anywhere; the tables must fit.
+    lines = [line for line in out.decode().replace("\r", "").splitlines() if fixture not in line]
+    assert proc.returncode == 0 and lines
+    assert max(map(len, lines)) <= 80, max(lines, key=len)
+    piped = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert max(map(len, piped.stdout.splitlines())) > 80  # the same listing, whole
