@@ -111,12 +111,13 @@ class CheckpointInfo:
 
 @dataclass(frozen=True)
 class CheckpointEntry:
-    """One checkpoint named by a `checkpoint` state file."""
+    """One checkpoint named by a `checkpoint` state file, or on disk beside it without being named."""
 
     prefix: str
     step: int | None
     exists: bool
     latest: bool
+    named: bool = True  # False: on disk, but the state file no longer names it (a manager past max_to_keep...)
 
 
 @dataclass(frozen=True)

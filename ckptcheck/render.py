@@ -486,10 +486,10 @@ def groups_dicts(rows: Sequence[Group]) -> list[dict[str, Any]]:
 def state_table(entries: Sequence[CheckpointEntry]) -> str:
     rows = [
         [str(e.step) if e.step is not None else "", e.prefix, "yes" if e.exists else "MISSING",
-         "yes" if e.latest else ""]
+         "yes" if e.latest else "", "" if e.named else "not named"]
         for e in entries
     ]
-    return table(["step", "checkpoint", "present", "latest"], rows)
+    return table(["step", "checkpoint", "present", "latest", "state file"], rows)
 
 
 def state_dict(directory: str, entries: Sequence[CheckpointEntry]) -> dict[str, Any]:
@@ -497,7 +497,8 @@ def state_dict(directory: str, entries: Sequence[CheckpointEntry]) -> dict[str, 
         "schema": STATE_SCHEMA,
         "path": directory,
         "checkpoints": [
-            {"prefix": e.prefix, "step": e.step, "exists": e.exists, "latest": e.latest} for e in entries
+            {"prefix": e.prefix, "step": e.step, "exists": e.exists, "latest": e.latest, "named": e.named}
+            for e in entries
         ],
     }
 

@@ -658,3 +658,26 @@ def test_directory_holding_one_keras_file_stands_for_it(keras_files: dict[str, P
     with pytest.raises(CheckpointNotFoundError, match="2 Keras files here") as err:
         resolve(str(one))
     assert "model.keras" in str(err.value)
+
+
+def test_all_shows_checkpoints_on_disk_the_state_file_no_longer_names(manager_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint left beside the state file but not named in it (a restore point copied back, a manager that
+    lost track): `--all` lists it, marked, as TensorFlow's own state shows it is not named."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ckptcheck.cli import app
+
+    tf = _tf()
+    directory = tmp_path / "run"
+    shutil.copytree(manager_dir, directory)
+    for f in directory.glob("ckpt-2.*"):
+        shutil.copy(f, directory / f.name.replace("ckpt-2", "ckpt-1"))
+    named = [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(directory)).all_model_checkpoint_paths]
+    assert "ckpt-1" not in named  # the oracle: TensorFlow's state does not name it
+    entries = list_state(str(directory))
+    assert [(os.path.basename(e.prefix), e.named, e.exists) for e in entries] == [
+        ("ckpt-1", False, True), *((name, True, True) for name in named)]
+    data = json.loads(CliRunner().invoke(app, ["inspect", str(directory), "--all", "--json"]).stdout)
+    assert [c["named"] for c in data["checkpoints"]] == [False, True, True, True]

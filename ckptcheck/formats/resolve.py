@@ -144,10 +144,13 @@ def list_state(directory: str) -> list[CheckpointEntry]:
         raise CheckpointNotFoundError("no `checkpoint` state file in this directory", path=directory,
                                       hint="--all lists what a state file names; pass a directory that has one")
     state = read_state(state_path)
-    return [
-        CheckpointEntry(prefix=p, step=step_of(p), exists=checkpoint_exists(p), latest=p == state.latest)
-        for p in state.all
-    ]
+    named = [CheckpointEntry(prefix=p, step=step_of(p), exists=checkpoint_exists(p), latest=p == state.latest)
+             for p in state.all]
+    listed = {os.path.realpath(p) for p in state.all}
+    unnamed = [CheckpointEntry(prefix=p, step=step_of(p), exists=True, latest=False, named=False)
+               for p in _bundles_in(directory) + _v1_in(directory) if os.path.realpath(p) not in listed]
+    # Oldest first: by step where both have one, the unnamed ones by name among themselves.
+    return sorted(named + unnamed, key=lambda e: (e.step is None, e.step or 0, not e.named))
 
 
 def _sniff(path: str) -> bytes:
