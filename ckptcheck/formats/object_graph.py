@@ -22,6 +22,11 @@ MAX_PATH_DEPTH = 32  # alternative paths are looked for this deep; the first pat
 # this is not spelled out, and all paths together stop at a budget far above any real model's.
 MAX_PATH_CHARS = 4096
 PATH_CHARS_BUDGET = 1 << 26
+# Edges of the whole graph, and edge visits spent looking for other paths than the first: a real model's graph has
+# a few edges per variable; a dense crafted one (every node linked to every later one) would take minutes and
+# gigabytes.
+MAX_EDGES = 500_000
+MAX_PATH_VISITS = 2_000_000
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Node:
 
 def parse_graph(data: bytes) -> list[Node]:
     nodes = []
+    edges = 0
     for number, _wire, value in iter_fields(data):
         if number != 1:
             continue
@@ -60,6 +66,10 @@ def parse_graph(data: bytes) -> list[Node]:
                     elif n3 == 2:
                         local_name = as_bytes(v3, "local_name").decode("utf-8", "surrogateescape")
                 node.children.append((node_id, local_name))
+                edges += 1
+                if edges > MAX_EDGES:
+                    raise DecodeError(f"it has more than {MAX_EDGES:,} edges, where a model's graph has a few per "
+                                      "variable; ckptcheck reads no more")
             elif n2 == 2:
                 attr = Attribute("", "", "")
                 for n3, _w3, v3 in iter_fields(as_bytes(v2, "attributes")):
@@ -136,21 +146,26 @@ def node_paths(nodes: list[Node]) -> dict[int, list[str]]:
     # Other paths: walk the tree edges (once per node) and, from any node, edges off the tree (each distinct path
     # at most once, a few per node), so duplicate edges or dense diamonds cannot blow the walk up.
     queue: deque[tuple[int, str, frozenset[int], bool]] = deque([(0, "", frozenset([0]), True)])
-    while queue and budget > 0:
+    visits = MAX_PATH_VISITS
+    while queue and budget > 0 and visits > 0:
         node_id, path, seen, on_tree = queue.popleft()
         if len(seen) > MAX_PATH_DEPTH:
             continue
+        visits -= len(nodes[node_id].children)
         for index, (child, name) in enumerate(nodes[node_id].children):
             if not 0 <= child < len(nodes) or child in seen:
+                continue
+            child_on_tree = on_tree and tree_edge.get(child) == (node_id, index)
+            known = paths.get(child)
+            # (A node whose first path is too long to spell gets no others: the first must come first.) Whether a
+            # path is wanted is known before it is spelled out.
+            if not child_on_tree and (known is None or len(known) >= MAX_PATHS_PER_NODE):
                 continue
             child_path = _join(path, name)
             if len(child_path) > MAX_PATH_CHARS:
                 continue
-            child_on_tree = on_tree and tree_edge.get(child) == (node_id, index)
             if not child_on_tree:
-                known = paths.get(child)
-                # (A node whose first path is too long to spell gets no others: the first must come first.)
-                if known is None or child_path in known or len(known) >= MAX_PATHS_PER_NODE:
+                if known is None or child_path in known:
                     continue
                 known.append(child_path)
                 budget -= len(child_path)
