@@ -65,6 +65,8 @@ def natural_sorted(items: Iterable[T], name: Callable[[T], str]) -> list[T]:
     keys: list[Any] | None = _quick_keys(names)
     if keys is None:
         keys = [natural_key(n) for n in names]
+    elif all(map(operator.le, keys, keys[1:])):  # already in order (a bundle index of one-width numbers): a pass
+        return items
     order = sorted(range(len(items)), key=keys.__getitem__)
     return [items[i] for i in order]
 
