@@ -285,3 +285,17 @@ def test_diff_of_a_damaged_object_graph_is_not_same(tmp_path: Path) -> None:
     Path(shard).write_bytes(bytes(data))
     result = runner.invoke(app, ["diff", first, second])
     assert result.exit_code == 2 and "_CHECKPOINTABLE_OBJECT_GRAPH" in result.stderr
+
+
+def test_empty_tensors_of_every_kind_diff_as_same(tmp_path: Path) -> None:
+    """An empty complex64 variable (and empty float and string ones) diffed with itself: same, not a traceback."""
+    import numpy as np
+    import tensorflow as tf
+
+    prefix = tf.train.Checkpoint(
+        c=tf.Variable(np.zeros((0, 3), np.complex64)), f=tf.Variable(np.zeros((0,), np.float32)),
+        s=tf.Variable(tf.constant([], dtype=tf.string)),
+    ).write(str(tmp_path / "ckpt"))
+    assert {tuple(shape) for _name, shape in tf.train.list_variables(prefix)} >= {(0, 3), (0,)}
+    result = runner.invoke(app, ["diff", prefix, prefix])
+    assert result.exit_code == 0, result.output
