@@ -160,6 +160,11 @@ def diff_checkpoints(
 ) -> DiffReport:
     """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes."""
     ia, ib = ra.info(), rb.info()
+    from ckptcheck.formats.keras import KerasArchiveReader
+
+    for reader in (ra, rb):
+        if isinstance(reader, KerasArchiveReader):
+            reader.crc_checked_elsewhere()  # diff checks every member's CRC itself and warns (_archive_warnings)
 
     def wanted(t: TensorInfo) -> bool:
         return include(t.name) or (t.variable is not None and include(t.variable))

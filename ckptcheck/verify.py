@@ -256,6 +256,10 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
         if not (damaged and "CRC" in exc.message):  # a bad CRC is said already
             problems.append(problem_from(exc))
         return VerifyReport(path, kind, (location,), 0, 0, tuple(dict.fromkeys(problems)))
+    from ckptcheck.formats.keras import KerasArchiveReader
+
+    if isinstance(reader, KerasArchiveReader):
+        reader.crc_checked_elsewhere()  # every member's CRC was checked above
     with reader:
         info = reader.info()
         checked, nbytes = _check_tensors(reader, problems, progress, fingerprints)

@@ -522,3 +522,27 @@ def test_keys_that_differ_in_a_non_utf8_byte_stay_two_tensors(tmp_path: Path) ->
                              timeout=HANG_GUARD_SECONDS)
     text = listing.stdout.decode("utf-8")  # printable whatever the terminal: the raw byte shows as \\udcff
     assert "a\\xff" in text and "a\\udcff" in text
+
+
+def test_a_flipped_weight_byte_in_a_keras_archive_is_never_read_silently(tmp_path: Path) -> None:
+    """A stored .keras member is read where it lies, without zipfile's CRC check: manifest and --stats used to
+    digest the damaged values silently. Now any command reading values checks the member's CRC first (exit 2,
+    one line), verify reports it once, and diff warns (it checks every member) and compares."""
+    source = next((FIXTURES / "keras").glob("*.keras"))
+    damaged = tmp_path / "flipped.keras"
+    shutil.copy(source, damaged)
+    with zipfile.ZipFile(damaged) as zf:
+        info = zf.getinfo("model.weights.h5")
+    assert info.compress_type == zipfile.ZIP_STORED
+    data = bytearray(damaged.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size // 2] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    results = _cli_cases([["manifest", str(damaged)], ["inspect", str(damaged), "--stats"], ["verify", str(damaged)],
+                          ["diff", str(source), str(damaged)], ["inspect", str(damaged)]], tmp_path)
+    assert [code for code, _ in results][:3] == [2, 2, 1]
+    assert all("fails its CRC" in err and err.count("\n") == 1 for _, err in results[:2])
+    assert results[3][0] in (0, 1) and results[4][0] == 0  # diff compares (and warns); listing reads no values
+    from ckptcheck.verify import verify
+
+    report = verify(str(damaged))
+    assert [p.kind for p in report.problems] == ["checksum"]

@@ -881,6 +881,39 @@ class KerasArchiveReader(_H5Values):
         self._load(layout, WEIGHTS_MEMBER)
         self._name_variables(layout, archive.config)
         self._info = dataclasses.replace(summary, tensors=tuple(e.info for e in self._entries.values()))
+        self._weights_info = info
+        self._crc_checked = not isinstance(self._member, _StoredMember)  # a spooled member was checked on the way
+
+    def _check_crc(self) -> None:
+        """Before the first value is read: the weights member's CRC, which reading it in place would not check
+        (a flipped byte would pass manifest and --stats silently). One streamed pass, once."""
+        if self._crc_checked:
+            return
+        member = self._member
+        assert isinstance(member, _StoredMember)
+        crc = 0
+        member.seek(0)
+        buf = bytearray(1 << 20)
+        while n := member.readinto(buf):
+            crc = zlib.crc32(memoryview(buf)[:n], crc)
+        if crc != self._weights_info.CRC:
+            raise CorruptCheckpointError(
+                f"archive member {WEIGHTS_MEMBER} fails its CRC (stored {self._weights_info.CRC:#010x}, calculated "
+                f"{crc:#010x}): its values are damaged", path=self.location, hint="run ckptcheck verify")
+        self._crc_checked = True
+
+    def crc_checked_elsewhere(self) -> None:
+        """verify reads every member of the archive itself and reports a failed CRC once: do not check again per
+        tensor."""
+        self._crc_checked = True
+
+    def read(self, name: str) -> np.ndarray:
+        self._check_crc()
+        return super().read(name)
+
+    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        self._check_crc()
+        yield from super().iter_chunks(name, chunk_bytes)
 
     def close(self) -> None:
         super().close()
