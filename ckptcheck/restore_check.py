@@ -59,14 +59,15 @@ from ckptcheck.reports import (
     Mismatch,
     RenameSuggestion,
     RestoreCheckReport,
+    RestoreStop,
     StoredValueUse,
     VariableCheck,
 )
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+KERAS_SKIPS_OPTIMIZER = "Skipping variable loading for optimizer"
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 RENAME_MAP_SCHEMA = "ckptcheck.rename-map/1"
-MIN_SUGGESTION_SCORE = 0.25
 MAX_MESSAGE_CHARS = 500
 MAX_MAP_BYTES = 64 << 20
 # Keras names a layer's initializer after the variable, except for these.
@@ -199,10 +200,28 @@ def _model_from_keras_file(path: str, keras: Any) -> LoadedModel:
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
         if not model.built and isinstance(config.get("build_config"), dict):
             model.build_from_config(config["build_config"])
-        if isinstance(config.get("compile_config"), dict):
-            model.compile_from_config(config["compile_config"])
+        compile_config = config.get("compile_config")
+        if isinstance(compile_config, dict) and compile_config.get("optimizer"):
+            model.compile_from_config(compile_config)
             notes.append("compiled as its config.json records")
+        elif isinstance(compile_config, dict):
+            # Keras would compile with its default optimizer (RMSprop), which the file's optimizer state does not fit.
+            notes.append("not compiled: its config.json's compile_config names no optimizer, so no optimizer was "
+                         "built" + _orphan_optimizer_text(path))
     return LoadedModel(model, path, _describe_target(model), None, notes)
+
+
+def _orphan_optimizer_text(path: str) -> str:
+    """The optimizer state a .keras file stores although its config names no optimizer."""
+    import ckptcheck
+
+    try:
+        with ckptcheck.open_checkpoint(path) as reader:
+            count = sum(1 for t in reader.tensors() if t.name.startswith("optimizer/"))
+    except (OSError, ValueError, CkptcheckError):
+        return ""
+    return (f"; the file stores {count} optimizer values its config does not name (Keras cannot load them into a "
+            f"model compiled from this config)") if count else ""
 
 
 def _check_target(loaded: LoadedModel, keras: Any) -> None:
@@ -433,7 +452,14 @@ def _build_optimizers(loaded: LoadedModel, tf: Any, keras: Any) -> list[str]:
                 [o] if _is_variable(o, tf, keras) else list(getattr(o, "trainable_variables", ())))]
         with user_code(loaded.code_file, "building the optimizer"):
             opt.build(variables)
-        who = f"'{name}'" if name else "the model's optimizer"
+        # A dict may name the model's own optimizer too ({"model": m, "optimizer": m.optimizer}): use that name.
+        named = next((n for n, o in parts if o is opt and n), None)
+        if named:
+            who = f"'{named}'"
+        elif name:
+            who = f"the optimizer of '{name}'" if owner is not None else f"'{name}'"
+        else:
+            who = "the model's optimizer"
         done.append(f"built {who} ({type(opt).__name__}) over {len(variables)} trainable variables, so its state "
                     f"exists before the restore, as after a first training step")
     return done
@@ -455,6 +481,7 @@ class _Var:
     fingerprint: np.ndarray | None = None
     after: np.ndarray | None = None
     via: str | None = None
+    name: str | None = None  # its own name: a Keras variable's path, a tf.Variable's name without ':0'
 
 
 def _value_of(obj: Any) -> np.ndarray:
@@ -601,7 +628,8 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
         value = _value_of(obj)
         if kind == WEIGHT and value.shape == () and value.dtype.kind in "iu":
             kind = COUNTER
-        out.append(_Var(obj, unique, kind, _dtype_name(value), tuple(value.shape), value, inits.get(id(obj))))
+        out.append(_Var(obj, unique, kind, _dtype_name(value), tuple(value.shape), value, inits.get(id(obj)),
+                        name=_keras_label(obj) or _tf_name(obj, keras)))
     return out
 
 
@@ -899,17 +927,9 @@ def _components(name: str) -> list[str]:
     return [p for p in short_key(name).split("/") if p]
 
 
-def similarity(a: str, b: str) -> float:
-    """Name similarity of two stored names, 0..1: their characters' similarity, weighted up when their last part
-    (kernel, bias, vars/0) is the same."""
-    ca, cb = _components(a), _components(b)
-    ratio = difflib.SequenceMatcher(None, "/".join(ca), "/".join(cb), autojunk=False).ratio()
-    leaf = 1.0 if ca and cb and ca[-1] == cb[-1] else 0.0
-    return round(0.7 * ratio + 0.3 * leaf, 3)
-
-
-def rename_of(checkpoint_name: str, model_name: str) -> tuple[str, str]:
-    """The part of two names that differs, as (in the checkpoint, in the model): dense_1 -> head."""
+def rename_of(checkpoint_name: str, model_name: str) -> tuple[str, str] | None:
+    """The whole path components in which two names differ, as (in the checkpoint, in the model): dense_1 -> head.
+    ("", "") for equal names; None when they differ in their last component (kernel vs bias: other variables)."""
     a, b = _components(checkpoint_name), _components(model_name)
     start = 0
     while start < min(len(a), len(b)) and a[start] == b[start]:
@@ -917,43 +937,140 @@ def rename_of(checkpoint_name: str, model_name: str) -> tuple[str, str]:
     end = 0
     while end < min(len(a), len(b)) - start and a[len(a) - 1 - end] == b[len(b) - 1 - end]:
         end += 1
-    mid_a, mid_b = a[start: len(a) - end], b[start: len(b) - end]
-    return "/".join(mid_a) or "(nothing)", "/".join(mid_b) or "(nothing)"
+    if a == b:
+        return "", ""
+    if end == 0:
+        return None
+    return "/".join(a[start: len(a) - end]), "/".join(b[start: len(b) - end])
 
 
-def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]) -> tuple[RenameSuggestion, ...]:
-    """Pair each unrestored variable with an unused stored value of the same kind, dtype and shape, best names
-    first; a rename shared by several pairs (a whole layer renamed) ranks its pairs higher."""
-    waiting = [v for v in variables if not v.restored]
+def _index_like(part: str) -> bool:
+    """Positions, not names (`5`, `layer_with_weights-3`): a rename of positions is no evidence."""
+    return any(p.isdigit() or re.fullmatch(r"layer(_with_weights)?-\d+", p) is not None
+               for p in part.split("/") if p)
+
+
+def _flat_renamed(stored: str, model: str, rename: tuple[str, str]) -> bool:
+    """Keras names an optimizer slot after its variable's path with '/' as '_' (adam/seq_dense_1_kernel_momentum):
+    the same layer rename, inside the last component."""
+    a, b = rename
+    if not a or not b:
+        return False
+    ca, cb = _components(stored), _components(model)
+    if len(ca) != len(cb) or ca[:-1] != cb[:-1]:
+        return False
+    flat_a, flat_b = a.replace("/", "_"), b.replace("/", "_")
+    renamed = f"_{ca[-1]}_".replace(f"_{flat_a}_", f"_{flat_b}_")[1:-1]
+    return renamed == cb[-1] and renamed != ca[-1]
+
+
+@dataclass
+class _Names:
+    """The names a variable (or a stored value) is known by, each with how many others share it."""
+
+    own: str | None  # the variable's own name: Keras path, TensorFlow name; for a stored value its `variable`
+    path: str | None  # TF2: the object path through the model
+
+
+def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse], *, use_paths: bool = False
+            ) -> tuple[RenameSuggestion, ...]:
+    """Pair each unrestored variable with an unused stored value of the same dtype and shape, on evidence only:
+    the value's recorded name (the name the saving model knew it by) equal to the variable's own name, or equal
+    after one consistent rename of whole path components (a renamed layer or scope) that explains several values,
+    or is the only fit for both. Names shared by several variables (TensorFlow's `kernel`, `Variable`) are no
+    evidence; TF2 object paths through the model stand in for them (`use_paths`), unless they are positions
+    (`_operations/12`). Never paired on mere similarity."""
+    waiting = [v for v in variables if not v.restored and v.status != RESTORED_DIFFERENT]
     free = [s for s in values if not s.consumed]
-    pairs: list[tuple[float, float, VariableCheck, StoredValueUse, tuple[str, str]]] = []
-    for v in waiting:
-        mine = v.key or v.variable
-        for s in free:
-            if s.kind != v.kind or s.dtype != v.dtype or s.shape != v.shape:
-                continue
-            score = similarity(s.label, mine)
-            if score < MIN_SUGGESTION_SCORE:
-                continue
-            pairs.append((score, score, v, s, rename_of(s.label, mine)))
-    support: dict[tuple[str, str], int] = {}
-    for _, _, _, _, rename in pairs:
-        support[rename] = support.get(rename, 0) + 1
-    ranked = sorted(((score + 0.02 * min(support[r] - 1, 5), score, v, s, r) for _, score, v, s, r in pairs),
-                    key=lambda p: (-p[0], p[2].variable, p[3].key))
+    model_names = _counts(v.name for v in variables)
+    stored_names = _counts(s.variable for s in values)
+
+    def v_name(v: VariableCheck) -> str | None:
+        if v.name and model_names[v.name] == 1 and not v.name.startswith("("):
+            return v.name
+        return None
+
+    def s_name(s: StoredValueUse) -> str | None:
+        if s.variable and stored_names[s.variable] == 1 and not s.variable.startswith("("):
+            return s.variable
+        return None
+
+    def names(v: VariableCheck, s: StoredValueUse) -> list[tuple[str, str]]:
+        """(stored name, model name) pairs to compare: own names when both are unique, else object paths."""
+        a, b = s_name(s), v_name(v)
+        if a is not None and b is not None:
+            return [(a, b)]
+        if use_paths and v.key is not None and s.label and not _index_like(short_key(s.label)):
+            return [(s.label, short_key(v.key))]
+        return []
+
+    groups: dict[tuple[str, tuple[int, ...]], list[StoredValueUse]] = {}
+    for s in free:
+        groups.setdefault((s.dtype, s.shape), []).append(s)
+    out: list[RenameSuggestion] = []
     taken_v: set[str] = set()
     taken_s: set[str] = set()
-    out = []
-    for _, score, v, s, rename in ranked:
-        if v.variable in taken_v or s.key in taken_s:
-            continue
+
+    def take(v: VariableCheck, s: StoredValueUse, rename: tuple[str, str], support: int) -> None:
         taken_v.add(v.variable)
         taken_s.add(s.key)
-        also = tuple(o.key for sc, _, ov, o, _ in ranked
-                     if ov.variable == v.variable and o.key != s.key and o.key not in taken_s and sc >= score - 0.005)
         out.append(RenameSuggestion(variable=v.variable, variable_key=v.key, key=s.key, dtype=v.dtype, shape=v.shape,
-                                    score=score, rename=rename, also=also))
+                                    score=1.0, rename=rename, evidence=_evidence_text(rename, support),
+                                    stored_variable=s.variable))
+
+    # 1. The same name: the value this variable was saved as (a restore that stopped, or was skipped, left it).
+    candidates: list[tuple[VariableCheck, StoredValueUse, tuple[str, str]]] = []
+    for v in waiting:
+        for s in groups.get((v.dtype, v.shape), ()):
+            for a, b in names(v, s):
+                rename = rename_of(a, b)
+                if rename == ("", ""):
+                    if v.variable not in taken_v and s.key not in taken_s:
+                        take(v, s, rename, 1)
+                elif rename is not None and not _index_like(rename[0]) and not _index_like(rename[1]):
+                    candidates.append((v, s, rename))
+    # 2. One rename of whole components that several values agree on (or the only fit for both sides).
+    candidates = [c for c in candidates if c[0].variable not in taken_v and c[1].key not in taken_s]
+    support = _counts(r for _, _, r in candidates)
+    per_v = _counts(v.variable for v, _, _ in candidates)
+    per_s = _counts(s.key for _, s, _ in candidates)
+    accepted = {r for r, n in support.items()
+                if n >= 2 or any(per_v[v.variable] == 1 and per_s[s.key] == 1 for v, s, rr in candidates if rr == r)}
+    best: dict[str, list[tuple[VariableCheck, StoredValueUse, tuple[str, str]]]] = {}
+    for v, s, r in candidates:
+        if r in accepted:
+            best.setdefault(v.variable, []).append((v, s, r))
+    for options in best.values():
+        top = max(support[r] for _, _, r in options)
+        options = [o for o in options if support[o[2]] == top and o[1].key not in taken_s]
+        if len(options) == 1:  # two renames as well supported: no evidence which
+            v, s, r = options[0]
+            take(v, s, r, support[r])
+    # 3. Optimizer slots named after their variable's path (Keras 3), under a rename already established.
+    layer_renames = [r for r in accepted if r[0] and r[1]]
+    for v in waiting:
+        if v.variable in taken_v or not v.name:
+            continue
+        fits = [(s, r) for s in groups.get((v.dtype, v.shape), ()) if s.key not in taken_s and s.variable
+                for r in layer_renames if _flat_renamed(s.variable, v.name, r)]
+        if len(fits) == 1:
+            take(v, fits[0][0], fits[0][1], support[fits[0][1]])
     return tuple(sorted(out, key=lambda x: x.variable))
+
+
+def _counts(items: Iterator[Any] | Sequence[Any] | Any) -> dict[Any, int]:
+    counts: dict[Any, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def _evidence_text(rename: tuple[str, str], support: int) -> str:
+    if rename == ("", ""):
+        return "the same name"
+    a, b = rename
+    change = f"{a} -> {b}" if a and b else (f"scope {b}/ added" if b else f"scope {a}/ dropped")
+    return f"the same name after {change}" + (f" ({support} values agree)" if support > 1 else " (the only fit)")
 
 
 # --- rename maps ----------------------------------------------------------------------------------------------------
@@ -972,7 +1089,8 @@ def rename_map_dict(report: RestoreCheckReport) -> dict[str, Any]:
                 "ckptcheck.restore_check.apply_rename_map(model, checkpoint, THIS_FILE) after your restore.",
         "renames": [
             {"variable": s.variable, "key": s.key, "dtype": s.dtype, "shape": list(s.shape), "score": s.score,
-             "rename": {"checkpoint": s.rename[0], "model": s.rename[1]}, "also": list(s.also)}
+             "rename": {"checkpoint": s.rename[0], "model": s.rename[1]}, "also": list(s.also),
+             "evidence": s.evidence, "stored_variable": s.stored_variable}
             for s in report.suggestions
         ],
     }
@@ -1072,6 +1190,7 @@ def restore_check(
     ignore_optimizer: bool = False,
     apply_map: str | None = None,
     on_stage: StageCallback | None = None,
+    allow_missing: Sequence[str] = (),
 ) -> RestoreCheckReport:
     """Restore CHECKPOINT into the model --model builds and report every variable and every stored value."""
     import gc
@@ -1081,7 +1200,7 @@ def restore_check(
     try:
         with _quiet(tf, []):
             return _check(checkpoint, model, input_shapes, allow_unused, ignore_optimizer, apply_map, pairs,
-                          on_stage or (lambda _what: None), tf)
+                          on_stage or (lambda _what: None), tf, allow_missing)
     finally:
         # A restore that raised leaves TensorFlow's restore coordinator on the model's objects, and it logs every
         # unrestored value when they are collected: collect them now, while TensorFlow's logger is quiet.
@@ -1091,7 +1210,7 @@ def restore_check(
 
 def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]], allow_unused: bool,
            ignore_optimizer: bool, apply_map: str | None, pairs: list[tuple[str, str]] | None, stage: StageCallback,
-           tf: Any) -> RestoreCheckReport:
+           tf: Any, allow_missing: Sequence[str] = ()) -> RestoreCheckReport:
     import ckptcheck
 
     with ckptcheck.open_checkpoint(checkpoint) as reader:
@@ -1117,15 +1236,87 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         if pairs is not None:
             _apply_pairs(pairs, variables, stored, apply_map or "")
         stage("comparing")
-        checks, mismatches = _checks(variables, stored, fmt, outcome.error, outcome.warned)
+        skipped_optimizer = next((w for w in outcome.warnings if w.startswith(KERAS_SKIPS_OPTIMIZER)), None)
+        checks, mismatches = _checks(variables, stored, fmt, outcome.error, outcome.warned, skipped_optimizer)
         values = _uses(fmt, reader, stored, checks, outcome.others)
-        suggestions = suggest(checks, values)
+        suggestions = suggest(checks, values, use_paths=fmt in (TF2, SAVEDMODEL))
         notes = outcome.notes + _format_notes(fmt, variables, keras, stored)
+        stopped = _stopped(fmt, outcome.error, checks, mismatches)
+        recipes = _recipes(fmt, loaded, variables, mismatches, stopped, outcome.method)
     return RestoreCheckReport(
         checkpoint=checkpoint, location=location, format=fmt, model=model, model_kind=loaded.kind,
         method=outcome.method, built=tuple(built), restore_error=outcome.error, variables=tuple(checks),
         values=tuple(values), mismatches=tuple(mismatches), suggestions=suggestions, notes=tuple(notes),
-        allow_unused=allow_unused, ignore_optimizer=ignore_optimizer, applied_map=apply_map)
+        allow_unused=allow_unused, ignore_optimizer=ignore_optimizer, applied_map=apply_map,
+        allow_missing=tuple(allow_missing), stopped=stopped, recipes=tuple(recipes))
+
+
+def _stopped(fmt: str, error: str | None, checks: Sequence[VariableCheck], mismatches: Sequence[Mismatch]
+             ) -> RestoreStop | None:
+    """TensorFlow's restore (object- and name-based) raises at the first dtype or shape mismatch, and what it had
+    not reached yet stays unrestored although it is stored under its own name, fitting."""
+    if error is None or fmt not in (TF2, SAVEDMODEL, TF1):
+        return None
+    left = tuple(c.variable for c in checks if c.status == SKIPPED)
+    if not left:
+        return None
+    named = re.search(r"and name (\S+?)(?::\d+)?\.?$", error)
+    at = None
+    if named is not None:
+        by_name = [c for c in checks if c.status == MISMATCH and named.group(1) in (c.name, c.variable)]
+        at = by_name[0] if len(by_name) == 1 else None
+    if at is None and mismatches:
+        at = next((c for c in checks if c.variable == mismatches[0].variable), None)
+    return RestoreStop(variable=at.variable if at else None, key=at.key if at else None, error=error,
+                       left_behind=left)
+
+
+def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatches: Sequence[Mismatch],
+             stopped: RestoreStop | None, method: str) -> list[str]:
+    """Ways to load everything but the mismatched layers in this format. Each is measured by the tests against
+    TensorFlow and Keras (tests/test_restore_real.py); none is offered where it was not."""
+    out: list[str] = []
+    if not mismatches:
+        return out
+    target = loaded.target
+    if fmt in (KERAS, KERAS_WEIGHTS):
+        layers = sorted({m.variable.rsplit("/", 1)[0] for m in mismatches if "/" in m.variable})
+        out.append("model.load_weights(PATH, skip_mismatch=True) loads every layer whose variables fit and skips "
+                   f"the rest with a warning ({', '.join(layers[:5])}{', ...' if len(layers) > 5 else ''})")
+        return out
+    if fmt not in (TF2, SAVEDMODEL, TF1):
+        return out
+    head = _head_layers(target, variables, mismatches)
+    if fmt == TF2 and head is not None and method.startswith("tf.train.Checkpoint(model=<model>)"):
+        last, names = head
+        out.append(f"restore a model without the head, which shares the other layers: backbone = keras.Model("
+                   f"model.inputs, model.get_layer({last!r}).output); tf.train.Checkpoint(model=backbone).restore("
+                   f"PATH).expect_partial() restores every layer but {', '.join(names)} (not the optimizer's state)")
+    if stopped is not None:
+        out.append(f"write the values left behind as a rename map (--rename-map FILE: {len(stopped.left_behind)} "
+                   f"variables, each from the value saved under its own name) and after your restore (which raises: "
+                   f"catch it) call ckptcheck.restore_check.apply_rename_map(model, PATH, FILE)")
+    return out
+
+
+def _head_layers(target: Any, variables: Sequence[_Var], mismatches: Sequence[Mismatch]
+                 ) -> tuple[str, list[str]] | None:
+    """(the last layer before them, the mismatched layers) when every mismatch is in the last layers of a Keras
+    functional model: the case a model without the head restores."""
+    if isinstance(target, dict) or type(target).__name__ != "Functional" or not _is_keras_model(target):
+        return None
+    by_label = {v.label: v for v in variables}
+    owners = set()
+    for m in mismatches:
+        v = by_label.get(m.variable)
+        if v is None or v.kind != WEIGHT or not v.name or "/" not in v.name:
+            return None
+        owners.add(v.name.rsplit("/", 1)[0])
+    layers = list(target.layers)
+    k = len(owners)
+    if k == 0 or k >= len(layers) or {layer.name for layer in layers[-k:]} != owners:
+        return None
+    return layers[-k - 1].name, [layer.name for layer in layers[-k:]]
 
 
 @dataclass
@@ -1135,6 +1326,7 @@ class _Outcome:
     notes: list[str]
     others: dict[str, str]  # stored key -> a non-variable live object that consumed it
     warned: bool = False  # the restore emitted warnings
+    warnings: tuple[str, ...] = ()  # their text
 
 
 def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointReader, stored: _Stored,
@@ -1190,7 +1382,8 @@ def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointRea
                 loaded.target.load_weights(location)
         except Exception as exc:  # whatever the restore raises is what the user's own restore would raise
             error = f"{type(exc).__name__}: {_one_line(str(exc))}"
-    return _Outcome(method, error, notes + [f"the restore warned: {w}" for w in warned], others, bool(warned))
+    return _Outcome(method, error, notes + [f"the restore warned: {w}" for w in warned], others, bool(warned),
+                    tuple(warned))
 
 
 def _apply_pairs(pairs: Sequence[tuple[str, str]], variables: list[_Var], stored: _Stored, where: str) -> None:
@@ -1202,8 +1395,8 @@ def _apply_pairs(pairs: Sequence[tuple[str, str]], variables: list[_Var], stored
         v.via = f"rename map:{key}"
 
 
-def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | None, warned: bool
-            ) -> tuple[list[VariableCheck], list[Mismatch]]:
+def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | None, warned: bool,
+            skipped_optimizer: str | None = None) -> tuple[list[VariableCheck], list[Mismatch]]:
     checks: list[VariableCheck] = []
     mismatches: list[Mismatch] = []
     for v in variables:
@@ -1213,6 +1406,11 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
             checks.append(_written(v, stored, info))
             continue
         kept = _kept(v)
+        if skipped_optimizer is not None and v.kind == OPTIMIZER and fmt in (KERAS, KERAS_WEIGHTS):
+            # Keras compares the optimizer's variable count with the file's and loads none of them when they differ.
+            checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, SKIPPED, v.key, name=v.name,
+                                        reason=f"Keras skipped the whole optimizer: {skipped_optimizer}", kept=kept))
+            continue
         if info is not None and (info.dtype, info.shape) != (v.dtype, v.shape):
             mismatches.append(Mismatch(v.label, info.name, (v.dtype, info.dtype), (v.shape, info.shape)))
             parts = []
@@ -1220,7 +1418,7 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
                 parts.append(f"dtype {info.dtype}")
             if info.shape != v.shape:
                 parts.append(f"shape {list(info.shape)}")
-            checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, MISMATCH, v.key,
+            checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, MISMATCH, v.key, name=v.name,
                                         reason=f"stored with {' and '.join(parts)}", kept=kept))
         elif info is not None:
             why = "stored with this dtype and shape, but the restore did not write it"
@@ -1228,9 +1426,10 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
                 why += " (the restore raised: see above)"
             elif warned:
                 why += " (see the restore's warnings)"
-            checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, SKIPPED, v.key, reason=why, kept=kept))
+            checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, SKIPPED, v.key, name=v.name, reason=why,
+                                        kept=kept))
         else:
-            checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, MISSING, v.key,
+            checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, MISSING, v.key, name=v.name,
                                         reason=_missing_reason(v, fmt), kept=kept))
     return checks, mismatches
 
@@ -1253,7 +1452,7 @@ def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck
     preferred = v.via.split(":", 1)[1] if v.via and v.via.startswith("rename map:") else v.key
     candidates = [k for k in ([preferred] if preferred in stored.infos else [])]
     candidates += sorted((k for k, t in stored.infos.items() if t.shape == v.shape and k != preferred),
-                         key=lambda k: -similarity(k, v.key or v.label))
+                         key=lambda k: (stored.infos[k].variable != v.name, k))
     equal: list[tuple[str, str | None]] = []
     for k in candidates:
         same, conversion = _equal(v.after, stored.read(k))
@@ -1270,15 +1469,15 @@ def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck
             notes.append(f"ckptcheck expected it to come from {short_key(preferred)}")
         if len(equal) > 1 and source != preferred:
             notes.append("equal values are also stored at " + ", ".join(short_key(k) for k, _ in equal[1:4]))
-        return VariableCheck(v.label, v.kind, v.dtype, v.shape, RESTORED, v.key, source=source, values_equal=True,
-                             via=via, reason="; ".join(notes) or None)
+        return VariableCheck(v.label, v.kind, v.dtype, v.shape, RESTORED, v.key, name=v.name, source=source,
+                             values_equal=True, via=via, reason="; ".join(notes) or None)
     near = preferred if preferred in stored.infos else None
     diff = _max_abs_diff(v.after, stored.read(near)) if near is not None else None
     why = "written by the restore, but equal to no stored value"
     if near is not None:
         why += f"; it differs from {short_key(near)}" + (f" by up to {diff:.6g}" if diff is not None else "")
-    return VariableCheck(v.label, v.kind, v.dtype, v.shape, RESTORED_DIFFERENT, v.key, source=near, values_equal=False,
-                         via=via, reason=why)
+    return VariableCheck(v.label, v.kind, v.dtype, v.shape, RESTORED_DIFFERENT, v.key, name=v.name, source=near,
+                         values_equal=False, via=via, reason=why)
 
 
 def _kept(v: _Var) -> KeptValue:
