@@ -196,16 +196,19 @@ def _model_from_keras_file(path: str, keras: Any) -> LoadedModel:
     config = found[1]
     notes = [f"built from {os.path.basename(path)}'s config.json with fresh initial values (its weights are not "
              f"loaded)"]
+    compile_config = config.get("compile_config")
+    if isinstance(compile_config, dict) and not compile_config.get("optimizer"):
+        # Keras would compile it (deserializing compiles too) with its default optimizer, RMSprop, which the
+        # file's optimizer state does not fit: build the model uncompiled instead.
+        config = {k: v for k, v in config.items() if k != "compile_config"}
     with user_code(None, "building the model its config.json describes", blame=path):
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
         if not model.built and isinstance(config.get("build_config"), dict):
             model.build_from_config(config["build_config"])
-        compile_config = config.get("compile_config")
         if isinstance(compile_config, dict) and compile_config.get("optimizer"):
             model.compile_from_config(compile_config)
             notes.append("compiled as its config.json records")
         elif isinstance(compile_config, dict):
-            # Keras would compile with its default optimizer (RMSprop), which the file's optimizer state does not fit.
             notes.append("not compiled: its config.json's compile_config names no optimizer, so no optimizer was "
                          "built" + _orphan_optimizer_text(path))
     return LoadedModel(model, path, _describe_target(model), None, notes)
@@ -1027,7 +1030,10 @@ def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]
                 if rename == ("", ""):
                     if v.variable not in taken_v and s.key not in taken_s:
                         take(v, s, rename, 1)
-                elif rename is not None and not _index_like(rename[0]) and not _index_like(rename[1]):
+                elif (rename is not None and v.kind == WEIGHT and s.kind == WEIGHT and not _index_like(rename[0])
+                      and not _index_like(rename[1])):
+                    # Only weights are renamed: optimizer state follows its variable (step 3), and a rename of the
+                    # optimizer itself (adam -> sgd) pairs state of another algorithm.
                     candidates.append((v, s, rename))
     # 2. One rename of whole components that several values agree on (or the only fit for both sides).
     candidates = [c for c in candidates if c[0].variable not in taken_v and c[1].key not in taken_s]
@@ -1288,9 +1294,9 @@ def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatche
         return out
     head = _head_layers(target, variables, mismatches)
     if fmt == TF2 and head is not None and method.startswith("tf.train.Checkpoint(model=<model>)"):
-        last, names = head
+        index, names = head
         out.append(f"restore a model without the head, which shares the other layers: backbone = keras.Model("
-                   f"model.inputs, model.get_layer({last!r}).output); tf.train.Checkpoint(model=backbone).restore("
+                   f"model.inputs, model.layers[{index}].output); tf.train.Checkpoint(model=backbone).restore("
                    f"PATH).expect_partial() restores every layer but {', '.join(names)} (not the optimizer's state)")
     if stopped is not None:
         out.append(f"write the values left behind as a rename map (--rename-map FILE: {len(stopped.left_behind)} "
@@ -1300,15 +1306,17 @@ def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatche
 
 
 def _head_layers(target: Any, variables: Sequence[_Var], mismatches: Sequence[Mismatch]
-                 ) -> tuple[str, list[str]] | None:
-    """(the last layer before them, the mismatched layers) when every mismatch is in the last layers of a Keras
-    functional model: the case a model without the head restores."""
+                 ) -> tuple[int, list[str]] | None:
+    """(the index in model.layers of the last layer before them, the mismatched layers) when every mismatch is
+    in the last layers of a Keras functional model: the case a model without the head restores."""
     if isinstance(target, dict) or type(target).__name__ != "Functional" or not _is_keras_model(target):
         return None
     by_label = {v.label: v for v in variables}
     owners = set()
     for m in mismatches:
         v = by_label.get(m.variable)
+        if v is not None and v.kind == OPTIMIZER:
+            continue  # the head's optimizer slots: the recipe leaves the optimizer out anyway
         if v is None or v.kind != WEIGHT or not v.name or "/" not in v.name:
             return None
         owners.add(v.name.rsplit("/", 1)[0])
@@ -1316,7 +1324,7 @@ def _head_layers(target: Any, variables: Sequence[_Var], mismatches: Sequence[Mi
     k = len(owners)
     if k == 0 or k >= len(layers) or {layer.name for layer in layers[-k:]} != owners:
         return None
-    return layers[-k - 1].name, [layer.name for layer in layers[-k:]]
+    return -k - 1, [layer.name for layer in layers[-k:]]
 
 
 @dataclass
