@@ -899,13 +899,23 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
     with_variable = any(s.variable not in (None, s.label, s.key) for s in report.values)
     headers = ["stored value", *(["variable"] if with_variable else []), "dtype", "shape", "restored into", "note"]
     unused = report.unused
+    # The values of the variables the stop left behind are summarized with them, not listed one by one.
+    theirs = {v.key for v in report.variables if v.variable in left and v.key is not None}
+    shown = [s for s in unused if s.key not in theirs]
     if unused and not verbose:
-        lines += ["", f"stored values unused: {len(unused)}" + (" (allowed: --allow-unused)" if report.allow_unused
-                                                                 else ""),
-                  table(headers, _value_rows(unused, with_variable))]
-    if report.suggestions:
+        lines += ["", f"stored values unused: {len(unused)}"
+                  + (f" ({len(unused) - len(shown)} are the values of the variables left behind)" if left else "")
+                  + (" (allowed: --allow-unused)" if report.allow_unused else "")]
+        if shown:
+            lines.append(table(headers, _value_rows(shown, with_variable)))
+    suggestions = [s for s in report.suggestions if s.variable not in left]
+    if len(suggestions) < len(report.suggestions):
+        lines += ["", f"likely matches: each of the {len(report.suggestions) - len(suggestions)} variables left behind "
+                      f"is suggested the value saved under its own name (--rename-map FILE writes them; --verbose "
+                      f"lists them)"]
+    if suggestions:
         rows = [[s.variable, "<-", _key_text(s.key), shape_text(s.shape), s.stored_variable or "", s.evidence]
-                for s in report.suggestions]
+                for s in suggestions]
         lines += ["", "likely matches (the value saved under the variable's own name, or under it with a layer "
                       "renamed; same dtype and shape):",
                   table(["variable", "", "stored value", "shape", "saved as", "evidence"], rows)]

@@ -288,3 +288,20 @@ def test_dict_names_the_optimizer_it_holds(saved: dict[str, Any]) -> None:
     assert [b for b in data["built"] if b.startswith("built ")] == [
         "built 'optimizer' (Adam) over 158 trainable variables, so its state exists before the restore, as after a "
         "first training step"]
+
+
+def test_text_puts_the_stop_and_problems_first_and_counts_the_rest(saved: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["restore-check", saved["tf2"], "--model", f"{MOBILENET}:resized"])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("NOT RESTORED: ")
+    stop = next(i for i, line in enumerate(lines) if line.startswith("STOPPED:    the restore stopped at "
+                                                                     "predictions/kernel"))
+    assert stop < 8 and len(lines) < 80  # not one line per variable of a 262-weight model
+    assert lines[-1] == "(--verbose lists every variable and stored value; --json has everything)"
+    verbose = runner.invoke(app, ["restore-check", saved["tf2"], "--model", f"{MOBILENET}:resized", "--verbose"])
+    assert len(verbose.stdout.splitlines()) > 580 + 581  # every variable and every stored value
+
+    well = runner.invoke(app, ["restore-check", saved["tf2"], "--model", f"{MOBILENET}:saved"])
+    assert well.exit_code == 0, well.stdout
+    assert len(well.stdout.splitlines()) <= 12
