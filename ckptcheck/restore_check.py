@@ -998,13 +998,14 @@ def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]
             return s.variable
         return None
 
-    def names(v: VariableCheck, s: StoredValueUse) -> list[tuple[str, str]]:
-        """(stored name, model name) pairs to compare: own names when both are unique, else object paths."""
+    def names(v: VariableCheck, s: StoredValueUse) -> list[tuple[str, str, str]]:
+        """(stored name, model name, what they are) to compare: own names when both are unique, else object
+        paths."""
         a, b = s_name(s), v_name(v)
         if a is not None and b is not None:
-            return [(a, b)]
+            return [(a, b, "name")]
         if use_paths and v.key is not None and s.label and not _index_like(short_key(s.label)):
-            return [(s.label, short_key(v.key))]
+            return [(s.label, short_key(v.key), "object path")]
         return []
 
     groups: dict[tuple[str, tuple[int, ...]], list[StoredValueUse]] = {}
@@ -1014,27 +1015,30 @@ def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]
     taken_v: set[str] = set()
     taken_s: set[str] = set()
 
-    def take(v: VariableCheck, s: StoredValueUse, rename: tuple[str, str], support: int) -> None:
+    def take(v: VariableCheck, s: StoredValueUse, rename: tuple[str, str], support: int, what: str = "name"
+             ) -> None:
         taken_v.add(v.variable)
         taken_s.add(s.key)
         out.append(RenameSuggestion(variable=v.variable, variable_key=v.key, key=s.key, dtype=v.dtype, shape=v.shape,
-                                    score=1.0, rename=rename, evidence=_evidence_text(rename, support),
+                                    score=1.0, rename=rename, evidence=_evidence_text(rename, support, what),
                                     stored_variable=s.variable))
 
     # 1. The same name: the value this variable was saved as (a restore that stopped, or was skipped, left it).
     candidates: list[tuple[VariableCheck, StoredValueUse, tuple[str, str]]] = []
+    kinds: dict[tuple[str, str], str] = {}
     for v in waiting:
         for s in groups.get((v.dtype, v.shape), ()):
-            for a, b in names(v, s):
+            for a, b, what in names(v, s):
                 rename = rename_of(a, b)
                 if rename == ("", ""):
                     if v.variable not in taken_v and s.key not in taken_s:
-                        take(v, s, rename, 1)
+                        take(v, s, rename, 1, what)
                 elif (rename is not None and v.kind == WEIGHT and s.kind == WEIGHT and not _index_like(rename[0])
                       and not _index_like(rename[1])):
                     # Only weights are renamed: optimizer state follows its variable (step 3), and a rename of the
                     # optimizer itself (adam -> sgd) pairs state of another algorithm.
                     candidates.append((v, s, rename))
+                    kinds[(v.variable, s.key)] = what
     # 2. One rename of whole components that several values agree on (or the only fit for both sides).
     candidates = [c for c in candidates if c[0].variable not in taken_v and c[1].key not in taken_s]
     support = _counts(r for _, _, r in candidates)
@@ -1051,7 +1055,7 @@ def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]
         options = [o for o in options if support[o[2]] == top and o[1].key not in taken_s]
         if len(options) == 1:  # two renames as well supported: no evidence which
             v, s, r = options[0]
-            take(v, s, r, support[r])
+            take(v, s, r, support[r], kinds[(v.variable, s.key)])
     # 3. Optimizer slots named after their variable's path (Keras 3), under a rename already established.
     layer_renames = [r for r in accepted if r[0] and r[1]]
     for v in waiting:
@@ -1071,12 +1075,12 @@ def _counts(items: Iterator[Any] | Sequence[Any] | Any) -> dict[Any, int]:
     return counts
 
 
-def _evidence_text(rename: tuple[str, str], support: int) -> str:
+def _evidence_text(rename: tuple[str, str], support: int, what: str = "name") -> str:
     if rename == ("", ""):
-        return "the same name"
+        return f"the same {what}"
     a, b = rename
     change = f"{a} -> {b}" if a and b else (f"scope {b}/ added" if b else f"scope {a}/ dropped")
-    return f"the same name after {change}" + (f" ({support} values agree)" if support > 1 else " (the only fit)")
+    return f"the same {what} after {change}" + (f" ({support} values agree)" if support > 1 else " (the only fit)")
 
 
 # --- rename maps ----------------------------------------------------------------------------------------------------
