@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ckptcheck.errors import UsageError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.object_graph import OPTIMIZER_SLOT
@@ -116,9 +118,8 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         stage("restoring")
         with tempfile.TemporaryDirectory(prefix="ckptcheck-restore-check-") as work:
             outcome = _restore(fmt, location, loaded, reader, stored, variables, work, tf, keras)
-        for v in variables:
-            v.after = _value_of(v.obj)
-            v.via = "restore" if v.fingerprint is not None and not _same_bits(v.after, v.fingerprint) else None
+        for v in variables:  # values are read again when compared, one at a time: no copy of the whole model
+            v.via = "restore" if v.fingerprint is not None and not _same_bits(_value_of(v.obj), v.fingerprint) else None
         if pairs is not None:
             _apply_pairs(pairs, variables, stored, apply_map or "")
         stage("comparing")
@@ -251,9 +252,12 @@ def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointRea
         k = groups.get((v.dtype, v.shape), 0)
         groups[(v.dtype, v.shape)] = k + 1
         avoid = stored.read(v.key) if v.key in stored.infos and stored.infos[v.key].shape == v.shape else None
+        v.initial_stats = _initial_stats(v)
         v.fingerprint = _fingerprint(v, k, avoid)
+        del avoid
+        v.initial = np.empty(0, dtype=v.initial.dtype)
         v.obj.assign(v.fingerprint)
-        v.fingerprint = _value_of(v.obj)  # as the variable holds it
+        v.fingerprint = _compact(_value_of(v.obj))  # as the variable holds it
     if fmt in (KERAS, KERAS_WEIGHTS):
         with _quiet(tf, []):
             _predict_keras3(loaded.target, variables, work)
@@ -279,7 +283,6 @@ def _apply_pairs(pairs: Sequence[tuple[str, str]], variables: list[_Var], stored
     resolved = _resolve_map(pairs, dict(by_label), stored, where, lambda v: (v.dtype, v.shape))
     for _label, key, v in resolved:
         v.obj.assign(stored.read(key))
-        v.after = _value_of(v.obj)
         v.via = f"rename map:{key}"
 
 
@@ -288,10 +291,11 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
     checks: list[VariableCheck] = []
     mismatches: list[Mismatch] = []
     for v in variables:
-        assert v.after is not None
         info = stored.infos.get(v.key) if v.key is not None else None
         if v.via is not None:
+            v.after = _value_of(v.obj)
             checks.append(_written(v, stored, info))
+            v.after = None
             continue
         kept = _kept(v)
         if skipped_optimizer is not None and v.kind == OPTIMIZER and fmt in (KERAS, KERAS_WEIGHTS):
@@ -368,12 +372,26 @@ def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck
                          values_equal=False, via=via, reason=why)
 
 
+def _initial_stats(v: _Var) -> Any:
+    from ckptcheck.stats import stats_of_chunks
+
+    return stats_of_chunks(v.label, v.dtype, [v.initial.reshape(-1)]) if v.initial.size else None
+
+
+def _compact(value: np.ndarray) -> np.ndarray:
+    """A constant array as a read-only broadcast of its one element (no memory per element); others as they are."""
+    flat = value.reshape(-1)
+    if flat.size > 1 and bool(np.all(flat == flat[0])) and (value.dtype == object or _same_bits(
+            np.broadcast_to(flat[:1], value.shape), value)):
+        return np.broadcast_to(flat[:1].copy(), value.shape)
+    return value
+
+
 def _kept(v: _Var) -> KeptValue:
     """What a variable that was not restored holds: its initial value, described by its initializer where the code
     that built it says, and by statistics of the values."""
-    from ckptcheck.stats import stats_of_chunks
 
-    stats = stats_of_chunks(v.label, v.dtype, [v.initial.reshape(-1)]) if v.initial.size else None
+    stats = v.initial_stats if v.initial_stats is not None else _initial_stats(v)
     summary = _stats_text(stats)
     if v.initializer is not None:
         cls = v.initializer.split("(", 1)[0]

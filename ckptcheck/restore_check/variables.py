@@ -47,7 +47,10 @@ class _Var:
     initial: np.ndarray
     initializer: str | None = None
     key: str | None = None  # the stored name the format looks it up by
-    fingerprint: np.ndarray | None = None
+    fingerprint: np.ndarray | None = None  # constant fills are kept as a broadcast view: no copy per variable
+    # The initial value's statistics, taken before the fingerprint overwrites it; the value itself is then dropped
+    # (`initial` keeps only its dtype), so the check holds no second copy of the model.
+    initial_stats: Any = None
     after: np.ndarray | None = None
     via: str | None = None
     name: str | None = None  # its own name: a Keras variable's path, a tf.Variable's name without ':0'
