@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -69,8 +70,11 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         v.assign(rng.standard_normal(v.shape).astype(dtype) if "float" in dtype else np.array(3, dtype=dtype))
     tf2 = tf.train.Checkpoint(model=model).save(str(out / "tf2" / "ckpt"))
     model.save(str(out / "model.keras"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras calls the HDF5 format legacy
+        model.save(str(out / "model.h5"))
     values = {v.path: v.numpy() for v in _all_variables(model)}
-    return {"tf2": tf2, "keras": str(out / "model.keras"), "values": values, "dir": out}
+    return {"tf2": tf2, "keras": str(out / "model.keras"), "h5": str(out / "model.h5"), "values": values, "dir": out}
 
 
 def _saved_names(prefix: str) -> dict[str, str]:
@@ -212,8 +216,6 @@ def _keras_stored(path: str, key: str) -> np.ndarray:
 
 
 def test_keras_resized_head(saved: dict[str, Any]) -> None:
-    import warnings
-
     path, values = saved["keras"], saved["values"]
     code, data = check(path, f"{MOBILENET}:resized")
     assert code == 1
@@ -240,8 +242,6 @@ def test_keras_resized_head(saved: dict[str, Any]) -> None:
 
 
 def test_keras_adam_to_sgd_skips_the_whole_optimizer(saved: dict[str, Any]) -> None:
-    import warnings
-
     path, values = saved["keras"], saved["values"]
     code, data = check(path, f"{MOBILENET}:sgd")
     model = _fresh(_mobilenet().sgd)
@@ -305,3 +305,28 @@ def test_text_puts_the_stop_and_problems_first_and_counts_the_rest(saved: dict[s
     well = runner.invoke(app, ["restore-check", saved["tf2"], "--model", f"{MOBILENET}:saved"])
     assert well.exit_code == 0, well.stdout
     assert len(well.stdout.splitlines()) <= 12
+
+
+def test_legacy_h5_resized_head_loads_the_layers_before_it(saved: dict[str, Any]) -> None:
+    """Keras reads a legacy .h5 layer by layer and raises at the resized one: the layers before it are loaded (the
+    README's table says so from this measurement); skip_mismatch=True loads every layer that fits."""
+    path, values = saved["h5"], saved["values"]
+    code, data = check(path, f"{MOBILENET}:resized")
+    assert code == 1 and data["format"] == "keras-h5"
+    model = _fresh(_mobilenet().resized)
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="predictions"):
+        warnings.simplefilter("ignore")
+        model.load_weights(path)
+    truth = _keras_truth(model, values)
+    assert "OTHER" not in truth.values()
+    weights = {w.path for w in model.weights}
+    assert {p for p in weights if truth[p] == "marker"} == {"predictions/kernel", "predictions/bias"}
+    assert {v["variable"] for v in data["variables"] if v["restored"]} == {p for p, t in truth.items() if t == "own"}
+
+    assert any(r.startswith("model.load_weights(PATH, skip_mismatch=True)") for r in data["recipes"])
+    model = _fresh(_mobilenet().resized)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_weights(path, skip_mismatch=True)
+    truth = _keras_truth(model, values)
+    assert {p for p in weights if truth[p] != "own"} == {"predictions/kernel", "predictions/bias"}

@@ -166,7 +166,7 @@ def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatche
     if not mismatches:
         return out
     target = loaded.target
-    if fmt in (KERAS, KERAS_WEIGHTS):
+    if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5):
         layers = sorted({m.variable.rsplit("/", 1)[0] for m in mismatches if "/" in m.variable})
         out.append("model.load_weights(PATH, skip_mismatch=True) loads every layer whose variables fit and skips "
                    f"the rest with a warning ({', '.join(layers[:5])}{', ...' if len(layers) > 5 else ''})")
