@@ -56,6 +56,17 @@ def _marked(v: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
+def exported(saved: dict[str, Any]) -> str:
+    """The saved model's `model.export()` SavedModel (weights only; it stores each variable twice)."""
+    import keras
+
+    model = keras.saving.load_model(saved["keras"], compile=False)
+    path = str(saved["dir"] / "exported")
+    model.export(path, verbose=False)
+    return path
+
+
+@pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """MobileNetV2 (100 classes, Adam) with every variable distinct, saved as a TF2 checkpoint and a .keras file;
     `values`: each variable's saved value by its path (what each stored value must equal)."""
@@ -330,3 +341,23 @@ def test_legacy_h5_resized_head_loads_the_layers_before_it(saved: dict[str, Any]
         model.load_weights(path, skip_mismatch=True)
     truth = _keras_truth(model, values)
     assert {p for p in weights if truth[p] != "own"} == {"predictions/kernel", "predictions/bias"}
+
+
+def test_exported_savedmodel_suggests_each_variable_its_own_value(saved: dict[str, Any], exported: str,
+                                                                  tmp_path: Path) -> None:
+    """A Keras model restores nothing from `model.export()`'s SavedModel (its object graph is not the model's): each
+    variable is suggested the value saved under its own name, and the map restores all but the resized head."""
+    from ckptcheck.restore_check import apply_rename_map
+
+    mapping = tmp_path / "renames.json"
+    code, data = check(exported, f"{MOBILENET}:resized", "--ignore-optimizer", "--rename-map", str(mapping))
+    assert code == 1 and data["format"] == "savedmodel"
+    names = _saved_names(exported + "/variables/variables")
+    assert len(data["suggestions"]) == 260
+    assert all(names[s["key"]] == s["variable"] for s in data["suggestions"])
+    model = _fresh(_mobilenet().resized)
+    apply_rename_map(model, exported, str(mapping))
+    truth = _keras_truth(model, saved["values"])
+    assert "OTHER" not in truth.values()
+    assert {p for p in (w.path for w in model.weights) if truth[p] != "own"} == {"predictions/kernel",
+                                                                                 "predictions/bias"}

@@ -126,7 +126,7 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         skipped_optimizer = next((w for w in outcome.warnings if w.startswith(KERAS_SKIPS_OPTIMIZER)), None)
         checks, mismatches = _checks(variables, stored, fmt, outcome.error, outcome.warned, skipped_optimizer)
         values = _uses(fmt, reader, stored, checks, outcome.others)
-        suggestions = suggest(checks, values, use_paths=fmt in (TF2, SAVEDMODEL))
+        suggestions = suggest(checks, values, use_paths=fmt in (TF2, SAVEDMODEL), copies=_copies(values, stored))
         notes = outcome.notes + _format_notes(fmt, variables, keras, stored)
         stopped = _stopped(fmt, outcome.error, checks, mismatches)
         recipes = _recipes(fmt, loaded, variables, mismatches, stopped, outcome.method)
@@ -136,6 +136,24 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         values=tuple(values), mismatches=tuple(mismatches), suggestions=suggestions, notes=tuple(notes),
         allow_unused=allow_unused, ignore_optimizer=ignore_optimizer, applied_map=apply_map,
         allow_missing=tuple(allow_missing), stopped=stopped, recipes=tuple(recipes))
+
+
+def _copies(values: Sequence[StoredValueUse], stored: _Stored) -> dict[str, str]:
+    """Stored values saved under the same name with the same bits (the same variable saved twice), each mapped to
+    the first; only values sharing a name are read."""
+    groups: dict[tuple[str, str, tuple[int, ...]], list[str]] = {}
+    for s in values:
+        if s.variable and not s.variable.startswith("("):
+            groups.setdefault((s.variable, s.dtype, s.shape), []).append(s.key)
+    out: dict[str, str] = {}
+    for keys in groups.values():
+        if len(keys) < 2:
+            continue
+        first = stored.read(keys[0])
+        for k in keys[1:]:
+            if _same_bits(first, stored.read(k)):
+                out[k] = keys[0]
+    return out
 
 
 def _stopped(fmt: str, error: str | None, checks: Sequence[VariableCheck], mismatches: Sequence[Mismatch]

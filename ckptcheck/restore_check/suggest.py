@@ -7,7 +7,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,18 +81,21 @@ class _Names:
     path: str | None  # TF2: the object path through the model
 
 
-def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse], *, use_paths: bool = False
-            ) -> tuple[RenameSuggestion, ...]:
+def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse], *, use_paths: bool = False,
+            copies: Mapping[str, str] | None = None) -> tuple[RenameSuggestion, ...]:
     """Pair each unrestored variable with an unused stored value of the same dtype and shape, on evidence only:
     the value's recorded name (the name the saving model knew it by) equal to the variable's own name, or equal
     after one consistent rename of whole path components (a renamed layer or scope) that explains several values,
     or is the only fit for both. Names shared by several variables (TensorFlow's `kernel`, `Variable`) are no
     evidence; TF2 object paths through the model stand in for them (`use_paths`), unless they are positions
-    (`_operations/12`). Never paired on mere similarity."""
+    (`_operations/12`). Never paired on mere similarity. `copies` maps a stored key to an earlier key holding the
+    same name and the same bits (a SavedModel from `model.export()` saves each variable twice): one value, not
+    two candidates."""
+    copies = copies or {}
     waiting = [v for v in variables if not v.restored and v.status != RESTORED_DIFFERENT]
-    free = [s for s in values if not s.consumed]
+    free = [s for s in values if not s.consumed and s.key not in copies]
     model_names = _counts(v.name for v in variables)
-    stored_names = _counts(s.variable for s in values)
+    stored_names = _counts(s.variable for s in values if s.key not in copies)
 
     def v_name(v: VariableCheck) -> str | None:
         if v.name and model_names[v.name] == 1 and not v.name.startswith("("):
