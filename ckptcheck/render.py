@@ -892,6 +892,11 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
         lines += ["", f"variables not restored: {len(report.not_restored)}"
                   + (f" ({len(left)} left behind by the stop, named above)" if left else "") + tail,
                   table(_VARIABLE_HEADERS, _variable_rows(bad))]
+    others = [v for v in report.variables if v.from_another_name]
+    if others:
+        lines += ["", f"restored from a value saved under another name: {len(others)} variables (the format matches "
+                      f"by path or position, not by name): " + _names_text(
+                          tuple(f"{v.variable} <- {v.source_variable}" for v in others), verbose)]
     allowed = report.allowed_missing
     if allowed:
         lines += ["", f"allowed to be missing (--allow-missing {' '.join(report.allow_missing)}): {len(allowed)} "
@@ -1032,7 +1037,7 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
         "variables": [
             {"variable": v.variable, "kind": v.kind, "dtype": v.dtype, "shape": list(v.shape), "status": v.status,
              "restored": v.restored, "key": v.key, "source": v.source, "values_equal": v.values_equal, "via": v.via,
-             "reason": v.reason, "name": v.name,
+             "reason": v.reason, "name": v.name, "source_variable": v.source_variable,
              "kept": None if v.kept is None else {"initializer": v.kept.initializer,
                                                   "description": v.kept.description,
                                                   "stats": _stats_json(v.kept.stats)}}

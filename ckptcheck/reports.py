@@ -173,6 +173,13 @@ class VariableCheck:
     kept: KeptValue | None = None  # for a variable not restored: what it holds instead
     name: str | None = None  # its own name (a Keras variable's path, a tf.Variable's name): what stored values'
     # `variable` is compared with
+    source_variable: str | None = None  # the name `source` was saved under (its TensorInfo.variable)
+
+    @property
+    def from_another_name(self) -> bool:
+        """Restored from a value saved under another variable's name (formats that match by path or position)."""
+        return bool(self.restored and self.source_variable and self.name and self.source_variable != self.name
+                    and not self.source_variable.startswith("("))
 
     @property
     def restored(self) -> bool:

@@ -8,6 +8,7 @@ saved (Keras files) — never with ckptcheck's own report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import warnings
@@ -361,3 +362,43 @@ def test_exported_savedmodel_suggests_each_variable_its_own_value(saved: dict[st
     assert "OTHER" not in truth.values()
     assert {p for p in (w.path for w in model.weights) if truth[p] != "own"} == {"predictions/kernel",
                                                                                  "predictions/bias"}
+
+
+def test_tf2_adam_to_sgd(saved: dict[str, Any]) -> None:
+    """TensorFlow binds optimizer state by object path: whatever SGD variables it writes, the report says which
+    stored value each came from and under what name it was saved; nothing is suggested across optimizers."""
+    import tensorflow as tf
+
+    prefix = saved["tf2"]
+    code, data = check(prefix, f"{MOBILENET}:sgd")
+    model = _fresh(_mobilenet().sgd)
+    with contextlib.suppress(ValueError):  # whatever TensorFlow does is what is measured
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    reader = tf.train.load_checkpoint(prefix)
+    names = _saved_names(prefix)
+    by_variable = {v["variable"]: v for v in data["variables"]}
+    for v in _all_variables(model):
+        report = by_variable[v.path]
+        assert report["restored"] == (not _marked(v)), v.path
+        if report["restored"]:  # the value it holds is the stored value the report names, saved under that name
+            assert np.array_equal(v.numpy(), reader.get_tensor(report["source"])), v.path
+            assert report["source_variable"] == names[report["source"]]
+    assert all(not s["variable"].startswith("sgd/") for s in data["suggestions"])
+    assert code == 1 or all(v["restored"] for v in data["variables"])
+
+
+def test_keras_added_layer(saved: dict[str, Any]) -> None:
+    path, values = saved["keras"], saved["values"]
+    code, data = check(path, f"{MOBILENET}:added")
+    assert code == 1
+    model = _fresh(_mobilenet().added)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.suppress(ValueError):
+            model.load_weights(path)
+    truth = _keras_truth(model, values)
+    assert "OTHER" not in truth.values()
+    assert {v["variable"] for v in data["variables"] if v["restored"]} == {p for p, t in truth.items() if t == "own"}
+    assert {"extra/kernel", "extra/bias"} <= set(data["summary"]["not_restored"])
+    for s in data["suggestions"]:
+        assert np.array_equal(_keras_stored(path, s["key"]), values[s["variable"]]), s

@@ -379,8 +379,11 @@ def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck
             notes.append(f"ckptcheck expected it to come from {short_key(preferred)}")
         if len(equal) > 1 and source != preferred:
             notes.append("equal values are also stored at " + ", ".join(short_key(k) for k, _ in equal[1:4]))
+        saved_as = stored.infos[source].variable
+        if saved_as and v.name and saved_as != v.name and not saved_as.startswith("("):
+            notes.append(f"the value saved as {saved_as}, not under its own name")
         return VariableCheck(v.label, v.kind, v.dtype, v.shape, RESTORED, v.key, name=v.name, source=source,
-                             values_equal=True, via=via, reason="; ".join(notes) or None)
+                             values_equal=True, via=via, reason="; ".join(notes) or None, source_variable=saved_as)
     near = preferred if preferred in stored.infos else None
     diff = _max_abs_diff(v.after, stored.read(near)) if near is not None else None
     why = "written by the restore, but equal to no stored value"
