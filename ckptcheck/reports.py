@@ -238,7 +238,8 @@ class RenameSuggestion:
 @dataclass(frozen=True)
 class RestoreStop:
     """The restore raised part-way (TensorFlow stops at the first dtype or shape mismatch) and left variables behind
-    whose values are stored, fitting, under their own names."""
+    whose values are stored, fitting, under their own names (variables whose path leads to a value saved under
+    another name are not counted here: they are problems of their own)."""
 
     variable: str | None  # the variable it stopped at, when its error names one
     key: str | None  # the stored value that variable is looked up by

@@ -26,6 +26,7 @@ from ckptcheck.reports import (
     WEIGHT,
     KeptValue,
     Mismatch,
+    RenameSuggestion,
     RestoreCheckReport,
     RestoreStop,
     StoredValueUse,
@@ -128,8 +129,8 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         values = _uses(fmt, reader, stored, checks, outcome.others)
         suggestions = suggest(checks, values, use_paths=fmt in (TF2, SAVEDMODEL), copies=_copies(values, stored))
         notes = outcome.notes + _format_notes(fmt, variables, keras, stored)
-        stopped = _stopped(fmt, outcome.error, checks, mismatches)
-        recipes = _recipes(fmt, loaded, variables, mismatches, stopped, outcome.method)
+        stopped = _stopped(fmt, outcome.error, checks, mismatches, stored)
+        recipes = _recipes(fmt, loaded, variables, mismatches, stopped, outcome.method, suggestions)
     return RestoreCheckReport(
         checkpoint=checkpoint, location=location, format=fmt, model=model, model_kind=loaded.kind,
         method=outcome.method, built=tuple(built), restore_error=outcome.error, variables=tuple(checks),
@@ -156,13 +157,18 @@ def _copies(values: Sequence[StoredValueUse], stored: _Stored) -> dict[str, str]
     return out
 
 
-def _stopped(fmt: str, error: str | None, checks: Sequence[VariableCheck], mismatches: Sequence[Mismatch]
-             ) -> RestoreStop | None:
+def _stopped(fmt: str, error: str | None, checks: Sequence[VariableCheck], mismatches: Sequence[Mismatch],
+             stored: _Stored) -> RestoreStop | None:
     """TensorFlow's restore (object- and name-based) raises at the first dtype or shape mismatch, and what it had
     not reached yet stays unrestored although it is stored under its own name, fitting."""
     if error is None or fmt not in (TF2, SAVEDMODEL, TF1):
         return None
-    left = tuple(c.variable for c in checks if c.status == SKIPPED)
+    def own(c: VariableCheck) -> bool:
+        """The value at its path was saved from a variable of its name (or nothing says otherwise)."""
+        saved_as = stored.infos[c.key].variable if c.key in stored.infos else None
+        return saved_as is None or c.name is None or saved_as == c.name or saved_as.startswith("(")
+
+    left = tuple(c.variable for c in checks if c.status == SKIPPED and own(c))
     if not left:
         return None
     named = re.search(r"and name (\S+?)(?::\d+)?\.?$", error)
@@ -177,7 +183,7 @@ def _stopped(fmt: str, error: str | None, checks: Sequence[VariableCheck], misma
 
 
 def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatches: Sequence[Mismatch],
-             stopped: RestoreStop | None, method: str) -> list[str]:
+             stopped: RestoreStop | None, method: str, suggestions: Sequence[RenameSuggestion] = ()) -> list[str]:
     """Ways to load everything but the mismatched layers in this format. Each is measured by the tests against
     TensorFlow and Keras (tests/test_restore_real.py); none is offered where it was not."""
     out: list[str] = []
@@ -197,10 +203,12 @@ def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatche
         out.append(f"restore a model without the head, which shares the other layers: backbone = keras.Model("
                    f"model.inputs, model.layers[{index}].output); tf.train.Checkpoint(model=backbone).restore("
                    f"PATH).expect_partial() restores every layer but {', '.join(names)} (not the optimizer's state)")
-    if stopped is not None:
-        out.append(f"write the values left behind as a rename map (--rename-map FILE: {len(stopped.left_behind)} "
-                   f"variables, each from the value saved under its own name) and after your restore (which raises: "
-                   f"catch it) call ckptcheck.restore_check.apply_rename_map(model, PATH, FILE)")
+    covered = [s for s in suggestions if stopped is not None and s.variable in stopped.left_behind
+               and s.rename == ("", "")]
+    if covered:
+        out.append(f"write the values left behind as a rename map (--rename-map FILE: {len(covered)} variables, "
+                   f"each from the value saved under its own name) and after your restore (which raises: catch it) "
+                   f"call ckptcheck.restore_check.apply_rename_map(model, PATH, FILE)")
     return out
 
 
