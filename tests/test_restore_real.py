@@ -293,6 +293,10 @@ def test_keras_file_without_an_optimizer_in_its_config(saved: dict[str, Any], tm
     assert "compile_config names no optimizer, so no optimizer was built" in note
     assert "the file stores 318 optimizer values its config does not name" in note
     assert not any("compiled as its config.json records" in n for n in data["built"])
+    inspected = runner.invoke(app, ["inspect", str(edited)])
+    assert inspected.exit_code == 0
+    assert ("optimizer_state: 318 values stored, but config.json's compile_config names no optimizer"
+            in inspected.stdout.splitlines())
 
 
 def test_dict_names_the_optimizer_it_holds(saved: dict[str, Any]) -> None:
