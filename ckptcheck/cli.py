@@ -696,6 +696,12 @@ def restore_check_command(
     ignore_optimizer: Annotated[bool, typer.Option(
         "--ignore-optimizer", help="Optimizer state and step counters (in the model and in the checkpoint) do not "
                                    "fail the check; they are still shown.")] = False,
+    allow_missing: Annotated[list[str] | None, typer.Option(
+        "--allow-missing", metavar="PATTERN",
+        help="Variables whose names match this glob (e.g. 'predictions/*' for a new head; repeatable) may be left "
+             "unrestored: exit 0 when everything else restored.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every variable and stored value, not only "
+                                                                  "the problems and counts.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Restore a checkpoint into your model and report every variable (restored from which value, or what it
@@ -711,14 +717,15 @@ def restore_check_command(
         import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         with _progress_bar(show_progress(json_output), 4, "restore-check") as tick:
             report = restore_check(checkpoint, model, input_shapes=shapes, allow_unused=allow_unused,
-                                   ignore_optimizer=ignore_optimizer, apply_map=apply_rename_map, on_stage=tick)
+                                   ignore_optimizer=ignore_optimizer, apply_map=apply_rename_map, on_stage=tick,
+                                   allow_missing=tuple(allow_missing or ()))
         if rename_map is not None:
             written = write_rename_map(report, rename_map)
             typer.echo(f"wrote {rename_map}: {len(written['renames'])} renames to review", err=True)
     if json_output:
         emit_json(render.restore_check_dict(report))
     else:
-        emit(render.restore_check_text(report))
+        emit(render.restore_check_text(report, verbose=verbose))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 

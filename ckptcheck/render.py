@@ -1012,6 +1012,8 @@ def _restore_verdict(report: RestoreCheckReport) -> str:
         extra.append(f"{len(unused)} stored values unused")
     if report.allow_unused and unused:
         extra.append(f"{len(unused)} unused values allowed (--allow-unused)")
+    if report.allowed_missing:
+        extra.append(f"{len(report.allowed_missing)} variables allowed to be missing (--allow-missing)")
     ignored = [v for v in report.variables if not report.counts(v.kind)]
     ignored_values = [s for s in report.values if not report.counts(s.kind)]
     if ignored or ignored_values:
@@ -1045,7 +1047,12 @@ def _value_rows(values: Sequence[StoredValueUse], with_variable: bool) -> list[l
              ", ".join(s.used_by) if s.used_by else "UNUSED", s.note or ""] for s in values]
 
 
-def restore_check_text(report: RestoreCheckReport) -> str:
+MAX_NAMED = 30  # variables named in a summary line before "... and N more"
+
+
+def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> str:
+    """The verdict and the problems first (where the restore stopped, mismatches, variables not restored, values
+    unused, likely matches), then counts; `verbose` adds every variable and every stored value."""
     lines = [_restore_verdict(report),
              f"checkpoint: {report.location} ({report.format} — {FORMAT_TITLES.get(report.format, report.format)})",
              f"model:      {report.model} — {report.model_kind}",
@@ -1053,49 +1060,104 @@ def restore_check_text(report: RestoreCheckReport) -> str:
     lines += [f"built:      {b}" for b in report.built]
     if report.applied_map:
         lines.append(f"then:       assigned the values --apply-rename-map {report.applied_map} maps")
-    if report.restore_error is not None:
+    stop = report.stopped
+    if stop is not None:
+        at = ""
+        if stop.variable:
+            at = f" at {stop.variable}" + (f" (stored as {_key_text(stop.key)})" if stop.key else "")
+        lines.append(_labelled(f"the restore stopped{at}: {stop.error} It left {len(stop.left_behind)} variables "
+                               f"behind that are stored under their own names with their dtype and shape: "
+                               f"{_names_text(stop.left_behind, verbose)}", "STOPPED:    "))
+    elif report.restore_error is not None:
         lines.append(_labelled(f"the restore raised {report.restore_error}", "ERROR:      "))
+    if report.recipes:
+        lines.append("to load everything but the mismatched layers (measured with this format):")
+        lines += [_labelled(r, "  - ") for r in report.recipes]
     lines += [_labelled(n, "note:       ") for n in report.notes]
+    tail = " (TF2 keys shown without /.ATTRIBUTES/VARIABLE_VALUE)" if report.format in (TF2, SAVEDMODEL) else ""
+    if report.mismatches:
+        lines += ["", "dtype and shape mismatches:"]
+        for m in report.mismatches:
+            parts = [f"{kind} {_pair_text(kind, m)}" for kind in m.kinds]
+            lines.append(f"  {m.variable} <- {_key_text(m.key)}: " + "; ".join(parts))
+    left = set(stop.left_behind) if stop is not None and not verbose else set()
+    bad = [v for v in report.not_restored if v.variable not in left]
+    if bad:
+        lines += ["", f"variables not restored: {len(report.not_restored)}"
+                  + (f" ({len(left)} left behind by the stop, named above)" if left else "") + tail,
+                  table(_VARIABLE_HEADERS, _variable_rows(bad))]
+    others = [v for v in report.variables if v.from_another_name]
+    if others:
+        lines += ["", f"restored from a value saved under another name: {len(others)} variables (the format matches "
+                      f"by path or position, not by name): " + _names_text(
+                          tuple(f"{v.variable} <- {v.source_variable}" for v in others), verbose)]
+    allowed = report.allowed_missing
+    if allowed:
+        lines += ["", f"allowed to be missing (--allow-missing {' '.join(report.allow_missing)}): {len(allowed)} "
+                      f"variables: {_names_text(tuple(v.variable for v in allowed), verbose)}"]
+    with_variable = any(s.variable not in (None, s.label, s.key) for s in report.values)
+    headers = ["stored value", *(["variable"] if with_variable else []), "dtype", "shape", "restored into", "note"]
+    unused = report.unused
+    # The values of the variables the stop left behind are summarized with them, not listed one by one.
+    theirs = {v.key for v in report.variables if v.variable in left and v.key is not None}
+    shown = [s for s in unused if s.key not in theirs]
+    if unused and not verbose:
+        lines += ["", f"stored values unused: {len(unused)}"
+                  + (f" ({len(unused) - len(shown)} are the values of the variables left behind)" if left else "")
+                  + (" (allowed: --allow-unused)" if report.allow_unused else "")]
+        if shown:
+            lines.append(table(headers, _value_rows(shown, with_variable)))
+    suggestions = [s for s in report.suggestions if s.variable not in left]
+    if len(suggestions) < len(report.suggestions):
+        lines += ["", f"likely matches: each of the {len(report.suggestions) - len(suggestions)} variables left behind "
+                      f"is suggested the value saved under its own name (--rename-map FILE writes them; --verbose "
+                      f"lists them)"]
+    if suggestions:
+        rows = [[s.variable, "<-", _key_text(s.key), shape_text(s.shape), s.stored_variable or "", s.evidence]
+                for s in suggestions]
+        lines += ["", "likely matches (the value saved under the variable's own name, or under it with a layer "
+                      "renamed; same dtype and shape):",
+                  table(["variable", "", "stored value", "shape", "saved as", "evidence"], rows)]
+        renames = _rename_counts(report)
+        if renames:
+            lines.append("renames: " + ", ".join(f"{_rename_text((a, b))} ({n} values)" for (a, b), n in renames))
+        lines.append("write them as a mapping to review with --rename-map FILE; check it with --apply-rename-map FILE")
     weights = [v for v in report.variables if v.kind != "optimizer"]
     optimizer = [v for v in report.variables if v.kind == "optimizer"]
-    tail = " (TF2 keys shown without /.ATTRIBUTES/VARIABLE_VALUE)" if report.format in (TF2, SAVEDMODEL) else ""
+    ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
+    stored_weights = [s for s in report.values if s.kind == "weight"]
+    state = [s for s in report.values if s.kind != "weight"]
+    if not verbose:
+        lines += ["", f"model variables: {_count_text(weights) if weights else 'none'}"]
+        if optimizer:
+            lines.append(f"optimizer variables: {_count_text(optimizer)}{ignored}")
+        if stored_weights:
+            lines.append(f"checkpoint weights: {_use_text(stored_weights)}")
+        if state:
+            lines.append(f"checkpoint optimizer state and counters: {_use_text(state)}{ignored}")
+        lines.append("(--verbose lists every variable and stored value; --json has everything)")
+        return "\n".join(lines)
     if weights:
         lines += ["", f"model variables: {_count_text(weights)}{tail}",
                   table(_VARIABLE_HEADERS, _variable_rows(weights))]
     else:
         lines += ["", "model variables: none"]
     if optimizer:
-        ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
         lines += ["", f"optimizer variables: {_count_text(optimizer)}{ignored}",
                   table(_VARIABLE_HEADERS, _variable_rows(optimizer))]
-    stored_weights = [s for s in report.values if s.kind == "weight"]
-    state = [s for s in report.values if s.kind != "weight"]
-    # The saving model's name for each value, where it says something the label does not.
-    with_variable = any(s.variable not in (None, s.label, s.key) for s in report.values)
-    headers = ["stored value", *(["variable"] if with_variable else []), "dtype", "shape", "restored into", "note"]
     if stored_weights:
         lines += ["", f"checkpoint weights: {_use_text(stored_weights)}",
                   table(headers, _value_rows(stored_weights, with_variable))]
     if state:
-        ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
         lines += ["", f"checkpoint optimizer state and counters: {_use_text(state)}{ignored}",
                   table(headers, _value_rows(state, with_variable))]
-    if report.mismatches:
-        lines += ["", "dtype and shape mismatches:"]
-        for m in report.mismatches:
-            parts = [f"{kind} {_pair_text(kind, m)}" for kind in m.kinds]
-            lines.append(f"  {m.variable} <- {_key_text(m.key)}: " + "; ".join(parts))
-    if report.suggestions:
-        rows = [[s.variable, "<-", _key_text(s.key), shape_text(s.shape), f"{s.score:.2f}", _rename_text(s.rename)
-                 + (f" (as good: {', '.join(_key_text(k) for k in s.also)})" if s.also else "")]
-                for s in report.suggestions]
-        lines += ["", "likely matches (same kind, dtype and shape; most similar names first):",
-                  table(["variable", "", "stored value", "shape", "score", "differs in (checkpoint -> model)"], rows)]
-        renames = _rename_counts(report)
-        if renames:
-            lines.append("renames: " + ", ".join(f"{a} -> {b} ({n} values)" for (a, b), n in renames))
-        lines.append("write them as a mapping to review with --rename-map FILE; check it with --apply-rename-map FILE")
     return "\n".join(lines)
+
+
+def _names_text(names: Sequence[str], verbose: bool) -> str:
+    if verbose or len(names) <= MAX_NAMED:
+        return ", ".join(names)
+    return ", ".join(names[:MAX_NAMED]) + f", ... and {len(names) - MAX_NAMED} more (--verbose, --json)"
 
 
 def _labelled(text: str, label: str) -> str:
@@ -1121,15 +1183,15 @@ def _pair_text(kind: str, m: Any) -> str:
 
 
 def _rename_text(rename: tuple[str, str]) -> str:
-    if rename == ("(nothing)", "(nothing)"):
+    if rename == ("", ""):
         return "(same name)"
-    return f"{rename[0]} -> {rename[1]}"
+    return f"{rename[0] or '(no scope)'} -> {rename[1] or '(no scope)'}"
 
 
 def _rename_counts(report: RestoreCheckReport) -> list[tuple[tuple[str, str], int]]:
     counts: dict[tuple[str, str], int] = {}
     for s in report.suggestions:
-        if s.rename != ("(nothing)", "(nothing)"):
+        if s.rename != ("", ""):
             counts[s.rename] = counts.get(s.rename, 0) + 1
     # A rename shared by several values is a layer (or scope) renamed; one value's own rename says nothing more.
     return sorted(((r, n) for r, n in counts.items() if n > 1), key=lambda item: (-item[1], item[0]))
@@ -1152,7 +1214,11 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
         "built": list(report.built),
         "restore_error": report.restore_error,
         "options": {"allow_unused": report.allow_unused, "ignore_optimizer": report.ignore_optimizer,
-                    "apply_rename_map": report.applied_map},
+                    "apply_rename_map": report.applied_map, "allow_missing": list(report.allow_missing)},
+        "stopped": None if report.stopped is None else {
+            "variable": report.stopped.variable, "key": report.stopped.key, "error": report.stopped.error,
+            "left_behind": list(report.stopped.left_behind)},
+        "recipes": list(report.recipes),
         "summary": {
             "variables": len(report.variables),
             "restored": sum(1 for v in report.variables if v.restored),
@@ -1160,11 +1226,12 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
             "stored_values": len(report.values),
             "used": sum(1 for s in report.values if s.consumed),
             "unused": [s.key for s in report.unused],
+            "allowed_missing": [v.variable for v in report.allowed_missing],
         },
         "variables": [
             {"variable": v.variable, "kind": v.kind, "dtype": v.dtype, "shape": list(v.shape), "status": v.status,
              "restored": v.restored, "key": v.key, "source": v.source, "values_equal": v.values_equal, "via": v.via,
-             "reason": v.reason,
+             "reason": v.reason, "name": v.name, "source_variable": v.source_variable,
              "kept": None if v.kept is None else {"initializer": v.kept.initializer,
                                                   "description": v.kept.description,
                                                   "stats": _stats_json(v.kept.stats)}}
@@ -1184,7 +1251,7 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
         "suggestions": [
             {"variable": s.variable, "variable_key": s.variable_key, "key": s.key, "dtype": s.dtype,
              "shape": list(s.shape), "score": s.score, "rename": {"checkpoint": s.rename[0], "model": s.rename[1]},
-             "also": list(s.also)}
+             "also": list(s.also), "evidence": s.evidence, "stored_variable": s.stored_variable}
             for s in report.suggestions
         ],
         "notes": list(report.notes),

@@ -171,6 +171,15 @@ class VariableCheck:
     via: str | None = None  # "restore" or "rename map"
     reason: str | None = None  # why it was not restored, or what else is worth knowing
     kept: KeptValue | None = None  # for a variable not restored: what it holds instead
+    name: str | None = None  # its own name (a Keras variable's path, a tf.Variable's name): what stored values'
+    # `variable` is compared with
+    source_variable: str | None = None  # the name `source` was saved under (its TensorInfo.variable)
+
+    @property
+    def from_another_name(self) -> bool:
+        """Restored from a value saved under another variable's name (formats that match by path or position)."""
+        return bool(self.restored and self.source_variable and self.name and self.source_variable != self.name
+                    and not self.source_variable.startswith("("))
 
     @property
     def restored(self) -> bool:
@@ -211,16 +220,31 @@ class Mismatch:
 
 @dataclass(frozen=True)
 class RenameSuggestion:
-    """A likely match between a variable that was not restored and a stored value nobody took."""
+    """A variable that was not restored and the unused stored value saved under its name (or under its name with a
+    layer renamed)."""
 
     variable: str
     variable_key: str | None  # the name the variable is looked up by
     key: str  # the stored value that probably belongs to it
     dtype: str
     shape: tuple[int, ...]
-    score: float  # name similarity, 0..1
-    rename: tuple[str, str]  # the part of the names that differs: (in the checkpoint, in the model)
-    also: tuple[str, ...] = ()  # other stored values that fit as well as this one
+    score: float  # 1.0: every suggestion rests on names (kept for the JSON schema; it was a similarity)
+    rename: tuple[str, str]  # the path components that differ: (in the checkpoint, in the model); ("", "") if none
+    also: tuple[str, ...] = ()  # other stored values that fit as well as this one (always empty now)
+    evidence: str = ""  # why: "the same name", "the same name after dense_1 -> head (2 values agree)"
+    stored_variable: str | None = None  # the name the saving model knew the stored value by
+
+
+@dataclass(frozen=True)
+class RestoreStop:
+    """The restore raised part-way (TensorFlow stops at the first dtype or shape mismatch) and left variables behind
+    whose values are stored, fitting, under their own names (variables whose path leads to a value saved under
+    another name are not counted here: they are problems of their own)."""
+
+    variable: str | None  # the variable it stopped at, when its error names one
+    key: str | None  # the stored value that variable is looked up by
+    error: str  # what the restore raised
+    left_behind: tuple[str, ...]  # variables stored with their dtype and shape that it never wrote
 
 
 @dataclass(frozen=True)
@@ -243,20 +267,38 @@ class RestoreCheckReport:
     allow_unused: bool = False
     ignore_optimizer: bool = False
     applied_map: str | None = None  # --apply-rename-map FILE
+    allow_missing: tuple[str, ...] = ()  # --allow-missing PATTERN: globs on variable names left out on purpose
+    stopped: RestoreStop | None = None  # the restore raised part-way and left variables behind
+    # Ways this format loads everything but the mismatched layers, each checked against TensorFlow/Keras by the tests.
+    recipes: tuple[str, ...] = ()
 
     def counts(self, kind: str) -> bool:
         """Whether variables and values of this kind decide the verdict."""
         return not (self.ignore_optimizer and kind in (OPTIMIZER, COUNTER))
 
+    def allowed(self, v: VariableCheck) -> bool:
+        """A variable left out on purpose (--allow-missing): a new head may be missing or resized."""
+        from fnmatch import fnmatchcase
+
+        return not v.restored and any(fnmatchcase(v.variable, p) for p in self.allow_missing)
+
     @property
     def not_restored(self) -> tuple[VariableCheck, ...]:
-        return tuple(v for v in self.variables if not v.restored and self.counts(v.kind))
+        return tuple(v for v in self.variables if not v.restored and self.counts(v.kind) and not self.allowed(v))
+
+    @property
+    def allowed_missing(self) -> tuple[VariableCheck, ...]:
+        return tuple(v for v in self.variables if self.allowed(v))
 
     @property
     def unused(self) -> tuple[StoredValueUse, ...]:
-        return tuple(s for s in self.values if not s.consumed and self.counts(s.kind))
+        """Stored values no variable took, except those an allowed-missing variable looks for (the old head)."""
+        skip = {v.key for v in self.allowed_missing if v.key is not None}
+        return tuple(s for s in self.values if not s.consumed and self.counts(s.kind) and s.key not in skip)
 
     @property
     def ok(self) -> bool:
-        return (self.restore_error is None and not self.not_restored
-                and (self.allow_unused or not self.unused))
+        # A restore that raised is a problem unless what it failed on was allowed to be missing and everything
+        # else holds its stored value (a resized head left out on purpose).
+        raised = self.restore_error is not None and not (self.allow_missing and self.allowed_missing)
+        return not raised and not self.not_restored and (self.allow_unused or not self.unused)

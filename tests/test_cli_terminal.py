@@ -389,5 +389,5 @@ def test_inspect_all_names_every_column(manager_dir: Path) -> None:
     for width in columns:
         cells.append(header[at:at + width].strip())
         at += width + 2
-    assert all(cells) and cells == ["step", "checkpoint", "present", "latest"]
+    assert all(cells) and cells == ["step", "checkpoint", "present", "latest", "state file"]
     assert lines[-1].rstrip().endswith("yes") and "latest" not in "\n".join(lines[2:])

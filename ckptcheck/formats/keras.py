@@ -436,6 +436,19 @@ def _root_text(f: h5py.File, root: h5py.Group, name: str, *, path: str) -> str |
     return None
 
 
+def _with_orphan_optimizer(info: CheckpointInfo, config: Any) -> CheckpointInfo:
+    """A .keras archive whose weights hold optimizer state its config.json's compile_config does not name (Keras
+    drops the optimizer from compile_config on some saves; a model compiled from that config gets Keras's default
+    optimizer, which this state does not fit): say so in its metadata."""
+    compile_config = config.get("compile_config") if isinstance(config, dict) else None
+    state = sum(1 for t in info.tensors if t.name.startswith("optimizer/"))
+    if not state or not isinstance(compile_config, dict) or compile_config.get("optimizer"):
+        return info
+    metadata = {**info.metadata, "optimizer_state": f"{state} values stored, but config.json's compile_config names "
+                                                    f"no optimizer"}
+    return dataclasses.replace(info, metadata=metadata)
+
+
 def _compile_summary(training: Any, optimizer_key: str) -> dict[str, str]:
     """Optimizer class and loss from a legacy training_config or a Keras 3 compile_config."""
     out: dict[str, str] = {}
@@ -880,7 +893,8 @@ class KerasArchiveReader(_H5Values):
             raise UnsupportedFormatError(f"{WEIGHTS_MEMBER} in the archive has the legacy .h5 layout", path=location)
         self._load(layout, WEIGHTS_MEMBER)
         self._name_variables(layout, archive.config)
-        self._info = dataclasses.replace(summary, tensors=tuple(e.info for e in self._entries.values()))
+        self._info = _with_orphan_optimizer(
+            dataclasses.replace(summary, tensors=tuple(e.info for e in self._entries.values())), archive.config)
         self._weights_info = info
         self._crc_checked = not isinstance(self._member, _StoredMember)  # a spooled member was checked on the way
 

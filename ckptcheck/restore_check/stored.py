@@ -1,0 +1,87 @@
+"""The checkpoint's side: its values read once each, what each is for, and whether a restored value is one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.model import SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.reports import (
+    COUNTER,
+    OPTIMIZER,
+    WEIGHT,
+)
+from ckptcheck.restore_check.variables import _dtype_name, _same_bits
+
+CACHED_BYTES = 1 << 16  # values up to this size are read once
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+# --- stored values ------------------------------------------------------------------------------------------------
+
+
+def _stored_kind(fmt: str, t: TensorInfo, names: set[str], ref: ObjectRef | None) -> str:
+    optimizer = False
+    if fmt in (TF2, SAVEDMODEL):
+        paths = ref.paths if ref is not None else (t.name,)
+        optimizer = bool(ref is not None and ref.slot_of) or all(
+            any("optimizer" in part.lower() for part in p.split("/")) for p in paths)
+    elif fmt == TF1:
+        base = t.name.rsplit("/", 1)[-1]
+        optimizer = base.endswith("_power") or any(t.name.startswith(n + "/") for n in names if n != t.name)
+    else:
+        optimizer = t.name.startswith(("optimizer/", "optimizer_weights/"))
+    if optimizer:
+        return OPTIMIZER
+    if t.shape == () and t.dtype.startswith(("int", "uint")):
+        return COUNTER
+    return WEIGHT
+
+
+class _Stored:
+    """The checkpoint's values, read once each, on demand."""
+
+    def __init__(self, reader: CheckpointReader) -> None:
+        self.reader = reader
+        self.infos = {t.name: t for t in reader.tensors() if t.name != OBJECT_GRAPH_KEY}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def read(self, key: str) -> np.ndarray:
+        """Small values are kept once read; large ones are read again when asked (a model's worth of copies held
+        at once is what made the check take twice the memory of the restore it measures)."""
+        if key in self._cache:
+            return self._cache[key]
+        value = self.reader.read(key)
+        if value.nbytes <= CACHED_BYTES:
+            self._cache[key] = value
+        return value
+
+
+def _equal(after: np.ndarray, stored: np.ndarray) -> tuple[bool, str | None]:
+    """Whether a restored value is the stored one: bit for bit, or after the dtype conversion a restore does."""
+    if after.shape != stored.shape:
+        return False, None
+    if _same_bits(after, stored):
+        return True, None
+    if after.dtype == object or stored.dtype == object or after.dtype == stored.dtype:
+        return False, None
+    try:
+        with np.errstate(all="ignore"):
+            converted = stored.astype(after.dtype)
+    except (TypeError, ValueError):
+        return False, None
+    if _same_bits(after, converted):
+        return True, f"converted from {_dtype_name(stored)} to {_dtype_name(after)}"
+    return False, None
+
+
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.shape != b.shape or a.dtype == object or b.dtype == object:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    except (TypeError, ValueError):
+        return None
+    d = d[np.isfinite(d)]
+    return float(d.max()) if d.size else 0.0
