@@ -217,6 +217,12 @@ def _graph_differences(ra: CheckpointReader, rb: CheckpointReader, keys: set[str
     """How two object graphs place the tensors both checkpoints store under one key differently: the object paths
     reaching it, the variable a slot belongs to, the saved name. Reading a graph checks its checksum: a damaged one
     is an error, not a silent "same"."""
+    from ckptcheck.formats.bundle import BundleReader
+
+    if isinstance(ra, BundleReader) and isinstance(rb, BundleReader):
+        graph_a, graph_b = ra.object_graph_bytes(), rb.object_graph_bytes()  # read with their checksums checked
+        if graph_a == graph_b:  # the same graph, byte for byte (the common case: two saves of one model)
+            return ()
     refs_a, refs_b = ra.objects(), rb.objects()
     if refs_a is None or refs_b is None:
         return ()

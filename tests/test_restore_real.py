@@ -125,6 +125,16 @@ def _tf2_truth(prefix: str, model: Any) -> dict[str, str]:
 # --- TF2 checkpoint, head resized (100 -> 10 classes) -----------------------------------------------------------
 
 
+
+def _skip_mismatch_recipe(path: Any, data: dict[str, Any], values: dict[str, Any]) -> tuple[dict[str, str], Any]:
+    """Run the skip_mismatch recipe the report prints on a fresh resized model; what each variable then holds."""
+    assert any(r.startswith("model.load_weights(PATH, skip_mismatch=True)") for r in data["recipes"])
+    model = _fresh(_mobilenet().resized)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_weights(path, skip_mismatch=True)
+    return _keras_truth(model, values), model
+
 def test_tf2_resized_head_stops_suggests_only_own_names_and_the_map_restores_them(saved: dict[str, Any],
                                                                                    tmp_path: Path) -> None:
     import tensorflow as tf
@@ -242,12 +252,7 @@ def test_keras_resized_head(saved: dict[str, Any]) -> None:
         assert np.array_equal(_keras_stored(path, s["key"]), values[s["variable"]]), s
 
     # The recipe, as printed: skip_mismatch loads every layer but the head.
-    assert any(r.startswith("model.load_weights(PATH, skip_mismatch=True)") for r in data["recipes"])
-    model = _fresh(_mobilenet().resized)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_weights(path, skip_mismatch=True)
-    truth = _keras_truth(model, values)
+    truth, model = _skip_mismatch_recipe(path, data, values)
     assert "OTHER" not in truth.values()
     assert {p for p in truth if truth[p] == "marker" and p in {w.path for w in model.weights}} == {
         "predictions/kernel", "predictions/bias"}
@@ -339,12 +344,7 @@ def test_legacy_h5_resized_head_loads_the_layers_before_it(saved: dict[str, Any]
     assert {p for p in weights if truth[p] == "marker"} == {"predictions/kernel", "predictions/bias"}
     assert {v["variable"] for v in data["variables"] if v["restored"]} == {p for p, t in truth.items() if t == "own"}
 
-    assert any(r.startswith("model.load_weights(PATH, skip_mismatch=True)") for r in data["recipes"])
-    model = _fresh(_mobilenet().resized)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_weights(path, skip_mismatch=True)
-    truth = _keras_truth(model, values)
+    truth, model = _skip_mismatch_recipe(path, data, values)
     assert {p for p in weights if truth[p] != "own"} == {"predictions/kernel", "predictions/bias"}
 
 
