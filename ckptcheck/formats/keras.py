@@ -284,11 +284,19 @@ def _keras3_entries(f: h5py.File, *, path: str) -> tuple[list[tuple[str, str]], 
     h5o.visit(f.id, on_object, info=True)
     vars_names: dict[str, str] = {}
     for name in vars_groups:
-        group = h5lib.Group(h5o.open(f.id, name))
-        if "name" in group.attrs:
-            with contextlib.suppress(ValueError, CorruptCheckpointError):
-                holder = name[: -len(b"vars")].rstrip(b"/").decode("utf-8", "surrogateescape")
-                vars_names[holder] = _text(_attr(group, "name", path=path))
+        # Read with HDF5's attribute calls (h5py's AttributeManager opened each attribute twice, for its size check
+        # and its value).
+        gid = h5o.open(f.id, name)
+        if not h5lib.h5a.exists(gid, b"name"):
+            continue
+        aid = h5lib.h5a.open(gid, b"name")
+        if aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size() > MAX_ATTRIBUTE_BYTES:
+            continue
+        value = np.empty(aid.shape, dtype=aid.dtype)
+        with contextlib.suppress(ValueError, OSError, TypeError, UnicodeDecodeError):
+            aid.read(value)
+            holder = name[: -len(b"vars")].rstrip(b"/").decode("utf-8", "surrogateescape")
+            vars_names[holder] = _text(value)
     return [(n, n) for n in sorted(datasets, key=_natural_key)], vars_names
 
 
