@@ -623,42 +623,9 @@ class BundleReader(CheckpointReader):
     def _byte_elements(self, entry: BundleEntry, tensor: str) -> list[bytes]:
         """A string or variant entry's elements (a variant element: its serialized VariantTensorDataProto), with
         every checksum checked; numpy is not needed."""
-        data = self._entry_bytes(entry, tensor)
         if entry.dtype.is_variant:
-            return self._variant_elements(entry, tensor, data)
-        return self._string_elements(entry, tensor, data)
-
-    def _string_elements(self, entry: BundleEntry, tensor: str, data: bytearray) -> list[bytes]:
-        path = self.shard_path(entry.shard_id)
-        lengths: list[int] = []
-        pos = 0
-        try:
-            for _ in range(entry.num_elements):
-                length, pos = read_varint(data, pos)
-                lengths.append(length)
-        except DecodeError:
-            raise CorruptCheckpointError("bad string lengths", path=path, tensor=tensor) from None
-        if pos + 4 + sum(lengths) != len(data):
-            raise CorruptCheckpointError(
-                f"string lengths add up to {pos + 4 + sum(lengths)} bytes, the entry says {len(data)}",
-                path=path, tensor=tensor,
-            )
-        # The lengths' own checksum is over each length as a little-endian uint32 (uint64 past 2**32-1).
-        packed = b"".join(struct.pack("<I", v) if v <= 0xFFFFFFFF else struct.pack("<Q", v) for v in lengths)
-        (stored_len_crc,) = struct.unpack_from("<I", data, pos)
-        if unmask_crc(stored_len_crc) != crc32c(packed):
-            raise CorruptCheckpointError("checksum mismatch in the string lengths", path=path, tensor=tensor)
-        body = memoryview(data)[pos + 4 :]
-        if entry.crc32c is not None:
-            actual = crc32c(body, crc32c(data[pos : pos + 4], crc32c(packed)))
-            if actual != unmask_crc(entry.crc32c):
-                raise self._checksum_error(entry, tensor, actual)
-        out = []
-        start = 0
-        for length in lengths:
-            out.append(bytes(body[start : start + length]))
-            start += length
-        return out
+            return self._variant_elements(entry, tensor, self._entry_bytes(entry, tensor))
+        return [element for chunk in self._stream_strings(entry, tensor) for element in chunk]
 
     def _variant_elements(self, entry: BundleEntry, tensor: str, data: bytearray) -> list[bytes]:
         """Layout (tensor_bundle.cc, WriteVariantTensor): per element a varint64 length, the bytes, and a masked
