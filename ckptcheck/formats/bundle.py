@@ -37,7 +37,7 @@ from ckptcheck.formats.protobuf import (
     read_varint,
     to_int64,
 )
-from ckptcheck.formats.slices import stream_c_order
+from ckptcheck.formats.slices import format_extents, stream_c_order, tiling_problem
 from ckptcheck.formats.sstable import SSTable, unmask_crc
 from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo, listed_tensor
 
@@ -416,7 +416,7 @@ class BundleReader(CheckpointReader):
             found = by_norm.get(norm)
             if found is None:
                 raise CorruptCheckpointError(
-                    f"slice {_format_extents(norm)} is listed but has no entry in the index",
+                    f"slice {format_extents(norm)} is listed but has no entry in the index",
                     path=self.index_path, tensor=entry.key,
                 )
             out.append((norm, found))
@@ -744,33 +744,20 @@ class BundleReader(CheckpointReader):
         return out.reshape(entry.shape)
 
     def _tiling(self, entry: BundleEntry, name: str) -> list[tuple[tuple[Extent, ...], BundleEntry]]:
-        """The slices of a partitioned variable, checked to tile its shape exactly: each inside the shape, of the
-        variable's dtype, storing the shape it claims, none overlapping another, all together covering it."""
+        """The slices of a partitioned variable, checked to tile its shape exactly (slices.tiling_problem), each of
+        the variable's dtype and storing the shape it claims."""
         slices = self.slices_of(entry)
-        covered = 0
+        problem = tiling_problem(entry.shape, [extents for extents, _ in slices])
+        if problem is not None:
+            raise CorruptCheckpointError(problem, path=self.index_path, tensor=name)
         for extents, part in slices:
-            where = _format_extents(extents)
-            if len(extents) != len(entry.shape) or any(
-                s < 0 or n < 0 or s + n > d for (s, n), d in zip(extents, entry.shape, strict=False)
-            ):
-                raise CorruptCheckpointError(f"slice {where} lies outside the shape {list(entry.shape)}",
-                                             path=self.index_path, tensor=name)
+            where = format_extents(extents)
             if tuple(n for _, n in extents) != part.shape:
                 raise CorruptCheckpointError(f"slice {where} stores shape {list(part.shape)}",
                                              path=self.index_path, tensor=name)
             if part.dtype != entry.dtype:
                 raise CorruptCheckpointError(f"slice {where} stores {part.dtype.name}, the variable is "
                                              f"{entry.dtype.name}", path=self.index_path, tensor=name)
-            covered += part.num_elements
-        if covered != entry.num_elements:
-            raise CorruptCheckpointError(
-                f"slices cover {covered} of the {entry.num_elements} elements", path=self.index_path, tensor=name
-            )
-        clash = _first_overlap([extents for extents, _ in slices])
-        if clash is not None:
-            a, b = (_format_extents(slices[i][0]) for i in clash)
-            # Same element count with an overlap means a gap too: part of the tensor would be left unset.
-            raise CorruptCheckpointError(f"slices {a} and {b} overlap", path=self.index_path, tensor=name)
         return slices
 
     def _assemble(self, entry: BundleEntry, name: str) -> np.ndarray:
@@ -935,23 +922,3 @@ class BundleReader(CheckpointReader):
             f.close()
         self._files.clear()
         self._file_sizes.clear()
-
-
-def _format_extents(extents: tuple[Extent, ...]) -> str:
-    return "[" + ", ".join(f"{s}:{s + n}" if n >= 0 else f"{s}:" for s, n in extents) + "]"
-
-
-def _first_overlap(boxes: list[tuple[Extent, ...]]) -> tuple[int, int] | None:
-    """Indices of two boxes that share an element, if any: a sweep along the first dimension, comparing each box
-    only with the boxes still open there (few, for the row-wise and block-wise slicings TensorFlow writes)."""
-    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0][0] if boxes[i] else 0)
-    open_boxes: list[int] = []
-    for i in order:
-        box = boxes[i]
-        if box:
-            open_boxes = [j for j in open_boxes if boxes[j][0][0] + boxes[j][0][1] > box[0][0]]
-        for j in open_boxes:
-            if all(max(s1, s2) < min(s1 + n1, s2 + n2) for (s1, n1), (s2, n2) in zip(box, boxes[j], strict=True)):
-                return j, i
-        open_boxes.append(i)
-    return None

@@ -65,3 +65,42 @@ def stream_c_order(
                 block[where] = values.reshape(b - a, *lengths[axis + 1 :])
                 del values  # it may view a large record of the reader's: let it go before the next is read
             yield block.reshape(-1)
+
+
+def format_extents(extents: tuple[Extent, ...]) -> str:
+    return "[" + ", ".join(f"{s}:{s + n}" if n >= 0 else f"{s}:" for s, n in extents) + "]"
+
+
+def first_overlap(boxes: list[tuple[Extent, ...]]) -> tuple[int, int] | None:
+    """Indices of two boxes that share an element, if any: a sweep along the first dimension, comparing each box
+    only with the boxes still open there (few, for the row-wise and block-wise slicings TensorFlow writes)."""
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0][0] if boxes[i] else 0)
+    open_boxes: list[int] = []
+    for i in order:
+        box = boxes[i]
+        if box:
+            open_boxes = [j for j in open_boxes if boxes[j][0][0] + boxes[j][0][1] > box[0][0]]
+        for j in open_boxes:
+            if all(max(s1, s2) < min(s1 + n1, s2 + n2) for (s1, n1), (s2, n2) in zip(box, boxes[j], strict=True)):
+                return j, i
+        open_boxes.append(i)
+    return None
+
+
+def tiling_problem(shape: tuple[int, ...], boxes: Sequence[tuple[Extent, ...]]) -> str | None:
+    """What keeps ``boxes`` (full extents written out) from tiling ``shape`` exactly, or None: a box outside the
+    shape, boxes covering more or fewer elements than it has, two boxes overlapping."""
+    covered = 0
+    for box in boxes:
+        if len(box) != len(shape) or any(s < 0 or n < 0 or s + n > d for (s, n), d in zip(box, shape, strict=False)):
+            return f"slice {format_extents(box)} lies outside the shape {list(shape)}"
+        covered += math.prod(n for _, n in box)
+    total = math.prod(shape)
+    if covered != total:
+        return f"slices cover {covered} of the {total} elements"
+    clash = first_overlap(list(boxes))
+    if clash is not None:
+        # Same element count with an overlap means a gap too: part of the tensor would be left unset.
+        a, b = (format_extents(boxes[i]) for i in clash)
+        return f"slices {a} and {b} overlap"
+    return None

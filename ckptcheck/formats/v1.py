@@ -34,8 +34,6 @@ from ckptcheck.formats.bundle import (
     Versions,
     _decode_shape,
     _decode_slice,
-    _first_overlap,
-    _format_extents,
     check_versions,
     decode_slice_key,
     decode_versions,
@@ -54,7 +52,7 @@ from ckptcheck.formats.protobuf import (
     as_view,
     iter_fields,
 )
-from ckptcheck.formats.slices import stream_c_order
+from ckptcheck.formats.slices import format_extents, stream_c_order, tiling_problem
 from ckptcheck.formats.sstable import SSTable
 from ckptcheck.model import TF1, CheckpointInfo, listed_tensor
 
@@ -439,33 +437,12 @@ class V1Reader(CheckpointReader):
         return t
 
     def _tiling(self, t: V1Tensor) -> list[tuple[tuple[Extent, ...], V1Slice]]:
-        """The tensor's slices, checked to tile its shape exactly (each inside it, none overlapping, all covering)."""
-        out = []
-        covered = 0
-        for s in t.slices:
-            norm = _normalized(s.extents, t.shape)
-            where = _format_extents(norm)
-            if len(norm) != len(t.shape) or any(
-                start < 0 or n < 0 or start + n > d for (start, n), d in zip(norm, t.shape, strict=False)
-            ):
-                raise CorruptCheckpointError(f"slice {where} lies outside the shape {list(t.shape)}",
-                                             path=self.files[s.file], tensor=t.name)
-            n = 1
-            for _, length in norm:
-                n *= length
-            covered += n
-            out.append((norm, s))
-        total = 1
-        for d in t.shape:
-            total *= d
-        if covered != total:
-            raise CorruptCheckpointError(f"slices cover {covered} of the {total} elements",
-                                         path=self.files[t.slices[0].file] if t.slices else self.location,
+        """The tensor's slices, checked to tile its shape exactly (slices.tiling_problem)."""
+        out = [(_normalized(s.extents, t.shape), s) for s in t.slices]
+        problem = tiling_problem(t.shape, [norm for norm, _ in out])
+        if problem is not None:
+            raise CorruptCheckpointError(problem, path=self.files[t.slices[0].file] if t.slices else self.location,
                                          tensor=t.name)
-        clash = _first_overlap([norm for norm, _ in out])
-        if clash is not None:
-            a, b = (_format_extents(out[i][0]) for i in clash)
-            raise CorruptCheckpointError(f"slices {a} and {b} overlap", path=self.location, tensor=t.name)
         return out
 
     def read_slice(self, t: V1Tensor, s: V1Slice) -> np.ndarray:
@@ -475,7 +452,7 @@ class V1Reader(CheckpointReader):
         count = 1
         for _, length in norm:
             count *= length
-        shown = _format_extents(norm)
+        shown = format_extents(norm)
         try:
             record = self.tables[s.file].get(encode_slice_key(t.key_name, s.extents))
         except CorruptCheckpointError as exc:  # a damaged block: name the tensor whose record it holds
@@ -505,7 +482,7 @@ class V1Reader(CheckpointReader):
                                              tensor=t.name)
             if stored_slice is not None and _normalized(stored_slice, t.shape) != norm:
                 raise CorruptCheckpointError(f"the record of slice {shown} holds slice "
-                                             f"{_format_extents(_normalized(stored_slice, t.shape))}", path=path,
+                                             f"{format_extents(_normalized(stored_slice, t.shape))}", path=path,
                                              tensor=t.name)
             return _values(t.dtype, proto, count, f"slice {shown}")
         except DecodeError as exc:
@@ -588,6 +565,6 @@ def unused_records(reader: V1Reader, file: int) -> Iterator[str]:
             continue
         try:
             name, extents = decode_slice_key(key)
-            yield f"{name} {_format_extents(extents)}"
+            yield f"{name} {format_extents(extents)}"
         except DecodeError:
             yield key.decode("utf-8", "surrogateescape")
