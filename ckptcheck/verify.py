@@ -180,15 +180,13 @@ def _verify_v1(location: str, path: str, progress: ProgressFn | None,
         # already named with a tensor is not named again.
         named = {p.message for p in problems}
         for i, table in enumerate(reader.tables):
-            for b in table.scan_problems():
-                if b.message not in named:
-                    problems.append(Problem("index", b.message, file=reader.files[i]))
-            with contextlib.suppress(CorruptCheckpointError):
-                extra = list(unused_records(reader, i))
-                if extra:
-                    shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
-                    problems.append(Problem("structure", f"{len(extra)} record(s) that the table of contents does "
-                                            f"not list: {shown}", file=reader.files[i]))
+            keys, damaged = table.checked_keys()  # the blocks the tensors' reads did not reach, read once
+            problems += [Problem("index", b.message, file=reader.files[i]) for b in damaged if b.message not in named]
+            extra = unused_records(reader, i, keys)
+            if extra:
+                shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+                problems.append(Problem("structure", f"{len(extra)} record(s) that the table of contents does "
+                                        f"not list: {shown}", file=reader.files[i]))
     return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)),
                         notes=(V1_NOTE,))
 

@@ -74,6 +74,7 @@ class SSTable:
         self.size = len(data) if data is not None else (size or 0)
         self._handles: tuple[list[bytes], list[BlockHandle]] | None = None
         self._cached: tuple[int, list[tuple[bytes, Value]]] | None = None  # the last data block decoded
+        self._keys_read: dict[int, list[bytes]] = {}  # data block -> its keys, for blocks read and checked
         if self.size < FOOTER_SIZE:
             raise self._error(
                 f"file is too short to be a table ({self.size} bytes, a table footer alone is {FOOTER_SIZE})",
@@ -246,7 +247,34 @@ class SSTable:
         self._cached = None  # let the last block go before the next is read (a V1 block can be one large record)
         entries = list(self._block_entries(self.read_block(handle), handle.offset))
         self._cached = (i, entries)
+        self._keys_read[i] = [key for key, _ in entries]
         return entries
+
+    def checked_keys(self) -> tuple[list[bytes], list[BlockProblem]]:
+        """Every key of the table and every damaged block (metaindex and data blocks): blocks already read through
+        get() are not read again (a V1 file's values are its blocks: verify reads each once)."""
+        problems: list[BlockProblem] = []
+        try:
+            self.read_block(self.metaindex_handle)
+        except CorruptCheckpointError as exc:
+            problems.append(BlockProblem(self.metaindex_handle.offset, self.metaindex_handle.size,
+                                         f"metaindex block: {exc.message}"))
+        try:
+            handles = self._index()[1]
+        except CorruptCheckpointError as exc:
+            return [], [*problems, BlockProblem(self.index_handle.offset, self.index_handle.size,
+                                                f"index block: {exc.message}")]
+        keys: list[bytes] = []
+        for i, handle in enumerate(handles):
+            known = self._keys_read.get(i)
+            if known is None:
+                try:
+                    known = [key for key, _ in self._block_entries(self.read_block(handle), handle.offset)]
+                except CorruptCheckpointError as exc:
+                    problems.append(BlockProblem(handle.offset, handle.size, exc.message))
+                    continue
+            keys += known
+        return keys, problems
 
     def get(self, key: bytes) -> Value | None:
         """The value stored under ``key``, reading only the block that can hold it (the last one read is kept,
@@ -301,21 +329,4 @@ class SSTable:
 
     def scan_problems(self) -> list[BlockProblem]:
         """Check every block's checksum and structure without stopping at the first problem."""
-        problems: list[BlockProblem] = []
-        self._cached = None
-        try:
-            handles = self.data_block_handles()
-        except CorruptCheckpointError as exc:
-            return [BlockProblem(self.index_handle.offset, self.index_handle.size, f"index block: {exc.message}")]
-        try:
-            self.read_block(self.metaindex_handle)
-        except CorruptCheckpointError as exc:
-            problems.append(BlockProblem(self.metaindex_handle.offset, self.metaindex_handle.size,
-                                         f"metaindex block: {exc.message}"))
-        for handle in handles:
-            try:
-                for _ in self._block_entries(self.read_block(handle), handle.offset):
-                    pass
-            except CorruptCheckpointError as exc:
-                problems.append(BlockProblem(handle.offset, handle.size, exc.message))
-        return problems
+        return self.checked_keys()[1]

@@ -22,7 +22,7 @@ import contextlib
 import glob
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -556,15 +556,17 @@ class V1Reader(CheckpointReader):
         self.tables = []
 
 
-def unused_records(reader: V1Reader, file: int) -> Iterator[str]:
-    """Keys of a file's records that its table of contents does not list (a structural problem for verify)."""
+def unused_records(reader: V1Reader, file: int, keys: Iterable[bytes]) -> list[str]:
+    """Of a file's keys, the records its table of contents does not list (a structural problem for verify)."""
     listed = {encode_slice_key(t.key_name, s.extents) for t in reader._tensors.values() for s in t.slices
               if s.file == file}
-    for key, _value in reader.tables[file].items():
+    out = []
+    for key in keys:
         if key == _META_KEY or key in listed:
             continue
         try:
             name, extents = decode_slice_key(key)
-            yield f"{name} {format_extents(extents)}"
+            out.append(f"{name} {format_extents(extents)}")
         except DecodeError:
-            yield key.decode("utf-8", "surrogateescape")
+            out.append(key.decode("utf-8", "surrogateescape"))
+    return out
