@@ -546,3 +546,61 @@ def test_a_flipped_weight_byte_in_a_keras_archive_is_never_read_silently(tmp_pat
 
     report = verify(str(damaged))
     assert [p.kind for p in report.problems] == ["checksum"]
+
+
+def _sparse_index(path: Path, tail: bytes, hole: int) -> None:
+    """``tail`` written after a ``hole`` of ``hole`` bytes the file system stores as nothing."""
+    with open(path, "wb") as f:
+        f.seek(hole)
+        f.write(tail)
+
+
+def test_a_2_gb_sparse_index_costs_only_the_blocks_it_points_at(tmp_path: Path) -> None:
+    """Two ~2 GB sparse .index files: a valid table after a 2 GB hole (read by TensorFlow too), and a data block
+    claiming the 2 GB of zeros. Neither is read whole, nor twice: each command stays under the memory guard."""
+    import struct
+
+    import numpy as np
+    import tensorflow as tf
+    from index_writer import DT_FLOAT, MAGIC, block, entry_proto, header_proto, masked_crc, varint, with_trailer
+
+    hole = (2 << 30) - 4096
+    values = np.arange(4, dtype="<f4")
+    items = sorted([(b"", header_proto(1)),
+                    (b"w", entry_proto(DT_FLOAT, [4], size=16, crc=masked_crc(values.tobytes())))])
+
+    def table(blocks: list[tuple[bytes, bytes]], index_key: bytes, data_handle: tuple[int, int]) -> bytes:
+        data = b"".join(with_trailer(block(blocks)) for _ in [0] if blocks)
+        meta_block, index_block = block([]), block([(index_key, varint(data_handle[0]) + varint(data_handle[1]))])
+        meta_at = hole + len(data)
+        out = data + with_trailer(meta_block)
+        index_at = hole + len(out)
+        out += with_trailer(index_block)
+        handles = varint(meta_at) + varint(len(meta_block)) + varint(index_at) + varint(len(index_block))
+        return out + handles.ljust(40, b"\x00") + struct.pack("<Q", MAGIC)
+
+    valid, damaged = tmp_path / "valid", tmp_path / "damaged"
+    _sparse_index(Path(f"{valid}.index"), table(items, b"w", (hole, len(block(items)))), hole)
+    _sparse_index(Path(f"{damaged}.index"), table([], b"w", (0, hole - 5)), hole)
+    for prefix in (valid, damaged):
+        Path(f"{prefix}.data-00000-of-00001").write_bytes(values.tobytes())
+    np.testing.assert_array_equal(tf.train.load_checkpoint(str(valid)).get_tensor("w"), values)  # the oracle
+
+    def stamps() -> dict[str, tuple[int, int]]:  # the files are too large to snapshot by content
+        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+
+    before = stamps()
+    cases = [[verb, str(prefix)] for prefix in (valid, damaged) for verb in ("inspect", "verify", "manifest")]
+    cases += [["diff", str(valid), str(valid)], ["diff", str(damaged), str(valid)]]
+    peaks: list[float] = []
+    results = _cli_cases(cases, tmp_path, peaks)
+    assert [code for code, _err in results] == [0, 0, 0, 2, 1, 2, 0, 2], results
+    for (code, err), peak in zip(results, peaks, strict=True):
+        assert "Traceback" not in err and peak < MEMORY_GUARD_MIB, (err, peak)
+        if code == 2:  # (verify's report of the damage, exit 1, is on stdout)
+            assert err.count("\n") == 1 and "damaged.index: block checksum mismatch (block at byte 0" in err, err
+    assert stamps() == before
+    from ckptcheck.verify import verify
+
+    assert [p.message for p in verify(str(damaged)).problems] == [
+        f"block checksum mismatch (block at byte 0, {hole - 5} bytes)"]

@@ -8,7 +8,9 @@ and that saves at least 12.5 % (table_builder.cc): many 1.x and 2.x releases did
 (raw Snappy through cramjam, imported when the first compressed block appears).
 
 A bundle's index is small and read whole into memory; a V1 checkpoint keeps its values in the table, so it is
-read block by block from the file (``SSTable.open(path, in_memory=False)``).
+read block by block from the file (``SSTable.open(path, in_memory=False)``), and so is an index too large to read
+whole (a sparse 2 GB file costs only the blocks its footer points at). A block too large to read lightly has its
+checksum checked in pieces before it is read: a damaged one claiming gigabytes costs no memory.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ _SNAPPY = 1
 _MASK_DELTA = 0xA282EAD8
 # A value: bytes from a table read into memory, a view of its block from a table read from the file.
 Value = bytes | memoryview
-# An index this large is not a checkpoint index; refuse rather than read it into memory.
-MAX_INDEX_BYTES = 2 << 30
+# A table up to this size is read whole (one read is the fastest way to a bundle index); larger ones block by block.
+IN_MEMORY_BYTES = 64 << 20
+# A block larger than this has its checksum checked in pieces before it is read whole.
+CHECK_FIRST_BYTES = 16 << 20
 # A Snappy stream cannot expand its input more than ~21x (a 3-byte copy of 64 bytes is the best case); a block
 # declaring more is damaged, and is refused before anything is allocated for it.
 _SNAPPY_MAX_EXPANSION = 24
@@ -98,19 +102,18 @@ class SSTable:
         self.index_handle = BlockHandle(idx_off, idx_size)
 
     @classmethod
-    def open(cls, path: str, *, in_memory: bool = True) -> SSTable:
+    def open(cls, path: str, *, in_memory: bool | None = None) -> SSTable:
+        """Open the table at ``path``: read whole when ``in_memory`` (by default, when it is at most
+        IN_MEMORY_BYTES), otherwise kept open and read block by block."""
         try:
             f = open_regular(path)
         except OSError as exc:
             raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path) from None
         try:
             size = os.fstat(f.fileno()).st_size
-            if not in_memory:
+            if not (in_memory if in_memory is not None else size <= IN_MEMORY_BYTES):
                 return cls(path, None, f, size)
             with f:
-                if size > MAX_INDEX_BYTES:
-                    raise CorruptCheckpointError(f"file is {size} bytes, far larger than any checkpoint index",
-                                                 path=path)
                 data = f.read(size + 1)
             if len(data) != size:
                 raise CorruptCheckpointError("the file changed size while it was read", path=path)
@@ -154,6 +157,8 @@ class SSTable:
                 f"truncated block read (block at byte {handle.offset}, {handle.size} bytes, "
                 f"runs past the end of the {self.size}-byte file)"
             )
+        if self.data is None and handle.size > CHECK_FIRST_BYTES:
+            self._check_in_pieces(handle)
         stored = self._raw(handle.offset, handle.size + BLOCK_TRAILER_SIZE)
         ctype = stored[handle.size]
         (masked,) = struct.unpack_from("<I", stored, handle.size + 1)
@@ -170,6 +175,24 @@ class SSTable:
             "(0 is none, 1 is Snappy)", path=self.path,
             hint="the block's checksum is intact: the file was written by a tool ckptcheck does not know",
         )
+
+    def _check_in_pieces(self, handle: BlockHandle) -> None:
+        """A large block's checksum, read in pieces into one reused buffer, before the block is read whole."""
+        assert self._file is not None
+        buffer = bytearray(1 << 20)
+        view = memoryview(buffer)
+        self._file.seek(handle.offset)
+        crc = 0
+        left = handle.size + 1  # the contents and the type byte
+        while left:
+            n = self._file.readinto(view[: min(left, len(buffer))])
+            if not n:
+                raise self._error(f"truncated block read (block at byte {handle.offset}, the file ended)")
+            crc = crc32c(view[:n], crc)
+            left -= n
+        stored_crc = self._file.read(4)
+        if len(stored_crc) != 4 or unmask_crc(struct.unpack("<I", stored_crc)[0]) != crc:
+            raise self._error(f"block checksum mismatch (block at byte {handle.offset}, {handle.size} bytes)")
 
     def _snappy(self, compressed: memoryview, handle: BlockHandle) -> bytes:
         """Decompress a raw Snappy block (a varint uncompressed length, then the stream)."""
@@ -322,10 +345,10 @@ class SSTable:
                 yield key, value
 
     def index_items(self, problems: list[str] | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """items() of a table read into memory (a bundle's index), whose values are bytes."""
-        if self.data is None:
-            raise TypeError("index_items() is for tables read into memory")
-        return cast(Iterator[tuple[bytes, bytes]], self.items(problems))
+        """items() with every value as bytes (a bundle's index: its entries are small, and kept)."""
+        if self.data is not None:
+            return cast(Iterator[tuple[bytes, bytes]], self.items(problems))
+        return ((key, bytes(value)) for key, value in self.items(problems))
 
     def scan_problems(self) -> list[BlockProblem]:
         """Check every block's checksum and structure without stopping at the first problem."""
