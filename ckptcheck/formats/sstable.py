@@ -177,19 +177,17 @@ class SSTable:
         )
 
     def _check_in_pieces(self, handle: BlockHandle) -> None:
-        """A large block's checksum, read in pieces into one reused buffer, before the block is read whole."""
+        """A large block's checksum, read a piece at a time, before the block is read whole."""
         assert self._file is not None
-        buffer = bytearray(1 << 20)
-        view = memoryview(buffer)
         self._file.seek(handle.offset)
         crc = 0
         left = handle.size + 1  # the contents and the type byte
         while left:
-            n = self._file.readinto(view[: min(left, len(buffer))])
-            if not n:
+            piece = self._file.read(min(left, 1 << 20))
+            if not piece:
                 raise self._error(f"truncated block read (block at byte {handle.offset}, the file ended)")
-            crc = crc32c(view[:n], crc)
-            left -= n
+            crc = crc32c(piece, crc)
+            left -= len(piece)
         stored_crc = self._file.read(4)
         if len(stored_crc) != 4 or unmask_crc(struct.unpack("<I", stored_crc)[0]) != crc:
             raise self._error(f"block checksum mismatch (block at byte {handle.offset}, {handle.size} bytes)")
