@@ -79,6 +79,7 @@ class OutputClosed(Exception):
     """The reader of stdout went away (`ckptcheck inspect X | head`)."""
 
 
+_SPOOL_BYTES = 32 << 20
 _OUT_PIECE = 1 << 16
 
 
@@ -441,8 +442,10 @@ def manifest(
 ) -> None:
     """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git.
     The output is JSON (schema ckptcheck.manifest/1 in README.md)."""
+    import tempfile
+
     from ckptcheck import open_checkpoint
-    from ckptcheck.manifest import build_manifest, dumps
+    from ckptcheck.manifest import write_manifest
 
     warn_unsafe(path)
     with errors_to_exit(), open_checkpoint(path) as reader:
@@ -452,13 +455,20 @@ def manifest(
         names = [t.name for t in reader.tensors()]
         # A progress bar only while writing to a file (stdout is the manifest itself).
         ticker = iter(progress_over(names, "manifest", show_progress(output is None)))
-        text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))
-        if output is None:
-            emit(text, nl=False)
-            return
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
-        typer.echo(f"wrote {output}: {len(names)} tensors", err=True)
+        # Records are written as they are made, into a spool that moves to disk past 32 MiB: memory stays flat
+        # however many tensors there are, and nothing reaches the output unless every tensor was read.
+        with tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
+            count = write_manifest(reader, spool.write, on_tensor=lambda _name: _advance(ticker))
+            spool.seek(0)
+            pieces = iter(lambda: spool.read(_OUT_PIECE), "")
+            if output is None:
+                for piece in pieces:
+                    emit(piece, nl=False, raw=True)
+                return
+            with open(output, "w", encoding="utf-8", newline="") as f:
+                for piece in pieces:
+                    f.write(piece)
+        typer.echo(f"wrote {output}: {count} tensors", err=True)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -101,7 +102,92 @@ def build_manifest(reader: CheckpointReader, on_tensor: Callable[[str], None] | 
 
 
 def dumps(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    return _escape_surrogates(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+                              + "\n")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogates(text: str) -> str:
+    """A key that is not valid UTF-8 is held with its undecodable bytes as lone surrogates (surrogateescape); JSON
+    writes them as \\udcXX escapes, so the manifest stays valid UTF-8 and loads back to the same key."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+# --- Streaming: the text of dumps(build_manifest(reader)), written a record at a time --------------------------
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # non-ASCII kept as it is
+
+
+def _quote(text: str) -> str:
+    return _escape_surrogates(_encode_string(text))
+
+
+def _scalar(value: Any) -> str:
+    """One JSON scalar as json.dumps writes it (int and float by their repr, as json's encoder does)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+        return float.__repr__(value)
+    if isinstance(value, str):
+        return _quote(value)
+    raise TypeError(f"not a manifest scalar: {type(value).__name__}")
+
+
+def _list_text(items: list[Any], pad: str) -> str:
+    if not items:
+        return "[]"
+    inner = pad + "  "
+    return "[\n" + ",\n".join(inner + _scalar(v) for v in items) + "\n" + pad + "]"
+
+
+def _record_text(name: str, record: dict[str, Any], pad: str) -> str:
+    """``"name": {...}`` of one tensor, laid out as json.dumps(indent=2, sort_keys=True) lays it out at ``pad``."""
+    inner = pad + "  "
+    fields = []
+    for key in sorted(record):
+        value = record[key]
+        if isinstance(value, dict):
+            text = "{\n" + ",\n".join(f"{inner}  {_quote(k)}: {_scalar(value[k])}" for k in sorted(value)) + \
+                   "\n" + inner + "}" if value else "{}"
+        elif isinstance(value, list):
+            text = _list_text(value, inner)
+        else:
+            text = _scalar(value)
+        fields.append(f"{inner}{_quote(key)}: {text}")
+    return f"{pad}{_quote(name)}: " + ("{\n" + ",\n".join(fields) + "\n" + pad + "}" if fields else "{}")
+
+
+def write_manifest(reader: CheckpointReader, write: Callable[[str], object],
+                   on_tensor: Callable[[str], None] | None = None) -> int:
+    """Write the manifest of ``reader`` through ``write``, one tensor's record at a time: the same text as
+    ``dumps(build_manifest(reader))``, in memory that does not grow with the records (a million tensors' records
+    held as dicts took gigabytes). Returns the number of tensors."""
+    info = reader.info()
+    tensors = sorted(info.tensors, key=lambda t: t.name)  # sort_keys: by code point, as json.dumps sorts
+    write("{\n"
+          f'  "format": {_scalar(info.format)},\n'
+          f'  "manifest_version": {MANIFEST_VERSION},\n'
+          f'  "schema": {_scalar(MANIFEST_SCHEMA)},\n'
+          f'  "tensor_count": {len(tensors)},\n'
+          '  "tensors": ' + ("{\n" if tensors else "{}"))
+    for i, t in enumerate(tensors):
+        if on_tensor is not None:
+            on_tensor(t.name)
+        write(("" if i == 0 else ",\n") + _record_text(t.name, manifest_entry(reader, t), "    "))
+    write(("\n  }" if tensors else "") + f',\n  "total_bytes": {sum(t.nbytes for t in tensors)}\n}}\n')
+    return len(tensors)
 
 
 def load(path: str) -> dict[str, Any]:

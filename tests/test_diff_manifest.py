@@ -299,3 +299,89 @@ def test_empty_tensors_of_every_kind_diff_as_same(tmp_path: Path) -> None:
     assert {tuple(shape) for _name, shape in tf.train.list_variables(prefix)} >= {(0, 3), (0,)}
     result = runner.invoke(app, ["diff", prefix, prefix])
     assert result.exit_code == 0, result.output
+
+
+def _streamed(path: str) -> str:
+    import io
+
+    from ckptcheck.manifest import write_manifest
+
+    out = io.StringIO()
+    with ckptcheck.open_checkpoint(path) as reader:
+        write_manifest(reader, out.write)
+    return out.getvalue()
+
+
+def test_streamed_manifest_is_json_dumps_text(pair: tuple[str, str], tf2_all_dtypes: str, tf2_sharded: str,
+                                              tmp_path: Path) -> None:
+    """The manifest written a record at a time is the text json.dumps writes of the whole dict (indent, key order,
+    number forms, NaN statistics as null, empty shapes, no tensors, keys that are not UTF-8 as \\udcXX escapes)."""
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    values = np.array([np.nan, 1.5, -2.0, 3e-41], dtype="<f4").tobytes()
+    (tmp_path / "odd.data-00000-of-00001").write_bytes(values)
+    write_index(str(tmp_path / "odd.index"), {
+        b"a\xff": entry_proto(DT_FLOAT, [4], size=16, crc=masked_crc(values)),
+        "é/ü".encode(): entry_proto(DT_FLOAT, [], size=4, crc=masked_crc(values[:4])),
+        b"empty": entry_proto(DT_FLOAT, [0, 3]), b'q"\\\n': entry_proto(DT_FLOAT, [2, 1], offset=8, size=8,
+                                                                          crc=masked_crc(values[8:])),
+    })
+    write_index(str(tmp_path / "none.index"), {})
+    (tmp_path / "none.data-00000-of-00001").write_bytes(b"")
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    paths = [*pair, tf2_all_dtypes, tf2_sharded, str(tmp_path / "odd"), str(tmp_path / "none"),
+             *(str(p) for p in sorted(fixtures.glob("*/*")) if not p.name.startswith(("checkpoint", "README")))]
+    for path in paths:
+        with ckptcheck.open_checkpoint(path) as reader:
+            expected = json.dumps(build_manifest(reader), indent=2, sort_keys=True, ensure_ascii=False,
+                                  allow_nan=False) + "\n"
+        text = _streamed(path)
+        assert json.loads(text) == json.loads(expected), path
+        if expected.isascii() or "\udcff" not in expected:
+            assert text == expected, path
+        else:  # the one difference: a lone surrogate is escaped, so the text is valid UTF-8
+            assert text == expected.replace("\udcff", "\\udcff"), path
+            text.encode("utf-8")
+    assert '"a\\udcff"' in _streamed(str(tmp_path / "odd")) and '"é/ü"' in _streamed(str(tmp_path / "odd"))
+
+
+def test_manifest_of_100000_tensors_in_flat_memory(tmp_path: Path) -> None:
+    """A 100,000-entry index: the manifest (to a file and to stdout) is the library's text, and writing it does not
+    hold every record (held as dicts, then one string, it grew the process by ~400 MiB; a million took 3.9 GB)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    n = 100_000
+    data = np.arange(n, dtype="<f4").tobytes()
+    write_index(str(tmp_path / "many.index"), {
+        f"layer_{i // 10}/kernel_{i % 10}".encode(): entry_proto(DT_FLOAT, [], offset=4 * i, size=4,
+                                                                 crc=masked_crc(data[4 * i:4 * i + 4]))
+        for i in range(n)})
+    (tmp_path / "many.data-00000-of-00001").write_bytes(data)
+    script = textwrap.dedent("""
+        import contextlib, io, sys
+        from ckptcheck.cli import app
+        def hwm_mib():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024
+        base = hwm_mib()
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                app(["manifest", sys.argv[1], "-o", sys.argv[2]], standalone_mode=False)
+            except SystemExit as exc:
+                assert not exc.code, exc.code
+        print(hwm_mib() - base)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = tmp_path / "many.json"
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "many"), str(out)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split()[-1]) < 150, proc.stdout  # MiB above the process's start
+    with ckptcheck.open_checkpoint(str(tmp_path / "many")) as reader:
+        assert out.read_text(encoding="utf-8") == dumps(build_manifest(reader))
