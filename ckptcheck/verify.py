@@ -16,12 +16,15 @@ import os
 import zipfile
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularFileError, UnsupportedFormatError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import V1, resolve
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, Problem, VerifyReport
+
+if TYPE_CHECKING:
+    from ckptcheck.formats.bundle import BundleReader
 
 # Problems are reported in the order found, each once: tuple(dict.fromkeys(problems)).
 ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
@@ -103,6 +106,20 @@ def _check_tensors(
     return checked, nbytes
 
 
+_MISSING_SHARDS_NAMED = 10
+
+
+def _missing_shard_problems(reader: BundleReader, missing: list[int]) -> list[Problem]:
+    """One problem per missing data shard; past _MISSING_SHARDS_NAMED, one for them all (a header claiming a
+    million shards beside one file is one problem, not a million lines)."""
+    if len(missing) <= _MISSING_SHARDS_NAMED:
+        return [Problem("missing-file", "data shard is missing", file=reader.shard_path(i)) for i in missing]
+    named = ", ".join(os.path.basename(reader.shard_path(i)) for i in missing[:3])
+    last = os.path.basename(reader.shard_path(missing[-1]))
+    return [Problem("missing-file", f"{len(missing):,} of the {reader.num_shards:,} data shards are missing: "
+                                    f"{named}, ... {last}", file=reader.shard_path(missing[0]))]
+
+
 def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: ProgressFn | None,
                    fingerprints: dict[str, Any] | None) -> VerifyReport:
     from ckptcheck.formats.bundle import BundleReader
@@ -120,17 +137,14 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
         return VerifyReport(path, format_hint or "tensor-bundle", (index,), 0, 0, tuple(dict.fromkeys(problems)))
     with reader:
         problems += [Problem("index", message, file=index) for message in reader.index_problems]
-        missing_shards = set()
-        for shard in range(reader.num_shards):
-            shard_path = reader.shard_path(shard)
-            if not os.path.exists(shard_path):
-                missing_shards.add(os.path.basename(shard_path))
-                problems.append(Problem("missing-file", "data shard is missing", file=shard_path))
+        missing_shards = [shard for shard in range(reader.num_shards) if not os.path.exists(reader.shard_path(shard))]
+        problems += _missing_shard_problems(reader, missing_shards)
         info = reader.info()
+        missing = set(missing_shards)
 
         def in_missing_shard(name: str) -> bool:
             t = reader.tensor_info(name)
-            return t.nbytes > 0 and not t.slices and t.file in missing_shards
+            return t.nbytes > 0 and not t.slices and reader.entry(name).shard_id in missing
 
         def check_parts(name: str) -> None:
             # Each slice is checked on its own, so damage in one shard does not hide damage in another.

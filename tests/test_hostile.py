@@ -604,3 +604,30 @@ def test_a_2_gb_sparse_index_costs_only_the_blocks_it_points_at(tmp_path: Path) 
 
     assert [p.message for p in verify(str(damaged)).problems] == [
         f"block checksum mismatch (block at byte 0, {hole - 5} bytes)"]
+
+
+def test_a_header_claiming_200000_shards_beside_one_file(tmp_path: Path) -> None:
+    """The header names 200,000 shards; one exists and holds the only tensor. TensorFlow reads the tensor (it opens
+    a shard only when a tensor needs it); verify says the rest are missing in one problem, not 199,999 lines."""
+    import numpy as np
+    import tensorflow as tf
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    n = 200_000
+    values = np.arange(4, dtype="<f4")
+    write_index(str(tmp_path / "s.index"), {b"w": entry_proto(DT_FLOAT, [4], size=16,
+                                                                crc=masked_crc(values.tobytes()))}, num_shards=n)
+    (tmp_path / f"s.data-00000-of-{n:05d}").write_bytes(values.tobytes())
+    np.testing.assert_array_equal(tf.train.load_checkpoint(str(tmp_path / "s")).get_tensor("w"), values)
+    from ckptcheck.verify import verify
+
+    report = verify(str(tmp_path / "s"))
+    assert report.tensors_checked == 1 and [(p.kind, p.file) for p in report.problems] == [
+        ("missing-file", str(tmp_path / f"s.data-00001-of-{n:05d}"))]
+    assert report.problems[0].message.startswith(f"199,999 of the 200,000 data shards are missing: s.data-00001-of-"
+                                                 f"{n:05d}, s.data-00002-of-{n:05d}, s.data-00003-of-{n:05d}, ... "
+                                                 f"s.data-{n - 1:05d}-of-{n:05d}")
+    peaks: list[float] = []
+    results = _cli_cases([["verify", str(tmp_path / "s")], ["inspect", "--json", str(tmp_path / "s")],
+                          ["manifest", str(tmp_path / "s")]], tmp_path, peaks)
+    assert [code for code, _err in results] == [1, 0, 0] and max(peaks) < MEMORY_GUARD_MIB, (results, peaks)
