@@ -385,3 +385,25 @@ def test_manifest_of_100000_tensors_in_flat_memory(tmp_path: Path) -> None:
     assert float(proc.stdout.split()[-1]) < 150, proc.stdout  # MiB above the process's start
     with ckptcheck.open_checkpoint(str(tmp_path / "many")) as reader:
         assert out.read_text(encoding="utf-8") == dumps(build_manifest(reader))
+
+
+def test_manifest_of_a_checkpoint_damaged_in_its_last_tensor_writes_nothing(tmp_path: Path) -> None:
+    """Records are streamed, yet a damaged last tensor (its crc32c wrong, as TensorFlow also finds) leaves stdout
+    empty and no -o file: a partial manifest is never mistaken for a golden one."""
+    import tensorflow as tf
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    values = np.arange(8, dtype="<f4").tobytes()
+    (tmp_path / "d.data-00000-of-00001").write_bytes(values)
+    write_index(str(tmp_path / "d.index"), {
+        b"a_good": entry_proto(DT_FLOAT, [4], size=16, crc=masked_crc(values[:16])),
+        b"z_damaged": entry_proto(DT_FLOAT, [4], offset=16, size=16, crc=masked_crc(values[:16]))})
+    with pytest.raises(Exception, match="(?i)checksum|crc"):
+        tf.train.load_checkpoint(str(tmp_path / "d")).get_tensor("z_damaged")
+    out = tmp_path / "d.manifest.json"
+    for extra in ([], ["-o", str(out)]):
+        result = runner.invoke(app, ["manifest", str(tmp_path / "d"), *extra])
+        # 2: the manifest could not be made (verify is the command whose finding damage is exit 1)
+        assert result.exit_code == 2 and result.stdout == "", (extra, result.stdout)
+        assert "z_damaged" in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
