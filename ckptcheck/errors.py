@@ -62,5 +62,10 @@ class UsageError(CkptcheckError):
     """The command was called with options that do not fit together or do not apply."""
 
 
+class RemoteError(CkptcheckError):
+    """A URL could not be read: the store refused it (HTTP 403, another status), timed out, does not answer range
+    requests, or no credentials were found. What is simply not there is CheckpointNotFoundError."""
+
+
 class MissingDependencyError(CkptcheckError):
     """An optional dependency (TensorFlow) is needed for this command and is not installed."""

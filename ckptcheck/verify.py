@@ -12,13 +12,14 @@ an error (exit 2).
 from __future__ import annotations
 
 import contextlib
-import os
 import zipfile
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularFileError, UnsupportedFormatError
+from ckptcheck.formats import location as loc
+from ckptcheck.formats.files import open_regular
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import V1, resolve
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, Problem, VerifyReport
@@ -123,8 +124,8 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
         missing_shards = set()
         for shard in range(reader.num_shards):
             shard_path = reader.shard_path(shard)
-            if not os.path.exists(shard_path):
-                missing_shards.add(os.path.basename(shard_path))
+            if not loc.exists(shard_path):
+                missing_shards.add(loc.basename(shard_path))
                 problems.append(Problem("missing-file", "data shard is missing", file=shard_path))
         info = reader.info()
 
@@ -198,7 +199,7 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
     from ckptcheck.formats.keras import NPZ_WEIGHTS_MEMBER, check_member_readable
 
     try:
-        with zipfile.ZipFile(archive) as zf:
+        with zipfile.ZipFile(open_regular(archive) if "://" in archive else archive) as zf:
             for member in zf.infolist():
                 check_member_readable(member, path=archive)  # encrypted, or a method zipfile lacks: exit 2
                 damage = _read_to_end(zf, member)

@@ -20,7 +20,7 @@ from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
 from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.dtypes import DType
-from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.files import file_size, open_regular
 from ckptcheck.formats.interface import (
     DEFAULT_CHUNK_BYTES,
     CheckpointReader,
@@ -522,7 +522,7 @@ class BundleReader(CheckpointReader):
             except OSError as exc:
                 raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path, tensor=tensor) from None
             self._files[shard] = f
-            self._file_sizes[shard] = os.fstat(f.fileno()).st_size
+            self._file_sizes[shard] = file_size(f)
         return f
 
     def check_bounds(self, entry: BundleEntry, tensor: str) -> None:

@@ -14,7 +14,6 @@ read block by block from the file (``SSTable.open(path, in_memory=False)``).
 from __future__ import annotations
 
 import bisect
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import BinaryIO, cast
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.checksum import crc32c
-from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.files import file_size, open_regular
 from ckptcheck.formats.protobuf import DecodeError, read_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -104,7 +103,7 @@ class SSTable:
         except OSError as exc:
             raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path) from None
         try:
-            size = os.fstat(f.fileno()).st_size
+            size = file_size(f)
             if not in_memory:
                 return cls(path, None, f, size)
             with f:
