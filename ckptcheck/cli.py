@@ -33,6 +33,10 @@ app = typer.Typer(
 EXIT_OK, EXIT_PROBLEM, EXIT_INPUT = 0, 1, 2
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (schema in README.md) instead of tables.")]
+JobsOption = Annotated[int | None, typer.Option(
+    "--jobs", "-j", min=1, metavar="N",
+    help="Range reads in flight at once, ahead of the checks (tensor bundles; 1: one read at a time). Default: 8 "
+         "for a URL, else the number of cores up to 4.")]
 T = TypeVar("T")
 
 
@@ -406,6 +410,13 @@ def byte_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], No
         yield advance
 
 
+def _jobs(jobs: int | None, reader: Any) -> int:
+    """--jobs, or the default for where the reader's files are."""
+    from ckptcheck.formats.prefetch import default_jobs
+
+    return jobs if jobs is not None else default_jobs(list(reader.info().files))
+
+
 @app.command()
 def verify(
     path: Annotated[str, typer.Argument(help="The checkpoint to check.")],
@@ -415,6 +426,7 @@ def verify(
     atol: VerifyAtolOption = 0.0,
     rtol: VerifyRtolOption = 0.0,
     json_output: JsonOption = False,
+    jobs: JobsOption = None,
 ) -> None:
     """Check integrity: every checksum, shard and dataset. Exit 0 clean, 1 damaged or different, 2 unreadable."""
     from ckptcheck import render
@@ -422,7 +434,7 @@ def verify(
 
     warn_unsafe(path)
     with errors_to_exit(), byte_progress("verify", show_progress(json_output)) as progress:
-        report = run_verify(path, against=against, atol=atol, rtol=rtol, progress=progress)
+        report = run_verify(path, against=against, atol=atol, rtol=rtol, progress=progress, jobs=jobs)
     if json_output:
         emit_json(render.verify_dict(report))
     else:
@@ -438,6 +450,7 @@ def manifest(
                                                help="Write the manifest here instead of stdout.")] = None,
     # The manifest is JSON whatever is asked; --json stays accepted (hidden) so that scripts passing it still run.
     _json_output: Annotated[bool, typer.Option("--json", hidden=True)] = False,
+    jobs: JobsOption = None,
 ) -> None:
     """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git.
     The output is JSON (schema ckptcheck.manifest/1 in README.md)."""
@@ -450,6 +463,7 @@ def manifest(
             raise UsageError("refusing to write the manifest over one of the checkpoint's own files", path=output,
                              hint="write it beside the checkpoint, e.g. -o model.manifest.json")
         names = [t.name for t in reader.tensors()]
+        reader.read_ahead(names, _jobs(jobs, reader), slices=False)  # build_manifest reads them in this order
         # A progress bar only while writing to a file (stdout is the manifest itself).
         ticker = iter(progress_over(names, "manifest", show_progress(output is None)))
         text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))
@@ -478,6 +492,7 @@ def diff(
                                            "changes, then the largest absolute difference).")] = "name",
     unchanged: Annotated[bool, typer.Option("--unchanged", help="List the unchanged tensors by name (their count "
                                                                 "is always shown).")] = False,
+    jobs: JobsOption = None,
 ) -> None:
     """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different."""
     from ckptcheck import open_checkpoint, render
@@ -488,7 +503,7 @@ def diff(
         names = [t.name for t in ra.tensors()]
         ticker = iter(progress_over(names, "diff", show_progress(json_output)))
         report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
-                                  on_tensor=lambda _name: _advance(ticker))
+                                  on_tensor=lambda _name: _advance(ticker), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
         report = sort_changes(report, sort)
         if json_output:
             emit_json(render.diff_dict(report))

@@ -158,7 +158,11 @@ S3_ENV = {
 @contextlib.contextmanager
 def s3_server() -> Iterator[str]:
     """moto's S3-compatible server on a free loopback port; yields its endpoint URL."""
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -11,12 +11,12 @@ import array
 import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
-from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
 from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.dtypes import DType
@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
     import mmap
 
     import numpy as np
+
+    from ckptcheck.formats.prefetch import ReadAhead
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _HEADER_KEY = b""
@@ -396,6 +398,8 @@ class BundleReader(CheckpointReader):
         self._files: dict[int, io.BufferedReader] = {}
         self._file_sizes: dict[int, int] = {}  # taken when a shard is opened; a shorter file fails the read itself
         self._spare: mmap.mmap | None = None  # the read buffer iter_part_bytes reuses
+        self._ahead: ReadAhead | None = None  # read_ahead's fetches, served by _read_at
+        self._ahead_close: Callable[[], None] | None = None
 
     # -- listing --
 
@@ -584,6 +588,11 @@ class BundleReader(CheckpointReader):
     def _read_at(self, entry: BundleEntry, tensor: str, offset: int, view: memoryview) -> None:
         """Fill ``view`` from the entry's shard at ``offset``. Seeks every time: another stream on this reader may
         have moved the file position."""
+        if self._ahead is not None:
+            data = self._ahead.take(entry.shard_id, offset, len(view))
+            if data is not None:
+                view[:] = data
+                return
         f = self._shard_file(entry.shard_id, tensor)
         f.seek(offset)
         if f.readinto(view) != len(view):
@@ -917,7 +926,43 @@ class BundleReader(CheckpointReader):
             raise CorruptCheckpointError(f"the object graph cannot be decoded: {exc.message}",
                                          path=self.index_path, tensor=OBJECT_GRAPH_KEY) from None
 
+    def read_ahead(self, names: Sequence[str], jobs: int, *, slices: bool = True) -> None:
+        """Fetch the numeric parts of ``names`` ahead of their reads, ``jobs`` ranges at a time, merged where they
+        touch in a shard (formats/prefetch.py). Strings, variants and (unless ``slices``) partitioned variables
+        are left to the direct reads: their reads follow other patterns."""
+        from ckptcheck.formats.prefetch import ReadAhead, fetcher, plan_blocks
+
+        self._stop_ahead()
+        if jobs <= 1:
+            return
+        ranges: list[tuple[int, int, int, int]] = []
+        for name in names:
+            try:
+                entry = self.entry(name)
+                if entry.dtype.is_bytes or (entry.slices and not slices):
+                    continue
+                for part in self.parts(name):
+                    self.check_bounds(part, name)  # what is out of bounds is never read: not fetched either
+                    itemsize = part.dtype.itemsize
+                    step = max(itemsize, DEFAULT_CHUNK_BYTES - DEFAULT_CHUNK_BYTES % itemsize)
+                    ranges.append((part.shard_id, part.offset, part.size, step))
+            except (CkptcheckError, KeyError):
+                continue  # read directly, where its reads report what is wrong
+        if not ranges:
+            return
+        fetch, self._ahead_close = fetcher([self.shard_path(i) for i in range(self.num_shards)])
+        self._ahead = ReadAhead(plan_blocks(ranges), fetch, jobs)
+
+    def _stop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+        if self._ahead_close is not None:
+            self._ahead_close()
+            self._ahead_close = None
+
     def close(self) -> None:
+        self._stop_ahead()
         for f in self._files.values():
             f.close()
         self._files.clear()

@@ -248,8 +248,11 @@ def glob(pattern: str) -> list[str]:
         return []
     fs, p = filesystem(pattern)
     proto = scheme(pattern)
-    with _remote_errors(pattern):
-        return [f"{proto}://{name}" for name in fs.glob(p)]
+    try:
+        with _remote_errors(pattern):
+            return [f"{proto}://{name}" for name in fs.glob(p)]
+    except CheckpointNotFoundError:  # no such bucket: nothing matches
+        return []
 
 
 def join(base: str, *names: str) -> str:
@@ -285,6 +288,16 @@ def realpath(path: str) -> str:
     return path if is_url(path) else os.path.realpath(path)
 
 
+def read_range(url: str, offset: int, size: int) -> bytes:
+    """The bytes [offset, offset + size) of an object, in one ranged request (thread-safe)."""
+    fs, path = filesystem(url)
+    with _remote_errors(url):
+        data: bytes = fs.cat_file(path, start=offset, end=offset + size)
+    if len(data) > size:  # the whole object came back: the server ignored the Range header
+        raise translate(ValueError("the server does not support range requests"), url)
+    return data
+
+
 class RemoteFile(io.RawIOBase):
     """A seekable, read-only view of an object in a store, for readers that take a file (the sorted-table reader,
     h5py, zipfile). Every failure of the store becomes a typed error naming the URL."""
@@ -299,6 +312,10 @@ class RemoteFile(io.RawIOBase):
             self._f: Any = fs.open(path, "rb", block_size=max(read_ahead, 1) if read_ahead else 2 << 20,
                                    cache_type="readahead" if read_ahead else "none")
             self.size = int(self._f.size)
+        if not getattr(self._f, "seekable", lambda: True)() or type(self._f).__name__ == "HTTPStreamFile":
+            # the server said Accept-Ranges: none, or gave no size: only a whole download would read it
+            self._f.close()
+            raise translate(ValueError("the server does not support range requests"), url)
 
     def readable(self) -> bool:
         return True
