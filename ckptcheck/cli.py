@@ -36,7 +36,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (schema in 
 JobsOption = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, metavar="N",
     help="Range reads in flight at once, ahead of the checks (tensor bundles; 1: one read at a time). Default: 8 "
-         "for a URL, else the number of cores up to 4.")]
+         "for a URL, else half the cores up to 4.")]
 T = TypeVar("T")
 
 

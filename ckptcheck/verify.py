@@ -299,7 +299,7 @@ def verify(
     jobs: int | None = None,
 ) -> VerifyReport:
     """Check a checkpoint's integrity and, with ``against``, compare it with a committed manifest. ``jobs``: how
-    many range reads run at once ahead of the checks (bundles; None: 8 for a URL, else the cores up to 4)."""
+    many range reads run at once ahead of the checks (bundles; None: 8 for a URL, else half the cores up to 4)."""
     expected = None
     if against is not None:  # numpy (for the manifest's statistics) is imported only then
         from ckptcheck import manifest as manifest_mod

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
+from ckptcheck.formats import location as loc
 from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.dtypes import DType
 from ckptcheck.formats.files import file_size, open_regular
@@ -438,7 +439,7 @@ class BundleReader(CheckpointReader):
             tensors = self._list_tensors()
         files = [self.index_path] + [self.shard_path(i) for i in range(self.num_shards)]
         meta = self.prefix + ".meta"
-        if os.path.exists(meta):
+        if loc.exists(meta):
             files.append(meta)
         metadata = {}
         if self.header.endianness == _BIG:
@@ -588,11 +589,8 @@ class BundleReader(CheckpointReader):
     def _read_at(self, entry: BundleEntry, tensor: str, offset: int, view: memoryview) -> None:
         """Fill ``view`` from the entry's shard at ``offset``. Seeks every time: another stream on this reader may
         have moved the file position."""
-        if self._ahead is not None:
-            data = self._ahead.take(entry.shard_id, offset, len(view))
-            if data is not None:
-                view[:] = data
-                return
+        if self._ahead is not None and self._ahead.take_into(entry.shard_id, offset, view):
+            return
         f = self._shard_file(entry.shard_id, tensor)
         f.seek(offset)
         if f.readinto(view) != len(view):
@@ -880,8 +878,12 @@ class BundleReader(CheckpointReader):
             whole = memoryview(buf)
             while remaining > 0:
                 n = min(remaining, want)
-                view = whole[:n]
-                self._read_at(part, name, offset, view)
+                ahead = self._ahead.take(part.shard_id, offset, n) if self._ahead is not None else None
+                if ahead is not None:
+                    view = ahead  # the fetched block itself, valid until the next take: no copy
+                else:
+                    view = whole[:n]
+                    self._read_at(part, name, offset, view)
                 crc = crc32c(view, crc)
                 offset += n
                 remaining -= n
@@ -950,8 +952,8 @@ class BundleReader(CheckpointReader):
                 continue  # read directly, where its reads report what is wrong
         if not ranges:
             return
-        fetch, self._ahead_close = fetcher([self.shard_path(i) for i in range(self.num_shards)])
-        self._ahead = ReadAhead(plan_blocks(ranges), fetch, jobs)
+        fetch, recycle, self._ahead_close = fetcher([self.shard_path(i) for i in range(self.num_shards)])
+        self._ahead = ReadAhead(plan_blocks(ranges), fetch, jobs, recycle=recycle)
 
     def _stop_ahead(self) -> None:
         if self._ahead is not None:

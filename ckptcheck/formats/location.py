@@ -145,10 +145,11 @@ def translate(exc: BaseException, url: str) -> CkptcheckError:
         where = _CREDENTIALS.get(proto, "the environment and the backend's configuration files")
         return RemoteError(f"no credentials for {proto}:// ({text})", path=url, hint=f"fsspec looked at {where}")
     status = _status(exc)
-    if status is None and exc.__cause__ is not None:  # fsspec's HTTP info() says FileNotFoundError for any failure
-        status = _status(exc.__cause__)
-        if status is None and isinstance(exc, FileNotFoundError) and not isinstance(exc.__cause__, OSError):
-            return translate(exc.__cause__, url)
+    cause = exc.__cause__
+    if status is None and cause is not None:  # fsspec's HTTP info() says FileNotFoundError for any failure
+        status = _status(cause)
+        if status is None and isinstance(exc, FileNotFoundError) and not isinstance(cause, FileNotFoundError):
+            return translate(cause, url)  # a timeout, a refused connection: said as such
     if isinstance(exc, FileNotFoundError) and status in (None, 404, 410):
         return CheckpointNotFoundError(f"not found ({f'HTTP {status}' if status else 'no such object'})", path=url)
     if isinstance(exc, PermissionError) or status in (401, 403):

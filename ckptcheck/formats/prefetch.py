@@ -22,9 +22,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
-BLOCK_BYTES = 8 << 20
-Fetch = Callable[[int, int, int], bytes]  # (file index, offset, size) -> bytes; thread-safe
+BLOCK_BYTES = 4 << 20
+IN_FLIGHT_BYTES = 48 << 20  # at most this much fetched and not yet read, whatever --jobs asks
+Buffer = memoryview
+Fetch = Callable[[int, int, int], Buffer]  # (file index, offset, size) -> its bytes; thread-safe
+Recycle = Callable[[Buffer], None]  # a fetched buffer that is done with, for reuse
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,17 @@ def plan_blocks(ranges: Iterable[tuple[int, int, int, int]], block_bytes: int = 
 
 
 class ReadAhead:
-    def __init__(self, blocks: Iterator[Block], fetch: Fetch, jobs: int, depth: int | None = None) -> None:
+    def __init__(self, blocks: Iterator[Block], fetch: Fetch, jobs: int, *, recycle: Recycle | None = None,
+                 block_bytes: int = BLOCK_BYTES) -> None:
         self._blocks = blocks
         self._fetch = fetch
+        self._recycle = recycle
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="ckptcheck-read")
-        self._depth = depth or max(2, jobs + 1)
-        self._pending: OrderedDict[Block, Future[bytes]] = OrderedDict()
+        self._depth = max(2, min(jobs + 1, IN_FLIGHT_BYTES // max(block_bytes, 1)))
+        self._pending: OrderedDict[Block, Future[Buffer]] = OrderedDict()
         self._lock = threading.Lock()
         self._done = False
+        self._finished: Buffer | None = None  # the last block read to its end, reused at the next take
         self.fetched = 0  # bytes fetched (tests and the bench check each byte is fetched once)
         self._fill()
 
@@ -80,15 +87,24 @@ class ReadAhead:
                 return
             self._pending[block] = self._pool.submit(self._run, block)
 
-    def _run(self, block: Block) -> bytes:
+    def _run(self, block: Block) -> Buffer:
         data = self._fetch(block.file, block.start, block.end - block.start)
         with self._lock:
             self.fetched += len(data)
         return data
 
+    def _drop(self, future: Future[Buffer]) -> None:
+        if future.cancel() or not future.done() or self._recycle is None or future.exception() is not None:
+            return
+        self._recycle(future.result())
+
     def take(self, file: int, offset: int, size: int) -> memoryview | None:
-        """The bytes [offset, offset + size) of ``file`` if a planned block holds them, else None."""
+        """The bytes [offset, offset + size) of ``file`` if a planned block holds them, else None. The view is
+        valid until the next take (its block's buffer is reused only after that)."""
         with self._lock:
+            if self._finished is not None and self._recycle is not None:
+                self._recycle(self._finished)
+            self._finished = None
             found: Block | None = None
             for block in self._pending:
                 if block.file == file and block.start <= offset and offset + size <= block.end:
@@ -97,12 +113,13 @@ class ReadAhead:
             if found is None:
                 return None
             while True:  # blocks planned before this one were skipped by the reader (or are done with)
-                first = next(iter(self._pending))
+                first, future = next(iter(self._pending.items()))
                 if first == found:
                     break
-                self._pending.popitem(last=False)[1].cancel()
-            future = self._pending[found]
-            if offset + size == found.end:  # its last chunk: the block is done with
+                del self._pending[first]
+                self._drop(future)
+            last = offset + size == found.end  # its last chunk: the block is done with after this one
+            if last:
                 del self._pending[found]
             self._fill()
         try:
@@ -111,7 +128,18 @@ class ReadAhead:
             return None  # read it directly: the reader's own read reports what is wrong, as it always did
         if len(data) < offset + size - found.start:
             return None
-        return memoryview(data)[offset - found.start: offset - found.start + size]
+        if last:
+            with self._lock:
+                self._finished = data
+        return data[offset - found.start: offset - found.start + size]
+
+    def take_into(self, file: int, offset: int, view: memoryview) -> bool:
+        """take, copied into ``view``; False (nothing copied) when no planned block holds the bytes."""
+        data = self.take(file, offset, len(view))
+        if data is None:
+            return False
+        view[:] = data
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -122,50 +150,63 @@ class ReadAhead:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def local_fetcher(paths: list[str]) -> tuple[Fetch, Callable[[], None]]:
-    """pread on one descriptor per file (thread-safe, no shared position), and a closer."""
+def local_fetcher(paths: list[str]) -> tuple[Fetch, Recycle, Callable[[], None]]:
+    """preadv on one descriptor per file (thread-safe: no shared position) into recycled buffers (a fresh one
+    per block cost the kernel zeroing its pages, more than the read itself), a recycler and a closer."""
     from ckptcheck.formats.files import open_regular
+    from ckptcheck.formats.interface import read_buffer
 
     lock = threading.Lock()
-    files: dict[int, object] = {}
+    files: dict[int, Any] = {}
+    spare: list[Any] = []
 
     def fd_of(i: int) -> int:
         with lock:
             f = files.get(i)
             if f is None:
                 f = files[i] = open_regular(paths[i])
-            return f.fileno()  # type: ignore[attr-defined,no-any-return]
+            fd: int = f.fileno()
+            return fd
 
-    def fetch(i: int, offset: int, size: int) -> bytes:
+    def fetch(i: int, offset: int, size: int) -> Buffer:
         fd = fd_of(i)
-        out = os.pread(fd, size, offset)
-        while len(out) < size:  # pread may return short on some file systems; an empty read is the end
-            more = os.pread(fd, size - len(out), offset + len(out))
-            if not more:
+        with lock:
+            buf = spare.pop() if spare and len(spare[-1]) >= size else read_buffer(max(size, BLOCK_BYTES))
+        view = memoryview(buf)[:size]
+        got = 0
+        while got < size:  # preadv may return short; an empty read is the end of the file
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n <= 0:
                 break
-            out += more
-        return out
+            got += n
+        return view[:got]
+
+    def recycle(data: Buffer) -> None:
+        with lock:
+            if len(spare) < 16:
+                spare.append(data.obj)
 
     def close() -> None:
         with lock:
             for f in files.values():
-                f.close()  # type: ignore[attr-defined]
+                f.close()
             files.clear()
+            spare.clear()
 
-    return fetch, close
+    return fetch, recycle, close
 
 
-def remote_fetcher(urls: list[str]) -> tuple[Fetch, Callable[[], None]]:
+def remote_fetcher(urls: list[str]) -> tuple[Fetch, Recycle | None, Callable[[], None]]:
     """One ranged request per block through fsspec (its event loop serves the threads' requests concurrently)."""
     from ckptcheck.formats import location
 
-    def fetch(i: int, offset: int, size: int) -> bytes:
-        return location.read_range(urls[i], offset, size)
+    def fetch(i: int, offset: int, size: int) -> Buffer:
+        return memoryview(location.read_range(urls[i], offset, size))
 
-    return fetch, lambda: None
+    return fetch, None, lambda: None
 
 
-def fetcher(paths: list[str]) -> tuple[Fetch, Callable[[], None]]:
+def fetcher(paths: list[str]) -> tuple[Fetch, Recycle | None, Callable[[], None]]:
     from ckptcheck.formats import location
 
     if any(location.is_url(p) for p in paths):
@@ -174,10 +215,11 @@ def fetcher(paths: list[str]) -> tuple[Fetch, Callable[[], None]]:
 
 
 def default_jobs(paths: list[str]) -> int:
-    """Concurrent reads when --jobs is not given: 8 over a network (latency is what is hidden), and locally
-    as many as the cores, up to 4."""
+    """Concurrent reads when --jobs is not given: 8 over a network (latency is what is hidden); locally half
+    the cores, up to 4 (a read-ahead thread needs a core of its own beside the checksumming one: on 2 cores,
+    reading from the page cache, one read at a time was as fast — bench/NOTES.md)."""
     from ckptcheck.formats import location
 
     if any(location.is_url(p) for p in paths):
         return 8
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
