@@ -55,6 +55,26 @@ def _root(
     """See exactly what a machine-learning checkpoint does and does not record."""
     _escape_undecodable()
     _fit_tables_to_terminal()
+    _warnings_to_stderr()
+
+
+def _warnings_to_stderr() -> None:
+    """The library's warnings (CkptcheckWarning) as one ``ckptcheck: warning:`` line each; others as Python
+    shows them."""
+    import warnings
+
+    from ckptcheck.errors import CkptcheckWarning
+
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, CkptcheckWarning):
+            typer.echo(f"ckptcheck: warning: {message}", err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _fit_tables_to_terminal() -> None:

@@ -67,5 +67,14 @@ class RemoteError(CkptcheckError):
     requests, or no credentials were found. What is simply not there is CheckpointNotFoundError."""
 
 
+class CkptcheckWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as a warning line."""
+
+
+class RelocatedCheckpointWarning(CkptcheckWarning):
+    """A ``checkpoint`` state file names an absolute path from where it was written (another machine, a bucket);
+    the checkpoint beside the state file was read instead."""
+
+
 class MissingDependencyError(CkptcheckError):
     """An optional dependency (TensorFlow) is needed for this command and is not installed."""

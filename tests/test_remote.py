@@ -319,3 +319,16 @@ def test_dask_example_from_readme(tree: Path) -> None:
     reports = dask.compute(*[dask.delayed(ckptcheck.verify_checkpoint)(p) for p in checkpoints],
                            scheduler="threads")
     assert all(r.ok for r in reports)
+
+
+def test_relocated_state_file_warns(http: tuple[str, ByteCounter], tree: Path) -> None:
+    """Reading the checkpoint beside a state file that records another place is said: a warning from the library,
+    a ``ckptcheck: warning:`` line from the CLI, locally and over a URL."""
+    base, _ = http
+    for where in (str(tree), base):
+        with pytest.warns(ckptcheck.RelocatedCheckpointWarning, match="gs://elsewhere/run/ckpt"):
+            ckptcheck.list_tensors(f"{where}/relocated")
+        result = cli("inspect", f"{where}/relocated", "--json")
+        assert result.exit_code == 0
+        assert result.stderr.startswith("ckptcheck: warning: ") and "gs://elsewhere/run/ckpt" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -284,6 +284,20 @@ def _v1_in(directory: str) -> list[str]:
     return list(found)
 
 
+def _warn_relocated(state: CheckpointState, latest: str, state_path: str) -> None:
+    """A state file from another machine or store, read through the file beside it: said, since the user may
+    have meant the recorded one (the CLI prints it as a warning line)."""
+    written = dict(state.recorded).get(latest)
+    if written is not None:
+        import warnings
+
+        from ckptcheck.errors import RelocatedCheckpointWarning
+
+        warnings.warn(RelocatedCheckpointWarning(
+            f"{state_path}: the state file records {written}, which is not here; reading "
+            f"{loc.basename(latest)} beside it"), stacklevel=3)
+
+
 def _resolve_directory(directory: str) -> Resolved:
     state_path = loc.join(directory, STATE_FILE)
     if loc.exists(state_path) and not loc.isdir(state_path):  # a pipe there is refused, not skipped
@@ -292,6 +306,7 @@ def _resolve_directory(directory: str) -> Resolved:
         if not loc.exists(latest + ".index"):
             v1 = _v1(latest)
             if v1 is not None:
+                _warn_relocated(state, latest, state_path)
                 return v1
             present = [loc.basename(p) for p in _bundles_in(directory) + _v1_in(directory)]
             hint = ("checkpoints present: " + ", ".join(present[-5:])) if present else "no checkpoint is left here"
@@ -303,6 +318,7 @@ def _resolve_directory(directory: str) -> Resolved:
             raise CheckpointNotFoundError(
                 f"the state file points at {loc.basename(latest)}, which is gone", path=state_path, hint=hint
             )
+        _warn_relocated(state, latest, state_path)
         return Resolved("bundle", latest)
     for variables in (loc.join(directory, "variables", "variables"), loc.join(directory, "variables")):
         if loc.isfile(variables + ".index"):
