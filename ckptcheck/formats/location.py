@@ -299,6 +299,13 @@ def read_range(url: str, offset: int, size: int) -> bytes:
     return data
 
 
+def download(url: str, dest: str) -> None:
+    """Copy an object to a local file (for TensorFlow's and Keras's own restore, which read local paths)."""
+    fs, path = filesystem(url)
+    with _remote_errors(url):
+        fs.get_file(path, dest)
+
+
 class RemoteFile(io.RawIOBase):
     """A seekable, read-only view of an object in a store, for readers that take a file (the sorted-table reader,
     h5py, zipfile). Every failure of the store becomes a typed error naming the URL."""
