@@ -164,6 +164,20 @@ def errors_to_exit() -> Iterator[None]:
         raise fail(f"{where}{exc.strerror or exc}") from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
+    except Exception as exc:
+        # A store's client failing where no reader wrapped it (inside a library that read through a URL's file):
+        # still one line naming what failed, never a traceback.
+        library = type(exc).__module__.split(".")[0]
+        if library not in _REMOTE_LIBRARIES or "ckptcheck.formats.location" not in sys.modules:
+            raise
+        from ckptcheck.formats.location import translate
+
+        error = translate(exc, str(getattr(exc, "url", "") or getattr(exc, "filename", "") or ""))
+        raise fail(str(error), error.exit_code) from None
+
+
+_REMOTE_LIBRARIES = {"fsspec", "aiohttp", "botocore", "aiobotocore", "s3fs", "gcsfs", "google", "huggingface_hub",
+                     "asyncio", "yarl"}
 
 
 def warn_unsafe(*paths: str) -> None:

@@ -45,10 +45,13 @@ def big_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory: pytest.TempPathFactory, tf2_sharded: str, manager_dir: Path, tf1_model_dir: Path,
-         keras_files: dict[str, Path], big_checkpoint: Path) -> Path:
+         keras_files: dict[str, Path], big_checkpoint: Path, tf1_v1_checkpoints: dict[str, Path]) -> Path:
     """What the servers serve: a CheckpointManager model_dir (state file), an Estimator model_dir whose state file
-    names absolute paths elsewhere, a sharded TF2 checkpoint, Keras files and the ~60 MB checkpoint."""
+    names absolute paths elsewhere, a sharded TF2 checkpoint, Keras files, V1 checkpoints (a model_dir, a sharded
+    save) and the ~60 MB checkpoint."""
     root = tmp_path_factory.mktemp("served")
+    shutil.copytree(tf1_v1_checkpoints["model_dir"], root / "v1")
+    shutil.copytree(tf1_v1_checkpoints["sharded"], root / "v1sharded")
     shutil.copytree(Path(tf2_sharded).parent, root / "sharded")
     shutil.copytree(manager_dir, root / "manager")
     shutil.copytree(tf1_model_dir, root / "tf1")
@@ -114,7 +117,7 @@ def local(root: Path, *args: str) -> tuple[int, str]:
 
 
 TARGETS = ["{}/sharded/ckpt", "{}/manager", "{}/tf1", "{}/keras/keras.keras", "{}/keras/keras-weights.weights.h5",
-           "{}/keras/keras-h5.h5", "{}/keras/sharded/model.weights.json", "{}/relocated"]
+           "{}/keras/keras-h5.h5", "{}/keras/sharded/model.weights.json", "{}/relocated", "{}/v1"]
 COMMANDS = [("inspect", "--json", "--objects"), ("verify", "--json"), ("manifest",)]
 
 
@@ -131,7 +134,7 @@ def test_http_answers_as_local(http: tuple[str, ByteCounter], tree: Path, target
 
 
 @pytest.mark.parametrize("target", ["{}/manager", "{}/sharded/ckpt", "{}/tf1", "{}/keras/keras.keras",
-                                    "{}/keras/keras-weights.weights.h5"])
+                                    "{}/keras/keras-weights.weights.h5", "{}/v1sharded"])
 def test_s3_answers_as_local(s3: str, tree: Path, target: str) -> None:
     for args in (("inspect", target, "--json"), ("verify", target, "--json"), ("manifest", target),
                  ("diff", target, "{}/sharded/ckpt", "--json")):
@@ -332,3 +335,11 @@ def test_relocated_state_file_warns(http: tuple[str, ByteCounter], tree: Path) -
         assert result.exit_code == 0
         assert result.stderr.startswith("ckptcheck: warning: ") and "gs://elsewhere/run/ckpt" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_state_file_naming_its_own_directory_does_not_warn(tf1_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           recwarn: pytest.WarningsRecorder) -> None:
+    """TF1 records absolute paths to where it wrote: read there, by a relative path, nothing was relocated."""
+    monkeypatch.chdir(tf1_model_dir.parent)
+    assert ckptcheck.list_tensors(tf1_model_dir.name)
+    assert not [w for w in recwarn if issubclass(w.category, ckptcheck.CkptcheckWarning)]

@@ -124,8 +124,8 @@ def read_state(path: str) -> CheckpointState:
                                          hint="a `checkpoint` file holds lines like model_checkpoint_path: \"...\"")
         written = _unescape(m.group(2))
         value = _state_path(base, written)
-        if loc.isabs(written) and value != written:
-            recorded[value] = written
+        if loc.isabs(written) and value != written and loc.realpath(value) != loc.realpath(written):
+            recorded[value] = written  # another place than the one read (not the same file by another name)
         if m.group(1) == "model_checkpoint_path":
             latest = value
         else:
@@ -294,8 +294,8 @@ def _warn_relocated(state: CheckpointState, latest: str, state_path: str) -> Non
         from ckptcheck.errors import RelocatedCheckpointWarning
 
         warnings.warn(RelocatedCheckpointWarning(
-            f"{state_path}: the state file records {written}, which is not here; reading "
-            f"{loc.basename(latest)} beside it"), stacklevel=3)
+            f"{state_path}: the state file records {written}; reading {loc.basename(latest)} beside it"),
+            stacklevel=3)
 
 
 def _resolve_directory(directory: str) -> Resolved:

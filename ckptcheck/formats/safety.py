@@ -85,7 +85,17 @@ def scan(path: str) -> SafetyScan | None:
     """The safety scan of ``path``: None when no Keras loader would deserialize a config from it."""
     from ckptcheck.formats import keras_config
 
-    if loc.isdir(path):
+    if "://" in path and loc.is_url(path):
+        # Over a URL only what a Keras loader would take by its name is fetched and scanned (not a prefix, nor
+        # a store's "directory"); a store that refuses it is reported by the command itself, in one line.
+        if not path.lower().endswith((".keras", ".h5", ".hdf5")):
+            return None
+        try:
+            if not loc.isfile(path):
+                return None
+        except CkptcheckError:
+            return None
+    elif loc.isdir(path):
         config = loc.join(path, CONFIG_MEMBER)
         if not loc.isfile(config):
             return None
@@ -95,8 +105,6 @@ def scan(path: str) -> SafetyScan | None:
                    keras_config.findings_of)
         return SafetyScan(path, ("config.json (keras.saving.load_model loads the directory)",), tuple(findings),
                           tuple(notes))
-    if "://" in path and loc.is_url(path) and not path.lower().endswith((".keras", ".h5", ".hdf5")):
-        return None  # over a URL, only what a Keras loader would take by its name is fetched and scanned
     if not loc.isfile(path):
         return None
     zipped, h5 = is_zip(path), hdf5_offset(path)
