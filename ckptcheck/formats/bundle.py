@@ -399,6 +399,9 @@ class BundleReader(CheckpointReader):
         self._files: dict[int, io.BufferedReader] = {}
         self._file_sizes: dict[int, int] = {}  # taken when a shard is opened; a shorter file fails the read itself
         self._spare: mmap.mmap | None = None  # the read buffer iter_part_bytes reuses
+        # The object graph's elements once read and checked (the listing reads it for the variable names): over a
+        # URL, verify and diff would otherwise fetch it a second time.
+        self._graph: tuple[BundleEntry, list[bytes]] | None = None
         self._ahead: ReadAhead | None = None  # read_ahead's fetches, served by _read_at
         self._ahead_close: Callable[[], None] | None = None
 
@@ -630,9 +633,14 @@ class BundleReader(CheckpointReader):
     def _byte_elements(self, entry: BundleEntry, tensor: str) -> list[bytes]:
         """A string or variant entry's elements (a variant element: its serialized VariantTensorDataProto), with
         every checksum checked; numpy is not needed."""
+        if self._graph is not None and self._graph[0] is entry:
+            return self._graph[1]
         if entry.dtype.is_variant:
             return self._variant_elements(entry, tensor, self._entry_bytes(entry, tensor))
-        return [element for chunk in self._stream_strings(entry, tensor) for element in chunk]
+        elements = [element for chunk in self._stream_strings(entry, tensor) for element in chunk]
+        if tensor == OBJECT_GRAPH_KEY and entry is self.entries.get(OBJECT_GRAPH_KEY):
+            self._graph = (entry, elements)
+        return elements
 
     def _variant_elements(self, entry: BundleEntry, tensor: str, data: bytearray) -> list[bytes]:
         """Layout (tensor_bundle.cc, WriteVariantTensor): per element a varint64 length, the bytes, and a masked
@@ -898,6 +906,8 @@ class BundleReader(CheckpointReader):
         """Read one entry to its end, checking its bounds and checksums; raise CorruptCheckpointError if damaged."""
         if part.dtype.is_string:
             self.check_bounds(part, name)
+            if self._graph is not None and self._graph[0] is part:
+                return  # read whole and checked already
             for _chunk in self._stream_strings(part, name):
                 pass
             return
