@@ -343,3 +343,18 @@ def test_state_file_naming_its_own_directory_does_not_warn(tf1_model_dir: Path, 
     monkeypatch.chdir(tf1_model_dir.parent)
     assert ckptcheck.list_tensors(tf1_model_dir.name)
     assert not [w for w in recwarn if issubclass(w.category, ckptcheck.CkptcheckWarning)]
+
+
+def test_memory_protocol(tree: Path) -> None:
+    """Any fsspec protocol: the in-process memory:// store, listed as a directory like an object store."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for f in (tree / "manager").iterdir():
+        fs.pipe(f"/ckptcheck-test/manager/{f.name}", f.read_bytes())
+    try:
+        for args in (("inspect", "{}/manager", "--json"), ("verify", "{}/manager", "--json", "--jobs", "3"),
+                     ("inspect", "{}/manager", "--all", "--json")):
+            assert answers("memory://ckptcheck-test", tree, *args) == local(tree, *args), args
+    finally:
+        fs.rm("/ckptcheck-test", recursive=True)
