@@ -3,7 +3,8 @@ requests that counts the bytes it sends, and moto's S3-compatible server.
 
 The HTTP server serves a directory. Paths under a few prefixes misbehave on purpose: ``/forbidden/`` answers 403,
 ``/norange/`` ignores Range (200 with the whole file, as some static servers do), ``/slow/`` waits longer than any
-test's timeout before answering.
+test's timeout before answering, ``/broken/`` answers 500 to every read that does not start at byte 0 (a store
+failing mid-read).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _handler(root: Path, counter: ByteCounter) -> type[BaseHTTPRequestHandler]:
         def _file(self) -> tuple[Path | None, str]:
             path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
             mode = ""
-            for prefix in ("/forbidden/", "/norange/", "/slow/"):
+            for prefix in ("/forbidden/", "/norange/", "/slow/", "/broken/"):
                 if path.startswith(prefix):
                     mode, path = prefix.strip("/"), "/" + path[len(prefix):]
             target = (root / path.lstrip("/")).resolve()
@@ -100,6 +101,8 @@ def _handler(root: Path, counter: ByteCounter) -> type[BaseHTTPRequestHandler]:
                     self.end_headers()
                     return None
                 partial = True
+            if mode == "broken" and body and start > 0:
+                return self._empty(500)
             self.send_response(206 if partial else 200)
             if partial:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")

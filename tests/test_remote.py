@@ -358,3 +358,13 @@ def test_memory_protocol(tree: Path) -> None:
             assert answers("memory://ckptcheck-test", tree, *args) == local(tree, *args), args
     finally:
         fs.rm("/ckptcheck-test", recursive=True)
+
+
+@pytest.mark.parametrize("target", ["keras/keras.keras", "big/ckpt", "v1/model.ckpt-6"])
+def test_store_failing_mid_read_is_an_error_not_damage(http: tuple[str, ByteCounter], target: str) -> None:
+    """A read the store fails after the first bytes came (HTTP 500) stops the command with one line, exit 2:
+    never reported as a damaged checkpoint (exit 1), whichever reader was reading (zipfile, the tables). (The
+    session's HDF5 files are smaller than the first read's read-ahead: h5py never asks past it.)"""
+    base, _ = http
+    for command in ("inspect", "verify"):
+        one_line_error(cli(command, f"{base}/broken/{target}"), "HTTP 500", f"{base}/broken/")
