@@ -350,11 +350,12 @@ def test_memory_protocol(tree: Path) -> None:
     import fsspec
 
     fs = fsspec.filesystem("memory")
-    for f in (tree / "manager").iterdir():
-        fs.pipe(f"/ckptcheck-test/manager/{f.name}", f.read_bytes())
+    for name in ("manager", "v1sharded"):
+        for f in (tree / name).iterdir():
+            fs.pipe(f"/ckptcheck-test/{name}/{f.name}", f.read_bytes())
     try:
         for args in (("inspect", "{}/manager", "--json"), ("verify", "{}/manager", "--json", "--jobs", "3"),
-                     ("inspect", "{}/manager", "--all", "--json")):
+                     ("inspect", "{}/manager", "--all", "--json"), ("verify", "{}/v1sharded", "--json")):
             assert answers("memory://ckptcheck-test", tree, *args) == local(tree, *args), args
     finally:
         fs.rm("/ckptcheck-test", recursive=True)

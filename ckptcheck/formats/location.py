@@ -251,7 +251,7 @@ def glob(pattern: str) -> list[str]:
     proto = scheme(pattern)
     try:
         with _remote_errors(pattern):
-            return [f"{proto}://{name}" for name in fs.glob(p)]
+            return [f"{proto}://{str(name).lstrip('/')}" for name in fs.glob(p)]
     except CheckpointNotFoundError:  # no such bucket: nothing matches
         return []
 
@@ -316,9 +316,8 @@ class RemoteFile(io.RawIOBase):
         fs, path = filesystem(url)
         with _remote_errors(url):
             # "readahead": a read fetches what was asked plus `read_ahead` bytes; a read past the cached range
-            # fetches from its end, so a sequential pass fetches each byte once. "none" for the data path.
-            self._f: Any = fs.open(path, "rb", block_size=max(read_ahead, 1) if read_ahead else 2 << 20,
-                                   cache_type="readahead" if read_ahead else "none")
+            # fetches from its end, so a sequential pass fetches each byte once.
+            self._f: Any = fs.open(path, "rb", block_size=max(read_ahead, 1), cache_type="readahead")
             self.size = int(self._f.size)
         if not getattr(self._f, "seekable", lambda: True)() or type(self._f).__name__ == "HTTPStreamFile":
             # the server said Accept-Ranges: none, or gave no size: only a whole download would read it
