@@ -397,10 +397,6 @@ def _matching_layers(info: Any, match: Callable[[str], bool], shown: Sequence[An
 
 # --- verify / manifest / diff -----------------------------------------------------------------------------------
 
-def _advance(ticker: Iterator[object]) -> None:
-    next(ticker, None)
-
-
 AtolOption = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance for float values.")]
 RtolOption = Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (of B's magnitude).")]
 VerifyAtolOption = Annotated[float, typer.Option(
@@ -442,6 +438,15 @@ def byte_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], No
             bar.update(task, total=total, advance=done)
 
         yield advance
+
+
+def _bytes_ticker(reader: Any, progress: Callable[[int, int], None] | None) -> Callable[[str], None] | None:
+    """An on_tensor callback advancing a byte progress bar by each tensor's size as its turn comes."""
+    if progress is None:
+        return None
+    sizes = {t.name: t.nbytes for t in reader.tensors()}
+    total = sum(sizes.values())
+    return lambda name: progress(sizes.get(name, 0), total)
 
 
 def _jobs(jobs: int | None, reader: Any) -> int:
@@ -498,9 +503,9 @@ def manifest(
                              hint="write it beside the checkpoint, e.g. -o model.manifest.json")
         names = [t.name for t in reader.tensors()]
         reader.read_ahead(names, _jobs(jobs, reader), slices=False)  # build_manifest reads them in this order
-        # A progress bar only while writing to a file (stdout is the manifest itself).
-        ticker = iter(progress_over(names, "manifest", show_progress(output is None)))
-        text = dumps(build_manifest(reader, on_tensor=lambda _name: _advance(ticker)))
+        # A progress bar in bytes only while writing to a file (stdout is the manifest itself).
+        with byte_progress("manifest", show_progress(output is None)) as progress:
+            text = dumps(build_manifest(reader, on_tensor=_bytes_ticker(reader, progress)))
         if output is None:
             emit(text, nl=False)
             return
@@ -534,10 +539,9 @@ def diff(
 
     warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
-        names = [t.name for t in ra.tensors()]
-        ticker = iter(progress_over(names, "diff", show_progress(json_output)))
-        report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
-                                  on_tensor=lambda _name: _advance(ticker), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
+        with byte_progress("diff", show_progress(json_output)) as progress:
+            report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
+                                      on_tensor=_bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
         report = sort_changes(report, sort)
         if json_output:
             emit_json(render.diff_dict(report))
