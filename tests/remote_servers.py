@@ -10,7 +10,6 @@ failing mid-read).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
 import threading
@@ -192,7 +191,3 @@ def upload_tree(endpoint: str, bucket: str, root: Path, prefix: str = "") -> Non
 
 def env_for_s3(endpoint: str) -> dict[str, str]:
     return {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}
-
-
-def without(keys: list[str]) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in keys}

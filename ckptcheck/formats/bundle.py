@@ -942,11 +942,11 @@ class BundleReader(CheckpointReader):
         """Fetch the numeric parts of ``names`` ahead of their reads, ``jobs`` ranges at a time, merged where they
         touch in a shard (formats/prefetch.py). Strings, variants and (unless ``slices``) partitioned variables
         are left to the direct reads: their reads follow other patterns."""
-        from ckptcheck.formats.prefetch import ReadAhead, fetcher, plan_blocks
-
         self._stop_ahead()
         if jobs <= 1:
             return
+        from ckptcheck.formats.prefetch import ReadAhead, fetcher, plan_blocks
+
         ranges: list[tuple[int, int, int, int]] = []
         for name in names:
             try:

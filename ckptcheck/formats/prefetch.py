@@ -20,9 +20,11 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the thread pool is imported only when reads go ahead (default_jobs needs none of it)
+    from concurrent.futures import Future
 
 BLOCK_BYTES = 4 << 20
 IN_FLIGHT_BYTES = 48 << 20  # at most this much fetched and not yet read, whatever --jobs asks
@@ -70,6 +72,8 @@ class ReadAhead:
         self._blocks = blocks
         self._fetch = fetch
         self._recycle = recycle
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="ckptcheck-read")
         self._depth = max(2, min(jobs + 1, IN_FLIGHT_BYTES // max(block_bytes, 1)))
         self._pending: OrderedDict[Block, Future[Buffer]] = OrderedDict()
