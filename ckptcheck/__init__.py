@@ -22,7 +22,10 @@ import typing as _typing
 from ckptcheck.errors import (
     CheckpointNotFoundError,
     CkptcheckError,
+    CkptcheckWarning,
     CorruptCheckpointError,
+    RelocatedCheckpointWarning,
+    RemoteError,
     TensorNotFoundError,
     UnsupportedFormatError,
 )
@@ -48,8 +51,11 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointReader",
     "CkptcheckError",
+    "CkptcheckWarning",
     "CorruptCheckpointError",
     "DiffReport",
+    "RelocatedCheckpointWarning",
+    "RemoteError",
     "TensorInfo",
     "TensorNotFoundError",
     "UnsupportedFormatError",
@@ -118,12 +124,13 @@ def read_tensor(checkpoint: "str | CheckpointReader", name: str) -> "np.ndarray"
         return reader.read(name)
 
 
-def verify_checkpoint(path: str, *, against: str | None = None, atol: float = 0.0, rtol: float = 0.0) -> "VerifyReport":
+def verify_checkpoint(path: str, *, against: str | None = None, atol: float = 0.0, rtol: float = 0.0,
+                      jobs: int | None = None) -> "VerifyReport":
     """Check everything the format can check (``ckptcheck verify``): ``.ok``, and every problem found. With
-    ``against``, also compare with a manifest file."""
+    ``against``, also compare with a manifest file. ``jobs``: range reads in flight at once (``--jobs``)."""
     from ckptcheck.verify import verify as run
 
-    return run(str(path), against=against, atol=atol, rtol=rtol)
+    return run(str(path), against=against, atol=atol, rtol=rtol, jobs=jobs)
 
 
 def diff_checkpoints(a: str, b: str, *, atol: float = 0.0, rtol: float = 0.0) -> "DiffReport":

@@ -157,8 +157,10 @@ def diff_checkpoints(
     rtol: float = 0.0,
     include: Callable[[str], bool] = lambda name: True,
     on_tensor: Callable[[str], None] | None = None,
+    jobs: tuple[int, int] = (1, 1),
 ) -> DiffReport:
-    """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes."""
+    """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes.
+    ``jobs``: range reads in flight ahead of the comparison, on A's side and on B's (1: one read at a time)."""
     ia, ib = ra.info(), rb.info()
     from ckptcheck.formats.keras import KerasArchiveReader
 
@@ -183,7 +185,11 @@ def diff_checkpoints(
     changed: list[TensorChange] = []
     unchanged: list[str] = []
     scratch = Scratch()
-    for x, y in sorted(pairs, key=lambda p: (p[0].name, p[1].name)):
+    ordered = sorted(pairs, key=lambda p: (p[0].name, p[1].name))
+    compared = [(x.name, y.name) for x, y in ordered if x.dtype == y.dtype and x.shape == y.shape]
+    ra.read_ahead([a for a, _ in compared], jobs[0], slices=False)  # the values are read in this order
+    rb.read_ahead([b for _, b in compared], jobs[1], slices=False)
+    for x, y in ordered:
         if on_tensor is not None:
             on_tensor(x.name)
         values = None

@@ -62,5 +62,19 @@ class UsageError(CkptcheckError):
     """The command was called with options that do not fit together or do not apply."""
 
 
+class RemoteError(CkptcheckError):
+    """A URL could not be read: the store refused it (HTTP 403, another status), timed out, does not answer range
+    requests, or no credentials were found. What is simply not there is CheckpointNotFoundError."""
+
+
+class CkptcheckWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as a warning line."""
+
+
+class RelocatedCheckpointWarning(CkptcheckWarning):
+    """A ``checkpoint`` state file names an absolute path from where it was written (another machine, a bucket);
+    the checkpoint beside the state file was read instead."""
+
+
 class MissingDependencyError(CkptcheckError):
     """An optional dependency (TensorFlow) is needed for this command and is not installed."""

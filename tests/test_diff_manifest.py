@@ -398,7 +398,7 @@ def test_manifest_of_a_checkpoint_damaged_in_its_last_tensor_writes_nothing(tmp_
     write_index(str(tmp_path / "d.index"), {
         b"a_good": entry_proto(DT_FLOAT, [4], size=16, crc=masked_crc(values[:16])),
         b"z_damaged": entry_proto(DT_FLOAT, [4], offset=16, size=16, crc=masked_crc(values[:16]))})
-    with pytest.raises(Exception, match="(?i)checksum|crc"):
+    with pytest.raises(Exception, match=r"(?i)checksum|crc"):
         tf.train.load_checkpoint(str(tmp_path / "d")).get_tensor("z_damaged")
     out = tmp_path / "d.manifest.json"
     for extra in ([], ["-o", str(out)]):

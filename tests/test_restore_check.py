@@ -676,3 +676,21 @@ def test_missing_tensorflow_is_exit_2(ckpts: dict[str, str]) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "this command needs TensorFlow" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- a checkpoint at a URL -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "model"), [("tf2", "tf2_modules.py:same"), ("keras", "keras_models.py:same")])
+def test_checkpoint_at_a_url_checks_as_the_local_one(ckpts: dict[str, str], name: str, model: str) -> None:
+    """ckptcheck reads the stored values over HTTP; TensorFlow's (Keras's) restore gets a local copy, removed
+    afterwards. The report is the local one's, with the URL for the path."""
+    from remote_servers import http_server
+
+    root = Path(ckpts["keras"]).parent
+    with http_server(root) as (base, _counter):
+        url = ckpts[name].replace(str(root), base)
+        remote = run(url, "--model", str(MODELS / model), "--json")
+    here = run(ckpts[name], "--model", str(MODELS / model), "--json")
+    assert here.exit_code in (0, 1)
+    assert (remote.exit_code, remote.stdout.replace(base, str(root))) == (here.exit_code, here.stdout)

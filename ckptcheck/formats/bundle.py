@@ -11,16 +11,17 @@ import array
 import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
-from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
+from ckptcheck.formats import location as loc
 from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.dtypes import DType
-from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.files import file_size, open_regular
 from ckptcheck.formats.interface import (
     DEFAULT_CHUNK_BYTES,
     CheckpointReader,
@@ -45,6 +46,8 @@ if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
     import mmap
 
     import numpy as np
+
+    from ckptcheck.formats.prefetch import ReadAhead
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _HEADER_KEY = b""
@@ -396,6 +399,11 @@ class BundleReader(CheckpointReader):
         self._files: dict[int, io.BufferedReader] = {}
         self._file_sizes: dict[int, int] = {}  # taken when a shard is opened; a shorter file fails the read itself
         self._spare: mmap.mmap | None = None  # the read buffer iter_part_bytes reuses
+        # The object graph's elements once read and checked (the listing reads it for the variable names): over a
+        # URL, verify and diff would otherwise fetch it a second time.
+        self._graph: tuple[BundleEntry, list[bytes]] | None = None
+        self._ahead: ReadAhead | None = None  # read_ahead's fetches, served by _read_at
+        self._ahead_close: Callable[[], None] | None = None
 
     # -- listing --
 
@@ -434,7 +442,7 @@ class BundleReader(CheckpointReader):
             tensors = self._list_tensors()
         files = [self.index_path] + [self.shard_path(i) for i in range(self.num_shards)]
         meta = self.prefix + ".meta"
-        if os.path.exists(meta):
+        if loc.exists(meta):
             files.append(meta)
         metadata = {}
         if self.header.endianness == _BIG:
@@ -522,7 +530,7 @@ class BundleReader(CheckpointReader):
             except OSError as exc:
                 raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path, tensor=tensor) from None
             self._files[shard] = f
-            self._file_sizes[shard] = os.fstat(f.fileno()).st_size
+            self._file_sizes[shard] = file_size(f)
         return f
 
     def check_bounds(self, entry: BundleEntry, tensor: str) -> None:
@@ -584,6 +592,8 @@ class BundleReader(CheckpointReader):
     def _read_at(self, entry: BundleEntry, tensor: str, offset: int, view: memoryview) -> None:
         """Fill ``view`` from the entry's shard at ``offset``. Seeks every time: another stream on this reader may
         have moved the file position."""
+        if self._ahead is not None and self._ahead.take_into(entry.shard_id, offset, view):
+            return
         f = self._shard_file(entry.shard_id, tensor)
         f.seek(offset)
         if f.readinto(view) != len(view):
@@ -623,9 +633,14 @@ class BundleReader(CheckpointReader):
     def _byte_elements(self, entry: BundleEntry, tensor: str) -> list[bytes]:
         """A string or variant entry's elements (a variant element: its serialized VariantTensorDataProto), with
         every checksum checked; numpy is not needed."""
+        if self._graph is not None and self._graph[0] is entry:
+            return self._graph[1]
         if entry.dtype.is_variant:
             return self._variant_elements(entry, tensor, self._entry_bytes(entry, tensor))
-        return [element for chunk in self._stream_strings(entry, tensor) for element in chunk]
+        elements = [element for chunk in self._stream_strings(entry, tensor) for element in chunk]
+        if tensor == OBJECT_GRAPH_KEY and entry is self.entries.get(OBJECT_GRAPH_KEY):
+            self._graph = (entry, elements)
+        return elements
 
     def _variant_elements(self, entry: BundleEntry, tensor: str, data: bytearray) -> list[bytes]:
         """Layout (tensor_bundle.cc, WriteVariantTensor): per element a varint64 length, the bytes, and a masked
@@ -871,8 +886,12 @@ class BundleReader(CheckpointReader):
             whole = memoryview(buf)
             while remaining > 0:
                 n = min(remaining, want)
-                view = whole[:n]
-                self._read_at(part, name, offset, view)
+                ahead = self._ahead.take(part.shard_id, offset, n) if self._ahead is not None else None
+                if ahead is not None:
+                    view = ahead  # the fetched block itself, valid until the next take: no copy
+                else:
+                    view = whole[:n]
+                    self._read_at(part, name, offset, view)
                 crc = crc32c(view, crc)
                 offset += n
                 remaining -= n
@@ -887,6 +906,8 @@ class BundleReader(CheckpointReader):
         """Read one entry to its end, checking its bounds and checksums; raise CorruptCheckpointError if damaged."""
         if part.dtype.is_string:
             self.check_bounds(part, name)
+            if self._graph is not None and self._graph[0] is part:
+                return  # read whole and checked already
             for _chunk in self._stream_strings(part, name):
                 pass
             return
@@ -917,7 +938,43 @@ class BundleReader(CheckpointReader):
             raise CorruptCheckpointError(f"the object graph cannot be decoded: {exc.message}",
                                          path=self.index_path, tensor=OBJECT_GRAPH_KEY) from None
 
+    def read_ahead(self, names: Sequence[str], jobs: int, *, slices: bool = True) -> None:
+        """Fetch the numeric parts of ``names`` ahead of their reads, ``jobs`` ranges at a time, merged where they
+        touch in a shard (formats/prefetch.py). Strings, variants and (unless ``slices``) partitioned variables
+        are left to the direct reads: their reads follow other patterns."""
+        self._stop_ahead()
+        if jobs <= 1:
+            return
+        from ckptcheck.formats.prefetch import ReadAhead, fetcher, plan_blocks
+
+        ranges: list[tuple[int, int, int, int]] = []
+        for name in names:
+            try:
+                entry = self.entry(name)
+                if entry.dtype.is_bytes or (entry.slices and not slices):
+                    continue
+                for part in self.parts(name):
+                    self.check_bounds(part, name)  # what is out of bounds is never read: not fetched either
+                    itemsize = part.dtype.itemsize
+                    step = max(itemsize, DEFAULT_CHUNK_BYTES - DEFAULT_CHUNK_BYTES % itemsize)
+                    ranges.append((part.shard_id, part.offset, part.size, step))
+            except (CkptcheckError, KeyError):
+                continue  # read directly, where its reads report what is wrong
+        if not ranges:
+            return
+        fetch, recycle, self._ahead_close = fetcher([self.shard_path(i) for i in range(self.num_shards)])
+        self._ahead = ReadAhead(plan_blocks(ranges), fetch, jobs, recycle=recycle)
+
+    def _stop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+        if self._ahead_close is not None:
+            self._ahead_close()
+            self._ahead_close = None
+
     def close(self) -> None:
+        self._stop_ahead()
         for f in self._files.values():
             f.close()
         self._files.clear()

@@ -31,7 +31,13 @@ def not_regular(path: str, mode: int) -> NotRegularFileError:
 
 def open_regular(path: str) -> io.BufferedReader:
     """``open(path, "rb")`` for a regular file; a FIFO, device, socket or directory raises NotRegularFileError
-    (exit 2) without blocking. A missing or unreadable file raises OSError, as ``open`` does."""
+    (exit 2) without blocking. A missing or unreadable file raises OSError, as ``open`` does. A URL is opened
+    for ranged reading through fsspec (location.open_file); only then is fsspec imported."""
+    if "://" in path:
+        from ckptcheck.formats import location
+
+        if location.is_url(path):
+            return location.open_file(path)  # type: ignore[return-value]  # the same reading surface
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(fd).st_mode
@@ -46,12 +52,27 @@ def open_regular(path: str) -> io.BufferedReader:
 
 def check_regular(path: str) -> None:
     """For libraries that open by path themselves (h5py): refuse what open_regular refuses, without opening it."""
+    if "://" in path:
+        from ckptcheck.formats import location
+
+        if location.is_url(path):
+            if not location.isfile(path):
+                raise CheckpointNotFoundError("cannot read: not found", path=path)
+            return
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
         raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
     if not stat.S_ISREG(mode):
         raise not_regular(path, mode)
+
+
+def file_size(f: io.BufferedReader) -> int:
+    """The size of a file open_regular opened: a local file's from its descriptor, a URL's from the store."""
+    size = getattr(f, "size", None)
+    if isinstance(size, int):
+        return size
+    return os.fstat(f.fileno()).st_size
 
 
 def read_capped(f: io.BufferedReader, limit: int) -> bytes | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -147,6 +147,12 @@ class CheckpointReader(ABC):
             yield self.read(name).reshape(-1)
             return
         yield from self.iter_chunks(name, chunk_bytes)
+
+    def read_ahead(self, names: Sequence[str], jobs: int, *, slices: bool = True) -> None:
+        """The tensors ``names`` will be read next, in this order, each once: a reader that can fetches their bytes
+        ahead, ``jobs`` ranges at a time (formats/prefetch.py). ``slices``: a partitioned variable is read slice
+        by slice (verify) rather than in C order of the whole. The default does nothing."""
+        return None
 
     def read_into(self, name: str, out: np.ndarray) -> np.ndarray | None:
         """The whole tensor read into ``out`` (a uint8 buffer) as a flat array viewing it, when the reader can

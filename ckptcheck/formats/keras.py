@@ -46,6 +46,7 @@ import numpy as np
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes, jsonlimits, keras_config, keras_names, npz
+from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
@@ -630,6 +631,9 @@ def _open_h5(source: str | io.IOBase, *, path: str, what: str) -> h5py.File:
     h5lib = _h5py()
     if isinstance(source, str):
         check_regular(source)
+        if "://" in source:  # a URL: h5py reads through the file object (ranged reads, a small read-ahead)
+            with _guard("cannot open", path=path):
+                source = open_regular(source)
     try:
         return h5lib.File(source, "r")  # read-only: the user's file is never written
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
@@ -676,7 +680,7 @@ class _StoredMember(io.RawIOBase):
 
     def __init__(self, archive: str, start: int, size: int) -> None:
         super().__init__()
-        self._f = open(archive, "rb")  # noqa: SIM115 - closed in close()
+        self._f = open_regular(archive)  # closed in close()
         self._start = start
         self._size = size
         self._pos = 0
@@ -736,7 +740,7 @@ class _Archive:
         self.config: Any = None  # config.json, once info() has read it
         try:
             check_regular(location)
-            self.zip = zipfile.ZipFile(location)
+            self.zip = zipfile.ZipFile(open_regular(location) if "://" in location else location)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise CorruptCheckpointError(
                 f"not a readable zip archive ({str(exc).strip() or type(exc).__name__})", path=location,
@@ -777,8 +781,8 @@ class _Archive:
         """A seekable reader of the member: a free-seeking window when it is stored, else zipfile's stream."""
         check_member_readable(info, path=self.location)
         if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:  # stored, not encrypted
-            archive_size = os.path.getsize(self.location)
-            with open(self.location, "rb") as f:
+            archive_size = loc.getsize(self.location)
+            with open_regular(self.location) as f:
                 f.seek(info.header_offset)
                 header = f.read(_LOCAL_HEADER.size)
             if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
@@ -1045,7 +1049,7 @@ class KerasNpzArchiveReader(CheckpointReader):
         with _guard("cannot read the values", path=self.location, tensor=arr.name,
                     hint="the archive may be truncated or damaged"):
             if start is not None:
-                with open(self.location, "rb") as f:
+                with open_regular(self.location) as f:
                     f.seek(start + arr.offset)
                     yield f
                 return
@@ -1117,11 +1121,11 @@ class KerasNpzArchiveReader(CheckpointReader):
 
 def _shard_map_naming(location: str) -> str | None:
     """The ``<base>.weights.json`` beside a ``<base>_NNNNN.weights.h5`` shard, if there is one."""
-    base = shard_base(os.path.basename(location))
+    base = shard_base(loc.basename(location))
     if base is None:
         return None
-    candidate = os.path.join(os.path.dirname(location), base + SHARD_MAP_SUFFIX)
-    return candidate if os.path.isfile(candidate) else None
+    candidate = loc.join(loc.dirname(location), base + SHARD_MAP_SUFFIX)
+    return candidate if loc.isfile(candidate) else None
 
 
 def read_shard_map(location: str) -> tuple[dict[str, Any], list[str]]:
@@ -1172,9 +1176,9 @@ class KerasShardedWeightsReader(_H5Values):
 
     def _open(self, location: str) -> None:
         config, shards = read_shard_map(location)
-        directory = os.path.dirname(location)
-        paths = [os.path.join(directory, name) for name in shards]
-        missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
+        directory = loc.dirname(location)
+        paths = [loc.join(directory, name) for name in shards]
+        missing = [loc.basename(p) for p in paths if not loc.isfile(p)]
         if missing:
             shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise CorruptCheckpointError(

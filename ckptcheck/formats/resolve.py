@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, CheckpointEntry
 
@@ -48,6 +49,9 @@ class Resolved:
 class CheckpointState:
     latest: str | None
     all: tuple[str, ...]
+    # Each path that is not what the state file recorded (an absolute path from another machine or store, taken
+    # as the file beside the state file), with what it recorded.
+    recorded: tuple[tuple[str, str], ...] = ()
 
 
 _SIMPLE_ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v"}
@@ -76,15 +80,19 @@ def _state_path(base: str, recorded: str) -> str:
     an Estimator) records absolute paths, often on the machine or bucket that trained: once the directory is
     copied or moved, the checkpoint the user means is the one beside the state file, so that one is preferred
     whenever it exists, even when the recorded path also exists."""
-    if not (os.path.isabs(recorded) or "://" in recorded):
-        return os.path.join(base, recorded)
-    local = os.path.join(base, recorded.rstrip("/").rsplit("/", 1)[-1])
+    if not (loc.isabs(recorded) or "://" in recorded):
+        return loc.join(base, recorded)
+    local = loc.join(base, recorded.rstrip("/").rsplit("/", 1)[-1])
+    if loc.is_url(recorded) != loc.is_url(base):
+        # A local state file naming a bucket (trained there, copied here), or a store's naming a path on the
+        # machine that trained: only the file beside the state file is looked for, never the other place.
+        return local
     return local if checkpoint_exists(local) else recorded
 
 
 def checkpoint_exists(prefix: str) -> bool:
     """A bundle (its .index) or a V1 checkpoint (the file, or shards matching the pattern) is at ``prefix``."""
-    if os.path.exists(prefix + ".index"):
+    if loc.exists(prefix + ".index"):
         return True
     from ckptcheck.formats.v1 import v1_files
 
@@ -101,9 +109,10 @@ def read_state(path: str) -> CheckpointState:
         text = raw.decode("utf-8", "surrogateescape")
     except OSError as exc:
         raise CheckpointNotFoundError(f"cannot read the state file: {exc.strerror}", path=path) from None
-    base = os.path.dirname(path)
+    base = loc.dirname(path)
     latest: str | None = None
     others: list[str] = []
+    recorded: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -113,7 +122,10 @@ def read_state(path: str) -> CheckpointState:
                 continue
             raise CorruptCheckpointError(f"unreadable line in the state file: {line.strip()[:80]!r}", path=path,
                                          hint="a `checkpoint` file holds lines like model_checkpoint_path: \"...\"")
-        value = _state_path(base, _unescape(m.group(2)))
+        written = _unescape(m.group(2))
+        value = _state_path(base, written)
+        if loc.isabs(written) and value != written and loc.realpath(value) != loc.realpath(written):
+            recorded[value] = written  # another place than the one read (not the same file by another name)
         if m.group(1) == "model_checkpoint_path":
             latest = value
         else:
@@ -122,7 +134,7 @@ def read_state(path: str) -> CheckpointState:
         raise CorruptCheckpointError("the state file names no checkpoint", path=path)
     if latest is not None and latest not in others:
         others.append(latest)
-    return CheckpointState(latest=latest or others[-1], all=tuple(others))
+    return CheckpointState(latest=latest or others[-1], all=tuple(others), recorded=tuple(recorded.items()))
 
 
 def step_of(prefix: str) -> int | None:
@@ -139,16 +151,16 @@ def step_of(prefix: str) -> int | None:
 
 def list_state(directory: str) -> list[CheckpointEntry]:
     """Every checkpoint a directory's state file names, oldest first, with its step and whether it exists."""
-    state_path = os.path.join(directory, STATE_FILE)
-    if not os.path.isfile(state_path):
+    state_path = loc.join(directory, STATE_FILE)
+    if not loc.isfile(state_path):
         raise CheckpointNotFoundError("no `checkpoint` state file in this directory", path=directory,
                                       hint="--all lists what a state file names; pass a directory that has one")
     state = read_state(state_path)
     named = [CheckpointEntry(prefix=p, step=step_of(p), exists=checkpoint_exists(p), latest=p == state.latest)
              for p in state.all]
-    listed = {os.path.realpath(p) for p in state.all}
+    listed = {loc.realpath(p) for p in state.all}
     unnamed = [CheckpointEntry(prefix=p, step=step_of(p), exists=True, latest=False, named=False)
-               for p in _bundles_in(directory) + _v1_in(directory) if os.path.realpath(p) not in listed]
+               for p in _bundles_in(directory) + _v1_in(directory) if loc.realpath(p) not in listed]
     # Oldest first: by step where both have one, the unnamed ones by name among themselves.
     return sorted(named + unnamed, key=lambda e: (e.step is None, e.step or 0, not e.named))
 
@@ -205,34 +217,34 @@ def _natural(name: str) -> list[str | int]:
 def _bundles_in(directory: str) -> list[str]:
     """The bundle prefixes in a directory, oldest step first (hints show the last few)."""
     try:
-        names = sorted((n for n in os.listdir(directory) if n.endswith(".index")), key=_natural)
+        names = sorted((n for n in loc.listdir(directory) if n.endswith(".index")), key=_natural)
     except OSError:
         return []
-    return [os.path.join(directory, n[: -len(".index")]) for n in names]
+    return [loc.join(directory, n[: -len(".index")]) for n in names]
 
 
 def _near_misses(path: str) -> str | None:
-    parent = os.path.dirname(path) or "."
-    prefixes = [os.path.basename(p) for p in _bundles_in(parent)]
+    parent = loc.dirname(path) or "."
+    prefixes = [loc.basename(p) for p in _bundles_in(parent)]
     if prefixes:
         return "checkpoints here: " + ", ".join(prefixes[-5:])
     return None
 
 
 def _resolve_prefix(prefix: str, given: str) -> Resolved:
-    if not os.path.exists(prefix + ".index"):
-        raise CheckpointNotFoundError(f"no index file {os.path.basename(prefix)}.index beside it", path=given,
+    if not loc.exists(prefix + ".index"):
+        raise CheckpointNotFoundError(f"no index file {loc.basename(prefix)}.index beside it", path=given,
                                       hint="a bundle needs its .index file; pass the prefix")
     return _bundle(prefix)
 
 
 def _bundle(prefix: str) -> Resolved:
     """A bundle prefix; a SavedModel's own variables/variables is reported as a SavedModel however it is named."""
-    directory = os.path.dirname(prefix)
+    directory = loc.dirname(prefix)
     if (
-        os.path.basename(prefix) == "variables"
-        and os.path.basename(directory) == "variables"
-        and any(os.path.isfile(os.path.join(os.path.dirname(directory), f))
+        loc.basename(prefix) == "variables"
+        and loc.basename(directory) == "variables"
+        and any(loc.isfile(loc.join(loc.dirname(directory), f))
                 for f in ("saved_model.pb", "saved_model.pbtxt"))
     ):
         return Resolved("bundle", prefix, format_hint=SAVEDMODEL)
@@ -248,8 +260,8 @@ def _v1(location: str) -> Resolved | None:
         return None
     if is_v1_pattern(location):
         return Resolved(V1, location)
-    if os.path.isfile(location):
-        name = os.path.basename(location)
+    if loc.isfile(location):
+        name = loc.basename(location)
         return Resolved(V1, shard_pattern(location) if V1_SHARD_RE.match(name) else location)
     return Resolved(V1, shard_pattern(files[0]))
 
@@ -259,39 +271,60 @@ def _v1_in(directory: str) -> list[str]:
     from ckptcheck.formats.v1 import V1_SHARD_RE, looks_like_table, shard_pattern
 
     try:
-        names = sorted(os.listdir(directory), key=_natural)
+        names = sorted(loc.listdir(directory), key=_natural)
     except OSError:
         return []
     found: dict[str, None] = {}
     for name in names:
         if name == STATE_FILE or name.endswith(_NOT_V1) or _DATA_RE.match(name) or ".tfevents." in name:
             continue
-        path = os.path.join(directory, name)
-        if os.path.isfile(path) and looks_like_table(path):
+        path = loc.join(directory, name)
+        if loc.isfile(path) and looks_like_table(path):
             found.setdefault(shard_pattern(path) if V1_SHARD_RE.match(name) else path, None)
     return list(found)
 
 
+def _warn_relocated(state: CheckpointState, latest: str, state_path: str) -> None:
+    """A state file from another machine or store, read through the file beside it: said, since the user may
+    have meant the recorded one (the CLI prints it as a warning line)."""
+    written = dict(state.recorded).get(latest)
+    if written is not None:
+        import warnings
+
+        from ckptcheck.errors import RelocatedCheckpointWarning
+
+        warnings.warn(RelocatedCheckpointWarning(
+            f"{state_path}: the state file records {written}; reading {loc.basename(latest)} beside it"),
+            stacklevel=3)
+
+
 def _resolve_directory(directory: str) -> Resolved:
-    state_path = os.path.join(directory, STATE_FILE)
-    if os.path.exists(state_path) and not os.path.isdir(state_path):  # a pipe there is refused, not skipped
+    state_path = loc.join(directory, STATE_FILE)
+    if loc.exists(state_path) and not loc.isdir(state_path):  # a pipe there is refused, not skipped
         state = read_state(state_path)
         latest = state.latest or ""
-        if not os.path.exists(latest + ".index"):
+        if not loc.exists(latest + ".index"):
             v1 = _v1(latest)
             if v1 is not None:
+                _warn_relocated(state, latest, state_path)
                 return v1
-            present = [os.path.basename(p) for p in _bundles_in(directory) + _v1_in(directory)]
+            present = [loc.basename(p) for p in _bundles_in(directory) + _v1_in(directory)]
             hint = ("checkpoints present: " + ", ".join(present[-5:])) if present else "no checkpoint is left here"
+            written = dict(state.recorded).get(latest)
+            if written is not None:  # an absolute path from where it was written: say where it was
+                hint = f"it records {written}; {hint}"
+            elif loc.dirname(latest) != loc.dirname(state_path):
+                hint = f"it names {latest}; {hint}"
             raise CheckpointNotFoundError(
-                f"the state file points at {os.path.basename(latest)}, which is gone", path=state_path, hint=hint
+                f"the state file points at {loc.basename(latest)}, which is gone", path=state_path, hint=hint
             )
+        _warn_relocated(state, latest, state_path)
         return Resolved("bundle", latest)
-    for variables in (os.path.join(directory, "variables", "variables"), os.path.join(directory, "variables")):
-        if os.path.isfile(variables + ".index"):
+    for variables in (loc.join(directory, "variables", "variables"), loc.join(directory, "variables")):
+        if loc.isfile(variables + ".index"):
             return Resolved("bundle", variables, format_hint=SAVEDMODEL)
-    if os.path.isfile(os.path.join(directory, "saved_model.pb")) or os.path.isfile(
-        os.path.join(directory, "saved_model.pbtxt")
+    if loc.isfile(loc.join(directory, "saved_model.pb")) or loc.isfile(
+        loc.join(directory, "saved_model.pbtxt")
     ):
         raise CheckpointNotFoundError("SavedModel has no variables/variables.index", path=directory,
                                       hint="a SavedModel without variables stores no checkpoint")
@@ -303,7 +336,7 @@ def _resolve_directory(directory: str) -> Resolved:
         return Resolved(V1, v1_found[0])
     bundles += v1_found
     if bundles:
-        names = ", ".join(os.path.basename(b) for b in bundles[-5:])
+        names = ", ".join(loc.basename(b) for b in bundles[-5:])
         raise CheckpointNotFoundError(f"{len(bundles)} checkpoints and no `checkpoint` state file to choose one",
                                       path=directory, hint=f"pass one prefix: {names}")
     keras_files = _keras_files_in(directory)
@@ -312,7 +345,7 @@ def _resolve_directory(directory: str) -> Resolved:
         if kind is not None:
             return Resolved(kind, keras_files[0])
     if keras_files:
-        names = ", ".join(os.path.basename(f) for f in keras_files[:5])
+        names = ", ".join(loc.basename(f) for f in keras_files[:5])
         raise CheckpointNotFoundError(f"{len(keras_files)} Keras files here and nothing to choose one",
                                       path=directory, hint=f"pass one file: {names}")
     raise CheckpointNotFoundError("no checkpoint in this directory", path=directory,
@@ -323,55 +356,84 @@ def _keras_files_in(directory: str) -> list[str]:
     """The .keras / .h5 / .hdf5 / .weights.json files directly in a directory (a directory holding one stands for
     it). The shards of a sharded weights file beside their .weights.json are part of it, not files of their own."""
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(loc.listdir(directory))
     except OSError:
         return []
     maps = {n[: -len(SHARD_MAP_SUFFIX)] for n in names if n.endswith(SHARD_MAP_SUFFIX)}
-    found = [os.path.join(directory, n) for n in names
+    found = [loc.join(directory, n) for n in names
              if n.endswith((".keras", ".h5", ".hdf5", SHARD_MAP_SUFFIX)) and shard_base(n) not in maps]
-    return [f for f in found if os.path.isfile(f)]
+    return [f for f in found if loc.isfile(f)]
+
+
+def _resolve_url(url: str) -> Resolved | None:
+    """The common shapes of a URL answered by a few existence checks, before anything lists a directory (an
+    object store's listing is slow and an HTTP server has none): a prefix (its .index: the header then names
+    the shards), a model_dir (its state file), a SavedModel. None: resolve goes on as for a local path."""
+    url = url.rstrip("/")
+    name = loc.basename(url)
+    if name.endswith((".index", ".meta")) or _DATA_RE.match(name) or name == STATE_FILE:
+        return None  # named files: the general path checks them one by one
+    if name.endswith((".keras", ".h5", ".hdf5", SHARD_MAP_SUFFIX)):
+        return None
+    if loc.exists(url + ".index"):
+        return _bundle(url)
+    state = loc.join(url, STATE_FILE)
+    if loc.isfile(state):
+        return _resolve_directory(url)
+    for variables in (loc.join(url, "variables", "variables"), loc.join(url, "variables")):
+        if loc.isfile(variables + ".index"):
+            return Resolved("bundle", variables, format_hint=SAVEDMODEL)
+    return None
 
 
 def resolve(path: str) -> Resolved:
     """Find the checkpoint ``path`` names; raise CheckpointNotFoundError with a hint when there is none."""
-    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+    if "://" in path and loc.is_url(path):
+        found = _resolve_url(path)
+        if found is not None:
+            return found
+        path = path.rstrip("/")
+    if loc.exists(path) and not loc.isdir(path) and not loc.isfile(path):
         check_regular(path)  # a FIFO or device: say what it is, rather than "no such file"
-    if os.path.isdir(path):
+    if loc.isdir(path):
         return _resolve_directory(path)
-    if os.path.isfile(path):
+    if loc.isfile(path):
         if path.endswith(".index"):
             return _resolve_prefix(path[: -len(".index")], path)
         m = _DATA_RE.match(path)
         if m:
             return _resolve_prefix(m.group("prefix"), path)
-        if path.endswith(".meta") and os.path.exists(path[: -len(".meta")] + ".index"):
+        if path.endswith(".meta") and loc.exists(path[: -len(".meta")] + ".index"):
             return _bundle(path[: -len(".meta")])
         if path.endswith(".meta"):
             v1 = _v1(path[: -len(".meta")])
             if v1 is not None:
                 return v1
-        if os.path.basename(path) == STATE_FILE:
-            return _resolve_directory(os.path.dirname(path) or ".")
-        if os.path.basename(path) in _SAVEDMODEL_FILES:
-            return _resolve_directory(os.path.dirname(path) or ".")
+        if loc.basename(path) == STATE_FILE:
+            return _resolve_directory(loc.dirname(path) or ".")
+        if loc.basename(path) in _SAVEDMODEL_FILES:
+            return _resolve_directory(loc.dirname(path) or ".")
         kind = _keras_kind(path)
         if kind is not None:
             return Resolved(kind, path)
-        if os.path.exists(path + ".index"):
+        if loc.exists(path + ".index"):
             return _bundle(path)
         v1 = _v1(path)
         if v1 is not None:
             return v1
-        if os.path.getsize(path) == 0:
+        if loc.getsize(path) == 0:
             raise UnsupportedFormatError("file is empty", path=path)
         raise UnsupportedFormatError(
             "not a checkpoint format ckptcheck reads", path=path,
             hint="ckptcheck reads TensorFlow bundles (.index/.data), V1 checkpoints, .keras, .weights.h5 and .h5 "
                  "files",
         )
-    if os.path.exists(path + ".index"):
+    if loc.exists(path + ".index"):
         return _bundle(path)
     v1 = _v1(path)
     if v1 is not None:
         return v1
+    if loc.is_url(path):
+        raise CheckpointNotFoundError("not found: no object at this URL, nor a checkpoint prefix, `checkpoint` "
+                                      "state file or SavedModel under it", path=path)
     raise CheckpointNotFoundError("no such file or directory", path=path, hint=_near_misses(path))

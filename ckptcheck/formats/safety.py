@@ -16,14 +16,14 @@ A file that is valid as both a zip and HDF5 is named as such, and both configs a
 
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from ckptcheck.errors import CkptcheckError
 from ckptcheck.formats import jsonlimits
-from ckptcheck.formats.files import open_regular, read_capped
+from ckptcheck.formats import location as loc
+from ckptcheck.formats.files import file_size, open_regular, read_capped
 from ckptcheck.model import SafetyFinding
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -50,7 +50,7 @@ def hdf5_offset(path: str) -> int | None:
     """Where HDF5 would find this file's superblock (0, 512, 1024, 2048, ...), or None when it is not HDF5."""
     try:
         with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
+            size = file_size(f)
             offset = 0
             while offset + len(HDF5_SIGNATURE) <= size:
                 f.seek(offset)
@@ -85,9 +85,19 @@ def scan(path: str) -> SafetyScan | None:
     """The safety scan of ``path``: None when no Keras loader would deserialize a config from it."""
     from ckptcheck.formats import keras_config
 
-    if os.path.isdir(path):
-        config = os.path.join(path, CONFIG_MEMBER)
-        if not os.path.isfile(config):
+    if "://" in path and loc.is_url(path):
+        # Over a URL only what a Keras loader would take by its name is fetched and scanned (not a prefix, nor
+        # a store's "directory"); a store that refuses it is reported by the command itself, in one line.
+        if not path.lower().endswith((".keras", ".h5", ".hdf5")):
+            return None
+        try:
+            if not loc.isfile(path):
+                return None
+        except CkptcheckError:
+            return None
+    elif loc.isdir(path):
+        config = loc.join(path, CONFIG_MEMBER)
+        if not loc.isfile(config):
             return None
         findings: list[SafetyFinding] = []
         notes: list[str] = []
@@ -95,7 +105,7 @@ def scan(path: str) -> SafetyScan | None:
                    keras_config.findings_of)
         return SafetyScan(path, ("config.json (keras.saving.load_model loads the directory)",), tuple(findings),
                           tuple(notes))
-    if not os.path.isfile(path):
+    if not loc.isfile(path):
         return None
     zipped, h5 = is_zip(path), hdf5_offset(path)
     if not zipped and h5 is None:
@@ -172,7 +182,7 @@ def _h5_json(path: str, attribute: str) -> Any:
     from ckptcheck.formats.files import check_regular
 
     check_regular(path)
-    with h5py.File(path, "r") as h5:
+    with h5py.File(open_regular(path) if "://" in path else path, "r") as h5:
         if attribute not in h5.attrs:
             raise _Absent
         aid = h5.attrs.get_id(attribute)

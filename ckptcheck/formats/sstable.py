@@ -16,7 +16,6 @@ checksum checked in pieces before it is read: a damaged one claiming gigabytes c
 from __future__ import annotations
 
 import bisect
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import BinaryIO, cast
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.checksum import crc32c
-from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.files import file_size, open_regular
 from ckptcheck.formats.protobuf import DecodeError, read_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -110,7 +109,7 @@ class SSTable:
         except OSError as exc:
             raise CorruptCheckpointError(f"cannot read: {exc.strerror}", path=path) from None
         try:
-            size = os.fstat(f.fileno()).st_size
+            size = file_size(f)
             if not (in_memory if in_memory is not None else size <= IN_MEMORY_BYTES):
                 return cls(path, None, f, size)
             with f:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
+from ckptcheck.formats import location as loc
 from ckptcheck.formats.bundle import (
     Extent,
     Versions,
@@ -39,7 +40,7 @@ from ckptcheck.formats.bundle import (
     decode_versions,
 )
 from ckptcheck.formats.dtypes import DType
-from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.files import file_size, open_regular
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, check_rank, paused_gc
 from ckptcheck.formats.protobuf import (
     FIXED32,
@@ -85,12 +86,12 @@ def v1_files(location: str) -> list[str]:
     """The files of a V1 checkpoint: the file itself, or every shard of a ``...-?????-of-NNNNN`` pattern (or of a
     base whose shards lie beside it), in shard order. Empty when there are none."""
     if is_v1_pattern(location):
-        return sorted(p for p in glob.glob(glob.escape(os.path.dirname(location)) + os.sep
-                                           + os.path.basename(location)) if os.path.isfile(p))
-    if os.path.isfile(location):
+        return sorted(p for p in loc.glob(glob.escape(os.path.dirname(location)) + os.sep
+                                           + os.path.basename(location)) if loc.isfile(p))
+    if loc.isfile(location):
         return [location]
     digits = "[0-9]" * 5
-    return sorted(p for p in glob.glob(f"{glob.escape(location)}-{digits}-of-{digits}") if os.path.isfile(p))
+    return sorted(p for p in loc.glob(f"{glob.escape(location)}-{digits}-of-{digits}") if loc.isfile(p))
 
 
 def missing_shards(location: str) -> list[str]:
@@ -100,7 +101,7 @@ def missing_shards(location: str) -> list[str]:
         return []
     count = int(m.group("count"))
     expected = [f"{m.group('base')}-{i:05d}-of-{count:05d}" for i in range(min(count, 100_000))]
-    return [p for p in expected if not os.path.isfile(p)]
+    return [p for p in expected if not loc.isfile(p)]
 
 
 def shard_pattern(path: str) -> str:
@@ -122,7 +123,7 @@ def looks_like_table(path: str) -> bool:
     try:
         with open_regular(path) as f:
             head = f.read(8)
-            size = os.fstat(f.fileno()).st_size
+            size = file_size(f)
             if _V1_HEAD.match(head):
                 return True
             if size < FOOTER_SIZE:
@@ -423,7 +424,7 @@ class V1Reader(CheckpointReader):
         base = shard_pattern(self.location) if not is_v1_pattern(self.location) else self.location
         m = re.match(r"^(?P<base>.+)-\?{5}-of-\d{5}$", base)
         candidate = (m.group("base") if m else base) + ".meta"
-        return candidate if os.path.isfile(candidate) else None
+        return candidate if loc.isfile(candidate) else None
 
     def info(self) -> CheckpointInfo:
         return self._info

@@ -4,6 +4,7 @@ report what each variable holds after it, where the restore stopped and what loa
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
@@ -112,13 +113,16 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
                                                           or not _is_keras_model(loaded.target)):
             raise UsageError(f"a Keras file is restored with Model.load_weights; the model is a {loaded.kind}",
                              path=model, hint="return a Keras model from FUNCTION for a Keras checkpoint")
-        stage("building")
-        built = loaded.notes + build_lazy(loaded, input_shapes, fmt, location)
-        variables = _enumerate(loaded, fmt, tf, keras)
-        stored = _Stored(reader)
-        stage("restoring")
         with tempfile.TemporaryDirectory(prefix="ckptcheck-restore-check-") as work:
-            outcome = _restore(fmt, location, loaded, reader, stored, variables, work, tf, keras)
+            # TensorFlow's and Keras's restores read local files: a checkpoint at a URL is copied here first
+            # (and removed with the directory); ckptcheck's own reads stay on the URL.
+            local = _local_copy(location, reader.info().files, work)
+            stage("building")
+            built = loaded.notes + build_lazy(loaded, input_shapes, fmt, local)
+            variables = _enumerate(loaded, fmt, tf, keras)
+            stored = _Stored(reader)
+            stage("restoring")
+            outcome = _restore(fmt, local, loaded, reader, stored, variables, work, tf, keras)
         for v in variables:  # values are read again when compared, one at a time: no copy of the whole model
             v.via = "restore" if v.fingerprint is not None and not _same_bits(_value_of(v.obj), v.fingerprint) else None
         if pairs is not None:
@@ -137,6 +141,20 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         values=tuple(values), mismatches=tuple(mismatches), suggestions=suggestions, notes=tuple(notes),
         allow_unused=allow_unused, ignore_optimizer=ignore_optimizer, applied_map=apply_map,
         allow_missing=tuple(allow_missing), stopped=stopped, recipes=tuple(recipes))
+
+
+def _local_copy(location: str, files: Sequence[str], work: str) -> str:
+    """``location`` itself when it is local; for a URL, its files downloaded into ``work``/checkpoint and the
+    location there."""
+    from ckptcheck.formats import location as loc
+
+    if not loc.is_url(location):
+        return location
+    directory = os.path.join(work, "checkpoint")
+    os.makedirs(directory)
+    for url in files:
+        loc.download(url, os.path.join(directory, loc.basename(url)))
+    return os.path.join(directory, loc.basename(location))
 
 
 def _copies(values: Sequence[StoredValueUse], stored: _Stored) -> dict[str, str]:
