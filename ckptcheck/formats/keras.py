@@ -50,7 +50,7 @@ from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo, listed_tensor
-from ckptcheck.order import natural_key
+from ckptcheck.order import natural_key, natural_sorted
 
 if TYPE_CHECKING:
     import h5py
@@ -343,7 +343,7 @@ def _keras3_entries(f: h5py.File, *, path: str) -> tuple[list[tuple[str, str]], 
         raise UnsupportedFormatError(f"'{shown}' is a link; Keras files have none", path=path)
     if too_deep:
         raise CorruptCheckpointError("groups nest more than 64 levels deep", path=path)
-    return [(n, n) for n in sorted(datasets, key=_natural_key)], vars_names, headers
+    return [(n, n) for n in natural_sorted(datasets, str)], vars_names, headers
 
 
 def _read_vars_name(gid: Any, prefix: bytes, out: dict[str, str]) -> None:
@@ -1276,7 +1276,7 @@ class KerasShardedWeightsReader(_H5Values):
                                              path=shard_path)
             self._load(layout, os.path.basename(shard_path), source)
         self._name_variables(None)
-        ordered = sorted(self._entries.values(), key=lambda e: _natural_key(e.info.name))
+        ordered = natural_sorted(self._entries.values(), lambda e: e.info.name)
         metadata: dict[str, str] = {}
         declared = config.get("metadata", {}).get("total_size") if isinstance(config.get("metadata"), dict) else None
         if isinstance(declared, (int, float)) and not isinstance(declared, bool):
