@@ -287,7 +287,8 @@ def inspect(
             match = name_matcher(filter_)
             shown = ([t for t in info.tensors if match(t.name) or (t.variable is not None and match(t.variable))]
                      if filter_ else list(info.tensors))
-            shown = sort_tensors(shown, sort)
+            with paused_gc():  # (tens of thousands of acyclic keys and rows: collections only cost time)
+                shown = sort_tensors(shown, sort)
             refs = None
             if objects:
                 found = reader.objects()
@@ -308,7 +309,8 @@ def inspect(
                 }
             from ckptcheck import summary as summaries
 
-            counted = summaries.summarize(reader, shown, refs)
+            with paused_gc():
+                counted = summaries.summarize(reader, shown, refs)
             grouped = summaries.groups(reader, shown, refs) if group else None
             if grouped is not None and sort == "size":
                 grouped.sort(key=lambda g: -g.count.nbytes)
