@@ -1,6 +1,6 @@
 """Side-by-side benchmarks: ckptcheck against TensorFlow's own tools, whole processes, in the same run.
 
-    python bench/run.py [--runs 5] [--large] [--only inspect,verify,stats,diff,startup,remote]
+    python bench/run.py [--runs 5] [--large] [--only startup,inspect,v1,keras,keras100k,verify,stats,diff,remote]
 
 Needs the tf extra (TensorFlow builds the synthetic checkpoints once, cached in bench/cache/, and is the side
 compared against). Runs alternate A B A B; the table quotes medians, the median of the per-pair ratios, and each
@@ -81,6 +81,25 @@ BUILD_KERAS = textwrap.dedent(
     """
 )
 
+# Issue 16's case: a Keras 3 weights layout of 100,000 datasets (50,000 layers of two, each `vars` group named by its
+# attribute as Keras names it), written with HDF5's own calls (h5py's groups take twice as long).
+BUILD_KERAS_100K = textwrap.dedent(
+    """
+    import sys, h5py, numpy as np
+    from h5py import h5a, h5d, h5g, h5s, h5t
+    with h5py.File(sys.argv[1], "w") as f:
+        root = h5g.create(f.id, b"layers")
+        float32 = h5t.py_create(np.dtype("<f4"))
+        text = h5t.py_create(h5py.string_dtype(), logical=True)
+        kernel, bias, scalar = h5s.create_simple((4, 2)), h5s.create_simple((2,)), h5s.create(h5s.SCALAR)
+        for i in range(50_000):
+            group = h5g.create(h5g.create(root, f"dense_{i}".encode()), b"vars")
+            h5a.create(group, b"name", text, scalar).write(np.array(f"dense_{i}".encode(), dtype=h5py.string_dtype()))
+            h5d.create(group, b"0", float32, kernel).write(h5s.ALL, h5s.ALL, np.full((4, 2), i, "f4"))
+            h5d.create(group, b"1", float32, bias).write(h5s.ALL, h5s.ALL, np.zeros(2, "f4"))
+    """
+)
+
 # What h5py alone takes to list the same file: every dataset's name, shape and dtype.
 H5_WALK = textwrap.dedent(
     """
@@ -151,6 +170,15 @@ def build_keras() -> str:
         print("building ResNet50 weights ...", file=sys.stderr)
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([PY, "-c", BUILD_KERAS, str(path)], check=True, env=ENV)
+    return str(path)
+
+
+def build_keras_100k() -> str:
+    path = CACHE / "many100k.weights.h5"
+    if not path.exists():
+        print("building a .weights.h5 of 100,000 datasets ...", file=sys.stderr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([PY, "-c", BUILD_KERAS_100K, str(path)], check=True, env=ENV)
     return str(path)
 
 
@@ -248,6 +276,8 @@ TARGETS: dict[str, tuple[float | None, float | None, float | None]] = {
     "verify ResNet50 .weights.h5 (94 MiB)": (None, 1.0, None),
     "manifest ResNet50 .weights.h5 (94 MiB)": (None, 1.0, None),
     "diff ResNet50 .weights.h5 with itself": (None, 1.0, None),
+    # Issue 16: 100,000 datasets listed in a few seconds, memory bounded.
+    "inspect a .weights.h5 of 100,000 datasets against a bare h5py walk": (None, 5.0, None),
     "verify, 1 GiB": (8.0, 1.0, 150),  # 1 GiB in at most 1 s: at least 1 GB/s of checksummed data
     "verify, 4 GiB": (None, None, 150),
     "inspect --stats, 1 GiB": (5.0, None, None),
@@ -346,7 +376,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--large", action="store_true", help="also the 4 GiB checkpoint (memory must stay flat)")
-    parser.add_argument("--only", default="startup,inspect,v1,keras,verify,stats,diff,remote")
+    parser.add_argument("--only", default="startup,inspect,v1,keras,keras100k,verify,stats,diff,remote")
     args = parser.parse_args()
     only = set(args.only.split(","))
     tf_version = subprocess.run([PY, "-c", "import tensorflow as tf; print(tf.__version__)"], capture_output=True,
@@ -375,6 +405,10 @@ def main() -> None:
         results.append(single("verify ResNet50 .weights.h5 (94 MiB)", [*CKPT, "verify", resnet], args.runs))
         results.append(single("manifest ResNet50 .weights.h5 (94 MiB)", [*CKPT, "manifest", resnet], args.runs))
         results.append(single("diff ResNet50 .weights.h5 with itself", [*CKPT, "diff", resnet, resnet], args.runs))
+    if "keras100k" in only:
+        many = build_keras_100k()
+        results.append(compare("inspect a .weights.h5 of 100,000 datasets against a bare h5py walk",
+                               [*CKPT, "inspect", many, "--json"], [PY, "-c", H5_WALK, many], args.runs))
     sizes = [("1 GiB", big)] + ([("4 GiB", build("4g"))] if args.large else [])
     for label, prefix in sizes:
         if "verify" in only:

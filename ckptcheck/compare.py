@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ctypes
+import sys
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import numpy as np
 
+from ckptcheck.formats.bundle import read_pair_into
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.model import ValueDiff
 
@@ -51,6 +55,30 @@ class Scratch:
         if buf is None or buf.nbytes < nbytes:
             buf = self._buffers[slot] = aligned_empty(nbytes)
         return buf[:nbytes].view(dtype)
+
+
+def _libc_memcmp() -> Callable[[int, int, int], int] | None:
+    try:
+        libc = ctypes.cdll.msvcrt if sys.platform == "win32" else ctypes.CDLL(None)
+        memcmp = libc.memcmp
+    except (OSError, AttributeError):
+        return None
+    memcmp.restype = ctypes.c_int
+    memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    return cast(Callable[[int, int, int], int], memcmp)
+
+
+_MEMCMP = _libc_memcmp()
+
+
+def same_bytes(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether two arrays hold the same bytes: C's memcmp where the arrays are contiguous (half the time of numpy's
+    comparison and count, and nothing to allocate: a 1 GiB diff compares 2,000 such pairs)."""
+    if x.nbytes != y.nbytes:
+        return False
+    if _MEMCMP is not None and x.flags.c_contiguous and y.flags.c_contiguous:
+        return x.nbytes == 0 or _MEMCMP(x.ctypes.data, y.ctypes.data, x.nbytes) == 0
+    return bool(np.array_equal(x.reshape(-1).view(np.uint8), y.reshape(-1).view(np.uint8)))
 
 
 _BOOL = np.dtype(bool)
@@ -137,12 +165,21 @@ def compare_tensors(
     scratch = scratch or Scratch()
     ia, ib = ra.tensor_info(name_a), rb.tensor_info(name_b)
     if not ia.slices and not ib.slices and max(ia.nbytes, ib.nbytes) <= chunk_bytes:
-        # Tensors that fit in one chunk (most of a model's): read whole into reused buffers, where the reader can.
-        a = ra.read_into(name_a, scratch.get(_BYTES, ia.nbytes, _READ_A))
-        b = rb.read_into(name_b, scratch.get(_BYTES, ib.nbytes, _READ_B)) if a is not None else None
-        if a is not None and b is not None:
-            differing, max_abs, max_rel = compare_arrays(a, b, atol, rtol, scratch)
-            return ValueDiff(a.size, differing, max_abs, max_rel)
+        # Tensors that fit in one chunk (most of a model's): read whole into reused buffers, where the reader can;
+        # two bundles' tensors of the same bytes (the common case) are decided by those bytes.
+        pair = read_pair_into(ra, name_a, scratch.get(_BYTES, ia.nbytes, _READ_A),
+                              rb, name_b, scratch.get(_BYTES, ib.nbytes, _READ_B), same_bytes)
+        if pair is not None:
+            whole_a, whole_b, identical = pair
+            if identical:
+                return ValueDiff(whole_a.size, 0, 0.0, 0.0)
+            differing, max_abs, max_rel = compare_arrays(whole_a, whole_b, atol, rtol, scratch)
+            return ValueDiff(whole_a.size, differing, max_abs, max_rel)
+        read_a = ra.read_into(name_a, scratch.get(_BYTES, ia.nbytes, _READ_A))
+        read_b = rb.read_into(name_b, scratch.get(_BYTES, ib.nbytes, _READ_B)) if read_a is not None else None
+        if read_a is not None and read_b is not None:
+            differing, max_abs, max_rel = compare_arrays(read_a, read_b, atol, rtol, scratch)
+            return ValueDiff(read_a.size, differing, max_abs, max_rel)
     # C order of the whole on both sides: a partitioned variable is streamed from its slices, not assembled.
     pairs = _aligned(ra.iter_c_order(name_a, chunk_bytes), rb.iter_c_order(name_b, chunk_bytes))
     count = differing = 0

@@ -24,6 +24,8 @@ _SEPARATOR = "\x1f"  # between names, for the quick keys
 # bytes translated so compares numbers as numbers (and UTF-8 byte order is code point order).
 _QUICK = bytes.maketrans(b"/0123456789", bytes(range(11)))
 _MASK = bytes.maketrans(bytes(range(256)), b"!" * 11 + b"x" * 37 + b"0" * 10 + b"x" * 198)
+_DIGIT_RUNS = re.compile(rb"([0-9]+)")
+_MAX_PADDED_WIDTH = 32
 
 
 def natural_key(name: str) -> list[str | int]:
@@ -37,10 +39,11 @@ def natural_key(name: str) -> list[str | int]:
 
 
 def _quick_keys(names: list[str]) -> list[bytes] | None:
-    """Keys that sort as natural_key does, when every number in the names has one width and no name holds a
-    character the keys give another meaning (``\\x00``-``\\x0a``, the separator): the names' UTF-8 bytes with "/"
-    and digits translated, every check and step a pass in C (20,000 names: ~10 ms, against ~100 ms for
-    natural_key's)."""
+    """Keys that sort as natural_key does, when no name holds a character the keys give another meaning
+    (``\\x00``-``\\x0a``, the separator): the names' UTF-8 bytes with "/" and digits translated, every number
+    zero-padded to the widest one's width (a name's natural key is its padded name's, so numbers of one width compare
+    as numbers), each check and step a pass in C but the padding (20,000 names: ~10 ms, against ~100 ms for
+    natural_key's; 100,000 names of several widths: ~0.1 s, against ~0.7 s)."""
     joined = _SEPARATOR.join(names)
     if joined.count(_SEPARATOR) != max(len(names) - 1, 0):
         return None
@@ -53,13 +56,19 @@ def _quick_keys(names: list[str]) -> list[bytes] | None:
         width = mask.find(b"x", first) - first
         # Every run at most `width` long and, on average, exactly that long: every run is that long.
         if b"0" * (width + 1) in mask or mask.count(b"0") != width * mask.count(b"x0"):
-            return None
+            while b"0" * (width + 1) in mask:
+                width += 1
+                if width > _MAX_PADDED_WIDTH:  # a long run of digits (a hash): padding every number would be costly
+                    return None
+            parts = _DIGIT_RUNS.split(encoded)
+            parts[1::2] = [run.rjust(width, b"0") for run in parts[1::2]]
+            encoded = b"".join(parts)
     return encoded.translate(_QUICK).split(_SEPARATOR.encode())
 
 
 def natural_sorted(items: Iterable[T], name: Callable[[T], str]) -> list[T]:
-    """``sorted(items, key=lambda x: natural_key(name(x)))``, fast for the common listing whose numbers all have
-    one width (``layer_00000`` ... ``layer_19999``)."""
+    """``sorted(items, key=lambda x: natural_key(name(x)))``, fast (_quick_keys), and fastest for the common listing
+    whose numbers all have one width (``layer_00000`` ... ``layer_19999``)."""
     items = list(items)
     names = [name(x) for x in items]
     keys: list[Any] | None = _quick_keys(names)

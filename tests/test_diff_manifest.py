@@ -16,6 +16,7 @@ import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.compare import Scratch, compare_arrays
 from ckptcheck.diff import diff_checkpoints, normalize_name
+from ckptcheck.errors import CorruptCheckpointError
 from ckptcheck.manifest import build_manifest, compare_manifests, dumps
 
 runner = CliRunner()
@@ -407,3 +408,46 @@ def test_manifest_of_a_checkpoint_damaged_in_its_last_tensor_writes_nothing(tmp_
         assert result.exit_code == 2 and result.stdout == "", (extra, result.stdout)
         assert "z_damaged" in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def _bundle(prefix: Path, values: dict[str, np.ndarray], crcs: dict[str, int] | None = None) -> str:
+    """A one-shard bundle of float32 tensors written by the test-only index writer (each checksum right unless
+    ``crcs`` says otherwise)."""
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    data = bytearray()
+    entries = {}
+    for name, value in sorted(values.items()):
+        raw = value.astype("<f4").tobytes()
+        crc = (crcs or {}).get(name, masked_crc(raw))
+        entries[name.encode()] = entry_proto(DT_FLOAT, value.shape, offset=len(data), size=len(raw), crc=crc)
+        data += raw
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(bytes(data))
+    write_index(f"{prefix}.index", entries)
+    return str(prefix)
+
+
+def test_diff_of_equal_bytes_still_checks_b_stored_checksum(tmp_path: Path) -> None:
+    """Tensors whose bytes are A's are decided by those bytes, and B's checksum is trusted only where B stores A's
+    (which held for A): a wrong checksum in B is still damage, a value moved by one bit is still a change."""
+    from index_writer import masked_crc
+
+    rng = np.random.default_rng(3)
+    values = {f"t{i}": rng.standard_normal(size).astype(np.float32) for i, size in enumerate((1, 7, 1000, 40_000))}
+    a = _bundle(tmp_path / "a", values)
+    with ckptcheck.open_checkpoint(a) as ra, ckptcheck.open_checkpoint(_bundle(tmp_path / "b", values)) as rb:
+        report = diff_checkpoints(ra, rb)
+    assert report.same and len(report.unchanged) == len(values)
+    moved = {**values, "t2": values["t2"].copy()}
+    moved["t2"].view(np.uint32)[5] ^= 1
+    with ckptcheck.open_checkpoint(a) as ra, ckptcheck.open_checkpoint(_bundle(tmp_path / "m", moved)) as rb:
+        report = diff_checkpoints(ra, rb)
+    (change,) = report.changed
+    assert change.name == "t2" and change.values is not None and change.values.differing == 1
+    assert change.values.max_abs == float(np.abs(values["t2"].astype(np.float64) - moved["t2"]).max())
+    wrong = {"t3": masked_crc(values["t3"].tobytes()) ^ 1}
+    damaged = _bundle(tmp_path / "w", values, wrong)
+    with ckptcheck.open_checkpoint(a) as ra, ckptcheck.open_checkpoint(damaged) as rb, \
+            pytest.raises(CorruptCheckpointError, match="checksum") as info:
+        diff_checkpoints(ra, rb)
+    assert info.value.tensor == "t3" and "w.data-00000-of-00001" in str(info.value)

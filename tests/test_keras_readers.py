@@ -671,3 +671,42 @@ def test_group_linked_twice_and_deep_nesting(tmp_path: Path) -> None:
         f.create_dataset("layers/" + "/".join(["g"] * 70) + "/vars/0", data=np.zeros(1, "f4"))
     with pytest.raises(CorruptCheckpointError, match="nest more than 64 levels"):
         ckptcheck.open_checkpoint(str(deep))
+
+
+def _many_datasets(path: Path, layers: int) -> None:
+    """A Keras 3 weights layout of ``layers`` layers with two datasets each (`layers/dense_<i>/vars/{0,1}`, the
+    `vars` group named by its attribute, as Keras writes it), built with HDF5's own calls (h5py's groups took
+    twice as long)."""
+    from h5py import h5a, h5d, h5g, h5s, h5t
+
+    with h5py.File(path, "w") as f:
+        root = h5g.create(f.id, b"layers")
+        float32 = h5t.py_create(np.dtype("<f4"))
+        text = h5t.py_create(h5py.string_dtype(), logical=True)
+        kernel, bias, scalar = h5s.create_simple((4, 2)), h5s.create_simple((2,)), h5s.create(h5s.SCALAR)
+        for i in range(layers):
+            group = h5g.create(h5g.create(root, f"dense_{i}".encode()), b"vars")
+            h5a.create(group, b"name", text, scalar).write(np.array(f"dense_{i}".encode(), dtype=h5py.string_dtype()))
+            h5d.create(group, b"0", float32, kernel).write(h5s.ALL, h5s.ALL, np.full((4, 2), i, "f4"))
+            h5d.create(group, b"1", float32, bias).write(h5s.ALL, h5s.ALL, np.zeros(2, "f4"))
+
+
+def test_a_weights_file_of_100000_datasets_lists_as_h5py_walks_it(tmp_path: Path) -> None:
+    """Issue 16: a .weights.h5 of 100,000 datasets lists every one, in natural order, with the shape, dtype and
+    size h5py reads. Only a generous guard against a walk that would not finish (its speed is in bench/)."""
+    from test_bundle_damaged import hang_guard
+
+    from ckptcheck.order import natural_sorted
+
+    path = tmp_path / "many.weights.h5"
+    _many_datasets(path, 50_000)
+    with hang_guard(900), ckptcheck.open_checkpoint(str(path)) as reader:
+        listed = reader.info().tensors
+    with h5py.File(path, "r") as f:
+        oracle = {name: (ds.shape, ds.dtype) for name, ds in h5_datasets(f).items()}
+    assert len(oracle) == 100_000
+    assert [t.name for t in listed] == natural_sorted(oracle, str)
+    for t in listed:
+        shape, dtype = oracle[t.name]
+        assert (t.shape, t.dtype, t.nbytes) == (shape, dtype.name, int(np.prod(shape)) * dtype.itemsize)
+    assert listed[-1].variable is not None and listed[-1].variable != listed[-1].name  # named from the vars group

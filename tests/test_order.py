@@ -50,6 +50,26 @@ def test_quick_path_for_numbers_of_one_width(template: list[str], numbers: list[
     assert natural_sorted(names, str) == sorted(names, key=parts_key)
 
 
+@settings(max_examples=300, deadline=None)
+@given(template=st.lists(st.sampled_from(["dense_", "/", "vars/", "-", "x", "a.b", "é", "~"]), min_size=1, max_size=4),
+       numbers=st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=40),
+       zeros=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=40))
+def test_quick_path_for_numbers_of_several_widths(template: list[str], numbers: list[int], zeros: list[int]) -> None:
+    """Numbers of several widths, some with leading zeros (a Keras file's dense_9 ... dense_49999/vars/0): padded to
+    the widest, they sort as the key does; equal numbers (01, 1) keep their order, as the key's stable sort does."""
+    names = []
+    for i, n in enumerate(numbers):
+        digits = "0" * zeros[i % len(zeros)] + str(n)
+        names.append(digits.join(template[: 1 + i % len(template)]) + ("/" + str(n % 7) if i % 3 else ""))
+    assert natural_sorted(names, str) == sorted(names, key=natural_key) == sorted(names, key=parts_key)
+
+
+def test_long_digit_runs_sort_by_the_key() -> None:
+    names = ["h" + "9" * 40, "h" + "1" * 41, "h2", "h10", "h" + "0" * 50 + "3"]
+    assert natural_sorted(names, str) == sorted(names, key=natural_key) == ["h2", "h" + "0" * 50 + "3", "h10",
+                                                                            "h" + "9" * 40, "h" + "1" * 41]
+
+
 def test_sort_tensors_by_size_largest_first_then_name() -> None:
     tensors = [TensorInfo("b10", "float32", (4,), 16), TensorInfo("b2", "float32", (4,), 16),
                TensorInfo("a", "float32", (1,), 4), TensorInfo("z", "float32", (8,), 32)]

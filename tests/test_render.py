@@ -1,7 +1,8 @@
-"""Rendering helpers: the fast path for large tables must print exactly what tabulate prints."""
+"""Rendering helpers: tables of plain cells, laid out without tabulate, must print exactly what tabulate prints."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
 
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 from tabulate import tabulate
 
 from ckptcheck import render
+
+MANY_ROWS = 100  # tables this long and longer, as well as short ones
 
 
 def tabulated(headers: list[str], rows: list[list[str]]) -> str:
@@ -22,7 +25,7 @@ def test_large_table_matches_tabulate() -> None:
     rows = [
         [f"layer_{i:05d}/" + "x" * rng.randint(0, 30), rng.choice(["float32", "bfloat16"]),
          f"[{rng.randint(1, 99999)}]", render.human_bytes(rng.randint(0, 10**9)), rng.choice(["", "constant 0.5"])]
-        for i in range(render.FAST_TABLE_ROWS + 500)
+        for i in range(MANY_ROWS + 500)
     ]
     expected = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
     assert render.table(headers, rows) == expected
@@ -32,7 +35,7 @@ def test_wide_header_in_the_middle_keeps_its_padding() -> None:
     """A header wider than its cells gets 2 characters of padding from tabulate; the columns after it shift by
     them (ResNet50 `inspect --stats`: the `note` header stood 4 columns right of the notes)."""
     headers = ["name", "a-wide-header", "note"]
-    rows = [[f"t{i}", "x", "constant 0.5"] for i in range(render.FAST_TABLE_ROWS + 5)]
+    rows = [[f"t{i}", "x", "constant 0.5"] for i in range(MANY_ROWS + 5)]
     out = render.table(headers, rows)
     assert out == tabulated(headers, rows)
     lines = out.split("\n")
@@ -49,30 +52,32 @@ _ODD = st.sampled_from(["", " ", "True", "False", "1", "-2.5", "1e5", "nan", " x
 @given(
     headers=st.lists(st.one_of(_PLAIN, _ODD), min_size=1, max_size=6),
     data=st.data(),
-    extra=st.integers(min_value=0, max_value=30),
+    count=st.one_of(st.integers(min_value=1, max_value=8), st.integers(min_value=MANY_ROWS, max_value=MANY_ROWS + 30)),
 )
-def test_large_tables_equal_tabulate_byte_for_byte(headers: list[str], data: st.DataObject, extra: int) -> None:
-    """Whatever the headers and cells, a table past FAST_TABLE_ROWS is exactly what tabulate prints."""
+def test_tables_equal_tabulate_byte_for_byte(headers: list[str], data: st.DataObject, count: int) -> None:
+    """Whatever the headers and cells, short or long, a table is exactly what tabulate prints."""
     width = len(headers)
     row = st.lists(st.one_of(_PLAIN, _PLAIN, _PLAIN, _ODD), min_size=width, max_size=width)
     sample = data.draw(st.lists(row, min_size=1, max_size=8))
-    rows = [sample[i % len(sample)] for i in range(render.FAST_TABLE_ROWS + 1 + extra)]
+    rows = [sample[i % len(sample)] for i in range(count)]
     assert render.table(headers, rows) == tabulated(headers, rows)
 
 
 @settings(max_examples=100, deadline=None)
 @given(header_widths=st.lists(st.integers(min_value=0, max_value=20), min_size=2, max_size=7),
-       cell_widths=st.lists(st.integers(min_value=0, max_value=20), min_size=7, max_size=7))
-def test_header_wider_or_narrower_than_cells_in_any_column(header_widths: list[int], cell_widths: list[int]) -> None:
+       cell_widths=st.lists(st.integers(min_value=0, max_value=20), min_size=7, max_size=7),
+       count=st.sampled_from([1, 2, 3, MANY_ROWS + 3]))
+def test_header_wider_or_narrower_than_cells_in_any_column(header_widths: list[int], cell_widths: list[int],
+                                                           count: int) -> None:
     headers = ["h" * w for w in header_widths]
     rows = [["c" * (cell_widths[j] if i % 3 == 0 else cell_widths[j] // 2) for j in range(len(headers))]
-            for i in range(render.FAST_TABLE_ROWS + 3)]
+            for i in range(count)]
     assert render.table(headers, rows) == tabulated(headers, rows)
 
 
 def test_multiline_wide_and_padded_cells_use_tabulate_itself() -> None:
-    for odd in ("a\nb", "日本", " padded ", "tab\t"):
-        rows = [[f"t{i}", odd if i == 3 else "x", ""] for i in range(render.FAST_TABLE_ROWS + 1)]
+    for odd, count in itertools.product(("a\nb", "日本", " padded ", "tab\t"), (4, MANY_ROWS + 1)):
+        rows = [[f"t{i}", odd if i == 3 else "x", ""] for i in range(count)]
         headers = ["name", "paths", "empty"]
         assert render.table(headers, rows) == tabulate(rows, headers=headers, tablefmt="simple",
                                                        disable_numparse=True), repr(odd)

@@ -610,10 +610,16 @@ class BundleReader(CheckpointReader):
         """A numeric entry whose bounds are checked, read into ``raw`` (uint8, its size) and checked against its
         crc32c; flat, in native byte order."""
         self._read_at(entry, tensor, entry.offset, raw.data)
+        self._check_crc(entry, tensor, raw)
+        return self._typed(entry, raw)
+
+    def _check_crc(self, entry: BundleEntry, tensor: str, raw: np.ndarray) -> None:
         if entry.crc32c is not None:
             actual = crc32c(raw.data)
             if actual != unmask_crc(entry.crc32c):
                 raise self._checksum_error(entry, tensor, actual)
+
+    def _typed(self, entry: BundleEntry, raw: np.ndarray) -> np.ndarray:
         arr = raw.view(self._numpy_dtype(entry.dtype))
         return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder == ">" else arr
 
@@ -979,3 +985,27 @@ class BundleReader(CheckpointReader):
             f.close()
         self._files.clear()
         self._file_sizes.clear()
+
+
+def read_pair_into(
+    ra: CheckpointReader, name_a: str, out_a: np.ndarray, rb: CheckpointReader, name_b: str, out_b: np.ndarray,
+    same: Callable[[np.ndarray, np.ndarray], bool],
+) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """Two bundles' whole numeric tensors read into ``out_a`` and ``out_b`` (as read_into), and whether their bytes
+    are the same (``same``, given the raw bytes); None where read_into would be. A's checksum is checked; B's too,
+    unless B's bytes are A's and B stores A's checksum, which then holds for B as it held for A: comparing two saves
+    of one model, most tensors are computed one checksum instead of two (~40 ms of a 1 GiB diff)."""
+    if not isinstance(ra, BundleReader) or not isinstance(rb, BundleReader):
+        return None
+    ea, eb = ra.entry(name_a), rb.entry(name_b)
+    if any(e.slices or e.dtype.is_bytes or e.size > out.nbytes for e, out in ((ea, out_a), (eb, out_b))):
+        return None
+    ra.check_bounds(ea, name_a)
+    rb.check_bounds(eb, name_b)
+    raw_a, raw_b = out_a[: ea.size], out_b[: eb.size]
+    a = ra._read_numeric(ea, name_a, raw_a)
+    rb._read_at(eb, name_b, eb.offset, raw_b.data)
+    identical = ra.header.endianness == rb.header.endianness and same(raw_a, raw_b)
+    if not identical or eb.crc32c != ea.crc32c:
+        rb._check_crc(eb, name_b, raw_b)
+    return a, rb._typed(eb, raw_b), identical

@@ -39,7 +39,7 @@ import zipfile
 import zlib
 from abc import abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,8 +50,8 @@ from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import check_regular, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo
-from ckptcheck.order import natural_key
+from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo, listed_tensor
+from ckptcheck.order import natural_key, natural_sorted
 
 if TYPE_CHECKING:
     import h5py
@@ -160,6 +160,11 @@ def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
         if known is not None and known.readable and known.itemsize == stored.itemsize:
             return known.name, known.numpy
         return f"opaque{stored.itemsize * 8}", stored
+    return _stored_dtype(stored)
+
+
+def _stored_dtype(stored: np.dtype) -> tuple[str, np.dtype]:
+    """_dtype_of for a type that is not opaque: decided by the HDF5 type alone."""
     h5lib = _h5py()
     if stored.kind == "O" and h5lib.check_string_dtype(stored) is None:
         # Variable-length sequences of numbers, object and region references: nothing a Keras file stores.
@@ -173,21 +178,55 @@ def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
     return known.name, stored.newbyteorder("=")  # HDF5 converts a big-endian dataset on read
 
 
-def _entry(ds: h5py.Dataset, name: str, h5path: str, label: str, *, path: str, source: int = 0) -> _Entry:
-    with _guard("cannot read the dataset's header", path=path, tensor=name):
-        dcpl = ds.id.get_create_plist()  # one property list for both questions (each property built its own)
-        if dcpl.get_external_count():
-            raise UnsupportedFormatError("the dataset keeps its values in an external file; ckptcheck will not "
-                                         "follow it", path=path, tensor=name)
-        if dcpl.get_layout() == _h5py().h5d.VIRTUAL:
-            raise UnsupportedFormatError("the dataset is virtual (its values live in other files)", path=path,
-                                         tensor=name)
-        if ds.shape is None:
+# (dtype name, numpy dtype to read as) by the HDF5 type's serialized form: a model stores a few types across all of
+# its datasets (opaque types are not cached: their dtype attribute decides).
+_TYPES: dict[bytes, tuple[str, np.dtype]] = {}
+
+
+def _header(dsid: Any, name: str, *, path: str) -> tuple[tuple[int, ...], str, np.dtype, int]:
+    """(shape, dtype name, numpy dtype to read as, bytes) of an open dataset (h5py's DatasetID), from its header
+    alone: external and virtual storage refused (ckptcheck reads no other file), a dataset without a dataspace
+    refused. Low-level calls, no h5py Dataset object: a Keras file of 100,000 datasets is listed through this."""
+    h5lib = _h5py()
+    try:  # (not _guard: a context manager per dataset cost ~4 us of ~40)
+        # A contiguous dataset stored in this file has an address; external, virtual, chunked, compact or
+        # unallocated storage has none, and only then is the property list asked (one list for both questions).
+        if dsid.get_offset() is None:
+            dcpl = dsid.get_create_plist()
+            if dcpl.get_external_count():
+                raise UnsupportedFormatError("the dataset keeps its values in an external file; ckptcheck will not "
+                                             "follow it", path=path, tensor=name)
+            if dcpl.get_layout() == h5lib.h5d.VIRTUAL:
+                raise UnsupportedFormatError("the dataset is virtual (its values live in other files)", path=path,
+                                             tensor=name)
+        dims = dsid.shape
+        if dims is None:
             raise CorruptCheckpointError("the dataset has no dataspace", path=path, tensor=name)
-        shape = tuple(int(d) for d in ds.shape)
-        dtype_name, read_dtype = _dtype_of(ds)
+        shape = tuple(int(d) for d in dims)
+        tid = dsid.get_type()
+        encoded = tid.encode()
+        found = _TYPES.get(encoded)
+        if found is None:
+            stored = tid.dtype
+            if stored.kind == "V" and stored.fields is None and stored.subdtype is None:  # opaque: see _dtype_of
+                found = _dtype_of(h5lib.Dataset(dsid))
+            else:
+                if len(_TYPES) >= 256:
+                    _TYPES.clear()
+                found = _TYPES[encoded] = _stored_dtype(stored)
+        dtype_name, read_dtype = found
         count = math.prod(shape)
-        nbytes = int(ds.id.get_storage_size()) if read_dtype.kind == "O" else count * read_dtype.itemsize
+        nbytes = int(dsid.get_storage_size()) if read_dtype.kind == "O" else count * read_dtype.itemsize
+    except CkptcheckError:
+        raise
+    except _READ_ERRORS as exc:
+        detail = str(exc).strip() or type(exc).__name__
+        raise CorruptCheckpointError(f"cannot read the dataset's header: {detail}", path=path, tensor=name) from None
+    return shape, dtype_name, read_dtype, nbytes
+
+
+def _entry(ds: h5py.Dataset, name: str, h5path: str, label: str, *, path: str, source: int = 0) -> _Entry:
+    shape, dtype_name, read_dtype, nbytes = _header(ds.id, name, path=path)
     return _Entry(TensorInfo(name=name, dtype=dtype_name, shape=shape, nbytes=nbytes, file=label), h5path,
                   read_dtype, source)
 
@@ -213,6 +252,11 @@ def _child(group: h5py.Group, relpath: str, *, path: str, what: str) -> Any:
 # --- the HDF5 layouts ---------------------------------------------------------------------------------------------
 
 
+# A dataset's header as _header read it during the walk, or the error describing it raised (raised in turn when the
+# dataset is loaded, so that problems come in the order they always did: the walk's, then each dataset's by name).
+_Header = tuple[tuple[int, ...], str, np.dtype, int] | CkptcheckError
+
+
 @dataclass
 class _Layout:
     format: str
@@ -223,6 +267,7 @@ class _Layout:
     variables: dict[str, str] = field(default_factory=dict)  # tensor name -> variable, where the layout says
     # Keras 3: the name attribute of each vars group, by the group holding it (found while the file was walked)
     vars_names: dict[str, str] | None = None
+    headers: dict[str, _Header] | None = None  # Keras 3: each dataset's header, by path, read during the walk
 
 
 def _layout_of(f: h5py.File, *, path: str, allow_empty: bool) -> _Layout:
@@ -236,8 +281,8 @@ def _layout_of(f: h5py.File, *, path: str, allow_empty: bool) -> _Layout:
     if any(k in keys and isinstance(f.get(k, getlink=True), h5lib.HardLink) for k in _KERAS3_ROOTS) or (
         allow_empty and not keys
     ):
-        entries, vars_names = _keras3_entries(f, path=path)
-        return _Layout(KERAS_WEIGHTS, entries, vars_names=vars_names)
+        entries, vars_names, headers = _keras3_entries(f, path=path)
+        return _Layout(KERAS_WEIGHTS, entries, vars_names=vars_names, headers=headers)
     shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "") if keys else "nothing"
     raise UnsupportedFormatError(
         f"HDF5 file is not a Keras weights or model file (top level holds {shown})", path=path,
@@ -246,59 +291,91 @@ def _layout_of(f: h5py.File, *, path: str, allow_empty: bool) -> _Layout:
     )
 
 
-def _keras3_entries(f: h5py.File, *, path: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Every dataset in the file, by path, in natural order (vars/10 after vars/9), and the ``name`` attribute
-    of every ``vars`` group, by the group holding it.
+def _keras3_entries(f: h5py.File, *, path: str) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, _Header]]:
+    """Every dataset in the file, by path, in natural order (vars/10 after vars/9); the ``name`` attribute of every
+    ``vars`` group, by the group holding it; and every dataset's header (_header).
 
-    Walked by HDF5's own visitors, which name every link and object without building an h5py object for each: a
-    file of 40,000 datasets took ~30 s through h5py's groups, most of it in per-name lookups. Keras writes only hard
-    links; a soft or external link is refused (an external one would read another file the checkpoint names). An
-    object linked twice is visited once.
+    One walk of the links, group by group, each object opened once from its parent with HDF5's own calls: no h5py
+    object per dataset, no lookup of a path from the root (a file of 100,000 datasets took ~35 s walked by HDF5's
+    link and object visitors and then opened dataset by dataset). Keras writes only hard links; a soft or external
+    link is refused (an external one would read another file the checkpoint names). An object linked twice is
+    walked once, under its first path (as HDF5's visitors do), so a group linked into itself is no cycle.
     """
-    h5lib = _h5py()
-    from h5py import h5l, h5o
+    from h5py import h5d, h5g, h5l, h5o
 
-    links: list[bytes] = []
+    links: list[bytes] = []  # the first link that is not a hard link
+    too_deep: list[bytes] = []
+    datasets: list[str] = []
+    headers: dict[str, _Header] = {}
+    vars_names: dict[str, str] = {}
+    seen = {h5o.get_info(f.id).addr}
 
-    def on_link(name: bytes, info: Any) -> int | None:
-        if info.type != h5l.TYPE_HARD:
-            links.append(name)
-            return 1  # stop
-        return None
+    def walk(gid: Any, prefix: bytes) -> None:
+        children: list[tuple[bytes, int, int]] = []
+        gid.links.iterate(lambda name, info: children.append((name, info.type, info.u)), info=True)
+        for name, kind, address in children:
+            full = prefix + name
+            if kind != h5l.TYPE_HARD:
+                if not links:
+                    links.append(full)
+                continue
+            if address in seen:
+                continue
+            seen.add(address)
+            if full.count(b"/") > 64:
+                too_deep.append(full)
+                continue
+            obj = h5o.open(gid, name)
+            if isinstance(obj, h5d.DatasetID):
+                text = full.decode("utf-8", "surrogateescape")
+                datasets.append(text)
+                try:
+                    headers[text] = _header(obj, text, path=path)
+                except CkptcheckError as exc:
+                    headers[text] = exc
+            elif isinstance(obj, h5g.GroupID):
+                if name == b"vars":
+                    _read_vars_name(obj, prefix, vars_names)
+                walk(obj, full + b"/")
 
-    f.id.links.visit(on_link, info=True)
+    walk(f.id, b"")
     if links:
         shown = links[0].decode("utf-8", "backslashreplace")
         raise UnsupportedFormatError(f"'{shown}' is a link; Keras files have none", path=path)
-    datasets: list[str] = []
-    vars_groups: list[bytes] = []
+    if too_deep:
+        raise CorruptCheckpointError("groups nest more than 64 levels deep", path=path)
+    return [(n, n) for n in natural_sorted(datasets, str)], vars_names, headers
 
-    def on_object(name: bytes, info: Any) -> int | None:
-        if name.count(b"/") > 64:
-            raise CorruptCheckpointError("groups nest more than 64 levels deep", path=path)
-        if info.type == h5o.TYPE_DATASET:
-            datasets.append(name.decode("utf-8", "surrogateescape"))
-        elif info.type == h5o.TYPE_GROUP and (name == b"vars" or name.endswith(b"/vars")):
-            vars_groups.append(name)
-        return None
 
-    h5o.visit(f.id, on_object, info=True)
-    vars_names: dict[str, str] = {}
-    for name in vars_groups:
-        # Read with HDF5's attribute calls (h5py's AttributeManager opened each attribute twice, for its size check
-        # and its value).
-        gid = h5o.open(f.id, name)
-        if not h5lib.h5a.exists(gid, b"name"):
-            continue
-        aid = h5lib.h5a.open(gid, b"name")
-        if aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size() > MAX_ATTRIBUTE_BYTES:
-            continue
-        value = np.empty(aid.shape, dtype=aid.dtype)
-        with contextlib.suppress(ValueError, OSError, TypeError, UnicodeDecodeError):
+def _read_vars_name(gid: Any, prefix: bytes, out: dict[str, str]) -> None:
+    """The ``name`` attribute of a ``vars`` group (open as ``gid``, below ``prefix``) into ``out``, by the group
+    holding it; read with HDF5's attribute calls (h5py's AttributeManager opened each attribute twice, for its size
+    check and its value). An attribute too large or unreadable is left out."""
+    h5lib = _h5py()
+    h5a = h5lib.h5a
+    if not h5a.exists(gid, b"name"):
+        return
+    aid = h5a.open(gid, b"name")
+    space, tid = aid.get_space(), aid.get_type()
+    if space.get_simple_extent_npoints() * tid.get_size() > MAX_ATTRIBUTE_BYTES:
+        return
+    with contextlib.suppress(ValueError, OSError, TypeError, UnicodeDecodeError):
+        if space.get_simple_extent_type() == h5lib.h5s.SCALAR and tid.is_variable_str():
+            # What Keras writes: one variable-length string, read as h5py reads it (bytes), into one reused array.
+            cset = tid.get_cset()
+            found = _VLEN_READS.get(cset)
+            if found is None:
+                dtype = aid.dtype
+                found = _VLEN_READS[cset] = (dtype, h5lib.h5t.py_create(dtype))
+            value = np.empty((), dtype=found[0])
+            aid.read(value, mtype=found[1])
+        else:
+            value = np.empty(aid.shape, dtype=aid.dtype)
             aid.read(value)
-            holder = name[: -len(b"vars")].rstrip(b"/").decode("utf-8", "surrogateescape")
-            vars_names[holder] = _text(value)
-    return [(n, n) for n in sorted(datasets, key=_natural_key)], vars_names
+        out[prefix.rstrip(b"/").decode("utf-8", "surrogateescape")] = _text(value)
+
+
+_VLEN_READS: dict[int, tuple[np.dtype, Any]] = {}  # character set -> (numpy dtype, memory type) of a vlen string
 
 
 def _attr(obj: h5py.HLObject, name: str, *, path: str) -> Any:
@@ -502,6 +579,7 @@ class _H5Values(CheckpointReader):
     def _load(self, layout: _Layout, label: str, source: int = 0) -> None:
         h5, where = self._sources[source]
         entries: dict[str, _Entry] = {}
+        headers = layout.headers
         with _guard("cannot read the HDF5 structure", path=where):
             for name, h5path in layout.entries:
                 if name in entries:
@@ -510,9 +588,15 @@ class _H5Values(CheckpointReader):
                     first = self._sources[self._entries[name].source][1]
                     raise CorruptCheckpointError(f"this weight is also in {os.path.basename(first)}", path=where,
                                                  tensor=name, hint="each weight belongs in one shard")
-                # A Keras 3 layout's paths come from HDF5's own walk (hard links, datasets): opened directly.
-                ds = (_h5py().Dataset(_h5py().h5d.open(h5.id, h5path.encode("utf-8", "surrogateescape")))
-                      if layout.vars_names is not None else _child(h5, h5path, path=where, what="dataset"))
+                if headers is not None:  # a Keras 3 layout: every dataset's header was read during the walk
+                    header = headers[h5path]
+                    if isinstance(header, CkptcheckError):
+                        raise header
+                    shape, dtype_name, read_dtype, nbytes = header
+                    entries[name] = _Entry(listed_tensor(name, dtype_name, shape, nbytes, 0, label), h5path,
+                                           read_dtype, source)
+                    continue
+                ds = _child(h5, h5path, path=where, what="dataset")
                 if not isinstance(ds, _h5py().Dataset):
                     raise CorruptCheckpointError(f"'{h5path}' is listed as a weight but is not a dataset",
                                                  path=where, tensor=name)
@@ -540,9 +624,10 @@ class _H5Values(CheckpointReader):
             datasets = [(e.h5path, e.info.shape) for e in self._entries.values()]
             by_path = keras_names.keras3_variables(datasets, vars_names, config, functional)
             variables = {name: by_path[e.h5path] for name, e in self._entries.items() if e.h5path in by_path}
-        for name, entry in self._entries.items():
-            variable = variables.get(name, name)
-            self._entries[name] = replace(entry, info=replace(entry.info, variable=variable))
+        for name, entry in self._entries.items():  # built directly: two dataclasses.replace a tensor took ~15 us
+            i = entry.info
+            info = listed_tensor(i.name, i.dtype, i.shape, i.nbytes, i.slices, i.file, variables.get(name, name))
+            self._entries[name] = _Entry(info, entry.h5path, entry.read_dtype, entry.source)
 
     def _get(self, name: str) -> tuple[_Entry, h5py.Dataset, str]:
         entry = self._entries.get(name)
@@ -1195,7 +1280,7 @@ class KerasShardedWeightsReader(_H5Values):
                                              path=shard_path)
             self._load(layout, os.path.basename(shard_path), source)
         self._name_variables(None)
-        ordered = sorted(self._entries.values(), key=lambda e: _natural_key(e.info.name))
+        ordered = natural_sorted(self._entries.values(), lambda e: e.info.name)
         metadata: dict[str, str] = {}
         declared = config.get("metadata", {}).get("total_size") if isinstance(config.get("metadata"), dict) else None
         if isinstance(declared, (int, float)) and not isinstance(declared, bool):
