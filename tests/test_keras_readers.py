@@ -691,20 +691,21 @@ def _many_datasets(path: Path, layers: int) -> None:
             h5d.create(group, b"1", float32, bias).write(h5s.ALL, h5s.ALL, np.zeros(2, "f4"))
 
 
-def test_a_weights_file_of_100000_datasets_lists_as_h5py_walks_it(tmp_path: Path) -> None:
-    """Issue 16: a .weights.h5 of 100,000 datasets lists every one, in natural order, with the shape, dtype and
-    size h5py reads. Only a generous guard against a walk that would not finish (its speed is in bench/)."""
+def test_a_weights_file_of_20000_datasets_lists_as_h5py_walks_it(tmp_path: Path) -> None:
+    """Issue 16: a .weights.h5 of 20,000 datasets lists every one, in natural order, with the shape, dtype and
+    size h5py reads. Only a generous guard against a walk that would not finish (its speed, on 100,000 datasets,
+    is in bench/: the test keeps to a fifth of that for the suite's time)."""
     from test_bundle_damaged import hang_guard
 
     from ckptcheck.order import natural_sorted
 
     path = tmp_path / "many.weights.h5"
-    _many_datasets(path, 50_000)
+    _many_datasets(path, 10_000)
     with hang_guard(900), ckptcheck.open_checkpoint(str(path)) as reader:
         listed = reader.info().tensors
     with h5py.File(path, "r") as f:
         oracle = {name: (ds.shape, ds.dtype) for name, ds in h5_datasets(f).items()}
-    assert len(oracle) == 100_000
+    assert len(oracle) == 20_000
     assert [t.name for t in listed] == natural_sorted(oracle, str)
     for t in listed:
         shape, dtype = oracle[t.name]
