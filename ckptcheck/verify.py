@@ -118,6 +118,29 @@ def _check_tensors(
 _MISSING_SHARDS_NAMED = 10
 
 
+# A URL's shards are looked up one request each up to _SHARDS_LISTED; past it, by one listing of the directory
+# where the store has one, and past _SHARDS_LOOKED_UP without a listing (plain HTTP), only those holding tensors:
+# a header may claim a million shards.
+_SHARDS_LISTED = 64
+_SHARDS_LOOKED_UP = 1000
+
+
+def _absent_shards(reader: BundleReader) -> tuple[list[int], tuple[str, ...]]:
+    """The data shards that are not there, and a note when some could not be looked for."""
+    shards = range(reader.num_shards)
+    if not loc.is_url(reader.prefix) or reader.num_shards <= _SHARDS_LISTED:
+        return [i for i in shards if not loc.exists(reader.shard_path(i))], ()
+    with contextlib.suppress(OSError, CkptcheckError):
+        present = set(loc.listdir(loc.dirname(reader.prefix)))
+        return [i for i in shards if loc.basename(reader.shard_path(i)) not in present], ()
+    if reader.num_shards <= _SHARDS_LOOKED_UP:
+        return [i for i in shards if not loc.exists(reader.shard_path(i))], ()
+    used = reader.shards_used()
+    note = (f"the header names {reader.num_shards:,} data shards and this store has no listing: the {len(used):,} "
+            "holding tensors were looked up, the others not")
+    return [i for i in used if not loc.exists(reader.shard_path(i))], (note,)
+
+
 def _missing_shard_problems(reader: BundleReader, missing: list[int]) -> list[Problem]:
     """One problem per missing data shard; past _MISSING_SHARDS_NAMED, one for them all (a header claiming a
     million shards beside one file is one problem, not a million lines)."""
@@ -146,7 +169,7 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
         return VerifyReport(path, format_hint or "tensor-bundle", (index,), 0, 0, tuple(dict.fromkeys(problems)))
     with reader:
         problems += [Problem("index", message, file=index) for message in reader.index_problems]
-        missing_shards = [shard for shard in range(reader.num_shards) if not loc.exists(reader.shard_path(shard))]
+        missing_shards, notes = _absent_shards(reader)
         problems += _missing_shard_problems(reader, missing_shards)
         info = reader.info()
         missing = set(missing_shards)
@@ -168,7 +191,7 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
 
         checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, skip=in_missing_shard,
                                          check=check_parts, jobs=jobs)
-    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)))
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)), notes=notes)
 
 
 V1_NOTE = ("V1 checkpoints store no per-tensor checksum: every table block's crc32c was checked and every value "

@@ -369,3 +369,42 @@ def test_store_failing_mid_read_is_an_error_not_damage(http: tuple[str, ByteCoun
     base, _ = http
     for command in ("inspect", "verify"):
         one_line_error(cli(command, f"{base}/broken/{target}"), "HTTP 500", f"{base}/broken/")
+
+
+@pytest.fixture(scope="module")
+def claims(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index whose header claims 2,000 data shards, beside the one that holds its only tensor."""
+    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+
+    root = tmp_path_factory.mktemp("claims")
+    values = np.arange(4, dtype="<f4").tobytes()
+    write_index(str(root / "s.index"), {b"w": entry_proto(DT_FLOAT, [4], size=16, crc=masked_crc(values))},
+                num_shards=2000)
+    (root / "s.data-00000-of-02000").write_bytes(values)
+    return root
+
+
+def test_a_header_claiming_2000_shards_is_not_2000_requests(claims: Path) -> None:
+    """A store that lists (memory://, as S3 and GCS do) is listed once, and answers as the local read (one problem
+    for the 1,999 missing shards); plain HTTP, which has no listing, looks up only the shard holding a tensor and
+    says so in a note, in a handful of requests rather than one per claimed shard."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for f in claims.iterdir():
+        fs.pipe(f"/ckptcheck-claims/{f.name}", f.read_bytes())
+    try:
+        args = ("verify", "{}/s", "--json")
+        code, text = answers("memory://ckptcheck-claims", claims, *args)
+        assert (code, text) == local(claims, *args)
+        assert code == 1 and "1,999 of the 2,000 data shards are missing" in text
+    finally:
+        fs.rm("/ckptcheck-claims", recursive=True)
+    with http_server(claims) as (base, counter):
+        result = cli("verify", f"{base}/s", "--json")
+        report = json.loads(result.stdout)
+        assert result.exit_code == 0 and report["problems"] == [], result.stdout
+        assert report["notes"] == ["the header names 2,000 data shards and this store has no listing: the 1 "
+                                   "holding tensors were looked up, the others not"]
+        assert len(counter.requests) < 20, counter.requests
+    location.forget_filesystems()

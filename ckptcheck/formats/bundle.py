@@ -414,6 +414,12 @@ class BundleReader(CheckpointReader):
     def shard_path(self, shard: int) -> str:
         return shard_filename(self.prefix, shard, self.header.num_shards)
 
+    def shards_used(self) -> list[int]:
+        """The data shards some entry (or slice of a partitioned variable) keeps its bytes in, in order."""
+        used = {e.shard_id for e in self.entries.values() if e.size}
+        used |= {e.shard_id for stored in self._slice_entries.values() for e in stored.values() if e.size}
+        return sorted(i for i in used if 0 <= i < self.num_shards)
+
     def slices_of(self, entry: BundleEntry) -> list[tuple[tuple[Extent, ...], BundleEntry]]:
         """The stored slices of a partitioned variable, each matched to its own entry."""
         stored = self._slice_entries.get(entry.key, {})
