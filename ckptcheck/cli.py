@@ -49,11 +49,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """See exactly what a machine-learning checkpoint does and does not record."""
+    from ckptcheck.formats.location import command_scope
+
+    ctx.with_resource(command_scope())  # a small Keras file at a URL is fetched once per command
     _escape_undecodable()
     _fit_tables_to_terminal()
     _warnings_to_stderr()

@@ -244,7 +244,7 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
     from ckptcheck.formats.keras import NPZ_WEIGHTS_MEMBER, check_member_readable
 
     try:
-        with zipfile.ZipFile(open_regular(archive) if "://" in archive else archive) as zf:
+        with zipfile.ZipFile(open_regular(archive, whole_below=loc.WHOLE_BYTES) if "://" in archive else archive) as zf:
             for member in zf.infolist():
                 check_member_readable(member, path=archive)  # encrypted, or a method zipfile lacks: exit 2
                 damage = _read_to_end(zf, member)

@@ -29,15 +29,16 @@ def not_regular(path: str, mode: int) -> NotRegularFileError:
                                        "never end)")
 
 
-def open_regular(path: str) -> io.BufferedReader:
+def open_regular(path: str, *, whole_below: int = 0) -> io.BufferedReader:
     """``open(path, "rb")`` for a regular file; a FIFO, device, socket or directory raises NotRegularFileError
     (exit 2) without blocking. A missing or unreadable file raises OSError, as ``open`` does. A URL is opened
-    for ranged reading through fsspec (location.open_file); only then is fsspec imported."""
+    for ranged reading through fsspec (location.open_file); only then is fsspec imported. A URL's object of at most
+    ``whole_below`` bytes is fetched whole (the Keras readers ask for it: see location.WHOLE_BYTES)."""
     if "://" in path:
         from ckptcheck.formats import location
 
         if location.is_url(path):
-            return location.open_file(path)  # type: ignore[return-value]  # the same reading surface
+            return location.open_file(path, whole_below=whole_below)  # type: ignore[return-value]  # the same reading surface
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(fd).st_mode

@@ -718,7 +718,7 @@ def _open_h5(source: str | io.IOBase, *, path: str, what: str) -> h5py.File:
         check_regular(source)
         if "://" in source:  # a URL: h5py reads through the file object (ranged reads, a small read-ahead)
             with _guard("cannot open", path=path):
-                source = open_regular(source)
+                source = open_regular(source, whole_below=loc.WHOLE_BYTES)
     try:
         return h5lib.File(source, "r")  # read-only: the user's file is never written
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
@@ -765,7 +765,7 @@ class _StoredMember(io.RawIOBase):
 
     def __init__(self, archive: str, start: int, size: int) -> None:
         super().__init__()
-        self._f = open_regular(archive)  # closed in close()
+        self._f = open_regular(archive, whole_below=loc.WHOLE_BYTES)  # closed in close()
         self._start = start
         self._size = size
         self._pos = 0
@@ -825,7 +825,8 @@ class _Archive:
         self.config: Any = None  # config.json, once info() has read it
         try:
             check_regular(location)
-            self.zip = zipfile.ZipFile(open_regular(location) if "://" in location else location)
+            source = open_regular(location, whole_below=loc.WHOLE_BYTES) if "://" in location else location
+            self.zip = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise CorruptCheckpointError(
                 f"not a readable zip archive ({str(exc).strip() or type(exc).__name__})", path=location,
@@ -867,7 +868,7 @@ class _Archive:
         check_member_readable(info, path=self.location)
         if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:  # stored, not encrypted
             archive_size = loc.getsize(self.location)
-            with open_regular(self.location) as f:
+            with open_regular(self.location, whole_below=loc.WHOLE_BYTES) as f:
                 f.seek(info.header_offset)
                 header = f.read(_LOCAL_HEADER.size)
             if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
@@ -1134,7 +1135,7 @@ class KerasNpzArchiveReader(CheckpointReader):
         with _guard("cannot read the values", path=self.location, tensor=arr.name,
                     hint="the archive may be truncated or damaged"):
             if start is not None:
-                with open_regular(self.location) as f:
+                with open_regular(self.location, whole_below=loc.WHOLE_BYTES) as f:
                     f.seek(start + arr.offset)
                     yield f
                 return

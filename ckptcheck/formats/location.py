@@ -16,6 +16,7 @@ import os
 import posixpath
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,9 +108,11 @@ def filesystem(url: str) -> tuple[Any, str]:
 
 
 def forget_filesystems() -> None:
-    """Drop the cached filesystems (tests change endpoints and credentials between sessions)."""
+    """Drop the cached filesystems and whole files (tests change endpoints and credentials between sessions)."""
     with _fs_lock:
         _filesystems.clear()
+    with _whole_lock:
+        _whole.clear()
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
@@ -306,23 +309,78 @@ def download(url: str, dest: str) -> None:
         fs.get_file(path, dest)
 
 
+# Windows of READ_AHEAD bytes kept per open file (4 MiB): HDF5 returns to a group's metadata between datasets.
+_WINDOWS_KEPT = 64
+# A Keras file (HDF5, zip) no larger than this is fetched whole, in one request: its metadata lies between its
+# tensors, and many small requests for it cost more than the file. Within a command (command_scope), it is kept
+# for the command's other opens of it (the safety scan, the reader), up to _WHOLE_KEPT in all, and dropped at the
+# command's end: a file changed on the store between two calls of the library is read again.
+WHOLE_BYTES = 16 << 20
+_WHOLE_KEPT = 32 << 20
+_whole_lock = threading.Lock()
+_whole: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_scopes = 0
+
+
+@contextlib.contextmanager
+def command_scope() -> Iterator[None]:
+    """One command's reads: small Keras files fetched whole are shared by its opens, and forgotten after it."""
+    global _scopes
+    with _whole_lock:
+        _scopes += 1
+    try:
+        yield
+    finally:
+        with _whole_lock:
+            _scopes -= 1
+            if not _scopes:
+                _whole.clear()
+
+
+def _whole_file(url: str, f: Any, size: int) -> bytes:
+    key = (url, size)
+    with _whole_lock:
+        kept = _whole.get(key)
+        if kept is not None:
+            _whole.move_to_end(key)
+            return kept
+    with _remote_errors(url):
+        f.seek(0)
+        fetched: bytes = f.read(size)
+    with _whole_lock:
+        if _scopes:
+            _whole[key] = fetched
+            while sum(len(v) for v in _whole.values()) > _WHOLE_KEPT:
+                _whole.popitem(last=False)
+    return fetched
+
+
 class RemoteFile(io.RawIOBase):
     """A seekable, read-only view of an object in a store, for readers that take a file (the sorted-table reader,
-    h5py, zipfile). Every failure of the store becomes a typed error naming the URL."""
+    h5py, zipfile). Every failure of the store becomes a typed error naming the URL.
 
-    def __init__(self, url: str, *, read_ahead: int = READ_AHEAD) -> None:
+    A small read (at most ``read_ahead`` bytes) fetches a window of ``read_ahead`` bytes from where it starts, and
+    the last _WINDOWS_KEPT windows are kept: sequential small reads fetch each byte once, and a reader that goes
+    back to metadata it read before (HDF5 does, between datasets) finds it here. A large read (tensor data) is
+    fetched exactly, after whatever part of it a kept window already holds: a whole-file pass fetches each byte
+    about once, not once per read-ahead that ran past it."""
+
+    def __init__(self, url: str, *, read_ahead: int = READ_AHEAD, whole_below: int = 0) -> None:
         super().__init__()
         self.url = url
+        self._read_ahead = max(read_ahead, 1)
+        self._pos = 0
+        self._windows: OrderedDict[int, bytes] = OrderedDict()  # start -> bytes, the most recently used last
         fs, path = filesystem(url)
         with _remote_errors(url):
-            # "readahead": a read fetches what was asked plus `read_ahead` bytes; a read past the cached range
-            # fetches from its end, so a sequential pass fetches each byte once.
-            self._f: Any = fs.open(path, "rb", block_size=max(read_ahead, 1), cache_type="readahead")
+            self._f: Any = fs.open(path, "rb", block_size=self._read_ahead, cache_type="none")
             self.size = int(self._f.size)
         if not getattr(self._f, "seekable", lambda: True)() or type(self._f).__name__ == "HTTPStreamFile":
             # the server said Accept-Ranges: none, or gave no size: only a whole download would read it
             self._f.close()
             raise translate(ValueError("the server does not support range requests"), url)
+        if 0 < self.size <= whole_below:
+            self._windows[0] = _whole_file(url, self._f, self.size)
 
     def readable(self) -> bool:
         return True
@@ -331,16 +389,50 @@ class RemoteFile(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        with _remote_errors(self.url):
-            return int(self._f.seek(offset, whence))
+        base = {0: 0, 1: self._pos, 2: self.size}.get(whence)
+        if base is None or base + offset < 0:
+            raise OSError(22, "Invalid argument", self.url)
+        self._pos = base + offset
+        return self._pos
 
     def tell(self) -> int:
-        return int(self._f.tell())
+        return self._pos
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        """The bytes [start, end), in one ranged request."""
+        with _remote_errors(self.url):
+            self._f.seek(start)
+            data: bytes = self._f.read(end - start)
+        return data
+
+    def _held(self, pos: int) -> bytes:
+        """What a kept window holds from ``pos`` on (b"" when none covers it)."""
+        for start, data in reversed(self._windows.items()):
+            if start <= pos < start + len(data):
+                self._windows.move_to_end(start)
+                return data[pos - start:]
+        return b""
 
     def read(self, size: int | None = -1) -> bytes:
-        with _remote_errors(self.url):
-            data: bytes = self._f.read(-1 if size is None else size)
-            return data
+        pos = self._pos
+        end = self.size if size is None or size < 0 else min(self.size, pos + size)
+        if end <= pos:
+            return b""
+        held = self._held(pos)[: end - pos]
+        start = pos + len(held)
+        if start < end:
+            if end - start <= self._read_ahead:
+                # Up to the next kept window, whose bytes are not fetched again.
+                stop = min(self.size, start + self._read_ahead)
+                window = self._fetch(start, max(stop, end))
+                self._windows[start] = window
+                if len(self._windows) > _WINDOWS_KEPT:
+                    self._windows.popitem(last=False)
+                held += window[: end - start]
+            else:
+                held += self._fetch(start, end)
+        self._pos = pos + len(held)
+        return held
 
     def readall(self) -> bytes:
         return self.read(-1)
@@ -353,15 +445,16 @@ class RemoteFile(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
+            self._windows.clear()
             with contextlib.suppress(Exception):
                 self._f.close()
         super().close()
 
 
-def open_file(path: str, *, read_ahead: int = READ_AHEAD) -> RemoteFile:
+def open_file(path: str, *, read_ahead: int = READ_AHEAD, whole_below: int = 0) -> RemoteFile:
     """A URL opened for ranged reading; a missing object raises FileNotFoundError (as ``open`` does), anything
-    else the store refuses a typed error."""
+    else the store refuses a typed error. An object of at most ``whole_below`` bytes is fetched whole."""
     try:
-        return RemoteFile(path, read_ahead=read_ahead)
+        return RemoteFile(path, read_ahead=read_ahead, whole_below=whole_below)
     except CheckpointNotFoundError:
         raise FileNotFoundError(2, "No such file or directory", path) from None

@@ -49,7 +49,7 @@ class SafetyScan:
 def hdf5_offset(path: str) -> int | None:
     """Where HDF5 would find this file's superblock (0, 512, 1024, 2048, ...), or None when it is not HDF5."""
     try:
-        with open_regular(path) as f:
+        with open_regular(path, whole_below=loc.WHOLE_BYTES) as f:
             size = file_size(f)
             offset = 0
             while offset + len(HDF5_SIGNATURE) <= size:
@@ -65,7 +65,7 @@ def hdf5_offset(path: str) -> int | None:
 def is_zip(path: str) -> bool:
     """What ``zipfile.is_zipfile`` (and so Keras) says: an end-of-central-directory record near the end."""
     try:
-        with open_regular(path) as f:
+        with open_regular(path, whole_below=loc.WHOLE_BYTES) as f:
             return zipfile.is_zipfile(f)
     except (OSError, CkptcheckError):
         return False
@@ -163,7 +163,7 @@ def _file_json(config: str) -> Any:
 
 
 def _zip_json(path: str) -> Any:
-    with open_regular(path) as f, zipfile.ZipFile(f) as zf:
+    with open_regular(path, whole_below=loc.WHOLE_BYTES) as f, zipfile.ZipFile(f) as zf:
         try:
             info = zf.getinfo(CONFIG_MEMBER)
         except KeyError:
@@ -182,7 +182,7 @@ def _h5_json(path: str, attribute: str) -> Any:
     from ckptcheck.formats.files import check_regular
 
     check_regular(path)
-    with h5py.File(open_regular(path) if "://" in path else path, "r") as h5:
+    with h5py.File(open_regular(path, whole_below=loc.WHOLE_BYTES) if "://" in path else path, "r") as h5:
         if attribute not in h5.attrs:
             raise _Absent
         aid = h5.attrs.get_id(attribute)
