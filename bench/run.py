@@ -164,22 +164,22 @@ def build_v1(name: str) -> str:
     return prefix
 
 
-def build_keras() -> str:
-    path = CACHE / "resnet50.weights.h5"
+def _built_once(name: str, what: str, script: str) -> str:
+    """``CACHE/name``, built by ``script`` (given the path) the first time it is asked for."""
+    path = CACHE / name
     if not path.exists():
-        print("building ResNet50 weights ...", file=sys.stderr)
+        print(f"building {what} ...", file=sys.stderr)
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([PY, "-c", BUILD_KERAS, str(path)], check=True, env=ENV)
+        subprocess.run([PY, "-c", script, str(path)], check=True, env=ENV)
     return str(path)
+
+
+def build_keras() -> str:
+    return _built_once("resnet50.weights.h5", "ResNet50 weights", BUILD_KERAS)
 
 
 def build_keras_100k() -> str:
-    path = CACHE / "many100k.weights.h5"
-    if not path.exists():
-        print("building a .weights.h5 of 100,000 datasets ...", file=sys.stderr)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([PY, "-c", BUILD_KERAS_100K, str(path)], check=True, env=ENV)
-    return str(path)
+    return _built_once("many100k.weights.h5", "a .weights.h5 of 100,000 datasets", BUILD_KERAS_100K)
 
 
 def build(name: str, variant: int = 0) -> str:
