@@ -6,6 +6,7 @@ TensorFlow (tf.train.list_variables / load_checkpoint) is the oracle; ckptcheck 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -402,7 +403,9 @@ def test_copied_model_dir_reads_its_own_files(tf1_model_dir: Path, tmp_path: Pat
     shutil.copytree(tf1_model_dir, copy)
     assert str(tf1_model_dir) in (copy / "checkpoint").read_text()
     latest = str(copy / f"model.ckpt-{TF1_SAVE_STEPS[-1]}")
-    assert _location(str(copy)) == (TF1, latest)
+    recorded = re.escape(f"records {tf1_model_dir}/model.ckpt-6; reading model.ckpt-6 beside it")
+    with pytest.warns(ckptcheck.RelocatedCheckpointWarning, match=recorded):
+        assert _location(str(copy)) == (TF1, latest)
     assert [e.prefix for e in list_state(str(copy))] == [str(copy / f"model.ckpt-{s}") for s in TF1_SAVE_STEPS]
     # Trained elsewhere: the state file names a bucket.
     (copy / "checkpoint").write_text(
@@ -410,7 +413,9 @@ def test_copied_model_dir_reads_its_own_files(tf1_model_dir: Path, tmp_path: Pat
                 for field, s in [("model_checkpoint_path", TF1_SAVE_STEPS[-1])]
                 + [("all_model_checkpoint_paths", s) for s in TF1_SAVE_STEPS])
     )
-    assert _location(str(copy)) == (TF1, latest)
+    recorded = re.escape("records gs://bucket/run/model.ckpt-6; reading model.ckpt-6 beside it")
+    with pytest.warns(ckptcheck.RelocatedCheckpointWarning, match=recorded):
+        assert _location(str(copy)) == (TF1, latest)
     os.remove(latest + ".index")
     with pytest.raises(ckptcheck.CheckpointNotFoundError, match=r"points at model\.ckpt-6, which is gone"):
         ckptcheck.open_checkpoint(str(copy))
