@@ -349,7 +349,7 @@ def write_results(results: list[Result], runs: int, tf_version: str) -> None:
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
-def remote_rows(small: str, big: str, runs: int) -> list[Result]:
+def remote_rows(small: str, big: str, runs: int, resnet: str | None = None) -> list[Result]:
     """The checkpoints served over loopback HTTP by the tests' Range-answering server (sendfile: it is not the
     bottleneck), in this process, while the commands run in their own."""
     sys.path.insert(0, str(HERE.parent / "tests"))
@@ -367,6 +367,13 @@ def remote_rows(small: str, big: str, runs: int) -> list[Result]:
         print(f"  bytes sent by the server per verify: {counter.total / (runs or 1):.0f} (files: "
               f"{sum(p.stat().st_size for p in Path(big).parent.iterdir())})", file=sys.stderr)
         out.append(single("verify over HTTP, 1 GiB, --jobs 1", [*CKPT, "verify", url(big), "--jobs", "1"], runs))
+        if resnet is not None:  # a Keras file past the whole-file size: windows, and data fetched exactly
+            out.append(compare("inspect ResNet50 .weights.h5 over HTTP against inspect local",
+                               [*CKPT, "inspect", url(resnet)], [*CKPT, "inspect", resnet], runs))
+            counter.reset()
+            out.append(single("verify ResNet50 .weights.h5 over HTTP", [*CKPT, "verify", url(resnet)], runs))
+            print(f"  bytes sent by the server per verify: {counter.total / (runs or 1):.0f} (file: "
+                  f"{Path(resnet).stat().st_size})", file=sys.stderr)
     out.append(compare("verify local 1 GiB, --jobs 2 against --jobs 1", [*CKPT, "verify", big, "--jobs", "2"],
                        [*CKPT, "verify", big, "--jobs", "1"], runs))
     return out
@@ -418,7 +425,7 @@ def main() -> None:
             results.append(compare(f"inspect --stats, {label}", [*CKPT, "inspect", prefix, "--stats"],
                                    [PY, "-c", TF_STATS, prefix], args.runs))
     if "remote" in only:
-        results += remote_rows(small, big, args.runs)
+        results += remote_rows(small, big, args.runs, build_keras() if "keras" in only else None)
     if "diff" in only:
         other = build("1g", variant=1)
         results.append(compare("diff, 1 GiB vs 1 GiB", [*CKPT, "diff", big, other],
