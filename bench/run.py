@@ -360,20 +360,23 @@ def remote_rows(small: str, big: str, runs: int, resnet: str | None = None) -> l
         def url(prefix: str) -> str:
             return prefix.replace(str(CACHE), base)
 
+        def verify_counted(label: str, local: str, size: int) -> Result:
+            """One verify row over HTTP, with the body bytes the server sent per run against the files' size."""
+            counter.reset()
+            result = single(label, [*CKPT, "verify", url(local)], runs)
+            print(f"  bytes sent by the server per verify: {counter.total / (runs or 1):.0f} (files: {size})",
+                  file=sys.stderr)
+            return result
+
         out.append(compare("inspect over HTTP against inspect local, 20,000 tensors",
                            [*CKPT, "inspect", url(small)], [*CKPT, "inspect", small], runs))
-        counter.reset()
-        out.append(single("verify over HTTP, 1 GiB", [*CKPT, "verify", url(big)], runs))
-        print(f"  bytes sent by the server per verify: {counter.total / (runs or 1):.0f} (files: "
-              f"{sum(p.stat().st_size for p in Path(big).parent.iterdir())})", file=sys.stderr)
+        out.append(verify_counted("verify over HTTP, 1 GiB", big,
+                                  sum(p.stat().st_size for p in Path(big).parent.iterdir())))
         out.append(single("verify over HTTP, 1 GiB, --jobs 1", [*CKPT, "verify", url(big), "--jobs", "1"], runs))
         if resnet is not None:  # a Keras file past the whole-file size: windows, and data fetched exactly
             out.append(compare("inspect ResNet50 .weights.h5 over HTTP against inspect local",
                                [*CKPT, "inspect", url(resnet)], [*CKPT, "inspect", resnet], runs))
-            counter.reset()
-            out.append(single("verify ResNet50 .weights.h5 over HTTP", [*CKPT, "verify", url(resnet)], runs))
-            print(f"  bytes sent by the server per verify: {counter.total / (runs or 1):.0f} (file: "
-                  f"{Path(resnet).stat().st_size})", file=sys.stderr)
+            out.append(verify_counted("verify ResNet50 .weights.h5 over HTTP", resnet, Path(resnet).stat().st_size))
     out.append(compare("verify local 1 GiB, --jobs 2 against --jobs 1", [*CKPT, "verify", big, "--jobs", "2"],
                        [*CKPT, "verify", big, "--jobs", "1"], runs))
     return out
