@@ -446,6 +446,8 @@ def test_keras_files_over_http_fetch_each_byte_about_once(mobilenet_files: Path,
             counter.reset()
             assert answers(base, mobilenet_files, *args) == local(mobilenet_files, *args), args
             assert _get_bytes(counter, name) == size, (args, counter.requests)
+            # and asked about once, though resolving, the safety scan and the reader each open it
+            assert [m for m, path, _asked, _sent in counter.requests if path.endswith(name)] == ["HEAD", "GET"]
         monkeypatch.setattr(location, "WHOLE_BYTES", 0)  # as for a file larger than it
         location.forget_filesystems()
         for args, most in ((("inspect", "{}/" + name, "--json"), 0.75),

@@ -111,8 +111,9 @@ def forget_filesystems() -> None:
     """Drop the cached filesystems and whole files (tests change endpoints and credentials between sessions)."""
     with _fs_lock:
         _filesystems.clear()
-    with _whole_lock:
+    with _scope_lock:
         _whole.clear()
+        _infos.clear()
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
@@ -188,14 +189,22 @@ def _remote_errors(url: str) -> Iterator[None]:
 
 
 def _info(url: str) -> dict[str, Any] | None:
-    """The object's metadata, or None when nothing is there."""
+    """The object's metadata, or None when nothing is there. Within a command (command_scope) each URL is asked
+    once: resolving a path, the safety scan and the readers ask about the same few objects many times."""
+    with _scope_lock:
+        if _scopes and url in _infos:
+            return _infos[url]
     fs, path = filesystem(url)
+    info: dict[str, Any] | None
     try:
         with _remote_errors(url):
-            info: dict[str, Any] = fs.info(path)
-            return info
+            info = fs.info(path)
     except CheckpointNotFoundError:
-        return None
+        info = None
+    with _scope_lock:
+        if _scopes:
+            _infos[url] = info
+    return info
 
 
 def exists(path: str) -> bool:
@@ -317,29 +326,32 @@ _WINDOWS_KEPT = 64
 # command's end: a file changed on the store between two calls of the library is read again.
 WHOLE_BYTES = 16 << 20
 _WHOLE_KEPT = 32 << 20
-_whole_lock = threading.Lock()
+_scope_lock = threading.Lock()
 _whole: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_infos: dict[str, dict[str, Any] | None] = {}  # _info's answers within a command
 _scopes = 0
 
 
 @contextlib.contextmanager
 def command_scope() -> Iterator[None]:
-    """One command's reads: small Keras files fetched whole are shared by its opens, and forgotten after it."""
+    """One command's reads: each object's metadata asked once, small Keras files fetched whole once, shared by the
+    command's opens and forgotten after it (a library caller between two commands sees the store as it is)."""
     global _scopes
-    with _whole_lock:
+    with _scope_lock:
         _scopes += 1
     try:
         yield
     finally:
-        with _whole_lock:
+        with _scope_lock:
             _scopes -= 1
             if not _scopes:
                 _whole.clear()
+                _infos.clear()
 
 
 def _whole_file(url: str, f: Any, size: int) -> bytes:
     key = (url, size)
-    with _whole_lock:
+    with _scope_lock:
         kept = _whole.get(key)
         if kept is not None:
             _whole.move_to_end(key)
@@ -347,7 +359,7 @@ def _whole_file(url: str, f: Any, size: int) -> bytes:
     with _remote_errors(url):
         f.seek(0)
         fetched: bytes = f.read(size)
-    with _whole_lock:
+    with _scope_lock:
         if _scopes:
             _whole[key] = fetched
             while sum(len(v) for v in _whole.values()) > _WHOLE_KEPT:
@@ -371,9 +383,16 @@ class RemoteFile(io.RawIOBase):
         self._read_ahead = max(read_ahead, 1)
         self._pos = 0
         self._windows: OrderedDict[int, bytes] = OrderedDict()  # start -> bytes, the most recently used last
+        info = _info(url)
+        if info is None:
+            raise CheckpointNotFoundError("not found (no such object)", path=url)
+        if info.get("partial") is False:  # the server said Accept-Ranges: none
+            raise translate(ValueError("the server does not support range requests"), url)
         fs, path = filesystem(url)
         with _remote_errors(url):
-            self._f: Any = fs.open(path, "rb", block_size=self._read_ahead, cache_type="none")
+            # The size already known: the file does not ask the store for it again.
+            self._f: Any = fs.open(path, "rb", block_size=self._read_ahead, cache_type="none",
+                                   size=int(info.get("size") or 0) or None)
             self.size = int(self._f.size)
         if not getattr(self._f, "seekable", lambda: True)() or type(self._f).__name__ == "HTTPStreamFile":
             # the server said Accept-Ranges: none, or gave no size: only a whole download would read it
