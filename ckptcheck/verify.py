@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularFileError, UnsupportedFormatError
 from ckptcheck.formats import location as loc
-from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.files import library_source
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import V1, resolve
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, Problem, VerifyReport
@@ -244,7 +244,7 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
     from ckptcheck.formats.keras import NPZ_WEIGHTS_MEMBER, check_member_readable
 
     try:
-        with zipfile.ZipFile(open_regular(archive, whole_below=loc.WHOLE_BYTES) if "://" in archive else archive) as zf:
+        with zipfile.ZipFile(library_source(archive, whole_below=loc.WHOLE_BYTES)) as zf:
             for member in zf.infolist():
                 check_member_readable(member, path=archive)  # encrypted, or a method zipfile lacks: exit 2
                 damage = _read_to_end(zf, member)

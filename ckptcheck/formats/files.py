@@ -68,6 +68,18 @@ def check_regular(path: str) -> None:
         raise not_regular(path, mode)
 
 
+def library_source(path: str, *, whole_below: int = 0) -> str | io.BufferedReader:
+    """What to hand a library that opens files itself (h5py, zipfile): a local path as it is, once check_regular
+    has accepted it; a URL as open_regular's ranged file object (``whole_below``: see open_regular)."""
+    check_regular(path)
+    if "://" in path:
+        from ckptcheck.formats import location
+
+        if location.is_url(path):
+            return open_regular(path, whole_below=whole_below)
+    return path
+
+
 def file_size(f: io.BufferedReader) -> int:
     """The size of a file open_regular opened: a local file's from its descriptor, a URL's from the store."""
     size = getattr(f, "size", None)

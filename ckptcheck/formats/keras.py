@@ -47,7 +47,7 @@ import numpy as np
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes, jsonlimits, keras_config, keras_names, npz
 from ckptcheck.formats import location as loc
-from ckptcheck.formats.files import check_regular, open_regular, read_capped
+from ckptcheck.formats.files import library_source, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo, listed_tensor
@@ -714,11 +714,9 @@ class _H5Values(CheckpointReader):
 
 def _open_h5(source: str | io.IOBase, *, path: str, what: str) -> h5py.File:
     h5lib = _h5py()
-    if isinstance(source, str):
-        check_regular(source)
-        if "://" in source:  # a URL: h5py reads through the file object (ranged reads, a small read-ahead)
-            with _guard("cannot open", path=path):
-                source = open_regular(source, whole_below=loc.WHOLE_BYTES)
+    if isinstance(source, str):  # a URL: h5py reads through the file object (ranged reads)
+        with _guard("cannot open", path=path):
+            source = library_source(source, whole_below=loc.WHOLE_BYTES)
     try:
         return h5lib.File(source, "r")  # read-only: the user's file is never written
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
@@ -824,9 +822,7 @@ class _Archive:
         self.location = location
         self.config: Any = None  # config.json, once info() has read it
         try:
-            check_regular(location)
-            source = open_regular(location, whole_below=loc.WHOLE_BYTES) if "://" in location else location
-            self.zip = zipfile.ZipFile(source)
+            self.zip = zipfile.ZipFile(library_source(location, whole_below=loc.WHOLE_BYTES))
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise CorruptCheckpointError(
                 f"not a readable zip archive ({str(exc).strip() or type(exc).__name__})", path=location,

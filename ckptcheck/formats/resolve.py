@@ -388,7 +388,7 @@ def _resolve_url(url: str) -> Resolved | None:
 
 def resolve(path: str) -> Resolved:
     """Find the checkpoint ``path`` names; raise CheckpointNotFoundError with a hint when there is none."""
-    if "://" in path and loc.is_url(path):
+    if loc.is_url(path):
         found = _resolve_url(path)
         if found is not None:
             return found

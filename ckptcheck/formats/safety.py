@@ -23,7 +23,7 @@ from typing import Any
 from ckptcheck.errors import CkptcheckError
 from ckptcheck.formats import jsonlimits
 from ckptcheck.formats import location as loc
-from ckptcheck.formats.files import file_size, open_regular, read_capped
+from ckptcheck.formats.files import file_size, library_source, open_regular, read_capped
 from ckptcheck.model import SafetyFinding
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -85,7 +85,7 @@ def scan(path: str) -> SafetyScan | None:
     """The safety scan of ``path``: None when no Keras loader would deserialize a config from it."""
     from ckptcheck.formats import keras_config
 
-    if "://" in path and loc.is_url(path):
+    if loc.is_url(path):
         # Over a URL only what a Keras loader would take by its name is fetched and scanned (not a prefix, nor
         # a store's "directory"); a store that refuses it is reported by the command itself, in one line.
         if not path.lower().endswith((".keras", ".h5", ".hdf5")):
@@ -179,10 +179,7 @@ def _h5_json(path: str, attribute: str) -> Any:
     import h5py
     import numpy as np
 
-    from ckptcheck.formats.files import check_regular
-
-    check_regular(path)
-    with h5py.File(open_regular(path, whole_below=loc.WHOLE_BYTES) if "://" in path else path, "r") as h5:
+    with h5py.File(library_source(path, whole_below=loc.WHOLE_BYTES), "r") as h5:
         if attribute not in h5.attrs:
             raise _Absent
         aid = h5.attrs.get_id(attribute)
