@@ -71,6 +71,8 @@ def _warnings_to_stderr() -> None:
     from ckptcheck.errors import CkptcheckWarning
 
     previous = warnings.showwarning
+    if getattr(previous, "ckptcheck", False):  # installed by an earlier command in this process
+        return
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:
@@ -79,6 +81,7 @@ def _warnings_to_stderr() -> None:
         else:
             previous(message, category, filename, lineno, file, line)
 
+    show.ckptcheck = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 
