@@ -272,7 +272,8 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool]:
 @app.command()
 def inspect(
     path: Annotated[str, typer.Argument(help="Checkpoint prefix, .index/.data file, model_dir, SavedModel, "
-                                              ".keras, .weights.h5 or .h5.")],
+                                              ".keras, .weights.h5 or .h5; at a path or a URL (s3://, gs://, "
+                                              "https://, ...).")],
     json_output: JsonOption = False,
     objects: Annotated[bool, typer.Option("--objects", help="TF2: every object path reaching each tensor, "
                                                             "and which variable each optimizer slot belongs to.")]
@@ -469,7 +470,7 @@ def _jobs(jobs: int | None, reader: Any) -> int:
 
 @app.command()
 def verify(
-    path: Annotated[str, typer.Argument(help="The checkpoint to check.")],
+    path: Annotated[str, typer.Argument(help="The checkpoint to check (a path or a URL).")],
     against: Annotated[str | None, typer.Option("--against", metavar="MANIFEST",
                                                 help="Also compare with a manifest written by `ckptcheck "
                                                      "manifest`.")] = None,
@@ -495,7 +496,7 @@ def verify(
 
 @app.command()
 def manifest(
-    path: Annotated[str, typer.Argument(help="The checkpoint to describe.")],
+    path: Annotated[str, typer.Argument(help="The checkpoint to describe (a path or a URL).")],
     output: Annotated[str | None, typer.Option("-o", "--output", metavar="FILE",
                                                help="Write the manifest here instead of stdout.")] = None,
     # The manifest is JSON whatever is asked; --json stays accepted (hidden) so that scripts passing it still run.
@@ -537,8 +538,8 @@ def manifest(
 
 @app.command()
 def diff(
-    a: Annotated[str, typer.Argument(help="The first checkpoint (A).")],
-    b: Annotated[str, typer.Argument(help="The second checkpoint (B).")],
+    a: Annotated[str, typer.Argument(help="The first checkpoint (A; a path or a URL).")],
+    b: Annotated[str, typer.Argument(help="The second checkpoint (B; a path or a URL).")],
     atol: AtolOption = 0.0,
     rtol: RtolOption = 0.0,
     filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
@@ -749,7 +750,8 @@ def explain_command(
 
 @app.command("restore-check")
 def restore_check_command(
-    checkpoint: Annotated[str, typer.Argument(help="The checkpoint to restore: any format `inspect` reads.")],
+    checkpoint: Annotated[str, typer.Argument(help="The checkpoint to restore: any format `inspect` reads, at a "
+                                                   "path or a URL.")],
     model: Annotated[str, typer.Option("--model", metavar="FILE.py:FUNCTION|FILE.keras",
                                        help="FUNCTION() in FILE.py returns the model to restore into (a Keras "
                                             "model, a tf.Module, or a dict of trackables for tf.train.Checkpoint); "
