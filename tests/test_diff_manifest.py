@@ -384,8 +384,21 @@ def test_manifest_of_100000_tensors_in_flat_memory(tmp_path: Path) -> None:
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.split()[-1]) < 150, proc.stdout  # MiB above the process's start
+    text = out.read_text(encoding="utf-8")
     with ckptcheck.open_checkpoint(str(tmp_path / "many")) as reader:
-        assert out.read_text(encoding="utf-8") == dumps(build_manifest(reader))
+        assert text == dumps(build_manifest(reader))
+    # The oracle for the values: TensorFlow reads this index too, and each recorded scalar is what it reads.
+    import hashlib
+
+    import tensorflow as tf
+
+    tensors = json.loads(text)["tensors"]
+    assert len(tensors) == n
+    tf_reader = tf.train.load_checkpoint(str(tmp_path / "many"))
+    for key in ("layer_0/kernel_0", "layer_4321/kernel_7", f"layer_{n // 10 - 1}/kernel_9"):
+        value = np.asarray(tf_reader.get_tensor(key), dtype="<f4")
+        assert tensors[key]["stats"]["min"] == float(value) and tensors[key]["shape"] == []
+        assert tensors[key]["sha256"] == hashlib.sha256(value.tobytes()).hexdigest()
 
 
 def test_manifest_of_a_checkpoint_damaged_in_its_last_tensor_writes_nothing(tmp_path: Path) -> None:
