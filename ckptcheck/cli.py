@@ -515,15 +515,13 @@ def manifest(
         if output is not None and os.path.realpath(output) in {os.path.realpath(f) for f in reader.info().files}:
             raise UsageError("refusing to write the manifest over one of the checkpoint's own files", path=output,
                              hint="write it beside the checkpoint, e.g. -o model.manifest.json")
-        names = [t.name for t in reader.tensors()]
-        # write_manifest reads the tensors in key order: read ahead in that order.
-        reader.read_ahead(sorted(names), _jobs(jobs, reader), slices=False)
         # A progress bar in bytes only while writing to a file (stdout is the manifest itself). Records are written
         # as they are made, into a spool that moves to disk past 32 MiB: memory stays flat however many tensors
         # there are, and nothing reaches the output unless every tensor was read.
         with byte_progress("manifest", show_progress(output is None)) as progress, \
                 tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
-            count = write_manifest(reader, spool.write, on_tensor=_bytes_ticker(reader, progress))
+            count = write_manifest(reader, spool.write, on_tensor=_bytes_ticker(reader, progress),
+                                   jobs=_jobs(jobs, reader))
             spool.seek(0)
             pieces = iter(lambda: spool.read(_OUT_PIECE), "")
             if output is None:

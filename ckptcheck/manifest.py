@@ -170,12 +170,14 @@ def _record_text(name: str, record: dict[str, Any], pad: str) -> str:
 
 
 def write_manifest(reader: CheckpointReader, write: Callable[[str], object],
-                   on_tensor: Callable[[str], None] | None = None) -> int:
+                   on_tensor: Callable[[str], None] | None = None, jobs: int = 1) -> int:
     """Write the manifest of ``reader`` through ``write``, one tensor's record at a time: the same text as
     ``dumps(build_manifest(reader))``, in memory that does not grow with the records (a million tensors' records
-    held as dicts took gigabytes). Returns the number of tensors."""
+    held as dicts took gigabytes). ``jobs``: range reads in flight ahead of the digests. Returns the number of
+    tensors."""
     info = reader.info()
     tensors = sorted(info.tensors, key=lambda t: t.name)  # sort_keys: by code point, as json.dumps sorts
+    reader.read_ahead([t.name for t in tensors], jobs, slices=False)  # read in this order, in C order of each
     write("{\n"
           f'  "format": {_scalar(info.format)},\n'
           f'  "manifest_version": {MANIFEST_VERSION},\n'
