@@ -11,6 +11,7 @@ import json
 import math
 import re
 import struct
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -119,54 +120,12 @@ def _escape_surrogates(text: str) -> str:
 
 # --- Streaming: the text of dumps(build_manifest(reader)), written a record at a time --------------------------
 
-_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # non-ASCII kept as it is
 
-
-def _quote(text: str) -> str:
-    return _escape_surrogates(_encode_string(text))
-
-
-def _scalar(value: Any) -> str:
-    """One JSON scalar as json.dumps writes it (int and float by their repr, as json's encoder does)."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
-        return float.__repr__(value)
-    if isinstance(value, str):
-        return _quote(value)
-    raise TypeError(f"not a manifest scalar: {type(value).__name__}")
-
-
-def _list_text(items: list[Any], pad: str) -> str:
-    if not items:
-        return "[]"
-    inner = pad + "  "
-    return "[\n" + ",\n".join(inner + _scalar(v) for v in items) + "\n" + pad + "]"
-
-
-def _record_text(name: str, record: dict[str, Any], pad: str) -> str:
-    """``"name": {...}`` of one tensor, laid out as json.dumps(indent=2, sort_keys=True) lays it out at ``pad``."""
-    inner = pad + "  "
-    fields = []
-    for key in sorted(record):
-        value = record[key]
-        if isinstance(value, dict):
-            text = "{\n" + ",\n".join(f"{inner}  {_quote(k)}: {_scalar(value[k])}" for k in sorted(value)) + \
-                   "\n" + inner + "}" if value else "{}"
-        elif isinstance(value, list):
-            text = _list_text(value, inner)
-        else:
-            text = _scalar(value)
-        fields.append(f"{inner}{_quote(key)}: {text}")
-    return f"{pad}{_quote(name)}: " + ("{\n" + ",\n".join(fields) + "\n" + pad + "}" if fields else "{}")
+def _record_text(name: str, record: dict[str, Any]) -> str:
+    """``"name": {...}`` of one tensor as it stands in the manifest: json's own layout of ``{name: record}``, its
+    lines moved in one level (the record sits inside ``tensors``)."""
+    text = json.dumps({name: record}, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return _escape_surrogates(textwrap.indent(text[2:-2], "  "))  # without the outer "{\n" and "\n}"
 
 
 def write_manifest(reader: CheckpointReader, write: Callable[[str], object],
@@ -178,17 +137,19 @@ def write_manifest(reader: CheckpointReader, write: Callable[[str], object],
     info = reader.info()
     tensors = sorted(info.tensors, key=lambda t: t.name)  # sort_keys: by code point, as json.dumps sorts
     reader.read_ahead([t.name for t in tensors], jobs, slices=False)  # read in this order, in C order of each
-    write("{\n"
-          f'  "format": {_scalar(info.format)},\n'
-          f'  "manifest_version": {MANIFEST_VERSION},\n'
-          f'  "schema": {_scalar(MANIFEST_SCHEMA)},\n'
-          f'  "tensor_count": {len(tensors)},\n'
-          '  "tensors": ' + ("{\n" if tensors else "{}"))
+    # The manifest without its records, as dumps writes it; the records go where its empty "tensors" stands.
+    skeleton = dumps({**assemble(info.format, {}), "tensor_count": len(tensors),
+                      "total_bytes": sum(t.nbytes for t in tensors)})
+    if not tensors:
+        write(skeleton)
+        return 0
+    head, tail = skeleton.split('"tensors": {}', 1)
+    write(head + '"tensors": {\n')
     for i, t in enumerate(tensors):
         if on_tensor is not None:
             on_tensor(t.name)
-        write(("" if i == 0 else ",\n") + _record_text(t.name, manifest_entry(reader, t), "    "))
-    write(("\n  }" if tensors else "") + f',\n  "total_bytes": {sum(t.nbytes for t in tensors)}\n}}\n')
+        write(("" if i == 0 else ",\n") + _record_text(t.name, manifest_entry(reader, t)))
+    write("\n  }" + tail)
     return len(tensors)
 
 
