@@ -115,9 +115,8 @@ def _check_tensors(
     return checked, nbytes
 
 
+# Missing data shards named one by one up to this many; past it, one problem for them all.
 _MISSING_SHARDS_NAMED = 10
-
-
 # A URL's shards are looked up one request each up to _SHARDS_LISTED; past it, by one listing of the directory
 # where the store has one, and past _SHARDS_LOOKED_UP without a listing (plain HTTP), only those holding tensors:
 # a header may claim a million shards.
