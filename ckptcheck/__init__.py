@@ -33,8 +33,10 @@ from ckptcheck.errors import (
 if _typing.TYPE_CHECKING:
     import numpy as np
 
+    from ckptcheck.diff import DiffReport
     from ckptcheck.formats.interface import CheckpointReader
-    from ckptcheck.model import CheckpointInfo, DiffReport, TensorInfo, VerifyReport
+    from ckptcheck.model import CheckpointInfo, TensorInfo
+    from ckptcheck.verify import VerifyReport
 
 __version__ = "0.1.0"
 
@@ -42,8 +44,8 @@ _LAZY = {
     "CheckpointReader": "ckptcheck.formats.interface",
     "CheckpointInfo": "ckptcheck.model",
     "TensorInfo": "ckptcheck.model",
-    "VerifyReport": "ckptcheck.model",
-    "DiffReport": "ckptcheck.model",
+    "VerifyReport": "ckptcheck.verify",
+    "DiffReport": "ckptcheck.diff",
 }
 
 __all__ = [

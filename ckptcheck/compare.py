@@ -5,13 +5,27 @@ from __future__ import annotations
 import ctypes
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 
 from ckptcheck.formats.bundle import read_pair_into
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
-from ckptcheck.model import ValueDiff
+
+
+@dataclass(frozen=True)
+class ValueDiff:
+    """How two tensors' values differ, element by element."""
+
+    count: int  # elements compared
+    differing: int  # elements outside atol + rtol * |b| (NaN equals NaN; exact compares bits)
+    max_abs: float  # largest |a - b| over finite differences (0.0 when none)
+    max_rel: float  # largest |a - b| / |b| over finite differences with b != 0
+
+    @property
+    def equal(self) -> bool:
+        return self.differing == 0
 
 
 def _aligned(a: Iterator[np.ndarray], b: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -12,12 +12,69 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 
-from ckptcheck.compare import Scratch, compare_tensors
+from ckptcheck.compare import Scratch, ValueDiff, compare_tensors
 from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import KERAS, KERAS_WEIGHTS, CheckpointInfo, DiffReport, TensorChange, TensorInfo
+from ckptcheck.model import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
 from ckptcheck.order import natural_sorted
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """A tensor present in both checkpoints whose dtype, shape or values differ."""
+
+    name: str  # name in A
+    name_b: str  # name in B (differs from `name` when matched across formats)
+    dtype_a: str
+    dtype_b: str
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+    values: ValueDiff | None  # None when dtype or shape differ (values are not comparable)
+    variable: str | None = None  # the variable A's tensor holds (TensorInfo.variable)
+    variable_b: str | None = None  # B's (differs when the tensors were paired by key)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        out = []
+        if self.dtype_a != self.dtype_b:
+            out.append("dtype")
+        if self.shape_a != self.shape_b:
+            out.append("shape")
+        if self.values is not None and not self.values.equal:
+            out.append("values")
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    """What `diff A B` found: tensors only in B (added), only in A (removed), and changed."""
+
+    a: str
+    b: str
+    format_a: str
+    format_b: str
+    added: tuple[TensorInfo, ...]
+    removed: tuple[TensorInfo, ...]
+    changed: tuple[TensorChange, ...]
+    unchanged: tuple[str, ...]
+    matching: str  # how tensors were paired: "names", "variables", "names and variables", "normalized names"
+    atol: float
+    rtol: float
+    note: str | None = None
+    # Format bookkeeping (the object graph; a save counter only one side has): set aside, not compared, and no
+    # part of the verdict.
+    bookkeeping: tuple[TensorInfo, ...] = ()
+    warnings: tuple[str, ...] = ()  # damage seen on the way (a .keras member whose CRC fails), not a difference
+    # Where both checkpoints are object-based and keyed alike: how the object graphs place the tensors differently
+    # (a key reached by other object paths, a slot of another variable, another saved name). Part of the verdict:
+    # a restore binds values to objects through the graph.
+    graph_differences: tuple[str, ...] = ()
+
+    @property
+    def same(self) -> bool:
+        return not (self.added or self.removed or self.changed or self.graph_differences)
 
 _ATTRIBUTE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _TF_OUTPUT_SUFFIX = re.compile(r":\d+$")

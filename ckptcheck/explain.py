@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import ckptcheck
-from ckptcheck.diff import diff_checkpoints
+from ckptcheck.diff import DiffReport, diff_checkpoints
 from ckptcheck.errors import UsageError
 from ckptcheck.generate import (
     GENERATE_FORMATS,
@@ -34,10 +34,10 @@ from ckptcheck.generate import (
     written_files,
 )
 from ckptcheck.initializers import DEFAULT_PLAN, EXAMPLE_SPECS, InitPlan, InitSpec, parse_plan, parse_spec
-from ckptcheck.model import TF1, TF2, DiffReport, TensorStats
+from ckptcheck.model import TF1, TF2
 from ckptcheck.reports import Answer, Evidence, GenerateOptions, GenerateReport, Question, RoundTripReport
 from ckptcheck.roundtrip import SENTINEL, _workdir, roundtrip, same_bits
-from ckptcheck.stats import tensor_stats
+from ckptcheck.stats import TensorStats, tensor_stats
 
 StageCallback = Callable[[str], None]
 

@@ -22,8 +22,8 @@ from ckptcheck.errors import CorruptCheckpointError, UsageError
 from ckptcheck.formats import jsonlimits
 from ckptcheck.formats.files import open_regular, read_capped
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import TensorInfo, TensorStats
-from ckptcheck.stats import stats_of_chunks
+from ckptcheck.model import TensorInfo
+from ckptcheck.stats import TensorStats, stats_of_chunks
 
 MANIFEST_VERSION = 1
 # Past this a file is refused before it is parsed (JSON in memory takes many times its size).

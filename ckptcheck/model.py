@@ -1,4 +1,10 @@
-"""The data ckptcheck's core returns: frozen dataclasses, rendered by ckptcheck.render and nothing else."""
+"""What a checkpoint holds, as ckptcheck's readers list it: frozen dataclasses, rendered by ckptcheck.render and
+nothing else.
+
+The reports of the other commands live with the code that makes them (``verify.VerifyReport``,
+``diff.DiffReport``, ``stats.TensorStats``; generate, roundtrip and restore-check in ``reports``), so that a listing
+does not pay for creating classes it never uses (a frozen dataclass costs ~1 ms to define).
+"""
 
 from __future__ import annotations
 
@@ -132,125 +138,3 @@ class ObjectRef:
     # The variable's own name when it was saved (the graph's full_name): what a name-based reader such as
     # tf.compat.v1.train.Saver matches when it restores from this object-based checkpoint.
     saved_name: str | None = None
-
-
-@dataclass(frozen=True)
-class TensorStats:
-    """Streaming statistics of one tensor's values."""
-
-    name: str
-    dtype: str
-    count: int
-    min: float | None = None
-    max: float | None = None
-    mean: float | None = None
-    std: float | None = None
-    nan: int = 0
-    inf: int = 0
-    note: str | None = None  # e.g. "constant 0.5", "all zeros", "no statistics for string"
-    # Float tensors of rank >= 2, viewed as a matrix whose columns are the last axis (a kernel's units):
-    # "columns" when every column equals the first (no unit differs from another), "rows" likewise; () when
-    # neither; None when not examined (other dtypes and ranks).
-    identical: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class ValueDiff:
-    """How two tensors' values differ, element by element."""
-
-    count: int  # elements compared
-    differing: int  # elements outside atol + rtol * |b| (NaN equals NaN; exact compares bits)
-    max_abs: float  # largest |a - b| over finite differences (0.0 when none)
-    max_rel: float  # largest |a - b| / |b| over finite differences with b != 0
-
-    @property
-    def equal(self) -> bool:
-        return self.differing == 0
-
-
-@dataclass(frozen=True)
-class TensorChange:
-    """A tensor present in both checkpoints whose dtype, shape or values differ."""
-
-    name: str  # name in A
-    name_b: str  # name in B (differs from `name` when matched across formats)
-    dtype_a: str
-    dtype_b: str
-    shape_a: tuple[int, ...]
-    shape_b: tuple[int, ...]
-    values: ValueDiff | None  # None when dtype or shape differ (values are not comparable)
-    variable: str | None = None  # the variable A's tensor holds (TensorInfo.variable)
-    variable_b: str | None = None  # B's (differs when the tensors were paired by key)
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        out = []
-        if self.dtype_a != self.dtype_b:
-            out.append("dtype")
-        if self.shape_a != self.shape_b:
-            out.append("shape")
-        if self.values is not None and not self.values.equal:
-            out.append("values")
-        return tuple(out)
-
-
-@dataclass(frozen=True)
-class DiffReport:
-    """What `diff A B` found: tensors only in B (added), only in A (removed), and changed."""
-
-    a: str
-    b: str
-    format_a: str
-    format_b: str
-    added: tuple[TensorInfo, ...]
-    removed: tuple[TensorInfo, ...]
-    changed: tuple[TensorChange, ...]
-    unchanged: tuple[str, ...]
-    matching: str  # how tensors were paired: "names", "variables", "names and variables", "normalized names"
-    atol: float
-    rtol: float
-    note: str | None = None
-    # Format bookkeeping (the object graph; a save counter only one side has): set aside, not compared, and no
-    # part of the verdict.
-    bookkeeping: tuple[TensorInfo, ...] = ()
-    warnings: tuple[str, ...] = ()  # damage seen on the way (a .keras member whose CRC fails), not a difference
-    # Where both checkpoints are object-based and keyed alike: how the object graphs place the tensors differently
-    # (a key reached by other object paths, a slot of another variable, another saved name). Part of the verdict:
-    # a restore binds values to objects through the graph.
-    graph_differences: tuple[str, ...] = ()
-
-    @property
-    def same(self) -> bool:
-        return not (self.added or self.removed or self.changed or self.graph_differences)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing `verify` found wrong; `file` and `tensor` name where."""
-
-    kind: str  # "checksum", "truncated", "missing-file", "index", "structure", "unreadable"
-    message: str
-    file: str | None = None
-    tensor: str | None = None
-
-    def __str__(self) -> str:
-        if self.tensor is not None:
-            return f"{self.message} in `{self.tensor}`" + (f" ({self.file})" if self.file else "")
-        return f"{self.file}: {self.message}" if self.file else self.message
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    path: str
-    format: str
-    files: tuple[str, ...]
-    tensors_checked: int
-    bytes_checked: int
-    problems: tuple[Problem, ...]
-    against: str | None = None  # the manifest compared with, if any
-    differences: tuple[Problem, ...] = ()  # differences from that manifest
-    notes: tuple[str, ...] = ()  # what the check could and could not cover, for this format
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and not self.differences

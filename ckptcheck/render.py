@@ -16,17 +16,16 @@ from ckptcheck.model import (
     Architecture,
     CheckpointEntry,
     CheckpointInfo,
-    DiffReport,
     ObjectRef,
-    Problem,
-    TensorChange,
     TensorInfo,
-    TensorStats,
-    VerifyReport,
 )
 
-if TYPE_CHECKING:  # numpy only where a tensor's values are printed
+if TYPE_CHECKING:  # numpy only where a tensor's values are printed; the reports' classes only where rendered
     import numpy as np
+
+    from ckptcheck.diff import DiffReport, TensorChange
+    from ckptcheck.stats import TensorStats
+    from ckptcheck.verify import Problem, VerifyReport
 
 INSPECT_SCHEMA = "ckptcheck.inspect/1"
 STATE_SCHEMA = "ckptcheck.checkpoints/1"

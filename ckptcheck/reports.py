@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ckptcheck.initializers import DEFAULT_PLAN, InitPlan
-from ckptcheck.model import TensorInfo, TensorStats
+from ckptcheck.model import TensorInfo
+
+if TYPE_CHECKING:  # (stats imports numpy)
+    from ckptcheck.stats import TensorStats
 
 # The facts `roundtrip` establishes, in the order it reports them.
 FACT_NAMES = ("values", "initializer", "optimizer_state", "step", "trainable", "architecture", "code")

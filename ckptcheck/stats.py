@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ckptcheck.formats import dtypes
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
-from ckptcheck.model import TensorStats
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Streaming statistics of one tensor's values."""
+
+    name: str
+    dtype: str
+    count: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    nan: int = 0
+    inf: int = 0
+    note: str | None = None  # e.g. "constant 0.5", "all zeros", "no statistics for string"
+    # Float tensors of rank >= 2, viewed as a matrix whose columns are the last axis (a kernel's units):
+    # "columns" when every column equals the first (no unit differs from another), "rows" likewise; () when
+    # neither; None when not examined (other dtypes and ranks).
+    identical: tuple[str, ...] | None = None
 
 
 class _Accumulator:

@@ -15,6 +15,7 @@ import contextlib
 import zipfile
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularFileError, UnsupportedFormatError
@@ -22,7 +23,7 @@ from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import library_source
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import V1, resolve
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, Problem, VerifyReport
+from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1
 
 if TYPE_CHECKING:
     from ckptcheck.formats.bundle import BundleReader
@@ -30,6 +31,38 @@ if TYPE_CHECKING:
 # Problems are reported in the order found, each once: tuple(dict.fromkeys(problems)).
 ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
 _ZIP_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing `verify` found wrong; `file` and `tensor` name where."""
+
+    kind: str  # "checksum", "truncated", "missing-file", "index", "structure", "unreadable"
+    message: str
+    file: str | None = None
+    tensor: str | None = None
+
+    def __str__(self) -> str:
+        if self.tensor is not None:
+            return f"{self.message} in `{self.tensor}`" + (f" ({self.file})" if self.file else "")
+        return f"{self.file}: {self.message}" if self.file else self.message
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    path: str
+    format: str
+    files: tuple[str, ...]
+    tensors_checked: int
+    bytes_checked: int
+    problems: tuple[Problem, ...]
+    against: str | None = None  # the manifest compared with, if any
+    differences: tuple[Problem, ...] = ()  # differences from that manifest
+    notes: tuple[str, ...] = ()  # what the check could and could not cover, for this format
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.differences
 
 
 class MultipleProblems(Exception):
