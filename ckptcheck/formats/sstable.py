@@ -18,8 +18,7 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import BinaryIO, NamedTuple, cast
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.checksum import crc32c
@@ -48,14 +47,12 @@ def unmask_crc(masked: int) -> int:
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class BlockHandle:
+class BlockHandle(NamedTuple):  # a NamedTuple: defined at every start, where a frozen dataclass takes ~1 ms
     offset: int
     size: int
 
 
-@dataclass(frozen=True)
-class BlockProblem:
+class BlockProblem(NamedTuple):
     """A damaged block found while scanning the whole table (used by verification)."""
 
     offset: int
