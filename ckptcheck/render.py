@@ -416,7 +416,7 @@ def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo], *, extra: 
             file = "null" if t.file is None else encode_basestring(t.file)
             end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}, "variable": '
         variable = "null" if t.variable is None else encode_basestring(t.variable)
-        rows.append('{"name": ' + encode_basestring(t.name) + middle + str(int(t.nbytes)) + end + variable + "}")
+        rows.append(f'{{"name": {encode_basestring(t.name)}{middle}{t.nbytes}{end}{variable}}}')  # (nbytes: an int)
     return head[: -len(empty)] + '"tensors": [' + ", ".join(rows) + "]}"
 
 
