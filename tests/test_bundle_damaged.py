@@ -592,18 +592,39 @@ def _fields(dtype: int, shape: list[int], shard: int, offset: int, size: int, cr
 def test_entry_decoders_agree_in_any_field_order(
     dtype: int, shape: list[int], shard: int, offset: int, size: int, crc: int, order: random.Random
 ) -> None:
-    """TensorFlow writes fields in number order, which the fast decoder expects; any order is valid protobuf and
-    must decode the same (through the general decoder when the fast one declines)."""
-    from ckptcheck.formats.bundle import _decode_entry_fast, decode_entry
+    """TensorFlow writes fields in number order, which the fast decoder expects: it decodes every such entry whose
+    varints fit 6 bytes (below 4 TiB), and declines the rest; any order is valid protobuf and the general decoder
+    reads it the same (decode_entry takes whichever answers)."""
+    from ckptcheck.formats.bundle import _decode_entry_fast, _decode_entry_general, decode_entry
 
+    expected = (dtype, tuple(shape), shard, offset, size, crc)
     fields = _fields(dtype, shape, shard, offset, size, crc)
     canonical = b"".join(fields)
     fast = _decode_entry_fast("t", canonical)
-    assert fast is not None
-    assert (fast.dtype.enum, fast.shape, fast.shard_id, fast.offset, fast.size, fast.crc32c) == (
-        dtype, tuple(shape), shard, offset, size, crc)
+    if max(shard, offset, size) < 1 << 42:
+        assert fast is not None
+    for entry in (fast, _decode_entry_general("t", canonical), decode_entry("t", canonical)):
+        if entry is not None:
+            assert (entry.dtype.enum, entry.shape, entry.shard_id, entry.offset, entry.size, entry.crc32c) == expected
     order.shuffle(fields)
-    assert decode_entry("t", b"".join(fields)) == fast
+    shuffled = b"".join(fields)
+    assert decode_entry("t", shuffled) == _decode_entry_general("t", shuffled) == decode_entry("t", canonical)
+
+
+@pytest.mark.parametrize("value", [1, 127, 128, (1 << 14) - 1, 1 << 14, (1 << 21) - 1, 1 << 21, (1 << 28) - 1,
+                                   1 << 28, (1 << 35) - 1, 1 << 35, (1 << 42) - 1, 1 << 42, (1 << 63) - 1])
+def test_entry_fast_decoder_at_every_varint_width(value: int) -> None:
+    """Each varint width the fast decoder unrolls (1 to 6 bytes), at both ends, in every varint field; wider ones
+    are left to the general decoder."""
+    from ckptcheck.formats.bundle import _decode_entry_fast, _decode_entry_general
+
+    for shard, offset, size in ((value, 3, 5), (3, value, 5), (3, 5, value)):
+        entry = b"".join(_fields(1, [2, 3], shard, offset, size, 0xDEADBEEF))
+        fast = _decode_entry_fast("t", entry)
+        assert (fast is None) == (value >= 1 << 42)
+        general = _decode_entry_general("t", entry)
+        assert (general.shard_id, general.offset, general.size, general.crc32c) == (shard, offset, size, 0xDEADBEEF)
+        assert fast in (None, general)
 
 
 runner = CliRunner()

@@ -8,12 +8,14 @@ checked against the shard's real size before anything is allocated, and checked 
 from __future__ import annotations
 
 import array
+import bisect
 import io
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, NamedTuple
+from itertools import repeat
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import dtypes
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _HEADER_KEY = b""
 _SLICE_KEY_START = 0x00  # slice keys are OrderedCode-encoded and begin with WriteNumIncreasing(0) = b"\x00"
+_NAMES_START = b"\x01"  # every key from here on is a tensor's name
 _LITTLE, _BIG = 0, 1
 
 Extent = tuple[int, int]  # (start, length); length -1 means the whole dimension
@@ -164,60 +167,82 @@ def _decode_slice(buf: bytes) -> tuple[Extent, ...]:
 _HEADS: dict[bytes, tuple[DType, tuple[int, ...], bool]] = {}  # dtype and shape fields -> decoded, see below
 
 
+_tuple_new = tuple.__new__  # a BundleEntry without the Python-level __new__ a NamedTuple has
+
+
 def _decode_entry_fast(key: str, buf: bytes) -> BundleEntry | None:
     """The common entry in one pass without intermediate objects; None for anything else (slices, unknown fields,
-    fields out of the writer's order), which the general decoder then handles.
+    fields out of the writer's order, a varint past 6 bytes: 4 TiB), which the general decoder then handles.
 
     Listing a checkpoint decodes every entry, so this is the loop that decides how fast `inspect` answers.
     TensorFlow writes dtype (field 1) and shape (field 2) first; models repeat a few (dtype, shape) pairs, so
-    those leading bytes are looked up whole, and only shard_id, offset, size and crc32c are decoded.
+    those leading bytes are looked up whole. Then come shard_id (3, absent when 0), offset (4), size (5), each a
+    varint decoded here byte by byte without a loop, and crc32c (6, fixed32) last: a fifth fewer instructions than
+    a loop over the fields and their bytes.
     """
     end = len(buf)
-    if end < 4 or buf[0] != 0x08 or buf[1] >= 0x80 or buf[2] != 0x12 or buf[3] >= 0x80:
+    if end < 9 or buf[0] != 0x08 or buf[1] >= 0x80 or buf[2] != 0x12 or buf[3] >= 0x80 or buf[end - 5] != 0x35:
         return None
     pos = 4 + buf[3]
-    if pos > end:
-        return None
     head = buf[:pos]
     known = _HEADS.get(head)
     if known is None:
+        if pos > end:
+            return None
         shape, unknown = _decode_shape(buf[4:pos])
         if len(_HEADS) >= 4096:
             _HEADS.clear()
         known = _HEADS[head] = (dtypes.from_enum(buf[1]), shape, unknown)
     ints = [0, 0, 0, 0, 0, 0]  # by field number: -, -, -, shard_id, offset, size
-    crc: int | None = None
-    while pos < end:
-        tag = buf[pos]
-        pos += 1
-        if tag == 0x35:  # crc32c, fixed32
-            if pos + 4 > end:
-                return None
-            crc = int.from_bytes(buf[pos : pos + 4], "little")
-            pos += 4
-            continue
-        field = tag >> 3
-        if tag & 7 or field < 3 or field > 5:  # only the varint fields shard_id, offset, size remain
-            return None
-        value = 0
-        shift = 0
-        while True:
-            if pos >= end or shift > 56:
-                return None
-            b = buf[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
+    try:  # (a varint cut short by the end of the entry: IndexError)
+        for tag in (0x18, 0x20, 0x28):  # fields 3, 4 and 5, varints
+            if buf[pos] != tag:
+                continue
+            b = buf[pos + 1]
             if b < 0x80:
-                break
-            shift += 7
-        ints[field] = value
-    return BundleEntry(key, known[0], known[1], known[2], ints[3], ints[4], ints[5], crc, ())
+                ints[tag >> 3] = b
+                pos += 2
+                continue
+            c = buf[pos + 2]
+            if c < 0x80:
+                ints[tag >> 3] = b & 0x7F | c << 7
+                pos += 3
+                continue
+            d = buf[pos + 3]
+            if d < 0x80:
+                ints[tag >> 3] = b & 0x7F | (c & 0x7F) << 7 | d << 14
+                pos += 4
+                continue
+            e = buf[pos + 4]
+            if e < 0x80:
+                ints[tag >> 3] = b & 0x7F | (c & 0x7F) << 7 | (d & 0x7F) << 14 | e << 21
+                pos += 5
+                continue
+            f = buf[pos + 5]
+            if f < 0x80:
+                ints[tag >> 3] = b & 0x7F | (c & 0x7F) << 7 | (d & 0x7F) << 14 | (e & 0x7F) << 21 | f << 28
+                pos += 6
+                continue
+            g = buf[pos + 6]
+            if g >= 0x80:
+                return None
+            ints[tag >> 3] = (b & 0x7F | (c & 0x7F) << 7 | (d & 0x7F) << 14 | (e & 0x7F) << 21 | (f & 0x7F) << 28
+                              | g << 35)
+            pos += 7
+    except IndexError:
+        return None
+    if pos != end - 5:  # the crc32c's tag, checked above
+        return None
+    return _tuple_new(BundleEntry, (key, known[0], known[1], known[2], ints[3], ints[4], ints[5],
+                                    int.from_bytes(buf[end - 4 :], "little"), ()))
 
 
 def decode_entry(key: str, buf: bytes) -> BundleEntry:
-    fast = _decode_entry_fast(key, buf)
-    if fast is not None:
-        return fast
+    return _decode_entry_fast(key, buf) or _decode_entry_general(key, buf)
+
+
+def _decode_entry_general(key: str, buf: bytes) -> BundleEntry:
+    """Any valid BundleEntryProto: fields in any order, repeated (the last wins), unknown ones skipped."""
     dtype_enum = 0
     shape: tuple[int, ...] = ()
     unknown = False
@@ -358,17 +383,24 @@ class BundleReader(CheckpointReader):
         entries: dict[str, BundleEntry] = {}
         slice_keys: dict[str, dict[tuple[Extent, ...], BundleEntry]] = {}
         header: BundleHeader | None = None
+        keys, values = table.index_entries(self.index_problems if tolerant else None)
+        # Keys in byte order: the header's empty key first, then the slices' keys (each begins with a 0 byte),
+        # then the tensors' names.
+        first = 1 if keys and keys[0] == _HEADER_KEY else 0
+        named = bisect.bisect_left(keys, _NAMES_START, first)
         try:
             with paused_gc():
-                for key, value in table.index_items(self.index_problems if tolerant else None):
-                    if key == _HEADER_KEY:
-                        header = decode_header(value)
-                    elif key[0] == _SLICE_KEY_START:
-                        name, extents = decode_slice_key(key)
-                        slice_keys.setdefault(name, {})[extents] = decode_entry(name, value)
-                    else:
-                        name = key.decode("utf-8", "surrogateescape")
-                        entries[name] = decode_entry(name, value)
+                if first:
+                    header = decode_header(values[0])
+                for key, value in zip(keys[first:named], values[first:named], strict=True):
+                    name, extents = decode_slice_key(key)
+                    slice_keys.setdefault(name, {})[extents] = decode_entry(name, value)
+                names = list(map(bytes.decode, keys[named:], repeat("utf-8"), repeat("surrogateescape")))
+                found = list(map(_decode_entry_fast, names, values[named:]))
+                if None in found:  # (an entry laid out otherwise: the general decoder)
+                    found = [e or _decode_entry_general(n, v) for e, n, v in zip(found, names, values[named:],
+                                                                                  strict=True)]
+                entries = dict(zip(names, cast(list[BundleEntry], found), strict=True))
         except DecodeError as exc:
             raise CorruptCheckpointError(f"bad entry in index: {exc.message}", path=self.index_path) from None
         if header is None and self.index_problems:
