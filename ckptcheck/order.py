@@ -70,7 +70,7 @@ def natural_sorted(items: Iterable[T], name: Callable[[T], str]) -> list[T]:
     """``sorted(items, key=lambda x: natural_key(name(x)))``, fast (_quick_keys), and fastest for the common listing
     whose numbers all have one width (``layer_00000`` ... ``layer_19999``)."""
     items = list(items)
-    names = [name(x) for x in items]
+    names = list(map(name, items))
     keys: list[Any] | None = _quick_keys(names)
     if keys is None:
         keys = [natural_key(n) for n in names]

@@ -223,10 +223,11 @@ class SSTable:
         pos = 0
         key = b""
         while pos < limit:
-            # Fast path: the three header varints are almost always one byte each.
+            # Fast path: the three header varints are almost always one byte each. (Bytes read past `limit` are
+            # the restart array's, never past the block; an entry they start runs past `limit`, caught below.)
             shared = block[pos]
-            non_shared = block[pos + 1] if pos + 1 < limit else 0x80
-            value_len = block[pos + 2] if pos + 2 < limit else 0x80
+            non_shared = block[pos + 1]
+            value_len = block[pos + 2]
             if (shared | non_shared | value_len) < 0x80:
                 pos += 3
             else:
