@@ -12,7 +12,8 @@ import fnmatch
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import click
@@ -116,20 +117,24 @@ _OUT_PIECE = 1 << 16
 
 
 def emit(text: str = "", *, nl: bool = True, raw: bool = False) -> None:
-    """Print to stdout (``raw``: as it is, without click's ANSI stripping, for large JSON). A closed pipe raises
-    OutputClosed, which unwinds every open reader and temporary directory before main() stops quietly.
+    """Print to stdout (``raw``: as it is, without click's ANSI stripping, for large JSON)."""
+    emit_pieces((text,), nl=nl, raw=raw)
+
+
+def emit_pieces(texts: Iterable[str], *, nl: bool = True, raw: bool = False) -> None:
+    """Print each text as it comes (a large listing is written as it is made). A closed pipe raises OutputClosed,
+    which unwinds every open reader and temporary directory before main() stops quietly.
 
     Written in pieces: a single large write to a pipe closed midway returns short without an error, and the
     rest would be dropped silently; the next piece's write reports the closed pipe.
     """
-    text += "\n" if nl else ""
+    write = sys.stdout.write if raw else partial(typer.echo, nl=False)
     try:
-        for start in range(0, len(text), _OUT_PIECE):
-            piece = text[start:start + _OUT_PIECE]
-            if raw:
-                sys.stdout.write(piece)
-            else:
-                typer.echo(piece, nl=False)
+        for text in texts:
+            for start in range(0, len(text), _OUT_PIECE):
+                write(text[start:start + _OUT_PIECE])
+        if nl:
+            write("\n")
         sys.stdout.flush()
     except BrokenPipeError:
         raise OutputClosed from None
@@ -209,7 +214,9 @@ def warn_unsafe(*paths: str) -> None:
 def emit_json(data: Any) -> None:
     # Indented for a person at a terminal; compact when piped, which also lets json use its C encoder (the
     # indenting encoder is pure Python and dominated `inspect --json` on 20,000 tensors).
+    # A name or path that is not UTF-8 (its bytes held as lone surrogates) is written as \\udcXX escapes.
     from ckptcheck.formats.interface import paused_gc
+    from ckptcheck.render import escape_surrogates
 
     indent = 2 if sys.stdout.isatty() else None
     with paused_gc():
@@ -218,13 +225,7 @@ def emit_json(data: Any) -> None:
         except ValueError:  # a NaN or Infinity somewhere (a crafted config): written as the strings --tensor uses
             data = _finite(data)
             text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A path that is not valid UTF-8 holds its undecodable bytes as lone surrogates (Python's
-            # surrogateescape): escaped as \\udcXX, the output stays valid UTF-8.
-            text = json.dumps(data, indent=indent, ensure_ascii=True, allow_nan=False)
-    emit(text)
+    emit(escape_surrogates(text))
 
 
 def _finite(value: Any) -> Any:
@@ -366,14 +367,14 @@ def inspect(
                 extra["groups"] = render.groups_dicts(grouped)
             if json_output:
                 if stats_by_name is None and refs is None and not sys.stdout.isatty():
+                    # Compact, as emit_json prints it when piped: the common case, made fast, and written as made.
                     try:
-                        with paused_gc():  # compact, as emit_json prints it when piped; the common case, made fast
-                            text = render.inspect_json(info, shown, extra=extra)
-                        text.encode("utf-8")
-                    except (ValueError, UnicodeEncodeError):  # NaN in a config, a path that is not UTF-8: emit_json
-                        emit_json(render.inspect_dict(info, shown, extra=extra))  # writes those as it documents
+                        pieces = render.inspect_json_pieces(info, shown, extra=extra)
+                    except ValueError:  # a NaN in a config: emit_json writes it as it documents
+                        emit_json(render.inspect_dict(info, shown, extra=extra))
                         return
-                    emit(text, raw=True)
+                    with paused_gc():
+                        emit_pieces(map(render.escape_surrogates, pieces), raw=True)
                     return
                 with paused_gc():
                     data = render.inspect_dict(info, shown, stats_by_name, refs, extra=extra)

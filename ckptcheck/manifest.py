@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import struct
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ from ckptcheck.formats import jsonlimits
 from ckptcheck.formats.files import open_regular, read_capped
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import TensorInfo
+from ckptcheck.render import escape_surrogates
 from ckptcheck.stats import TensorStats, stats_of_chunks
 
 MANIFEST_VERSION = 1
@@ -103,19 +103,8 @@ def build_manifest(reader: CheckpointReader, on_tensor: Callable[[str], None] | 
 
 
 def dumps(manifest: dict[str, Any]) -> str:
-    return _escape_surrogates(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return escape_surrogates(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
                               + "\n")
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _escape_surrogates(text: str) -> str:
-    """A key that is not valid UTF-8 is held with its undecodable bytes as lone surrogates (surrogateescape); JSON
-    writes them as \\udcXX escapes, so the manifest stays valid UTF-8 and loads back to the same key."""
-    if text.isascii():
-        return text
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # --- Streaming: the text of dumps(build_manifest(reader)), written a record at a time --------------------------
@@ -125,7 +114,7 @@ def _record_text(name: str, record: dict[str, Any]) -> str:
     """``"name": {...}`` of one tensor as it stands in the manifest: json's own layout of ``{name: record}``, its
     lines moved in one level (the record sits inside ``tensors``)."""
     text = json.dumps({name: record}, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    return _escape_surrogates(textwrap.indent(text[2:-2], "  "))  # without the outer "{\n" and "\n}"
+    return escape_surrogates(textwrap.indent(text[2:-2], "  "))  # without the outer "{\n" and "\n}"
 
 
 def write_manifest(reader: CheckpointReader, write: Callable[[str], object],

@@ -522,6 +522,10 @@ def test_keys_that_differ_in_a_non_utf8_byte_stay_two_tensors(tmp_path: Path) ->
                              timeout=HANG_GUARD_SECONDS)
     text = listing.stdout.decode("utf-8")  # printable whatever the terminal: the raw byte shows as \\udcff
     assert "a\\xff" in text and "a\\udcff" in text
+    listing = subprocess.run([sys.executable, "-m", "ckptcheck", "inspect", prefix, "--json"], capture_output=True,
+                             env=env, timeout=HANG_GUARD_SECONDS)  # piped: the streamed JSON, escaped as emit_json does
+    names = [t["name"] for t in json.loads(listing.stdout.decode("utf-8"))["tensors"]]  # strict UTF-8
+    assert sorted(os.fsencode(n) for n in names) == [b"a\\xff", b"a\xff"]
 
 
 def test_a_flipped_weight_byte_in_a_keras_archive_is_never_read_silently(tmp_path: Path) -> None:

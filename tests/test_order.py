@@ -75,3 +75,17 @@ def test_sort_tensors_by_size_largest_first_then_name() -> None:
                TensorInfo("a", "float32", (1,), 4), TensorInfo("z", "float32", (8,), 32)]
     assert [t.name for t in sort_tensors(tensors, "size")] == ["z", "b2", "b10", "a"]
     assert [t.name for t in sort_tensors(tensors, "name")] == ["a", "b2", "b10", "z"]
+
+
+def test_several_widths_across_the_padding_pieces() -> None:
+    """Past 8,192 names the numbers are padded a piece at a time (bounded memory); the order is still the key's
+    across the pieces' seams, shuffled so that each piece holds every width."""
+    import random
+
+    from ckptcheck import order
+
+    names = [f"layer_{i // 10}/kernel_{i % 10}" for i in range(3 * order._PAD_NAMES + 17)]
+    random.Random(0).shuffle(names)
+    assert natural_sorted(names, str) == sorted(names, key=natural_key)
+    assert natural_sorted(names, str)[:12] == [f"layer_0/kernel_{i}" for i in range(10)] + ["layer_1/kernel_0",
+                                                                                          "layer_1/kernel_1"]

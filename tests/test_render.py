@@ -112,6 +112,15 @@ def test_inspect_json_is_json_dumps_of_inspect_dict(tf2_all_dtypes: str, tf1_mod
     expected = json.dumps(render.inspect_dict(info, odd), ensure_ascii=False, allow_nan=False)
     assert render.inspect_json(info, odd) == expected
     assert render.inspect_json(info, []) == json.dumps(render.inspect_dict(info, []), ensure_ascii=False)
+    # Written a piece at a time, the seams between pieces leave the same text, however the rows fall into pieces.
+    for per_piece in (1, 2, 3, 4, 5):
+        pieces = list(render.inspect_json_pieces(info, odd, rows_per_piece=per_piece))
+        assert len(pieces) == 2 + -(-len(odd) // per_piece) and "".join(pieces) == expected
+    # Escaped, a lone surrogate (an undecodable byte of a name) leaves valid UTF-8 that loads back the same.
+    escaped = render.escape_surrogates(expected)
+    escaped.encode("utf-8")
+    assert json.loads(escaped) == json.loads(expected) and "\\ud800lone" in escaped and "日本/層 é 🙂" in escaped
+    assert render.escape_surrogates("plain") == "plain"
 
 
 def test_string_elements_are_unambiguous() -> None:
