@@ -16,8 +16,8 @@ Each tensor is classified by what the file records, never by loading a model:
 * everywhere: an integer scalar outside an optimizer is a counter (``global_step``, ``save_counter``, a step), as
   are strings, variants and the TF2 object graph (bookkeeping, not parameters).
 
-The rules are those restore-check uses for stored values (optimizer: slots, moments, the optimizer's iteration
-count and hyperparameters; counter: an integer scalar outside an optimizer).
+restore-check names the stored values no model variable used by these same rules (restore_check.stored_kinds:
+optimizer state as here; a counter, an integer scalar outside an optimizer; anything else a weight).
 """
 
 from __future__ import annotations

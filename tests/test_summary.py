@@ -123,3 +123,45 @@ def test_checkpoint_without_optimizer(tmp_path: Path) -> None:
     assert summary["optimizer"]["tensors"] == 0
     assert summary["other"]["tensors"] == 3  # step, label and the object graph
     assert summary["total"]["bytes"] == inspect_json(prefix)["total_bytes"]
+
+
+def test_tf1_optimizer_state_is_what_the_optimizer_created(tmp_path: Path) -> None:
+    """A name-based checkpoint of 300 layers and Adam (1,800+ values), written by TensorFlow's own Saver: the
+    values inspect counts as optimizer state, and restore-check names as such, are exactly the variables
+    AdamOptimizer created (its slots and beta powers, read from the optimizer itself); global_step is a counter;
+    the rest are the layers' weights."""
+    import tensorflow as tf
+
+    import ckptcheck
+    from ckptcheck.reports import COUNTER, OPTIMIZER, WEIGHT
+    from ckptcheck.restore_check.stored import stored_kinds
+    from ckptcheck.summary import summarize
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.constant(np.ones([2, 3], dtype=np.float32))
+        for i in range(300):
+            with v1.variable_scope(f"layer_{i}"):
+                w = v1.get_variable("kernel", [3, 3], initializer=v1.constant_initializer(0.1))
+                b = v1.get_variable("bias", [3], initializer=v1.zeros_initializer())
+            x = tf.tanh(tf.matmul(x, w) + b)
+        step = v1.train.get_or_create_global_step()
+        optimizer = v1.train.AdamOptimizer(0.01)
+        train = optimizer.minimize(tf.reduce_sum(x * x), global_step=step)
+        created = {v.op.name for v in optimizer.variables()}
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            session.run(train)
+            prefix = v1.train.Saver().save(session, str(tmp_path / "model.ckpt"), global_step=step)
+    assert len(created) == 2 * 600 + 2
+    with ckptcheck.open_checkpoint(prefix) as reader:
+        tensors = reader.tensors()
+        kinds = stored_kinds(reader, tensors, None)
+        summary = summarize(reader, tensors)
+    expected = {t.name: OPTIMIZER if t.name in created else COUNTER if t.name == "global_step" else WEIGHT
+                for t in tensors}
+    assert len(tensors) == 600 + len(created) + 1 and kinds == expected
+    optimizer_elements = sum(math.prod(t.shape) for t in tensors if t.name in created)
+    assert summary.kinds["optimizer"].elements == optimizer_elements == 2 * 300 * (9 + 3) + 2
+    assert summary.kinds["weights"].elements == 300 * (9 + 3)

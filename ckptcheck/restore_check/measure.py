@@ -41,7 +41,7 @@ from ckptcheck.restore_check.matching import (
     _tf2_root,
     short_key,
 )
-from ckptcheck.restore_check.stored import _equal, _max_abs_diff, _Stored, _stored_kind
+from ckptcheck.restore_check.stored import _equal, _max_abs_diff, _Stored, stored_kinds
 from ckptcheck.restore_check.suggest import _resolve_map, read_rename_map, suggest
 from ckptcheck.restore_check.user_model import (
     LoadedModel,
@@ -471,7 +471,7 @@ def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[
             used.setdefault(c.source, []).append(c)
         if c.key is not None and c.status in (MISMATCH, SKIPPED):
             looked.setdefault(c.key, []).append(c)
-    names = set(stored.infos)
+    kinds = stored_kinds(reader, list(stored.infos.values()), refs if fmt in (TF2, SAVEDMODEL) else None)
     out = []
     for key, t in stored.infos.items():
         ref = refs.get(key)
@@ -481,7 +481,7 @@ def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[
             plain = [p for p in ref.paths if not any("optimizer" in part.lower() for part in p.split("/"))]
             label = short_key(plain[0] if plain else ref.paths[0])
         users = used.get(key, [])
-        kind = users[0].kind if users else _stored_kind(fmt, t, names, ref)
+        kind = users[0].kind if users else kinds[key]
         by = [c.variable for c in users]
         if not users and key in others:
             path = others[key]

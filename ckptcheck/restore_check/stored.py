@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.model import ObjectRef, TensorInfo
 from ckptcheck.reports import (
     COUNTER,
     OPTIMIZER,
@@ -20,22 +22,22 @@ OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 # --- stored values ------------------------------------------------------------------------------------------------
 
 
-def _stored_kind(fmt: str, t: TensorInfo, names: set[str], ref: ObjectRef | None) -> str:
-    optimizer = False
-    if fmt in (TF2, SAVEDMODEL):
-        paths = ref.paths if ref is not None else (t.name,)
-        optimizer = bool(ref is not None and ref.slot_of) or all(
-            any("optimizer" in part.lower() for part in p.split("/")) for p in paths)
-    elif fmt == TF1:
-        base = t.name.rsplit("/", 1)[-1]
-        optimizer = base.endswith("_power") or any(t.name.startswith(n + "/") for n in names if n != t.name)
-    else:
-        optimizer = t.name.startswith(("optimizer/", "optimizer_weights/"))
-    if optimizer:
-        return OPTIMIZER
-    if t.shape == () and t.dtype.startswith(("int", "uint")):
-        return COUNTER
-    return WEIGHT
+def stored_kinds(reader: CheckpointReader, tensors: Sequence[TensorInfo],
+                 refs: dict[str, ObjectRef] | None) -> dict[str, str]:
+    """What each stored value is for, by the rules `inspect` counts parameters with (summary.classify: one place
+    decides what is optimizer state): optimizer state, a counter (an integer scalar outside an optimizer), else a
+    weight."""
+    from ckptcheck import summary
+
+    kinds = {}
+    for t, (kind, _group) in zip(tensors, summary.classify(reader, tensors, refs), strict=True):
+        if kind == summary.OPTIMIZER:
+            kinds[t.name] = OPTIMIZER
+        elif t.shape == () and t.dtype.startswith(("int", "uint")):
+            kinds[t.name] = COUNTER
+        else:
+            kinds[t.name] = WEIGHT
+    return kinds
 
 
 class _Stored:
