@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterable, Sequence
 
 import crc32c as _crc32c
+import numpy as np
 
 MAGIC = 0xDB4775248B80FB57
 _MASK_DELTA = 0xA282EAD8
@@ -279,3 +280,16 @@ def object_graph_proto(
                                      + _field_varint(3, slot_node))
         nodes.append(_field_bytes(1, body))
     return b"".join(nodes)
+
+
+def write_scalars(prefix: str, n: int) -> None:
+    """A bundle of ``n`` float32 scalars holding 0, 1, 2, ..., named ``layer_{i // 10}/kernel_{i % 10}`` (numbers
+    of several widths, out of natural order in the index's byte order): ``prefix``.index and its one data file."""
+    data = np.arange(n, dtype="<f4").tobytes()
+    write_index(prefix + ".index", {
+        f"layer_{i // 10}/kernel_{i % 10}".encode(): entry_proto(DT_FLOAT, [], offset=4 * i, size=4,
+                                                                 crc=masked_crc(data[4 * i:4 * i + 4]))
+        for i in range(n)})
+    with open(prefix + ".data-00000-of-00001", "wb") as f:
+        f.write(data)
+

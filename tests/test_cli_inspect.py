@@ -307,37 +307,13 @@ def test_json_listing_of_100000_tensors_in_bounded_memory(tmp_path: Path) -> Non
     """`inspect --json` of a 100,000-entry index, piped: the rows are written as they are made and the names
     ordered a piece at a time (the whole text held, then copied to end it with a newline, and the order's split of
     every name at once, grew the process by ~114 MiB; ~67 MiB now). What it lists is what TensorFlow reads."""
-    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+    from index_writer import write_scalars
+    from process_memory import peak_mib_above_start
 
     n = 100_000
-    data = np.arange(n, dtype="<f4").tobytes()
-    write_index(str(tmp_path / "many.index"), {
-        f"layer_{i // 10}/kernel_{i % 10}".encode(): entry_proto(DT_FLOAT, [], offset=4 * i, size=4,
-                                                                 crc=masked_crc(data[4 * i:4 * i + 4]))
-        for i in range(n)})
-    (tmp_path / "many.data-00000-of-00001").write_bytes(data)
-    script = textwrap.dedent("""
-        import sys
-        from ckptcheck.cli import app
-        def hwm_mib():
-            for line in open("/proc/self/status"):
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1]) / 1024
-        base = hwm_mib()
-        real_stdout, sys.stdout = sys.stdout, open(sys.argv[2], "w", encoding="utf-8")  # a file: not a terminal
-        try:
-            app(["inspect", sys.argv[1], "--json"], standalone_mode=False)
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-        sys.stdout.close()
-        real_stdout.write(str(hwm_mib() - base))
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    write_scalars(str(tmp_path / "many"), n)
     out = tmp_path / "listing.json"
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "many"), str(out)], capture_output=True,
-                          text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert float(proc.stdout) < 90, proc.stdout  # MiB above the process's start
+    assert peak_mib_above_start(["inspect", str(tmp_path / "many"), "--json"], out) < 90  # (MiB)
     listing = json.loads(out.read_text(encoding="utf-8"))
     import tensorflow as tf
 

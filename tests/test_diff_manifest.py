@@ -349,41 +349,13 @@ def test_streamed_manifest_is_json_dumps_text(pair: tuple[str, str], tf2_all_dty
 def test_manifest_of_100000_tensors_in_flat_memory(tmp_path: Path) -> None:
     """A 100,000-entry index: the manifest (to a file and to stdout) is the library's text, and writing it does not
     hold every record (held as dicts, then one string, it grew the process by ~400 MiB; a million took 3.9 GB)."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
-    from index_writer import DT_FLOAT, entry_proto, masked_crc, write_index
+    from index_writer import write_scalars
+    from process_memory import peak_mib_above_start
 
     n = 100_000
-    data = np.arange(n, dtype="<f4").tobytes()
-    write_index(str(tmp_path / "many.index"), {
-        f"layer_{i // 10}/kernel_{i % 10}".encode(): entry_proto(DT_FLOAT, [], offset=4 * i, size=4,
-                                                                 crc=masked_crc(data[4 * i:4 * i + 4]))
-        for i in range(n)})
-    (tmp_path / "many.data-00000-of-00001").write_bytes(data)
-    script = textwrap.dedent("""
-        import contextlib, io, sys
-        from ckptcheck.cli import app
-        def hwm_mib():
-            for line in open("/proc/self/status"):
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1]) / 1024
-        base = hwm_mib()
-        with contextlib.redirect_stdout(io.StringIO()):
-            try:
-                app(["manifest", sys.argv[1], "-o", sys.argv[2]], standalone_mode=False)
-            except SystemExit as exc:
-                assert not exc.code, exc.code
-        print(hwm_mib() - base)
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    write_scalars(str(tmp_path / "many"), n)
     out = tmp_path / "many.json"
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "many"), str(out)], capture_output=True,
-                          text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert float(proc.stdout.split()[-1]) < 150, proc.stdout  # MiB above the process's start
+    assert peak_mib_above_start(["manifest", str(tmp_path / "many"), "-o", str(out)], tmp_path / "stdout") < 150
     text = out.read_text(encoding="utf-8")
     with ckptcheck.open_checkpoint(str(tmp_path / "many")) as reader:
         assert text == dumps(build_manifest(reader))

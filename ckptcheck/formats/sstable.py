@@ -332,6 +332,22 @@ class SSTable:
         verification can go on to check the entries of the blocks that are intact.
         """
         self._cached = None
+        for keys, values in self._data_blocks(problems):
+            yield from zip(keys, values, strict=True)
+
+    def index_entries(self, problems: list[str] | None = None) -> tuple[list[bytes], list[bytes]]:
+        """Every key and value of the table in key order, as two lists, each value as bytes (a bundle's index:
+        its entries are small, and kept); checked as items() checks them, ``problems`` as there."""
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        for block_keys, block_values in self._data_blocks(problems):
+            keys += block_keys
+            values += map(bytes, block_values) if self.data is None else cast(list[bytes], block_values)
+        return keys, values
+
+    def _data_blocks(self, problems: list[str] | None) -> Iterator[tuple[list[bytes], list[Value]]]:
+        """Each data block's keys and values, checked: its checksum, and its keys strictly increasing within it
+        and from the last block's (one pass in C); a damaged block is skipped into ``problems`` when given."""
         last: bytes | None = None
         for handle in self.data_block_handles():
             try:
@@ -341,32 +357,10 @@ class SSTable:
                     raise
                 problems.append(exc.message)
                 continue
-            self._check_order(keys, last, handle)
+            if not all(map(operator.lt, keys, keys[1:])) or (keys and last is not None and keys[0] <= last):
+                raise self._error(f"keys out of order in block at byte {handle.offset}")
             last = keys[-1] if keys else last
-            yield from zip(keys, values, strict=True)
-
-    def index_entries(self, problems: list[str] | None = None) -> tuple[list[bytes], list[bytes]]:
-        """Every key and value of the table in key order, as two lists, each value as bytes (a bundle's index:
-        its entries are small, and kept); checked as items() checks them, ``problems`` as there."""
-        keys: list[bytes] = []
-        values: list[bytes] = []
-        for handle in self.data_block_handles():
-            try:
-                block_keys, block_values = self._block_entries(self.read_block(handle), handle.offset)
-            except CorruptCheckpointError as exc:
-                if problems is None:
-                    raise
-                problems.append(exc.message)
-                continue
-            self._check_order(block_keys, keys[-1] if keys else None, handle)
-            keys += block_keys
-            values += map(bytes, block_values) if self.data is None else cast(list[bytes], block_values)
-        return keys, values
-
-    def _check_order(self, keys: list[bytes], last: bytes | None, handle: BlockHandle) -> None:
-        """Keys strictly increasing within a block and from the last block's last key (one pass in C)."""
-        if not all(map(operator.lt, keys, keys[1:])) or (keys and last is not None and keys[0] <= last):
-            raise self._error(f"keys out of order in block at byte {handle.offset}")
+            yield keys, values
 
     def scan_problems(self) -> list[BlockProblem]:
         """Check every block's checksum and structure without stopping at the first problem."""
