@@ -14,7 +14,9 @@ Each tensor is classified by what the file records, never by loading a model:
   TensorFlow optimizers when its variable is not stored, and the Adam accumulators ``beta1_power`` and
   ``beta2_power``;
 * everywhere: an integer scalar outside an optimizer is a counter (``global_step``, ``save_counter``, a step), as
-  are strings, variants and the TF2 object graph (bookkeeping, not parameters).
+  are strings, variants and the TF2 object graph (bookkeeping, not parameters); except in a Keras file, where no
+  counter lies outside the optimizer's group: an integer scalar there is a layer's (``Normalization``'s
+  ``count``), a weight as ``model.summary()`` counts it.
 
 restore-check names the stored values no model variable used by these same rules (restore_check.stored_kinds:
 optimizer state as here; a counter, an integer scalar outside an optimizer; anything else a weight).
@@ -48,6 +50,7 @@ _TF1_SLOTS = re.compile(
 )
 _TF1_ACCUMULATORS = ("beta1_power", "beta2_power")
 _NOT_PARAMETERS = ("string", "variant", "resource")
+_KERAS_FILES = (KERAS, KERAS_WEIGHTS, KERAS_H5)
 _KERAS3_VARS = re.compile(r"(?:^|/)vars/\d+$")
 
 
@@ -107,7 +110,7 @@ def _tf1_slot_base(name: str, names: set[str] | frozenset[str]) -> str | None:
 def _kind_and_group(fmt: str, t: TensorInfo, names: set[str] | frozenset[str],
                     refs: dict[str, ObjectRef] | None) -> tuple[str, str]:
     name = t.name
-    counter_like = _counter_like(t)
+    counter_like = _counter_like(fmt, t)
     if fmt in (TF2, SAVEDMODEL):
         if name == OBJECT_GRAPH_KEY:
             return OTHER, name
@@ -161,12 +164,12 @@ def classify(reader: CheckpointReader, tensors: Sequence[TensorInfo],
     return [_kind_and_group(fmt, t, names, refs) for t in tensors]
 
 
-def _counter_like_pair(dtype: str, shape: tuple[int, ...]) -> bool:
-    return dtype in _NOT_PARAMETERS or (not shape and dtype.startswith(("int", "uint")))
+def _counter_like_pair(fmt: str, dtype: str, shape: tuple[int, ...]) -> bool:
+    return dtype in _NOT_PARAMETERS or (not shape and dtype.startswith(("int", "uint")) and fmt not in _KERAS_FILES)
 
 
-def _counter_like(t: TensorInfo) -> bool:
-    return _counter_like_pair(t.dtype, t.shape)
+def _counter_like(fmt: str, t: TensorInfo) -> bool:
+    return _counter_like_pair(fmt, t.dtype, t.shape)
 
 
 _NAME = operator.attrgetter("name")
@@ -187,7 +190,7 @@ def _quick_summary(fmt: str, tensors: Sequence[TensorInfo]) -> Summary | None:
         return None  # a slot needs a "/" before its name
     pairs = list(map(_DTYPE_SHAPE, tensors))
     per_pair = Counter(pairs)
-    other = {p for p in per_pair if _counter_like_pair(*p)}
+    other = {p for p in per_pair if _counter_like_pair(fmt, *p)}
     sums = {kind: [0, 0, 0] for kind in KINDS}
     for (dtype, shape), n in per_pair.items():
         acc = sums[OTHER if (dtype, shape) in other else WEIGHTS]

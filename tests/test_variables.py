@@ -470,6 +470,15 @@ def _more_models(keras: Any) -> dict[str, tuple[Any, Any]]:
     inp = keras.Input((4,))
     out["custom"] = (keras.Model(inp, keras.layers.Dense(1)(Scale(name="scale")(inp))),
                      keras.optimizers.AdamW(0.01))
+    # Layers of Keras's own that keras.applications models hold: Normalization (every EfficientNet: statistics,
+    # none trainable, an int64 count) and ConvNeXt's LayerScale (one weight Keras names "variable").
+    from keras.src.applications.convnext import LayerScale
+
+    inp = keras.Input((4,))
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(np.arange(12, dtype=np.float32).reshape(3, 4))
+    x = LayerScale(0.5, 4, name="scale")(norm(inp))
+    out["applications-layers"] = (keras.Model(inp, keras.layers.Dense(1)(x)), keras.optimizers.Adam(0.01))
     return out
 
 
@@ -493,7 +502,7 @@ def more(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Saved]:
     return saved
 
 
-@pytest.mark.parametrize("name", ["lazy-sequential", "rnn", "convs", "custom"])
+@pytest.mark.parametrize("name", ["lazy-sequential", "rnn", "convs", "custom", "applications-layers"])
 @pytest.mark.parametrize("kind", ["keras", "keras-weights"])
 def test_more_architectures(more: dict[str, Saved], name: str, kind: str) -> None:
     """Every tensor is named as Keras names it, or by position where the file does not say (the custom layer's
@@ -514,3 +523,16 @@ def test_more_architectures(more: dict[str, Saved], name: str, kind: str) -> Non
         assert not ambiguous & set(names)
     elif name != "custom":
         assert set(saved.weights) <= set(names)
+
+
+def test_keras_parameter_count_is_count_params(more: dict[str, Saved]) -> None:
+    """inspect's count of a Keras file's model weights is model.count_params() (Normalization's int64 count
+    included, as Keras counts it); its optimizer state is the optimizer's variables."""
+    saved = more["applications-layers"]
+    for kind in ("keras", "keras-weights"):
+        summary = json.loads(run("inspect", str(saved.files[kind]), "--json").stdout)["summary"]
+        assert summary["weights"]["elements"] == sum(v.size for v in saved.weights.values()), kind
+        assert summary["weights"]["tensors"] == len(saved.weights), kind
+        assert summary["optimizer"]["tensors"] == len(saved.optimizer), kind
+        assert summary["other"]["tensors"] == 0, kind
+

@@ -76,11 +76,16 @@ VARIABLE_NAMES: dict[str, _Namer] = {
     "layer_normalization": lambda n, o: _normalization(n, o, moving=False),
     "group_normalization": lambda n, o: _normalization(n, o, moving=False),
     "p_re_lu": _by_count(["alpha"]),
+    # keras.layers.Normalization (every EfficientNet holds one): its statistics, none trainable; with mean and
+    # variance given to the constructor it stores nothing.
+    "normalization": _by_count(["mean", "variance", "count"]),
+    # keras.applications.convnext.LayerScale: one weight created without a name, which Keras names "variable".
+    "layer_scale": _by_count(["variable"]),
     "lstm_cell": _RECURRENT,
     "gru_cell": _RECURRENT,
     "simple_rnn_cell": _RECURRENT,
 }
-_NOT_TRAINABLE = frozenset({"moving_mean", "moving_variance"})
+_NOT_TRAINABLE = frozenset({"moving_mean", "moving_variance", "mean", "variance", "count"})  # of the classes above
 # Sub-layers a layer creates under attributes, by attribute: their class, and the order the parent creates them
 # (its variables, and so the optimizer's, follow that order, not the file's alphabetical one).
 _SUBLAYER_CLASS = {"query_dense": "einsum_dense", "key_dense": "einsum_dense", "value_dense": "einsum_dense",
