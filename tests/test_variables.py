@@ -470,15 +470,12 @@ def _more_models(keras: Any) -> dict[str, tuple[Any, Any]]:
     inp = keras.Input((4,))
     out["custom"] = (keras.Model(inp, keras.layers.Dense(1)(Scale(name="scale")(inp))),
                      keras.optimizers.AdamW(0.01))
-    # Layers of Keras's own that keras.applications models hold: Normalization (every EfficientNet: statistics,
-    # none trainable, an int64 count) and ConvNeXt's LayerScale (one weight Keras names "variable").
-    from keras.src.applications.convnext import LayerScale
-
+    # A layer of Keras's own that keras.applications models hold: Normalization (every EfficientNet: statistics,
+    # none trainable, an int64 count).
     inp = keras.Input((4,))
     norm = keras.layers.Normalization(name="norm")
     norm.adapt(np.arange(12, dtype=np.float32).reshape(3, 4))
-    x = LayerScale(0.5, 4, name="scale")(norm(inp))
-    out["applications-layers"] = (keras.Model(inp, keras.layers.Dense(1)(x)), keras.optimizers.Adam(0.01))
+    out["applications-layers"] = (keras.Model(inp, keras.layers.Dense(1)(norm(inp))), keras.optimizers.Adam(0.01))
     return out
 
 
@@ -536,3 +533,39 @@ def test_keras_parameter_count_is_count_params(more: dict[str, Saved]) -> None:
         assert summary["optimizer"]["tensors"] == len(saved.optimizer), kind
         assert summary["other"]["tensors"] == 0, kind
 
+
+
+@pytest.fixture(scope="session")
+def efficientnet(tmp_path_factory: pytest.TempPathFactory) -> Saved:
+    """A real architecture holding a Normalization layer: EfficientNetB0 (random weights, 32x32) after one Adam
+    step, as .keras and as a TF2 checkpoint of model and optimizer."""
+    keras = _keras()
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(3)
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=4)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    x = np.random.default_rng(3).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    with tf.GradientTape() as tape:  # one eager step: fit would trace the whole graph first (~30 s)
+        loss = tf.reduce_sum(model(x, training=True) ** 2)
+    model.optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
+                                        strict=True))
+    out = tmp_path_factory.mktemp("efficientnet")
+    model.save(out / "m.keras")
+    tf2 = tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(out / "tf2" / "ckpt"))
+    return Saved({"keras": out / "m.keras", "tf2": Path(tf2)}, _values(model.weights),
+                 _values(model.optimizer.variables))
+
+
+def test_efficientnet_keras_names_every_variable_and_pairs_with_its_checkpoint(efficientnet: Saved) -> None:
+    """Every tensor of the .keras, optimizer state included, is named as Keras names it, and holds its value;
+    against the TF2 checkpoint of the same model and optimizer, diff pairs every tensor (it reported 429 removed
+    and 429 added while Normalization was an unknown class)."""
+    expected = {**efficientnet.weights, **efficientnet.optimizer}
+    names = _by_variable(efficientnet.files["keras"])
+    assert set(names) == set(expected)
+    _check_values(efficientnet.files["keras"], {v: expected[v] for v in itertools.islice(expected, 0, None, 25)})
+    report = json.loads(run("diff", str(efficientnet.files["keras"]), str(efficientnet.files["tf2"]),
+                            "--json").stdout)
+    assert not report["added"] and not report["removed"] and not report["changed"]
+    assert len(report["unchanged"]) == len(expected)

@@ -79,8 +79,8 @@ VARIABLE_NAMES: dict[str, _Namer] = {
     # keras.layers.Normalization (every EfficientNet holds one): its statistics, none trainable; with mean and
     # variance given to the constructor it stores nothing.
     "normalization": _by_count(["mean", "variance", "count"]),
-    # keras.applications.convnext.LayerScale: one weight created without a name, which Keras names "variable".
-    "layer_scale": _by_count(["variable"]),
+    # (Not keras.applications.convnext.LayerScale: its weight has no name of its own, and Keras numbers such names
+    # across the whole process, variable, variable_1, ...: the file cannot say which.)
     "lstm_cell": _RECURRENT,
     "gru_cell": _RECURRENT,
     "simple_rnn_cell": _RECURRENT,
