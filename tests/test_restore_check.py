@@ -565,6 +565,8 @@ def test_legacy_h5_renamed_and_added(ckpts: dict[str, str]) -> None:
                               "seq/head/bias": ("restored", "dense_1/seq/dense_1/bias")}
     assert {v["reason"] for v in data["variables"] if v["kind"] == "optimizer"} == {
         "load_weights does not read a legacy .h5's optimizer_weights"}
+    assert ("keras.Model.load_weights reads only a legacy .h5's model_weights: its optimizer_weights are left "
+            "behind") in data["notes"]
     assert check(ckpts["keras-h5"], "keras_models.py:renamed", "--ignore-optimizer")[0] == 0
 
     code, data = check(ckpts["keras-h5"], "keras_models.py:added", "--ignore-optimizer")

@@ -510,6 +510,6 @@ def _format_notes(fmt: str, variables: Sequence[_Var], keras: Any, stored: _Stor
                      f"whatever their names: copy the values yourself (a rename map does it: --rename-map, then "
                      f"apply_rename_map)")
     if fmt == KERAS_H5 and any(k.startswith("optimizer_weights/") for k in stored.infos):
-        notes.append("keras.Model.load_weights reads only a legacy .h5's model_weights; keras.saving.load_model also "
-                     "sets the optimizer from optimizer_weights")
+        notes.append("keras.Model.load_weights reads only a legacy .h5's model_weights: its optimizer_weights are "
+                     "left behind")
     return notes
