@@ -306,9 +306,12 @@ def _trainable_order(layers: dict[str, _Layer], configs: dict[str, dict[str, Any
         if layer is None or not layer.stored:
             return True
         seen.add(group)
-        if layer.names is None:
-            return False
-        order.extend((layer, i) for i, n in enumerate(layer.names) if n not in _NOT_TRAINABLE and layer.trainable)
+        if not layer.trainable:
+            return True
+        if layer.names is None:  # a class whose variables are unknown: each a candidate, the optimizer decides
+            order.extend((layer, i) for i in range(len(layer.stored)))
+        else:
+            order.extend((layer, i) for i, n in enumerate(layer.names) if n not in _NOT_TRAINABLE)
         return True
 
     def model(group: str) -> bool:
@@ -351,25 +354,41 @@ def _optimizer_variables(optimizer: _Layer, trainable: list[tuple[_Layer, int]] 
     # must still fit the class's state before anything is named after it.
     cls = _optimizer_class(config) or _base(name).replace("_", "").lower()
     slots = _OPTIMIZER_SLOTS.get(cls)
-    variables = trainable or []
-    expected = len(slots) * len(variables) if slots is not None else -1
-    if trainable is not None and slots is not None and len(rest) in (expected, expected + 1):
-        if len(rest) > expected:
-            if rest[0][1] != ():
-                return out
-            out[rest[0][0]] = f"{name}/learning_rate"
-            rest = rest[1:]
-        named: dict[str, str] = {}
-        for n, (key, shape) in enumerate(rest):
-            layer, i = variables[n // len(slots)]  # rest is empty when there are no slots
-            if layer.stored[i][1] != shape or layer.names is None:
-                return out  # the shapes say the pairing is wrong: leave the state unnamed
-            path = f"{layer.path}/{layer.names[i]}".replace("/", "_")
-            named[key] = f"{name}/{path}_{slots[n % len(slots)]}"
-        out.update(named)
-    elif len(rest) >= 1 and rest[0][1] == ():
+    if trainable is not None and slots is not None:
+        # A layer of a class ckptcheck does not know may hold trainable variables or not: either none of them or
+        # all of them are, when the optimizer's count says which; the shapes must then pair one by one.
+        known = [(layer, i) for layer, i in trainable if layer.names is not None]
+        candidates = [trainable] if len(known) == len(trainable) else [known, trainable]
+        fitting = [c for c in candidates if len(rest) in (len(slots) * len(c), len(slots) * len(c) + 1)]
+        if fitting:
+            found = [named for c in fitting if (named := _slot_names(name, rest, c, slots)) is not None]
+            if found and all(named == found[0] for named in found):  # one way to pair them (or they agree)
+                out.update(found[0])
+            return out
+    if len(rest) >= 1 and rest[0][1] == ():
         out[rest[0][0]] = f"{name}/learning_rate"
     return out
+
+
+def _slot_names(name: str, rest: list[tuple[str, tuple[int, ...]]], variables: list[tuple[_Layer, int]],
+                slots: Sequence[str]) -> dict[str, str] | None:
+    """The optimizer's values after its iteration named: the learning rate when one more is stored than the slots,
+    then ``slots`` for each of ``variables`` in turn; None where a shape says the pairing is wrong. A variable of
+    an unknown class keeps its slots positional (its own name is unknown)."""
+    named: dict[str, str] = {}
+    if len(rest) > len(slots) * len(variables):
+        if rest[0][1] != ():
+            return None
+        named[rest[0][0]] = f"{name}/learning_rate"
+        rest = rest[1:]
+    for n, (key, shape) in enumerate(rest):
+        layer, i = variables[n // len(slots)]  # rest is empty when there are no slots
+        if layer.stored[i][1] != shape:
+            return None
+        if layer.names is not None:
+            path = f"{layer.path}/{layer.names[i]}".replace("/", "_")
+            named[key] = f"{name}/{path}_{slots[n % len(slots)]}"
+    return named
 
 
 def _optimizer_class(config: Any) -> str | None:
