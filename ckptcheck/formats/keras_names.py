@@ -85,7 +85,11 @@ VARIABLE_NAMES: dict[str, _Namer] = {
     "gru_cell": _RECURRENT,
     "simple_rnn_cell": _RECURRENT,
 }
-_NOT_TRAINABLE = frozenset({"moving_mean", "moving_variance", "mean", "variance", "count"})  # of the classes above
+# The variables of the classes above that Keras creates with trainable=False, by class: they take no optimizer state.
+_NOT_TRAINABLE = {
+    "batch_normalization": frozenset({"moving_mean", "moving_variance"}),
+    "normalization": frozenset({"mean", "variance", "count"}),
+}
 # Sub-layers a layer creates under attributes, by attribute: their class, and the order the parent creates them
 # (its variables, and so the optimizer's, follow that order, not the file's alphabetical one).
 _SUBLAYER_CLASS = {"query_dense": "einsum_dense", "key_dense": "einsum_dense", "value_dense": "einsum_dense",
@@ -311,7 +315,8 @@ def _trainable_order(layers: dict[str, _Layer], configs: dict[str, dict[str, Any
         if layer.names is None:  # a class whose variables are unknown: each a candidate, the optimizer decides
             order.extend((layer, i) for i in range(len(layer.stored)))
         else:
-            order.extend((layer, i) for i, n in enumerate(layer.names) if n not in _NOT_TRAINABLE)
+            fixed = _NOT_TRAINABLE.get(layer.cls or "", frozenset())
+            order.extend((layer, i) for i, n in enumerate(layer.names) if n not in fixed)
         return True
 
     def model(group: str) -> bool:
