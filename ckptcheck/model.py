@@ -18,6 +18,7 @@ SAVEDMODEL = "savedmodel"  # a SavedModel's variables/variables bundle
 KERAS = "keras"  # Keras 3 .keras zip archive
 KERAS_WEIGHTS = "keras-weights"  # Keras 3 .weights.h5
 KERAS_H5 = "keras-h5"  # legacy HDF5 (Keras 2 / tf_keras, or Keras 3 model.save("x.h5"))
+KERAS_FORMATS = (KERAS, KERAS_WEIGHTS, KERAS_H5)  # every Keras file format
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from ckptcheck.generate import (
     target_path,
 )
 from ckptcheck.initializers import InitPlan, parse_spec
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.model import KERAS, KERAS_FORMATS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.reports import Fact, GenerateOptions, RestoreRun, RoundTripReport, TensorRoundTrip
 
 SENTINEL = -7.25  # exactly representable, and no initializer or trained weight lands on it by chance
@@ -222,10 +222,10 @@ class _Evidence:
         self.meta_path = location + ".meta" if fmt == TF1 and os.path.isfile(location + ".meta") else None
         self.meta = _read_meta(self.meta_path) if self.meta_path else None
         self.refs: dict[str, ObjectRef] = _object_refs(location) if fmt == TF2 else {}
-        found = keras_config(location) if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5) else None
+        found = keras_config(location) if fmt in KERAS_FORMATS else None
         self.config_source: str | None = found[0] if found else None
         self.config: dict[str, Any] | None = found[1] if found else None
-        self.hdf5_words = _hdf5_words(location) if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5) else ()
+        self.hdf5_words = _hdf5_words(location) if fmt in KERAS_FORMATS else ()
 
     @property
     def meta_name(self) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from itertools import compress
 
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.model import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.order import natural_sorted
 
 WEIGHTS, OPTIMIZER, OTHER = "weights", "optimizer", "other"
@@ -50,7 +50,6 @@ _TF1_SLOTS = re.compile(
 )
 _TF1_ACCUMULATORS = ("beta1_power", "beta2_power")
 _NOT_PARAMETERS = ("string", "variant", "resource")
-_KERAS_FILES = (KERAS, KERAS_WEIGHTS, KERAS_H5)
 _KERAS3_VARS = re.compile(r"(?:^|/)vars/\d+$")
 
 
@@ -165,7 +164,7 @@ def classify(reader: CheckpointReader, tensors: Sequence[TensorInfo],
 
 
 def _counter_like_pair(fmt: str, dtype: str, shape: tuple[int, ...]) -> bool:
-    return dtype in _NOT_PARAMETERS or (not shape and dtype.startswith(("int", "uint")) and fmt not in _KERAS_FILES)
+    return dtype in _NOT_PARAMETERS or (not shape and dtype.startswith(("int", "uint")) and fmt not in KERAS_FORMATS)
 
 
 def _counter_like(fmt: str, t: TensorInfo) -> bool:

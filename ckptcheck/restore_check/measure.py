@@ -16,7 +16,7 @@ import numpy as np
 from ckptcheck.errors import UsageError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.object_graph import OPTIMIZER_SLOT
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.model import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.reports import (
     MISMATCH,
     MISSING,
@@ -109,7 +109,7 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         stage("loading the model")
         keras = _import_keras()
         loaded = load_model(model)
-        if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5) and (isinstance(loaded.target, dict)
+        if fmt in KERAS_FORMATS and (isinstance(loaded.target, dict)
                                                           or not _is_keras_model(loaded.target)):
             raise UsageError(f"a Keras file is restored with Model.load_weights; the model is a {loaded.kind}",
                              path=model, hint="return a Keras model from FUNCTION for a Keras checkpoint")
@@ -208,7 +208,7 @@ def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatche
     if not mismatches:
         return out
     target = loaded.target
-    if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5):
+    if fmt in KERAS_FORMATS:
         layers = sorted({m.variable.rsplit("/", 1)[0] for m in mismatches if "/" in m.variable})
         out.append("model.load_weights(PATH, skip_mismatch=True) loads every layer whose variables fit and skips "
                    f"the rest with a warning ({', '.join(layers[:5])}{', ...' if len(layers) > 5 else ''})")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ckptcheck.errors import CkptcheckError, UsageError
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS
+from ckptcheck.model import KERAS_FORMATS
 
 MAX_MESSAGE_CHARS = 500
 
@@ -354,7 +354,7 @@ def build_lazy(loaded: LoadedModel, input_shapes: Sequence[tuple[int, ...]], fmt
         shapes = tuple(input_shapes)
         source = "--input-shape"
         if not shapes and _unbuilt(obj):
-            if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5):
+            if fmt in KERAS_FORMATS:
                 shapes = _config_input_shapes(location)
                 source = "the input shape the checkpoint's config records"
             if not shapes:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ckptcheck.formats.object_graph import escape_name, slot_path
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF2
+from ckptcheck.model import KERAS_FORMATS, KERAS_WEIGHTS, TF2
 from ckptcheck.reports import (
     COUNTER,
     OPTIMIZER,
@@ -156,7 +156,7 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
     tf.train.Checkpoint saves and restores)."""
     target = loaded.target
     entries: list[tuple[Any, str, str]] = []  # (variable, label, kind)
-    if fmt in (KERAS, KERAS_WEIGHTS, KERAS_H5):
+    if fmt in KERAS_FORMATS:
         seen: set[int] = set()
         for v in target.weights:
             if id(v) not in seen:
