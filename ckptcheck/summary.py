@@ -14,9 +14,9 @@ Each tensor is classified by what the file records, never by loading a model:
   TensorFlow optimizers when its variable is not stored, and the Adam accumulators ``beta1_power`` and
   ``beta2_power``;
 * everywhere: an integer scalar outside an optimizer is a counter (``global_step``, ``save_counter``, a step), as
-  are strings, variants and the TF2 object graph (bookkeeping, not parameters); except in a Keras file, where no
-  counter lies outside the optimizer's group: an integer scalar there is a layer's (``Normalization``'s
-  ``count``), a weight as ``model.summary()`` counts it.
+  are strings, variants and the TF2 object graph (bookkeeping, not parameters); but an integer scalar named
+  inside a layer (``normalization/count``, whatever the format) is the layer's, a weight as ``model.summary()``
+  counts it.
 
 restore-check names the stored values no model variable used by these same rules (restore_check.stored_kinds:
 optimizer state as here; a counter, an integer scalar outside an optimizer; anything else a weight).
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from itertools import compress
 
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.order import natural_sorted
 
 WEIGHTS, OPTIMIZER, OTHER = "weights", "optimizer", "other"
@@ -109,7 +109,7 @@ def _tf1_slot_base(name: str, names: set[str] | frozenset[str]) -> str | None:
 def _kind_and_group(fmt: str, t: TensorInfo, names: set[str] | frozenset[str],
                     refs: dict[str, ObjectRef] | None) -> tuple[str, str]:
     name = t.name
-    counter_like = _counter_like(fmt, t)
+    counter_like = _counter_like(t)
     if fmt in (TF2, SAVEDMODEL):
         if name == OBJECT_GRAPH_KEY:
             return OTHER, name
@@ -163,12 +163,18 @@ def classify(reader: CheckpointReader, tensors: Sequence[TensorInfo],
     return [_kind_and_group(fmt, t, names, refs) for t in tensors]
 
 
-def _counter_like_pair(fmt: str, dtype: str, shape: tuple[int, ...]) -> bool:
-    return dtype in _NOT_PARAMETERS or (not shape and dtype.startswith(("int", "uint")) and fmt not in KERAS_FORMATS)
+def _int_scalar(dtype: str, shape: tuple[int, ...]) -> bool:
+    return not shape and dtype.startswith(("int", "uint"))
 
 
-def _counter_like(fmt: str, t: TensorInfo) -> bool:
-    return _counter_like_pair(fmt, t.dtype, t.shape)
+def _counter_like(t: TensorInfo) -> bool:
+    """Not a parameter: a string, variant or resource, or an integer scalar that is a checkpoint's own counter
+    (``global_step``, ``save_counter``, ``step``: named on its own). An integer scalar named inside a layer
+    (``normalization/count``, in every format) is the layer's, a weight as ``model.summary()`` counts it."""
+    if t.dtype in _NOT_PARAMETERS:
+        return True
+    return _int_scalar(t.dtype, t.shape) and not (t.variable is not None and "/" in t.variable
+                                                   and not t.variable.startswith("("))
 
 
 _NAME = operator.attrgetter("name")
@@ -189,15 +195,23 @@ def _quick_summary(fmt: str, tensors: Sequence[TensorInfo]) -> Summary | None:
         return None  # a slot needs a "/" before its name
     pairs = list(map(_DTYPE_SHAPE, tensors))
     per_pair = Counter(pairs)
-    other = {p for p in per_pair if _counter_like_pair(fmt, *p)}
+    other = {p for p in per_pair if p[0] in _NOT_PARAMETERS}
+    scalars = {p for p in per_pair if _int_scalar(*p)}  # a counter or a layer's: told tensor by tensor (a few)
     sums = {kind: [0, 0, 0] for kind in KINDS}
     for (dtype, shape), n in per_pair.items():
-        acc = sums[OTHER if (dtype, shape) in other else WEIGHTS]
-        acc[0] += n
-        acc[1] += n * math.prod(shape)
+        if (dtype, shape) not in scalars:
+            acc = sums[OTHER if (dtype, shape) in other else WEIGHTS]
+            acc[0] += n
+            acc[1] += n * math.prod(shape)
     all_bytes = list(map(_NBYTES, tensors))
-    sums[OTHER][2] = sum(compress(all_bytes, map(other.__contains__, pairs)))
-    sums[WEIGHTS][2] = sum(all_bytes) - sums[OTHER][2]
+    other_bytes = sum(compress(all_bytes, map(other.__contains__, pairs)))
+    for t in compress(tensors, map(scalars.__contains__, pairs)):
+        kind = OTHER if _counter_like(t) else WEIGHTS
+        sums[kind][0] += 1
+        sums[kind][1] += 1
+        other_bytes += t.nbytes if kind == OTHER else 0
+    sums[OTHER][2] = other_bytes
+    sums[WEIGHTS][2] = sum(all_bytes) - other_bytes
     return _summary_of(sums)
 
 

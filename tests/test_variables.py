@@ -587,3 +587,7 @@ def test_efficientnet_keras_names_every_variable_and_pairs_with_its_checkpoint(e
                             "--json").stdout)
     assert not report["added"] and not report["removed"] and not report["changed"]
     assert len(report["unchanged"]) == len(expected)
+    # Both count the model's weights as Keras does (model.count_params(): Normalization's int64 count included).
+    for kind in ("keras", "tf2"):
+        summary = json.loads(run("inspect", str(efficientnet.files[kind]), "--json").stdout)["summary"]
+        assert summary["weights"]["elements"] == sum(v.size for v in efficientnet.weights.values()), kind
