@@ -34,6 +34,41 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INPUT = 0, 1, 2
 
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help shows every argument's help text, whatever the installed click does with it.
+
+    typer (through 0.24) stores an argument's help on the click parameter before calling click's constructor, and
+    click 8.5 added a ``help`` parameter to ``Argument`` that resets it to None: under that pairing ``COMMAND
+    --help`` listed ``PATH [required]`` with no word of what PATH may be. The text is taken again from the
+    command's own signature when help is shown (never at start-up), so any pairing of the two shows it.
+    """
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _restore_argument_help(self)
+        super().format_help(ctx, formatter)
+
+    def format_arguments(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Nothing: typer's ``format_options`` lists the arguments (click 8.5's own section would list them twice)."""
+
+
+def _restore_argument_help(command: click.Command) -> None:
+    import inspect
+    import typing
+
+    if command.callback is None:
+        return
+    function = inspect.unwrap(command.callback)
+    hints = typing.get_type_hints(function, include_extras=True)
+    defaults = {name: p.default for name, p in inspect.signature(function).parameters.items()}
+    for param in command.params:
+        if not isinstance(param, click.Argument) or getattr(param, "help", None) or param.name is None:
+            continue
+        declared = [*getattr(hints.get(param.name), "__metadata__", ()), defaults.get(param.name)]
+        texts = [info.help for info in declared if isinstance(info, typer.models.ArgumentInfo) and info.help]
+        if texts:
+            param.help = texts[0]  # type: ignore[attr-defined,unused-ignore]  # click < 8.5 types no help
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (schema in README.md) instead of tables.")]
 JobsOption = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, metavar="N",
@@ -270,7 +305,7 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool]:
     return lambda name: pattern in name
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(
     path: Annotated[str, typer.Argument(help="Checkpoint prefix, .index/.data file, model_dir, SavedModel, "
                                               ".keras, .weights.h5 or .h5; at a path or a URL (s3://, gs://, "
@@ -469,7 +504,7 @@ def _jobs(jobs: int | None, reader: Any) -> int:
     return jobs if jobs is not None else default_jobs(list(reader.info().files))
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(
     path: Annotated[str, typer.Argument(help="The checkpoint to check (a path or a URL).")],
     against: Annotated[str | None, typer.Option("--against", metavar="MANIFEST",
@@ -495,7 +530,7 @@ def verify(
         raise typer.Exit(EXIT_PROBLEM)
 
 
-@app.command()
+@app.command(cls=_Command)
 def manifest(
     path: Annotated[str, typer.Argument(help="The checkpoint to describe (a path or a URL).")],
     output: Annotated[str | None, typer.Option("-o", "--output", metavar="FILE",
@@ -535,7 +570,7 @@ def manifest(
         typer.echo(f"wrote {output}: {count} tensors", err=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 def diff(
     a: Annotated[str, typer.Argument(help="The first checkpoint (A; a path or a URL).")],
     b: Annotated[str, typer.Argument(help="The second checkpoint (B; a path or a URL).")],
@@ -624,7 +659,7 @@ def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[s
         yield advance
 
 
-@app.command("generate")
+@app.command("generate", cls=_Command)
 def generate_command(
     out: Annotated[str, typer.Argument(help="Directory to write into (tf1: an Estimator-style model_dir); for "
                                             "Keras formats also a file name with the format's suffix.")],
@@ -653,7 +688,7 @@ def generate_command(
             emit(render.generate_text(report))
 
 
-@app.command("roundtrip")
+@app.command("roundtrip", cls=_Command)
 def roundtrip_command(
     format_: Annotated[str | None, typer.Option("--format", help="tf1, tf2, keras, keras-weights, keras-h5, or "
                                                                  "all (the default without --from).")] = None,
@@ -710,7 +745,7 @@ def roundtrip_command(
 # --- explain ---
 
 
-@app.command("explain")
+@app.command("explain", cls=_Command)
 def explain_command(
     question: Annotated[str, typer.Argument(help="A question's number or name (see --list), or all.")] = "all",
     list_: Annotated[bool, typer.Option("--list", help="List the questions (runs nothing, needs no TensorFlow).")]
@@ -747,7 +782,7 @@ def explain_command(
 # --- restore-check ---
 
 
-@app.command("restore-check")
+@app.command("restore-check", cls=_Command)
 def restore_check_command(
     checkpoint: Annotated[str, typer.Argument(help="The checkpoint to restore: any format `inspect` reads, at a "
                                                    "path or a URL.")],
