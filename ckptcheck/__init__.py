@@ -93,14 +93,14 @@ def open_checkpoint(path: str) -> "CheckpointReader":
 
     resolved = resolve(str(path))
     if resolved.kind == "bundle":
-        from ckptcheck.formats.bundle import BundleReader
+        from ckptcheck.formats.tensorflow.bundle import BundleReader
 
         return BundleReader(resolved.location, path=str(path), format=resolved.format_hint)
     if resolved.kind == "v1":
-        from ckptcheck.formats.v1 import V1Reader
+        from ckptcheck.formats.tensorflow.v1 import V1Reader
 
         return V1Reader(resolved.location, path=str(path))
-    from ckptcheck.formats.keras import open_keras
+    from ckptcheck.formats.keras.readers import open_keras
 
     return open_keras(resolved.kind, resolved.location, path=str(path))
 

@@ -233,7 +233,7 @@ def warn_unsafe(*paths: str) -> None:
     """Before a command reads anything: one stderr line per thing a Keras loader would run from each path (and a
     note where a file is two formats at once, or a config could not be scanned). Printed first, so the warning
     stays even when the command then fails on another part of the file."""
-    from ckptcheck.formats.safety import scan
+    from ckptcheck.formats.keras.safety import scan
 
     for path in paths:
         result = scan(path)

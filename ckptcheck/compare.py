@@ -10,8 +10,8 @@ from typing import cast
 
 import numpy as np
 
-from ckptcheck.formats.bundle import read_pair_into
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
+from ckptcheck.formats.tensorflow.bundle import read_pair_into
 
 
 @dataclass(frozen=True)

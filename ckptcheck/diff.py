@@ -15,8 +15,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from ckptcheck.compare import Scratch, ValueDiff, compare_tensors
-from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.formats.tensorflow.bundle import OBJECT_GRAPH_KEY
 from ckptcheck.model import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
 from ckptcheck.order import natural_sorted
 
@@ -219,7 +219,7 @@ def diff_checkpoints(
     """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes.
     ``jobs``: range reads in flight ahead of the comparison, on A's side and on B's (1: one read at a time)."""
     ia, ib = ra.info(), rb.info()
-    from ckptcheck.formats.keras import KerasArchiveReader
+    from ckptcheck.formats.keras.readers import KerasArchiveReader
 
     for reader in (ra, rb):
         if isinstance(reader, KerasArchiveReader):
@@ -280,7 +280,7 @@ def _graph_differences(ra: CheckpointReader, rb: CheckpointReader, keys: set[str
     """How two object graphs place the tensors both checkpoints store under one key differently: the object paths
     reaching it, the variable a slot belongs to, the saved name. Reading a graph checks its checksum: a damaged one
     is an error, not a silent "same"."""
-    from ckptcheck.formats.bundle import BundleReader
+    from ckptcheck.formats.tensorflow.bundle import BundleReader
 
     if isinstance(ra, BundleReader) and isinstance(rb, BundleReader):
         graph_a, graph_b = ra.object_graph_bytes(), rb.object_graph_bytes()  # read with their checksums checked

@@ -57,8 +57,8 @@ def restore_plans(seed: int) -> list[tuple[str, InitPlan, int]]:
 
 def source_format(path: str) -> tuple[str, str]:
     """The format and location of an existing checkpoint (`--from`), detected from its files."""
-    from ckptcheck.formats.bundle import BundleReader
     from ckptcheck.formats.resolve import resolve
+    from ckptcheck.formats.tensorflow.bundle import BundleReader
 
     resolved = resolve(path)
     if resolved.kind == "v1":

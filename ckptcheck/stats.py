@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ckptcheck.formats import dtypes
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
+from ckptcheck.formats.tensorflow import dtypes
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from ckptcheck.formats.resolve import V1, resolve
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1
 
 if TYPE_CHECKING:
-    from ckptcheck.formats.bundle import BundleReader
+    from ckptcheck.formats.tensorflow.bundle import BundleReader
 
 # Problems are reported in the order found, each once: tuple(dict.fromkeys(problems)).
 ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
@@ -186,8 +186,8 @@ def _missing_shard_problems(reader: BundleReader, missing: list[int]) -> list[Pr
 
 def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: ProgressFn | None,
                    fingerprints: dict[str, Any] | None, jobs: int | None = None) -> VerifyReport:
-    from ckptcheck.formats.bundle import BundleReader
-    from ckptcheck.formats.sstable import SSTable
+    from ckptcheck.formats.tensorflow.bundle import BundleReader
+    from ckptcheck.formats.tensorflow.sstable import SSTable
 
     index = prefix + ".index"
     problems: list[Problem] = []
@@ -232,8 +232,8 @@ V1_NOTE = ("V1 checkpoints store no per-tensor checksum: every table block's crc
 
 def _verify_v1(location: str, path: str, progress: ProgressFn | None,
                fingerprints: dict[str, Any] | None) -> VerifyReport:
-    from ckptcheck.formats.sstable import SSTable
-    from ckptcheck.formats.v1 import V1Reader, missing_shards, unused_records, v1_files
+    from ckptcheck.formats.tensorflow.sstable import SSTable
+    from ckptcheck.formats.tensorflow.v1 import V1Reader, missing_shards, unused_records, v1_files
 
     files = v1_files(location)
     problems = [Problem("missing-file", "shard is missing", file=m) for m in missing_shards(location)]
@@ -273,7 +273,7 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
     """Read every member of a .keras archive to its end: zipfile checks each member's CRC there. A
     model.weights.npz is a zip too: each of its members is read to its end as well (npz and .npy carry no
     checksum of their own beyond these CRCs)."""
-    from ckptcheck.formats.keras import NPZ_WEIGHTS_MEMBER, check_member_readable
+    from ckptcheck.formats.keras.readers import NPZ_WEIGHTS_MEMBER, check_member_readable
 
     try:
         with zipfile.ZipFile(library_source(archive, whole_below=loc.WHOLE_BYTES)) as zf:
@@ -316,7 +316,7 @@ def _verify_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo, archive: s
 
 def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | None,
                   fingerprints: dict[str, Any] | None) -> VerifyReport:
-    from ckptcheck.formats.keras import open_keras
+    from ckptcheck.formats.keras.readers import open_keras
 
     problems: list[Problem] = []
     if kind == KERAS:
@@ -332,7 +332,7 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
         if not (damaged and "CRC" in exc.message):  # a bad CRC is said already
             problems.append(problem_from(exc))
         return VerifyReport(path, kind, (location,), 0, 0, tuple(dict.fromkeys(problems)))
-    from ckptcheck.formats.keras import KerasArchiveReader
+    from ckptcheck.formats.keras.readers import KerasArchiveReader
 
     if isinstance(reader, KerasArchiveReader):
         reader.crc_checked_elsewhere()  # every member's CRC was checked above

@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 
 import ckptcheck
 from ckptcheck.cli import app
-from ckptcheck.formats import dtypes
-from ckptcheck.formats.bundle import OBJECT_GRAPH_KEY, BundleReader
 from ckptcheck.formats.resolve import list_state
-from ckptcheck.formats.sstable import SSTable
+from ckptcheck.formats.tensorflow import dtypes
+from ckptcheck.formats.tensorflow.bundle import OBJECT_GRAPH_KEY, BundleReader
+from ckptcheck.formats.tensorflow.sstable import SSTable
 from ckptcheck.model import SAVEDMODEL, TF1, TF2
 
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"

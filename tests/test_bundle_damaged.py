@@ -37,10 +37,10 @@ import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.diff import diff_checkpoints
 from ckptcheck.errors import CheckpointNotFoundError, CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats.bundle import BundleReader
 from ckptcheck.formats.interface import aligned_empty
-from ckptcheck.formats.object_graph import MAX_PATHS_PER_NODE, object_refs
-from ckptcheck.formats.sstable import SSTable
+from ckptcheck.formats.tensorflow.bundle import BundleReader
+from ckptcheck.formats.tensorflow.object_graph import MAX_PATHS_PER_NODE, object_refs
+from ckptcheck.formats.tensorflow.sstable import SSTable
 
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -595,7 +595,7 @@ def test_entry_decoders_agree_in_any_field_order(
     """TensorFlow writes fields in number order, which the fast decoder expects: it decodes every such entry whose
     varints fit 6 bytes (below 4 TiB), and declines the rest; any order is valid protobuf and the general decoder
     reads it the same (decode_entry takes whichever answers)."""
-    from ckptcheck.formats.bundle import _decode_entry_fast, _decode_entry_general, decode_entry
+    from ckptcheck.formats.tensorflow.bundle import _decode_entry_fast, _decode_entry_general, decode_entry
 
     expected = (dtype, tuple(shape), shard, offset, size, crc)
     fields = _fields(dtype, shape, shard, offset, size, crc)
@@ -616,7 +616,7 @@ def test_entry_decoders_agree_in_any_field_order(
 def test_entry_fast_decoder_at_every_varint_width(value: int) -> None:
     """Each varint width the fast decoder unrolls (1 to 6 bytes), at both ends, in every varint field; wider ones
     are left to the general decoder."""
-    from ckptcheck.formats.bundle import _decode_entry_fast, _decode_entry_general
+    from ckptcheck.formats.tensorflow.bundle import _decode_entry_fast, _decode_entry_general
 
     for shard, offset, size in ((value, 3, 5), (3, value, 5), (3, 5, value)):
         entry = b"".join(_fields(1, [2, 3], shard, offset, size, 0xDEADBEEF))
@@ -680,8 +680,8 @@ def test_variant_elements_are_read_and_every_checksum_checked(tf2_slots_checkpoi
 def test_object_graph_past_the_edge_cap_is_refused() -> None:
     """Every node linked to every later one, 1,100 nodes (600,000 edges): refused once past MAX_EDGES, rather than
     decoded and walked for minutes (2,000 such nodes took 754 MiB and 56 s)."""
-    from ckptcheck.formats.object_graph import MAX_EDGES
-    from ckptcheck.formats.protobuf import DecodeError
+    from ckptcheck.formats.tensorflow.object_graph import MAX_EDGES
+    from ckptcheck.formats.tensorflow.protobuf import DecodeError
 
     n = 1100
     graph = object_graph_proto([[(j, f"n{j}") for j in range(i + 1, n)] for i in range(n)], {n - 1: "last"})

@@ -8,7 +8,7 @@ import sys
 import crc32c as package
 import pytest
 
-from ckptcheck.formats import checksum
+from ckptcheck.formats.tensorflow import checksum
 
 SAMPLES = [b"", b"a", b"123456789", bytes(range(256)) * 300, memoryview(bytearray(b"\xff" * 70_000))[3:]]
 
@@ -26,7 +26,7 @@ def test_known_value() -> None:
 
 
 def test_extension_is_loaded_directly_and_the_fallback_works(monkeypatch: pytest.MonkeyPatch) -> None:
-    code = ("import sys; from ckptcheck.formats.checksum import crc32c; "
+    code = ("import sys; from ckptcheck.formats.tensorflow.checksum import crc32c; "
             "print(crc32c(b'123456789'), 'crc32c' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(0xE3069283), "False"]  # the package's __init__ (and its metadata lookup) never ran

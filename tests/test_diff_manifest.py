@@ -272,7 +272,7 @@ def test_diff_of_a_damaged_object_graph_is_not_same(tmp_path: Path) -> None:
 
     import tensorflow as tf
 
-    from ckptcheck.formats.bundle import BundleReader
+    from ckptcheck.formats.tensorflow.bundle import BundleReader
 
     v = tf.Variable([1.0, 2.0])
     first = tf.train.Checkpoint(v=v).write(str(tmp_path / "A" / "ckpt"))

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.errors import CkptcheckError
-from ckptcheck.formats.safety import scan
+from ckptcheck.formats.keras.safety import scan
 from ckptcheck.manifest import build_manifest
 from ckptcheck.verify import verify
 

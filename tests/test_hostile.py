@@ -156,7 +156,7 @@ def test_unreadable_entries_do_not_end_the_report(tmp_path: Path) -> None:
 def test_damaged_metaindex_block_is_named(tmp_path: Path) -> None:
     import struct
 
-    from ckptcheck.formats.sstable import SSTable
+    from ckptcheck.formats.tensorflow.sstable import SSTable
     from ckptcheck.verify import verify
 
     directory = tmp_path / "tf2"

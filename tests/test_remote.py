@@ -296,7 +296,7 @@ def test_read_ahead_answers_as_one_read_at_a_time(tree: Path, tmp_path: Path) ->
 
 def test_prefetch_fetches_each_planned_byte_once(tree: Path) -> None:
     """The plan merges touching tensors into blocks and the reader takes every chunk from them."""
-    from ckptcheck.formats.bundle import BundleReader
+    from ckptcheck.formats.tensorflow.bundle import BundleReader
 
     with BundleReader(str(tree / "big" / "ckpt")) as reader:
         names = [t.name for t in reader.tensors()]

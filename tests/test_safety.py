@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ckptcheck.cli import app
+from ckptcheck.formats.keras.safety import hdf5_offset, scan
 from ckptcheck.formats.resolve import resolve
-from ckptcheck.formats.safety import hdf5_offset, scan
 
 runner = CliRunner()
 

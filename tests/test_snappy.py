@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.errors import CorruptCheckpointError
-from ckptcheck.formats.sstable import SSTable
+from ckptcheck.formats.tensorflow.sstable import SSTable
 from ckptcheck.verify import verify
 
 runner = CliRunner()

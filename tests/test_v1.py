@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.errors import CorruptCheckpointError
-from ckptcheck.formats.bundle import decode_slice_key
 from ckptcheck.formats.resolve import list_state, resolve
-from ckptcheck.formats.sstable import SSTable
-from ckptcheck.formats.v1 import V1Reader, encode_slice_key
+from ckptcheck.formats.tensorflow.bundle import decode_slice_key
+from ckptcheck.formats.tensorflow.sstable import SSTable
+from ckptcheck.formats.tensorflow.v1 import V1Reader, encode_slice_key
 from ckptcheck.verify import verify
 
 runner = CliRunner()

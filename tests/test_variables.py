@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.diff import diff_checkpoints
-from ckptcheck.formats.object_graph import saved_names, variable_saved_names
+from ckptcheck.formats.tensorflow.object_graph import saved_names, variable_saved_names
 
 runner = CliRunner()
 POSITIONAL = re.compile(r"/vars/\d+$")

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import ckptcheck
 from ckptcheck.cli import app
-from ckptcheck.formats.bundle import BundleReader
+from ckptcheck.formats.tensorflow.bundle import BundleReader
 
 runner = CliRunner()
 

@@ -92,7 +92,7 @@ def checkpoint_exists(prefix: str) -> bool:
     """A bundle (its .index) or a V1 checkpoint (the file, or shards matching the pattern) is at ``prefix``."""
     if loc.exists(prefix + ".index"):
         return True
-    from ckptcheck.formats.v1 import v1_files
+    from ckptcheck.formats.tensorflow.v1 import v1_files
 
     return bool(v1_files(prefix))
 
@@ -136,7 +136,7 @@ def read_state(path: str) -> CheckpointState:
 
 
 def step_of(prefix: str) -> int | None:
-    from ckptcheck.formats.v1 import V1_SHARD_RE
+    from ckptcheck.formats.tensorflow.v1 import V1_SHARD_RE
 
     m = V1_SHARD_RE.match(prefix)
     if m is not None:  # a V1 shard pattern, model.ckpt-7-?????-of-00002, or one shard of it
@@ -184,7 +184,7 @@ def shard_base(name: str) -> str | None:
 def _keras_kind(path: str) -> str | None:
     if path.endswith(SHARD_MAP_SUFFIX):
         return KERAS_WEIGHTS  # the JSON map; its reader checks what it holds
-    from ckptcheck.formats.safety import loader_kind
+    from ckptcheck.formats.keras.safety import loader_kind
 
     # What keras.saving.load_model would read decides first: a .keras name on a zip (wherever the zip starts), an
     # .h5 name on HDF5 (whose superblock may follow a user block holding anything, a zip included).
@@ -251,7 +251,7 @@ def _bundle(prefix: str) -> Resolved:
 
 def _v1(location: str) -> Resolved | None:
     """A V1 checkpoint at ``location`` (the file, its shard pattern, or the base of its shards), if there is one."""
-    from ckptcheck.formats.v1 import V1_SHARD_RE, is_v1_pattern, looks_like_table, shard_pattern, v1_files
+    from ckptcheck.formats.tensorflow.v1 import V1_SHARD_RE, is_v1_pattern, looks_like_table, shard_pattern, v1_files
 
     files = v1_files(location)
     if not files or not looks_like_table(files[0]):
@@ -266,7 +266,7 @@ def _v1(location: str) -> Resolved | None:
 
 def _v1_in(directory: str) -> list[str]:
     """The V1 checkpoints in a directory (a file, or one pattern for a set of shards), natural order."""
-    from ckptcheck.formats.v1 import V1_SHARD_RE, looks_like_table, shard_pattern
+    from ckptcheck.formats.tensorflow.v1 import V1_SHARD_RE, looks_like_table, shard_pattern
 
     try:
         names = sorted(loc.listdir(directory), key=_natural)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.formats.object_graph import escape_name, parse_graph, slot_path
+from ckptcheck.formats.tensorflow.object_graph import escape_name, parse_graph, slot_path
 from ckptcheck.model import TensorInfo
 from ckptcheck.restore_check.user_model import LoadedModel
 from ckptcheck.restore_check.variables import _children, _live_slot, _same_bits, _Var, _walk

@@ -15,7 +15,7 @@ import numpy as np
 
 from ckptcheck.errors import UsageError
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.formats.object_graph import OPTIMIZER_SLOT
+from ckptcheck.formats.tensorflow.object_graph import OPTIMIZER_SLOT
 from ckptcheck.model import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.reports import (
     MISMATCH,

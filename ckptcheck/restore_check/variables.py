@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ckptcheck.formats.object_graph import escape_name, slot_path
+from ckptcheck.formats.tensorflow.object_graph import escape_name, slot_path
 from ckptcheck.model import KERAS_FORMATS, KERAS_WEIGHTS, TF2
 from ckptcheck.reports import (
     COUNTER,

@@ -27,7 +27,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckptcheck.formats.keras_config import is_keras_module
+from ckptcheck.formats.keras.config import is_keras_module
 
 VARS = "vars"
 LAYERS = "layers"

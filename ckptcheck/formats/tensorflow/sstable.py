@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple, cast
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats.checksum import crc32c
 from ckptcheck.formats.files import file_size, open_regular
-from ckptcheck.formats.protobuf import DecodeError, read_varint
+from ckptcheck.formats.tensorflow.checksum import crc32c
+from ckptcheck.formats.tensorflow.protobuf import DecodeError, read_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -200,7 +200,7 @@ class SSTable:
                 f"Snappy block at byte {handle.offset} declares {declared} bytes from {len(compressed)}, more than "
                 "any Snappy stream expands to"
             )
-        from ckptcheck.formats.snappy import decompress
+        from ckptcheck.formats.tensorflow.snappy import decompress
 
         out = decompress(compressed, declared)
         if out is None:

@@ -18,10 +18,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats import dtypes
 from ckptcheck.formats import location as loc
-from ckptcheck.formats.checksum import crc32c
-from ckptcheck.formats.dtypes import DType
 from ckptcheck.formats.files import file_size, open_regular
 from ckptcheck.formats.interface import (
     DEFAULT_CHUNK_BYTES,
@@ -31,7 +28,10 @@ from ckptcheck.formats.interface import (
     paused_gc,
     read_buffer,
 )
-from ckptcheck.formats.protobuf import (
+from ckptcheck.formats.tensorflow import dtypes
+from ckptcheck.formats.tensorflow.checksum import crc32c
+from ckptcheck.formats.tensorflow.dtypes import DType
+from ckptcheck.formats.tensorflow.protobuf import (
     DecodeError,
     as_bytes,
     as_int,
@@ -39,8 +39,8 @@ from ckptcheck.formats.protobuf import (
     read_varint,
     to_int64,
 )
-from ckptcheck.formats.slices import format_extents, stream_c_order, tiling_problem
-from ckptcheck.formats.sstable import SSTable, unmask_crc
+from ckptcheck.formats.tensorflow.slices import format_extents, stream_c_order, tiling_problem
+from ckptcheck.formats.tensorflow.sstable import SSTable, unmask_crc
 from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo, listed_tensor
 
 if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
@@ -519,7 +519,7 @@ class BundleReader(CheckpointReader):
         A name-based (TF1) bundle is keyed by variable name already: nothing to add."""
         if not self.has_object_graph:
             return {}
-        from ckptcheck.formats.object_graph import key_variables, saved_names, variable_saved_names
+        from ckptcheck.formats.tensorflow.object_graph import key_variables, saved_names, variable_saved_names
 
         saved: dict[str, str] = {}
         entry = self.entries[OBJECT_GRAPH_KEY]
@@ -971,7 +971,7 @@ class BundleReader(CheckpointReader):
         data = self.object_graph_bytes()
         if data is None:
             return None
-        from ckptcheck.formats.object_graph import object_refs
+        from ckptcheck.formats.tensorflow.object_graph import object_refs
 
         try:
             return object_refs(data, stored=set(self.entries))

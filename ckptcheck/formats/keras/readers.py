@@ -13,7 +13,7 @@ TensorFlow are never imported. Layouts, as Keras writes them:
   dataset is in one. The weights are every listed shard's datasets together (keras/src/saving/saving_lib.py,
   ShardedH5IOStore).
 * ``.keras``: a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5`` (or ``model.weights.npz``
-  when saved with ``weights_format="npz"``: a zip of pickles inside the zip, see ckptcheck.formats.npz), read in
+  when saved with ``weights_format="npz"``: a zip of pickles inside the zip, see ckptcheck.formats.keras.npz), read in
   memory, never extracted.
 * Legacy HDF5 (Keras 2 / tf_keras, Keras 3 ``model.save("x.h5")``): root attributes ``keras_version``,
   ``backend``, ``model_config`` and ``training_config``; group ``model_weights`` whose attribute ``layer_names``
@@ -45,11 +45,15 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats import dtypes, jsonlimits, keras_config, keras_names, npz
+from ckptcheck.formats import jsonlimits
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import library_source, open_regular, read_capped
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
+from ckptcheck.formats.keras import config as keras_config
+from ckptcheck.formats.keras import names as keras_names
+from ckptcheck.formats.keras import npz
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
+from ckptcheck.formats.tensorflow import dtypes
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo, TensorInfo, listed_tensor
 from ckptcheck.order import natural_key, natural_sorted
 
@@ -1037,7 +1041,7 @@ class KerasArchiveReader(_H5Values):
 class KerasNpzArchiveReader(CheckpointReader):
     """A Keras 3 ``.keras`` zip whose weights are ``model.weights.npz`` (``weights_format="npz"``): the npz is a
     zip inside the zip, each member read where it lies; its pickles are walked as data, never run
-    (ckptcheck.formats.npz)."""
+    (ckptcheck.formats.keras.npz)."""
 
     format = KERAS
 

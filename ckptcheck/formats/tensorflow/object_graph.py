@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ckptcheck.formats.protobuf import DecodeError, as_bytes, as_int, iter_fields, read_varint
+from ckptcheck.formats.tensorflow.protobuf import DecodeError, as_bytes, as_int, iter_fields, read_varint
 from ckptcheck.model import ObjectRef
 
 # The graph may hold cycles and many diamond paths (a Keras model reaches a kernel through layers, _operations,

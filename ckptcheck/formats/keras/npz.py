@@ -28,7 +28,7 @@ from typing import IO, Any
 import numpy as np
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats import dtypes
+from ckptcheck.formats.tensorflow import dtypes
 
 ROOT_KEY = "__root__"
 # The pickle of one layer's variables is a few KB; a member's pickle (not counting array bytes, which are skipped)

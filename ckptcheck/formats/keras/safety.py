@@ -81,7 +81,7 @@ def loader_kind(path: str) -> str | None:
 
 def scan(path: str) -> SafetyScan | None:
     """The safety scan of ``path``: None when no Keras loader would deserialize a config from it."""
-    from ckptcheck.formats import keras_config
+    from ckptcheck.formats.keras import config as keras_config
 
     if loc.is_url(path):
         # Over a URL only what a Keras loader would take by its name is fetched and scanned (not a prefix, nor

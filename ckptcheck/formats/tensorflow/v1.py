@@ -28,9 +28,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats import dtypes
 from ckptcheck.formats import location as loc
-from ckptcheck.formats.bundle import (
+from ckptcheck.formats.files import file_size, open_regular
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, check_rank, paused_gc
+from ckptcheck.formats.tensorflow import dtypes
+from ckptcheck.formats.tensorflow.bundle import (
     Extent,
     Versions,
     _decode_shape,
@@ -39,10 +41,8 @@ from ckptcheck.formats.bundle import (
     decode_slice_key,
     decode_versions,
 )
-from ckptcheck.formats.dtypes import DType
-from ckptcheck.formats.files import file_size, open_regular
-from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, check_rank, paused_gc
-from ckptcheck.formats.protobuf import (
+from ckptcheck.formats.tensorflow.dtypes import DType
+from ckptcheck.formats.tensorflow.protobuf import (
     FIXED32,
     FIXED64,
     LENGTH,
@@ -53,8 +53,8 @@ from ckptcheck.formats.protobuf import (
     as_view,
     iter_fields,
 )
-from ckptcheck.formats.slices import format_extents, stream_c_order, tiling_problem
-from ckptcheck.formats.sstable import SSTable
+from ckptcheck.formats.tensorflow.slices import format_extents, stream_c_order, tiling_problem
+from ckptcheck.formats.tensorflow.sstable import SSTable
 from ckptcheck.model import TF1, CheckpointInfo, listed_tensor
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ _V1_HEAD = re.compile(rb"\x00\x00[\x80-\xff]{0,4}[\x00-\x7f]\x0a")
 def looks_like_table(path: str) -> bool:
     """A regular file ending in the table magic number, or beginning as a V1 file does (a cheap test before the
     table of contents is read)."""
-    from ckptcheck.formats.sstable import FOOTER_SIZE, TABLE_MAGIC
+    from ckptcheck.formats.tensorflow.sstable import FOOTER_SIZE, TABLE_MAGIC
 
     try:
         with open_regular(path) as f:
