@@ -100,7 +100,7 @@ def open_checkpoint(path: str) -> "CheckpointReader":
         from ckptcheck.formats.tensorflow.v1 import V1Reader
 
         return V1Reader(resolved.location, path=str(path))
-    from ckptcheck.formats.keras.readers import open_keras
+    from ckptcheck.formats.keras.open import open_keras
 
     return open_keras(resolved.kind, resolved.location, path=str(path))
 

@@ -219,7 +219,7 @@ def diff_checkpoints(
     """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes.
     ``jobs``: range reads in flight ahead of the comparison, on A's side and on B's (1: one read at a time)."""
     ia, ib = ra.info(), rb.info()
-    from ckptcheck.formats.keras.readers import KerasArchiveReader
+    from ckptcheck.formats.keras.archive import KerasArchiveReader
 
     for reader in (ra, rb):
         if isinstance(reader, KerasArchiveReader):

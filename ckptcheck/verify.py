@@ -273,7 +273,7 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
     """Read every member of a .keras archive to its end: zipfile checks each member's CRC there. A
     model.weights.npz is a zip too: each of its members is read to its end as well (npz and .npy carry no
     checksum of their own beyond these CRCs)."""
-    from ckptcheck.formats.keras.readers import NPZ_WEIGHTS_MEMBER, check_member_readable
+    from ckptcheck.formats.keras.archive import NPZ_WEIGHTS_MEMBER, check_member_readable
 
     try:
         with zipfile.ZipFile(library_source(archive, whole_below=loc.WHOLE_BYTES)) as zf:
@@ -316,7 +316,7 @@ def _verify_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo, archive: s
 
 def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | None,
                   fingerprints: dict[str, Any] | None) -> VerifyReport:
-    from ckptcheck.formats.keras.readers import open_keras
+    from ckptcheck.formats.keras.open import open_keras
 
     problems: list[Problem] = []
     if kind == KERAS:
@@ -332,7 +332,7 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
         if not (damaged and "CRC" in exc.message):  # a bad CRC is said already
             problems.append(problem_from(exc))
         return VerifyReport(path, kind, (location,), 0, 0, tuple(dict.fromkeys(problems)))
-    from ckptcheck.formats.keras.readers import KerasArchiveReader
+    from ckptcheck.formats.keras.archive import KerasArchiveReader
 
     if isinstance(reader, KerasArchiveReader):
         reader.crc_checked_elsewhere()  # every member's CRC was checked above

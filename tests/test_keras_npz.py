@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
-from ckptcheck.formats.keras.readers import KerasNpzArchiveReader
+from ckptcheck.formats.keras.npz import KerasNpzArchiveReader
 from ckptcheck.model import KERAS
 
 runner = CliRunner()

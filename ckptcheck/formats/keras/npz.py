@@ -20,15 +20,34 @@ saved both ways has the same names: entry ``layers/conv2d`` key ``"0"`` is ``lay
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import math
 import struct
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
+from ckptcheck.formats import location as loc
+from ckptcheck.formats.files import open_regular
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
+from ckptcheck.formats.keras.archive import LOCAL_HEADER, LOCAL_MAGIC, NPZ_WEIGHTS_MEMBER, Archive, StoredMember
+from ckptcheck.formats.keras.h5 import BOMB_EXPANSION, BOMB_FLOOR_BYTES, read_guard
 from ckptcheck.formats.tensorflow import dtypes
+from ckptcheck.model import KERAS, CheckpointInfo, TensorInfo
+from ckptcheck.order import natural_key
+
+if TYPE_CHECKING:
+    pass
+
+
+
+
 
 ROOT_KEY = "__root__"
 # The pickle of one layer's variables is a few KB; a member's pickle (not counting array bytes, which are skipped)
@@ -492,3 +511,171 @@ def scan_member(f: IO[bytes], member: str, size: int, *, path: str) -> list[NpzA
         arr = found[0]
         out.append(NpzArray(name, member, arr.dtype_name, arr.dtype, arr.shape, arr.data.offset, arr.data.length))
     return out
+
+
+# --- the reader of a .keras archive whose weights are model.weights.npz ---------------------------------------
+
+
+class KerasNpzArchiveReader(CheckpointReader):
+    """A Keras 3 ``.keras`` zip whose weights are ``model.weights.npz`` (``weights_format="npz"``): the npz is a
+    zip inside the zip, each member read where it lies; its pickles are walked as data, never run
+    (ckptcheck.formats.keras.npz)."""
+
+    format = KERAS
+
+    def __init__(self, archive: Archive, member: zipfile.ZipInfo, *, path: str | None = None) -> None:
+        self.location = archive.location
+        self.path = path or archive.location
+        self._archive: Archive | None = archive
+        self._outer: io.IOBase | None = None
+        self._npz: zipfile.ZipFile | None = None
+        self._arrays: dict[str, NpzArray] = {}
+        self._members: dict[str, zipfile.ZipInfo] = {}
+        self._direct: dict[str, int] = {}  # member -> offset of its data in the .keras file, when nothing is compressed
+        try:
+            self._open(member)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, member: zipfile.ZipInfo) -> None:
+        assert self._archive is not None
+        where = self.location
+        summary = self._archive.info(path=self.path, tensors=())
+        self._outer = self._archive.open_member(member)
+        with read_guard(f"{NPZ_WEIGHTS_MEMBER} in the archive is not a readable zip", path=where,
+                    hint="the archive may be truncated or damaged"):
+            self._npz = zipfile.ZipFile(self._outer)
+            infos = self._npz.infolist()
+        for info in infos:
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise UnsupportedFormatError(f"{NPZ_WEIGHTS_MEMBER} member {info.filename} is encrypted", path=where)
+            self._members[info.filename] = info
+            start = self._direct_start(info)
+            with read_guard(f"cannot read {NPZ_WEIGHTS_MEMBER} member {info.filename}", path=where,
+                        hint="the archive may be truncated or damaged"), self._member_file(info, start) as f:
+                found = scan_member(f, info.filename, info.file_size, path=where)
+            for arr in found:
+                if arr.name in self._arrays:
+                    raise CorruptCheckpointError(f"{NPZ_WEIGHTS_MEMBER} lists this weight twice", path=where,
+                                                 tensor=arr.name)
+                self._arrays[arr.name] = arr
+            if start is not None:
+                self._direct[info.filename] = start
+        ordered = sorted(self._arrays.values(), key=lambda a: natural_key(a.name))
+        self._arrays = {a.name: a for a in ordered}
+        tensors = tuple(TensorInfo(a.name, a.dtype, a.shape, a.nbytes, file=NPZ_WEIGHTS_MEMBER) for a in ordered)
+        self._info = dataclasses.replace(summary, tensors=tensors)
+
+    def _member_file(self, info: zipfile.ZipInfo, start: int | None) -> IO[bytes]:
+        """The npz member as a buffered file: a window onto the .keras file when nothing is compressed (no CRC is
+        checked then: `verify` checks every member's), else zipfile's stream."""
+        if start is not None:
+            return io.BufferedReader(StoredMember(self.location, start, info.file_size))
+        assert self._npz is not None
+        return self._npz.open(info)
+
+    def _direct_start(self, info: zipfile.ZipInfo) -> int | None:
+        """Where a stored npz member's bytes start in the .keras file, when the npz itself is stored there."""
+        outer = self._outer
+        if not isinstance(outer, StoredMember) or info.compress_type != zipfile.ZIP_STORED:
+            return None
+        if info.compress_size != info.file_size:
+            raise CorruptCheckpointError(f"{NPZ_WEIGHTS_MEMBER} member {info.filename} is stored but its sizes "
+                                         "differ", path=self.location, hint="the archive may be damaged")
+        outer.seek(info.header_offset)
+        header = outer.read(LOCAL_HEADER.size)
+        if len(header) < LOCAL_HEADER.size or header[:4] != LOCAL_MAGIC:
+            raise CorruptCheckpointError(f"bad local header for {NPZ_WEIGHTS_MEMBER} member {info.filename}",
+                                         path=self.location, hint="the archive may be damaged")
+        _magic, name_len, extra_len = LOCAL_HEADER.unpack(header)
+        start = info.header_offset + LOCAL_HEADER.size + int(name_len) + int(extra_len)
+        if start + info.file_size > outer._size:
+            raise CorruptCheckpointError(f"{NPZ_WEIGHTS_MEMBER} member {info.filename} runs past the end of "
+                                         f"{NPZ_WEIGHTS_MEMBER}", path=self.location, hint="the archive is truncated")
+        return int(outer._start) + start
+
+    def info(self) -> CheckpointInfo:
+        return self._info
+
+    def _entry(self, name: str) -> NpzArray:
+        arr = self._arrays.get(name)
+        if arr is None:
+            raise self.not_found(name)
+        return arr
+
+    @contextlib.contextmanager
+    def _values(self, arr: NpzArray) -> Iterator[Any]:
+        """A file positioned at the array's first value byte."""
+        start = self._direct.get(arr.member)
+        with read_guard("cannot read the values", path=self.location, tensor=arr.name,
+                    hint="the archive may be truncated or damaged"):
+            if start is not None:
+                with open_regular(self.location, whole_below=loc.WHOLE_BYTES) as f:
+                    f.seek(start + arr.offset)
+                    yield f
+                return
+            assert self._npz is not None
+            with self._npz.open(self._members[arr.member]) as f:
+                f.seek(arr.offset)
+                yield f
+
+    def _fill(self, f: Any, view: memoryview, arr: NpzArray) -> None:
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise CorruptCheckpointError(
+                    f"short read: {NPZ_WEIGHTS_MEMBER} member {arr.member} ends {len(view) - got} bytes early",
+                    path=self.location, tensor=arr.name, hint="the archive is truncated or damaged")
+            got += n
+
+    def _native(self, values: np.ndarray) -> np.ndarray:
+        return values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
+
+    def read(self, name: str) -> np.ndarray:
+        arr = self._entry(name)
+        info = self._members[arr.member]
+        stored = max(info.compress_size, 1)
+        if arr.nbytes > BOMB_FLOOR_BYTES and arr.nbytes > BOMB_EXPANSION * stored:
+            raise CorruptCheckpointError(
+                f"{NPZ_WEIGHTS_MEMBER} member {arr.member} declares {arr.nbytes} bytes but stores {stored}; "
+                "refusing to allocate", path=self.location, tensor=name)
+        out = np.empty(arr.nbytes, dtype=np.uint8)
+        if arr.nbytes:
+            with self._values(arr) as f:
+                self._fill(f, out.data, arr)
+        return self._native(out.view(arr.read_dtype).reshape(arr.shape))
+
+    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[np.ndarray]:
+        arr = self._entry(name)
+        if arr.nbytes == 0:
+            return
+        itemsize = arr.read_dtype.itemsize
+        per_chunk = max(itemsize, chunk_bytes // itemsize * itemsize)
+        buf = aligned_empty(min(per_chunk, arr.nbytes))
+        view = buf.data
+        with self._values(arr) as f:
+            done = 0
+            while done < arr.nbytes:
+                n = min(len(view), arr.nbytes - done)
+                self._fill(f, view[:n], arr)
+                done += n
+                yield self._native(buf[:n].view(arr.read_dtype))
+
+    def npz_members(self) -> tuple[str, ...]:
+        return tuple(self._members)
+
+    def close(self) -> None:
+        for thing in (self._npz, self._outer):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+        self._npz = None
+        self._outer = None
+        if self._archive is not None:
+            self._archive.close()
+        self._archive = None
+
