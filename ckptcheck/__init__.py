@@ -89,20 +89,10 @@ def __dir__() -> list[str]:
 def open_checkpoint(path: str) -> "CheckpointReader":
     """Open any checkpoint ckptcheck reads; the format is detected from the path and the files' bytes. Use it as a
     context manager (it holds files open)."""
+    from ckptcheck.formats.open import open_resolved
     from ckptcheck.formats.resolve import resolve
 
-    resolved = resolve(str(path))
-    if resolved.kind == "bundle":
-        from ckptcheck.formats.tensorflow.bundle import BundleReader
-
-        return BundleReader(resolved.location, path=str(path), format=resolved.format_hint)
-    if resolved.kind == "v1":
-        from ckptcheck.formats.tensorflow.v1 import V1Reader
-
-        return V1Reader(resolved.location, path=str(path))
-    from ckptcheck.formats.keras.open import open_keras
-
-    return open_keras(resolved.kind, resolved.location, path=str(path))
+    return open_resolved(resolve(str(path)), path=str(path))
 
 
 def list_tensors(checkpoint: "str | CheckpointReader") -> "tuple[TensorInfo, ...]":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ckptcheck.compare import Scratch, ValueDiff, compare_tensors
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.formats.tensorflow.bundle import OBJECT_GRAPH_KEY
+from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY, VALUE_SUFFIX
 from ckptcheck.model import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
 from ckptcheck.order import natural_sorted
 
@@ -76,7 +76,6 @@ class DiffReport:
     def same(self) -> bool:
         return not (self.added or self.removed or self.changed or self.graph_differences)
 
-_ATTRIBUTE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _TF_OUTPUT_SUFFIX = re.compile(r":\d+$")
 # A Keras 3 tensor whose variable name the file does not determine is named by position: <layer>/vars/<i>.
 _POSITIONAL = re.compile(r"(^|/)vars/\d+$")
@@ -93,8 +92,8 @@ def same_keys(format_a: str, format_b: str) -> bool:
 
 def normalize_name(name: str) -> str:
     """A name with format-specific decoration removed, to match tensors across formats."""
-    if name.endswith(_ATTRIBUTE_SUFFIX):
-        name = name[: -len(_ATTRIBUTE_SUFFIX)]
+    if name.endswith(VALUE_SUFFIX):
+        name = name[: -len(VALUE_SUFFIX)]
     return _TF_OUTPUT_SUFFIX.sub("", name)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
+from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
 from ckptcheck.model import (
     KERAS_WEIGHTS,
     SAVEDMODEL,
@@ -989,7 +990,6 @@ if TYPE_CHECKING:
     from ckptcheck.reports import RestoreCheckReport, StoredValueUse, VariableCheck
 
 RESTORE_CHECK_SCHEMA = "ckptcheck.restore-check/1"
-_TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 _STATUS_TEXT = {"restored": "yes", "restored-different": "VALUES DIFFER", "mismatch": "NO: mismatch",
                 "skipped": "NO: skipped", "missing": "NO: missing"}
 
@@ -997,7 +997,7 @@ _STATUS_TEXT = {"restored": "yes", "restored-different": "VALUES DIFFER", "misma
 def _key_text(key: str | None) -> str:
     if key is None:
         return "-"
-    return key[: -len(_TF2_VALUE)] if key.endswith(_TF2_VALUE) else key
+    return key[: -len(VALUE_SUFFIX)] if key.endswith(VALUE_SUFFIX) else key
 
 
 def _restore_verdict(report: RestoreCheckReport) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from ckptcheck.errors import CorruptCheckpointError, UsageError
+from ckptcheck.formats.keras.config import MAX_CONFIG_BYTES
+from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.generate import (
     GENERATE_FORMATS,
     MAX_SEED,
@@ -37,9 +39,7 @@ from ckptcheck.reports import Fact, GenerateOptions, RestoreRun, RoundTripReport
 
 SENTINEL = -7.25  # exactly representable, and no initializer or trained weight lands on it by chance
 RESEED_OFFSET = 7919
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 PY_FUNC_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
-MAX_CONFIG_BYTES = 64 << 20
 
 StageCallback = Callable[[str], None]
 Values = dict[str, np.ndarray]
@@ -57,7 +57,7 @@ def restore_plans(seed: int) -> list[tuple[str, InitPlan, int]]:
 
 def source_format(path: str) -> tuple[str, str]:
     """The format and location of an existing checkpoint (`--from`), detected from its files."""
-    from ckptcheck.formats.resolve import resolve
+    from ckptcheck.formats.resolve import BUNDLE, resolve
     from ckptcheck.formats.tensorflow.bundle import BundleReader
 
     resolved = resolve(path)
@@ -65,7 +65,7 @@ def source_format(path: str) -> tuple[str, str]:
         raise UsageError("roundtrip --from takes V2 checkpoints; this is a V1 checkpoint (TensorSliceReader format)",
                          path=path, hint="inspect, verify, manifest, diff and restore-check read it; to roundtrip, "
                                          "restore it into your graph and save it again with a V2 Saver")
-    if resolved.kind != "bundle":
+    if resolved.kind != BUNDLE:
         return resolved.kind, resolved.location
     with BundleReader(resolved.location, path=path, format=resolved.format_hint) as reader:
         fmt = reader.format

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from itertools import compress
 
 from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY, VALUE_SUFFIX
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.order import natural_sorted
 
@@ -40,8 +41,6 @@ WEIGHTS, OPTIMIZER, OTHER = "weights", "optimizer", "other"
 KINDS = (WEIGHTS, OPTIMIZER, OTHER)
 KIND_TITLES = {WEIGHTS: "model weights", OPTIMIZER: "optimizer state", OTHER: "counters and other"}
 
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-_TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 _TF2_SLOT = "/.OPTIMIZER_SLOT/"
 # Slot names of tf.compat.v1.train optimizers (and tf_keras's v1 wrappers), as the slot's last name part.
 _TF1_SLOTS = re.compile(
@@ -114,7 +113,7 @@ def _kind_and_group(fmt: str, t: TensorInfo, names: set[str] | frozenset[str],
         if name == OBJECT_GRAPH_KEY:
             return OTHER, name
         ref = refs.get(name) if refs is not None else None
-        path = name[: -len(_TF2_VALUE)] if name.endswith(_TF2_VALUE) else name
+        path = name[: -len(VALUE_SUFFIX)] if name.endswith(VALUE_SUFFIX) else name
         if _TF2_SLOT in path:
             return OPTIMIZER, _parent(path.split(_TF2_SLOT, 1)[0])
         if ref is not None and ref.slot_of:

@@ -22,7 +22,7 @@ from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularF
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import library_source
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.formats.resolve import V1, resolve
+from ckptcheck.formats.resolve import BUNDLE, V1, resolve
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ def verify(
         expected = manifest_mod.load(against)  # a bad manifest is misuse: fail early
     fingerprints: dict[str, Any] | None = {} if expected is not None else None
     resolved = resolve(path)
-    if resolved.kind == "bundle":
+    if resolved.kind == BUNDLE:
         report = _verify_bundle(resolved.location, path, resolved.format_hint, progress, fingerprints, jobs)
     elif resolved.kind == V1:
         report = _verify_v1(resolved.location, path, progress, fingerprints)

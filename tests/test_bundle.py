@@ -25,7 +25,8 @@ import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.formats.resolve import list_state
 from ckptcheck.formats.tensorflow import dtypes
-from ckptcheck.formats.tensorflow.bundle import OBJECT_GRAPH_KEY, BundleReader
+from ckptcheck.formats.tensorflow.bundle import BundleReader
+from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.formats.tensorflow.sstable import SSTable
 from ckptcheck.model import SAVEDMODEL, TF1, TF2
 

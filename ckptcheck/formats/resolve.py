@@ -28,6 +28,7 @@ _STATE_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths
 _MAX_STATE_BYTES = 1 << 20
 
 
+BUNDLE = "bundle"  # Resolved.kind of a tensor bundle (TF1 Saver V2, tf.train.Checkpoint, SavedModel variables)
 V1 = "v1"  # Resolved.kind of a V1 (TensorSliceReader) checkpoint; its format is tf1
 # Files that name the SavedModel directory they are in.
 _SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb")
@@ -245,8 +246,8 @@ def _bundle(prefix: str) -> Resolved:
         and any(loc.isfile(loc.join(loc.dirname(directory), f))
                 for f in ("saved_model.pb", "saved_model.pbtxt"))
     ):
-        return Resolved("bundle", prefix, format_hint=SAVEDMODEL)
-    return Resolved("bundle", prefix)
+        return Resolved(BUNDLE, prefix, format_hint=SAVEDMODEL)
+    return Resolved(BUNDLE, prefix)
 
 
 def _v1(location: str) -> Resolved | None:
@@ -317,10 +318,10 @@ def _resolve_directory(directory: str) -> Resolved:
                 f"the state file points at {loc.basename(latest)}, which is gone", path=state_path, hint=hint
             )
         _warn_relocated(state, latest, state_path)
-        return Resolved("bundle", latest)
+        return Resolved(BUNDLE, latest)
     for variables in (loc.join(directory, "variables", "variables"), loc.join(directory, "variables")):
         if loc.isfile(variables + ".index"):
-            return Resolved("bundle", variables, format_hint=SAVEDMODEL)
+            return Resolved(BUNDLE, variables, format_hint=SAVEDMODEL)
     if loc.isfile(loc.join(directory, "saved_model.pb")) or loc.isfile(
         loc.join(directory, "saved_model.pbtxt")
     ):
@@ -328,7 +329,7 @@ def _resolve_directory(directory: str) -> Resolved:
                                       hint="a SavedModel without variables stores no checkpoint")
     bundles = _bundles_in(directory)
     if len(bundles) == 1:
-        return Resolved("bundle", bundles[0])
+        return Resolved(BUNDLE, bundles[0])
     v1_found = _v1_in(directory) if not bundles else []
     if len(v1_found) == 1:
         return Resolved(V1, v1_found[0])
@@ -380,7 +381,7 @@ def _resolve_url(url: str) -> Resolved | None:
         return _resolve_directory(url)
     for variables in (loc.join(url, "variables", "variables"), loc.join(url, "variables")):
         if loc.isfile(variables + ".index"):
-            return Resolved("bundle", variables, format_hint=SAVEDMODEL)
+            return Resolved(BUNDLE, variables, format_hint=SAVEDMODEL)
     return None
 
 

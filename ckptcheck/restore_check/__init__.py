@@ -30,7 +30,8 @@ TensorFlow and Keras are imported inside the functions that need them; the user'
 its output sent to stderr, and its errors are reported as its own (type, message, file and line).
 """
 
-from ckptcheck.restore_check.matching import VALUE_SUFFIX, short_key
+from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
+from ckptcheck.restore_check.matching import short_key
 from ckptcheck.restore_check.measure import restore_check
 from ckptcheck.restore_check.suggest import (
     RENAME_MAP_SCHEMA,

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
 from ckptcheck.formats.tensorflow.object_graph import escape_name, parse_graph, slot_path
 from ckptcheck.model import TensorInfo
 from ckptcheck.restore_check.user_model import LoadedModel
 from ckptcheck.restore_check.variables import _children, _live_slot, _same_bits, _Var, _walk
-
-VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
-
 
 # --- what the format looks each variable up by ----------------------------------------------------------------------
 

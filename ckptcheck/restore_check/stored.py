@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.model import ObjectRef, TensorInfo
 from ckptcheck.reports import (
     COUNTER,
@@ -16,7 +17,6 @@ from ckptcheck.reports import (
 from ckptcheck.restore_check.variables import _dtype_name, _same_bits
 
 CACHED_BYTES = 1 << 16  # values up to this size are read once
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 # --- stored values ------------------------------------------------------------------------------------------------

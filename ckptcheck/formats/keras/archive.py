@@ -24,6 +24,7 @@ from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import library_source, open_regular
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES
 from ckptcheck.formats.keras import config as keras_config
+from ckptcheck.formats.keras.config import MAX_CONFIG_BYTES
 from ckptcheck.formats.keras.h5 import open_h5, read_guard
 from ckptcheck.formats.keras.layout import compile_summary, layout_of, with_orphan_optimizer
 from ckptcheck.formats.keras.weights import H5Values
@@ -43,7 +44,6 @@ CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
 
 # Members read whole into memory are refused above these sizes (a zip entry can claim any size).
-MAX_CONFIG_BYTES = 64 << 20
 
 MAX_METADATA_BYTES = 1 << 20
 

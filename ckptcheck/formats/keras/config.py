@@ -15,6 +15,8 @@ from typing import Any
 from ckptcheck.errors import CorruptCheckpointError
 from ckptcheck.model import Architecture, LayerSummary, SafetyFinding
 
+MAX_CONFIG_BYTES = 64 << 20  # a Keras config is read whole: refused above this (a zip entry can claim any size)
+
 SOURCE_CONFIG_JSON = "config.json"
 SOURCE_MODEL_CONFIG = "model_config attribute"
 

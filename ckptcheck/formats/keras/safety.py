@@ -23,12 +23,12 @@ from ckptcheck.errors import CkptcheckError
 from ckptcheck.formats import jsonlimits
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import file_size, library_source, open_regular, read_capped
+from ckptcheck.formats.keras.config import MAX_CONFIG_BYTES
 from ckptcheck.model import SafetyFinding
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 CONFIG_MEMBER = "config.json"
-MAX_CONFIG_BYTES = 64 << 20  # the same cap the readers apply
 
 
 class SafetyScan(NamedTuple):  # a NamedTuple: defined at every start, where a frozen dataclass takes ~1 ms

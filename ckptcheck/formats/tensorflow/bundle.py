@@ -31,6 +31,7 @@ from ckptcheck.formats.interface import (
 from ckptcheck.formats.tensorflow import dtypes
 from ckptcheck.formats.tensorflow.checksum import crc32c
 from ckptcheck.formats.tensorflow.dtypes import DType
+from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.formats.tensorflow.protobuf import (
     DecodeError,
     as_bytes,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
 
     from ckptcheck.formats.prefetch import ReadAhead
 
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _HEADER_KEY = b""
 _SLICE_KEY_START = 0x00  # slice keys are OrderedCode-encoded and begin with WriteNumIncreasing(0) = b"\x00"
 _NAMES_START = b"\x01"  # every key from here on is a tensor's name

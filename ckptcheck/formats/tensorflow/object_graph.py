@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ckptcheck.formats.tensorflow.keys import SAVE_COUNTER_KEY, VALUE_SUFFIX
 from ckptcheck.formats.tensorflow.protobuf import DecodeError, as_bytes, as_int, iter_fields, read_varint
 from ckptcheck.model import ObjectRef
 
@@ -295,7 +296,7 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
 
 # A variable's SerializedTensor begins with its name field, "VARIABLE_VALUE", then (when set) its full_name.
 _VALUE_ATTRIBUTE = b"\x0a\x0eVARIABLE_VALUE\x12"
-_VALUE_KEY_END = b"/.ATTRIBUTES/VARIABLE_VALUE"
+_VALUE_KEY_END = VALUE_SUFFIX.encode()
 
 
 def _short_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -439,8 +440,6 @@ def saved_names(data: bytes) -> dict[str, str]:
 
 OBJECT_GRAPH_VARIABLE = "(object graph)"
 SAVE_COUNTER_VARIABLE = "(save counter)"
-_SAVE_COUNTER_KEY = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"  # tf.train.Checkpoint's own counter, a root child
-_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def key_variables(keys: Iterable[str], saved: dict[str, str], graph_key: str) -> dict[str, str]:
@@ -451,12 +450,12 @@ def key_variables(keys: Iterable[str], saved: dict[str, str], graph_key: str) ->
     """
     for key in keys:
         if key not in saved:
-            if key.endswith(_VALUE_SUFFIX):
-                saved[key] = key[: -len(_VALUE_SUFFIX)]
+            if key.endswith(VALUE_SUFFIX):
+                saved[key] = key[: -len(VALUE_SUFFIX)]
             else:
                 at = key.find(_ATTRIBUTES)
                 saved[key] = key if at < 0 else key[:at] + "/" + key[at + len(_ATTRIBUTES) :]
     saved[graph_key] = OBJECT_GRAPH_VARIABLE
-    if _SAVE_COUNTER_KEY in saved:
-        saved[_SAVE_COUNTER_KEY] = SAVE_COUNTER_VARIABLE
+    if SAVE_COUNTER_KEY in saved:
+        saved[SAVE_COUNTER_KEY] = SAVE_COUNTER_VARIABLE
     return saved
