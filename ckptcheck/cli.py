@@ -629,9 +629,9 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seeds initializers and 
 
 def _generate_options(fmt: str, init: list[str] | None, layers: str, inputs: int, train_steps: int,
                       optimizer: str, learning_rate: float, seed: int) -> Any:
-    from ckptcheck.generate import check_options, parse_layers
-    from ckptcheck.initializers import parse_plan
-    from ckptcheck.reports import GenerateOptions
+    from ckptcheck.lab.generate import check_options, parse_layers
+    from ckptcheck.lab.initializers import parse_plan
+    from ckptcheck.lab.reports import GenerateOptions
 
     options = GenerateOptions(format=fmt.lower(), layers=parse_layers(layers), inputs=inputs, train_steps=train_steps,
                               optimizer=optimizer.lower(), learning_rate=learning_rate, seed=seed,
@@ -675,7 +675,8 @@ def generate_command(
 ) -> None:
     """Build a small Dense model with chosen initializers, train it a few steps, save it in one format."""
     from ckptcheck import render
-    from ckptcheck.generate import generate, import_keras
+    from ckptcheck.lab.gate import import_keras
+    from ckptcheck.lab.generate import generate
 
     with errors_to_exit():
         options = _generate_options(format_, init, layers, inputs, train_steps, optimizer, learning_rate, seed)
@@ -710,8 +711,9 @@ def roundtrip_command(
     """Save, restore into fresh models with other initializers, compare every tensor bit for bit, and show what
     the checkpoint records. Exit 1 if any tensor did not restore exactly."""
     from ckptcheck import render
-    from ckptcheck.generate import GENERATE_FORMATS, import_keras
-    from ckptcheck.roundtrip import roundtrip, source_format
+    from ckptcheck.lab.gate import import_keras
+    from ckptcheck.lab.generate import GENERATE_FORMATS
+    from ckptcheck.lab.roundtrip import roundtrip, source_format
 
     with errors_to_exit():
         fmt = (format_ or "").lower()
@@ -758,7 +760,7 @@ def explain_command(
     """Settle common claims about initializers and checkpoints by experiment: the claim, the verdict (true, false
     or depends), and the evidence, measured in real TensorFlow runs."""
     from ckptcheck import render
-    from ckptcheck.explain import explain, find_questions
+    from ckptcheck.lab.explain import explain, find_questions
 
     with errors_to_exit():
         chosen = find_questions(question)
@@ -768,7 +770,7 @@ def explain_command(
             else:
                 emit(render.questions_table(chosen))
             return
-        from ckptcheck.generate import import_tensorflow
+        from ckptcheck.lab.gate import import_tensorflow
 
         import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         with _progress_bar(show_progress(json_output), len(chosen), "explain") as tick:
@@ -822,7 +824,7 @@ def restore_check_command(
     warn_unsafe(checkpoint, *([model] if model.endswith(".keras") else []))
     with errors_to_exit():
         shapes = parse_input_shapes(input_shape)
-        from ckptcheck.generate import import_tensorflow
+        from ckptcheck.lab.gate import import_tensorflow
 
         import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         with _progress_bar(show_progress(json_output), 4, "restore-check") as tick:

@@ -205,3 +205,12 @@ def compare_tensors(
         max_abs = max(max_abs, m_abs)
         max_rel = max(max_rel, m_rel)
     return ValueDiff(count, differing, max_abs, max_rel)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same dtype, shape and bytes (strings: the same values): what "restored exactly" means."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == object:
+        return bool(a.tolist() == b.tolist())
+    return a.tobytes() == b.tobytes()

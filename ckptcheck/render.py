@@ -739,10 +739,10 @@ def _json_safe(data: Any) -> Any:
 # --- generate / roundtrip ---------------------------------------------------------------------------------------
 
 if TYPE_CHECKING:
-    from ckptcheck.reports import Fact, GenerateOptions, GenerateReport, RoundTripReport
+    from ckptcheck.lab.reports import Fact, GenerateOptions, GenerateReport, RoundTripReport
 
-GENERATE_SCHEMA = "ckptcheck.generate/1"
-ROUNDTRIP_SCHEMA = "ckptcheck.roundtrip/1"
+GENERATE_SCHEMA = "ckptcheck.lab.generate/1"
+ROUNDTRIP_SCHEMA = "ckptcheck.lab.roundtrip/1"
 EVIDENCE_WIDTH = 110
 
 
@@ -877,7 +877,7 @@ def roundtrip_matrix(reports: Sequence[RoundTripReport]) -> str:
 # --- explain ---
 
 if TYPE_CHECKING:
-    from ckptcheck.reports import Answer, Evidence, Question
+    from ckptcheck.lab.reports import Answer, Evidence, Question
 
 EXPLAIN_SCHEMA = "ckptcheck.explain/1"
 QUESTIONS_SCHEMA = "ckptcheck.questions/1"
@@ -987,7 +987,7 @@ def explain_text(answers: Sequence[Answer]) -> str:
 # --- restore-check ---
 
 if TYPE_CHECKING:
-    from ckptcheck.reports import RestoreCheckReport, StoredValueUse, VariableCheck
+    from ckptcheck.restore_check.report import RestoreCheckReport, StoredValueUse, VariableCheck
 
 RESTORE_CHECK_SCHEMA = "ckptcheck.restore-check/1"
 _STATUS_TEXT = {"restored": "yes", "restored-different": "VALUES DIFFER", "mismatch": "NO: mismatch",

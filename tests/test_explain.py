@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ckptcheck import explain as explain_module
 from ckptcheck import render
 from ckptcheck.cli import app
-from ckptcheck.explain import QUESTIONS, explain, find_questions
-from ckptcheck.reports import VERDICTS, Answer, Evidence
+from ckptcheck.lab import explain as explain_module
+from ckptcheck.lab.explain import QUESTIONS, explain, find_questions
+from ckptcheck.lab.reports import VERDICTS, Answer, Evidence
 from ckptcheck.stats import stats_of_chunks
 
 runner = CliRunner()
@@ -235,7 +235,7 @@ def test_where_the_initializer_is_recorded(answers: dict[str, Answer], kept: Pat
 
 
 def test_what_each_initializer_stores(answers: dict[str, Answer], kept: Path) -> None:
-    from ckptcheck.initializers import _KINDS
+    from ckptcheck.lab.initializers import _KINDS
 
     a = answers["initializer-stats"]
     assert a.verdict == "depends" and a.depends_on == "the initializer"

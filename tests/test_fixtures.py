@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 import ckptcheck
 from ckptcheck.cli import app
-from ckptcheck.generate import GENERATE_FORMATS
-from ckptcheck.roundtrip import same_bits
+from ckptcheck.lab.generate import GENERATE_FORMATS
+from ckptcheck.lab.roundtrip import same_bits
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SCRIPT = FIXTURES / "regenerate.sh"

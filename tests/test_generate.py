@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.errors import UsageError
-from ckptcheck.generate import GENERATE_FORMATS
-from ckptcheck.initializers import EXAMPLES, parse_plan, parse_spec
-from ckptcheck.roundtrip import same_bits
+from ckptcheck.lab.generate import GENERATE_FORMATS
+from ckptcheck.lab.initializers import EXAMPLES, parse_plan, parse_spec
+from ckptcheck.lab.roundtrip import same_bits
 
 runner = CliRunner()
 TINY = ("--layers", "4,2", "--inputs", "3", "--train-steps", "2")
@@ -111,7 +111,7 @@ def test_missing_tensorflow_names_the_extra(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_reading_commands_never_import_tensorflow() -> None:
-    code = ("import sys, ckptcheck.cli, ckptcheck.generate, ckptcheck.roundtrip, ckptcheck.initializers; "
+    code = ("import sys, ckptcheck.cli, ckptcheck.lab.generate, ckptcheck.lab.roundtrip, ckptcheck.lab.initializers; "
             "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
@@ -121,7 +121,7 @@ def test_reading_commands_never_import_tensorflow() -> None:
 
 def test_generate_reports_files_and_tensors(tmp_path: Path) -> None:
     data = generate_json(tmp_path / "tf1", "--format", "tf1", "--optimizer", "sgd", *TINY)
-    assert data["schema"] == "ckptcheck.generate/1"
+    assert data["schema"] == "ckptcheck.lab.generate/1"
     assert data["location"] == str(tmp_path / "tf1" / "model.ckpt-2")
     names = sorted(Path(f["path"]).name for f in data["files"])
     assert names == ["checkpoint", "model.ckpt-2.data-00000-of-00001", "model.ckpt-2.index", "model.ckpt-2.meta"]

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from ckptcheck import render
 from ckptcheck.cli import app
-from ckptcheck.generate import GENERATE_FORMATS, TF2Model
-from ckptcheck.initializers import parse_plan
-from ckptcheck.reports import FACT_NAMES, GenerateOptions, RoundTripReport
-from ckptcheck.roundtrip import roundtrip, roundtrip_all
+from ckptcheck.lab.generate import GENERATE_FORMATS, TF2Model
+from ckptcheck.lab.initializers import parse_plan
+from ckptcheck.lab.reports import FACT_NAMES, GenerateOptions, RoundTripReport
+from ckptcheck.lab.roundtrip import roundtrip, roundtrip_all
 
 runner = CliRunner()
 TINY = ("--layers", "4,2", "--inputs", "3", "--train-steps", "2")
@@ -149,7 +149,7 @@ def test_facts_come_from_the_files(tmp_path: Path) -> None:
 
 def test_json_shape(reports: dict[str, RoundTripReport]) -> None:
     data = render.roundtrip_dict(reports["tf2"])
-    assert data["schema"] == "ckptcheck.roundtrip/1"
+    assert data["schema"] == "ckptcheck.lab.roundtrip/1"
     assert data["format"] == "tf2" and data["ok"] is True
     assert set(data["facts"]) == set(FACT_NAMES)
     for fact in data["facts"].values():

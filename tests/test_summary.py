@@ -133,7 +133,7 @@ def test_tf1_optimizer_state_is_what_the_optimizer_created(tmp_path: Path) -> No
     import tensorflow as tf
 
     import ckptcheck
-    from ckptcheck.reports import COUNTER, OPTIMIZER, WEIGHT
+    from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
     from ckptcheck.restore_check.stored import stored_kinds
     from ckptcheck.summary import summarize
 

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ckptcheck.compare import same_bits
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
 from ckptcheck.formats.tensorflow.object_graph import escape_name, parse_graph, slot_path
 from ckptcheck.model import TensorInfo
 from ckptcheck.restore_check.user_model import LoadedModel
-from ckptcheck.restore_check.variables import _children, _live_slot, _same_bits, _Var, _walk
+from ckptcheck.restore_check.variables import _children, _live_slot, _Var, _walk
 
 # --- what the format looks each variable up by ----------------------------------------------------------------------
 
@@ -130,7 +131,7 @@ def _predict_keras3(model: Any, variables: Sequence[_Var], work: str) -> None:
             if not group:
                 continue
             value = reader.read(t.name)
-            hit = next((v for v in group if v.fingerprint is not None and _same_bits(v.fingerprint, value)), None)
+            hit = next((v for v in group if v.fingerprint is not None and same_bits(v.fingerprint, value)), None)
             if hit is not None:
                 hit.key = t.name
 

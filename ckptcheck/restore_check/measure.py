@@ -13,11 +13,20 @@ from typing import Any
 
 import numpy as np
 
+from ckptcheck.compare import same_bits
 from ckptcheck.errors import UsageError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.object_graph import OPTIMIZER_SLOT
 from ckptcheck.model import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
-from ckptcheck.reports import (
+from ckptcheck.restore_check.matching import (
+    _match_tf2,
+    _predict_keras3,
+    _predict_legacy_h5,
+    _predict_tf2,
+    _tf2_root,
+    short_key,
+)
+from ckptcheck.restore_check.report import (
     MISMATCH,
     MISSING,
     OPTIMIZER,
@@ -32,14 +41,6 @@ from ckptcheck.reports import (
     RestoreStop,
     StoredValueUse,
     VariableCheck,
-)
-from ckptcheck.restore_check.matching import (
-    _match_tf2,
-    _predict_keras3,
-    _predict_legacy_h5,
-    _predict_tf2,
-    _tf2_root,
-    short_key,
 )
 from ckptcheck.restore_check.stored import _equal, _max_abs_diff, _Stored, stored_kinds
 from ckptcheck.restore_check.suggest import _resolve_map, read_rename_map, suggest
@@ -58,7 +59,6 @@ from ckptcheck.restore_check.variables import (
     _enumerate,
     _fingerprint,
     _number_text,
-    _same_bits,
     _tf_name,
     _value_of,
     _Var,
@@ -124,7 +124,7 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
             stage("restoring")
             outcome = _restore(fmt, local, loaded, reader, stored, variables, work, tf, keras)
         for v in variables:  # values are read again when compared, one at a time: no copy of the whole model
-            v.via = "restore" if v.fingerprint is not None and not _same_bits(_value_of(v.obj), v.fingerprint) else None
+            v.via = "restore" if v.fingerprint is not None and not same_bits(_value_of(v.obj), v.fingerprint) else None
         if pairs is not None:
             _apply_pairs(pairs, variables, stored, apply_map or "")
         stage("comparing")
@@ -170,7 +170,7 @@ def _copies(values: Sequence[StoredValueUse], stored: _Stored) -> dict[str, str]
             continue
         first = stored.read(keys[0])
         for k in keys[1:]:
-            if _same_bits(first, stored.read(k)):
+            if same_bits(first, stored.read(k)):
                 out[k] = keys[0]
     return out
 
@@ -428,7 +428,7 @@ def _initial_stats(v: _Var) -> Any:
 def _compact(value: np.ndarray) -> np.ndarray:
     """A constant array as a read-only broadcast of its one element (no memory per element); others as they are."""
     flat = value.reshape(-1)
-    if flat.size > 1 and bool(np.all(flat == flat[0])) and (value.dtype == object or _same_bits(
+    if flat.size > 1 and bool(np.all(flat == flat[0])) and (value.dtype == object or same_bits(
             np.broadcast_to(flat[:1], value.shape), value)):
         return np.broadcast_to(flat[:1].copy(), value.shape)
     return value

@@ -6,15 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ckptcheck.compare import same_bits
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.model import ObjectRef, TensorInfo
-from ckptcheck.reports import (
-    COUNTER,
-    OPTIMIZER,
-    WEIGHT,
-)
-from ckptcheck.restore_check.variables import _dtype_name, _same_bits
+from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
+from ckptcheck.restore_check.variables import _dtype_name
 
 CACHED_BYTES = 1 << 16  # values up to this size are read once
 
@@ -63,7 +60,7 @@ def _equal(after: np.ndarray, stored: np.ndarray) -> tuple[bool, str | None]:
     """Whether a restored value is the stored one: bit for bit, or after the dtype conversion a restore does."""
     if after.shape != stored.shape:
         return False, None
-    if _same_bits(after, stored):
+    if same_bits(after, stored):
         return True, None
     if after.dtype == object or stored.dtype == object or after.dtype == stored.dtype:
         return False, None
@@ -72,7 +69,7 @@ def _equal(after: np.ndarray, stored: np.ndarray) -> tuple[bool, str | None]:
             converted = stored.astype(after.dtype)
     except (TypeError, ValueError):
         return False, None
-    if _same_bits(after, converted):
+    if same_bits(after, converted):
         return True, f"converted from {_dtype_name(stored)} to {_dtype_name(after)}"
     return False, None
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptcheck.errors import UsageError
-from ckptcheck.reports import (
+from ckptcheck.restore_check.matching import short_key
+from ckptcheck.restore_check.report import (
     RESTORED_DIFFERENT,
     WEIGHT,
     RenameSuggestion,
@@ -20,7 +21,6 @@ from ckptcheck.reports import (
     StoredValueUse,
     VariableCheck,
 )
-from ckptcheck.restore_check.matching import short_key
 from ckptcheck.restore_check.stored import _Stored
 from ckptcheck.restore_check.user_model import _one_line
 from ckptcheck.restore_check.variables import _dtype_name, _value_of, variable_labels

@@ -137,9 +137,9 @@ def _model_from_keras_file(path: str, keras: Any) -> LoadedModel:
         raise UsageError("no such model file", path=path)
     if not zipfile.is_zipfile(path):
         raise UsageError("not a .keras archive (not a zip file)", path=path)
-    from ckptcheck.roundtrip import keras_config
+    from ckptcheck.formats.keras.safety import model_config
 
-    found = keras_config(path)
+    found = model_config(path)
     if found is None:
         raise UsageError("the archive has no config.json", path=path, hint="--model takes a .keras file")
     config = found[1]
@@ -219,7 +219,7 @@ def _describe_one(obj: Any) -> str:
 
 
 def _import_tensorflow() -> Any:
-    from ckptcheck.generate import import_tensorflow
+    from ckptcheck.lab.gate import import_tensorflow
 
     return import_tensorflow()
 
@@ -294,10 +294,10 @@ def _parts(target: Any) -> list[tuple[str, Any]]:
 
 def _config_input_shapes(location: str) -> tuple[tuple[int, ...], ...]:
     """The input shapes a Keras file's config records (build_config, or the InputLayer's batch shape)."""
-    from ckptcheck.roundtrip import keras_config
+    from ckptcheck.formats.keras.safety import model_config
 
     try:
-        found = keras_config(location)
+        found = model_config(location)
     except (OSError, ValueError, CkptcheckError):
         return ()
     if found is None or not isinstance(found[1], dict):

@@ -12,13 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from ckptcheck.compare import same_bits
 from ckptcheck.formats.tensorflow.object_graph import escape_name, slot_path
 from ckptcheck.model import KERAS_FORMATS, KERAS_WEIGHTS, TF2
-from ckptcheck.reports import (
-    COUNTER,
-    OPTIMIZER,
-    WEIGHT,
-)
+from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
 from ckptcheck.restore_check.user_model import (
     LoadedModel,
     _import_keras,
@@ -274,13 +271,9 @@ def _fingerprint(v: _Var, k: int, avoid: np.ndarray | None) -> np.ndarray:
             # (1 + m/128) * 2^-e: exact in bfloat16 and float16 as in float32 and float64.
             value = -(1.0 + (j % 100) / 128.0) * 2.0 ** (-3 - (j // 100) % 8)
             arr = np.full(v.shape, value, dtype=np.float64).astype(dtype)
-        if avoid is None or avoid.shape != arr.shape or not _same_bits(arr, avoid.astype(arr.dtype, copy=False)
+        if avoid is None or avoid.shape != arr.shape or not same_bits(arr, avoid.astype(arr.dtype, copy=False)
                                                                       if avoid.dtype != object else avoid):
             return arr
     return arr
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    from ckptcheck.roundtrip import same_bits
-
-    return same_bits(a, b)

@@ -192,3 +192,19 @@ def _h5_json(path: str, attribute: str) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"the {attribute} attribute is not text")
     return jsonlimits.loads(value, what=f"the {attribute} attribute", path=path)
+
+
+def model_config(path: str) -> tuple[str, Any] | None:
+    """The model config a Keras file records, and where (``config.json`` of a ``.keras``, the ``model_config``
+    attribute of an HDF5 file), read within the same bounds as the scan; None when it records none (weights only).
+    """
+    from ckptcheck.errors import CorruptCheckpointError
+
+    try:
+        if is_zip(path):
+            return "config.json", _zip_json(path)
+        return "model_config attribute", _h5_json(path, "model_config")
+    except _Absent:
+        return None
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise CorruptCheckpointError(f"its model config cannot be read ({exc})", path=path) from None

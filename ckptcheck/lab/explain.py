@@ -19,24 +19,24 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import ckptcheck
+from ckptcheck.compare import same_bits
 from ckptcheck.diff import DiffReport, diff_checkpoints
 from ckptcheck.errors import UsageError
-from ckptcheck.generate import (
+from ckptcheck.lab.gate import import_keras, import_tensorflow
+from ckptcheck.lab.generate import (
     GENERATE_FORMATS,
     OPTIMIZERS,
     TF1Model,
     build_model,
     generate,
-    import_keras,
-    import_tensorflow,
     read_stored,
     training_data,
     written_files,
 )
-from ckptcheck.initializers import DEFAULT_PLAN, EXAMPLE_SPECS, InitPlan, InitSpec, parse_plan, parse_spec
+from ckptcheck.lab.initializers import DEFAULT_PLAN, EXAMPLE_SPECS, InitPlan, InitSpec, parse_plan, parse_spec
+from ckptcheck.lab.reports import Answer, Evidence, GenerateOptions, GenerateReport, Question, RoundTripReport
+from ckptcheck.lab.roundtrip import SENTINEL, roundtrip, work_directory
 from ckptcheck.model import TF1, TF2
-from ckptcheck.reports import Answer, Evidence, GenerateOptions, GenerateReport, Question, RoundTripReport
-from ckptcheck.roundtrip import SENTINEL, _workdir, roundtrip, same_bits
 from ckptcheck.stats import TensorStats, tensor_stats
 
 StageCallback = Callable[[str], None]
@@ -87,7 +87,7 @@ def explain(
     answers = []
     for q in questions:
         started = time.perf_counter()
-        with _workdir(keep, q.slug) as work:
+        with work_directory(keep, q.slug) as work:
             found = _EXPERIMENTS[q.slug](work)
         answers.append(Answer(question=q, verdict=found.verdict, depends_on=found.depends_on,
                               conclusion=found.conclusion, evidence=found.evidence,

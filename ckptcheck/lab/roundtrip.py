@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import tempfile
 import zipfile
@@ -20,22 +19,23 @@ from typing import Any
 
 import numpy as np
 
+from ckptcheck.compare import same_bits
 from ckptcheck.errors import CorruptCheckpointError, UsageError
-from ckptcheck.formats.keras.config import MAX_CONFIG_BYTES
+from ckptcheck.formats.keras.safety import model_config
 from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
-from ckptcheck.generate import (
+from ckptcheck.lab.gate import import_tensorflow
+from ckptcheck.lab.generate import (
     GENERATE_FORMATS,
     MAX_SEED,
     build_model,
     check_options,
     generate,
-    import_tensorflow,
     read_stored,
     target_path,
 )
-from ckptcheck.initializers import InitPlan, parse_spec
+from ckptcheck.lab.initializers import InitPlan, parse_spec
+from ckptcheck.lab.reports import Fact, GenerateOptions, RestoreRun, RoundTripReport, TensorRoundTrip
 from ckptcheck.model import KERAS, KERAS_FORMATS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
-from ckptcheck.reports import Fact, GenerateOptions, RestoreRun, RoundTripReport, TensorRoundTrip
 
 SENTINEL = -7.25  # exactly representable, and no initializer or trained weight lands on it by chance
 RESEED_OFFSET = 7919
@@ -76,7 +76,7 @@ def source_format(path: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _workdir(keep: str | None, fmt: str) -> Iterator[str]:
+def work_directory(keep: str | None, fmt: str) -> Iterator[str]:
     if keep is not None:
         path = os.path.join(keep, fmt)
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -101,7 +101,7 @@ def roundtrip(
     stage = on_stage or (lambda _label: None)
     check_options(options)
     fmt = options.format
-    with _workdir(keep, fmt) as work:
+    with work_directory(keep, fmt) as work:
         if source is None:
             stage(f"{fmt}: generate")
             location = generate(os.path.join(work, "original"), options).location
@@ -160,14 +160,6 @@ def _check_fits(location: str, infos: Sequence[TensorInfo], fresh: Values) -> No
 # --- comparing --------------------------------------------------------------------------------------------------
 
 
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.dtype == object:
-        return bool(a.tolist() == b.tolist())
-    return a.tobytes() == b.tobytes()
-
-
 def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float | None:
     if a.shape != b.shape or a.dtype == object or b.dtype == object or a.dtype.kind == "c":
         return None
@@ -222,7 +214,7 @@ class _Evidence:
         self.meta_path = location + ".meta" if fmt == TF1 and os.path.isfile(location + ".meta") else None
         self.meta = _read_meta(self.meta_path) if self.meta_path else None
         self.refs: dict[str, ObjectRef] = _object_refs(location) if fmt == TF2 else {}
-        found = keras_config(location) if fmt in KERAS_FORMATS else None
+        found = model_config(location) if fmt in KERAS_FORMATS else None
         self.config_source: str | None = found[0] if found else None
         self.config: dict[str, Any] | None = found[1] if found else None
         self.hdf5_words = _hdf5_words(location) if fmt in KERAS_FORMATS else ()
@@ -258,27 +250,6 @@ class _Evidence:
             var.ParseFromString(raw)
             out.append(var)
         return out
-
-
-def keras_config(location: str) -> tuple[str, dict[str, Any]] | None:
-    """The model config a Keras file records, and where: `config.json` of a .keras, `model_config` of a .h5."""
-    import h5py
-
-    if zipfile.is_zipfile(location):
-        with zipfile.ZipFile(location) as archive:
-            try:
-                member = archive.getinfo("config.json")
-            except KeyError:
-                return None
-            if member.file_size > MAX_CONFIG_BYTES:
-                raise UsageError(f"config.json is {member.file_size} bytes; too large for a model config",
-                                 path=location)
-            return "config.json", json.loads(archive.read(member))
-    with h5py.File(location, "r") as f:
-        raw = f.attrs.get("model_config")
-        if raw is None:
-            return None
-        return "model_config attribute", json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
 
 
 def _read_meta(path: str) -> Any:

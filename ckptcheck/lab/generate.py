@@ -16,17 +16,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ckptcheck.errors import MissingDependencyError, UsageError
-from ckptcheck.initializers import InitPlan
+from ckptcheck.compare import same_bits
+from ckptcheck.errors import UsageError
+from ckptcheck.lab.gate import import_keras, import_tensorflow
+from ckptcheck.lab.initializers import InitPlan
+from ckptcheck.lab.reports import GenerateOptions, GenerateReport, WrittenFile
 from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, TF2, TensorInfo
-from ckptcheck.reports import GenerateOptions, GenerateReport, WrittenFile
 
 GENERATE_FORMATS = (TF1, TF2, KERAS, KERAS_WEIGHTS, KERAS_H5)
 OPTIMIZERS = ("sgd", "adam")
@@ -40,56 +41,6 @@ StepCallback = Callable[[int, float], None]  # (step number from 1, loss before 
 
 
 # --- TensorFlow and Keras, imported on demand -------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _stderr_fd_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for a moment.
-
-    TensorFlow's C++ start-up lines ("All log messages before absl::InitializeLog()...", oneDNN, CUDA probes)
-    are written before its logging reads TF_CPP_MIN_LOG_LEVEL, straight to the descriptor; Python exceptions
-    are unaffected, they are raised, not printed.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def import_tensorflow() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off stderr
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    try:
-        if "tensorflow" in sys.modules:
-            import tensorflow as tf
-        else:
-            with _stderr_fd_silenced():
-                import tensorflow as tf
-    except ImportError as exc:
-        raise MissingDependencyError(f"this command needs TensorFlow ({exc})",
-                                     hint="pip install 'ckptcheck[tf]'") from None
-    return tf
-
-
-def import_keras() -> Any:
-    import_tensorflow()
-    try:
-        import keras
-    except ImportError as exc:
-        raise MissingDependencyError(f"this command needs Keras ({exc})", hint="pip install 'ckptcheck[tf]'") from None
-    if keras.backend.backend() != "tensorflow":
-        raise UsageError(f"Keras runs on the {keras.backend.backend()} backend; ckptcheck needs tensorflow",
-                         hint="set KERAS_BACKEND=tensorflow")
-    return keras
 
 
 @contextlib.contextmanager
@@ -428,7 +379,7 @@ class KerasModel(BuiltModel):
         if len(variables) != len(stored):
             return (f"the file's optimizer_weights hold {len(stored)} tensors, the optimizer has "
                     f"{len(variables)} variables; optimizer state not restored",)
-        left = sum(not _same_bits(np.asarray(v.numpy()), s) for v, s in zip(variables, stored, strict=True))
+        left = sum(not same_bits(np.asarray(v.numpy()), s) for v, s in zip(variables, stored, strict=True))
         if not left:
             return ()
         self.model.optimizer.set_weights(stored)
@@ -443,10 +394,6 @@ def build_model(options: GenerateOptions, plan: InitPlan, seed: int) -> BuiltMod
     if options.format == TF2:
         return TF2Model(options, plan, seed)
     return KerasModel(options, plan, seed)
-
-
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 # --- reading back what was written --------------------------------------------------------------------------------
