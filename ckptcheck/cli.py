@@ -127,9 +127,9 @@ def _fit_tables_to_terminal() -> None:
     if sys.stdout.isatty():
         import shutil
 
-        from ckptcheck import render
+        from ckptcheck.render import tables
 
-        render.fit_width = shutil.get_terminal_size().columns
+        tables.fit_width = shutil.get_terminal_size().columns
 
 
 def _escape_undecodable() -> None:
@@ -251,7 +251,7 @@ def emit_json(data: Any) -> None:
     # indenting encoder is pure Python and dominated `inspect --json` on 20,000 tensors).
     # A name or path that is not UTF-8 (its bytes held as lone surrogates) is written as \\udcXX escapes.
     from ckptcheck.formats.interface import paused_gc
-    from ckptcheck.render import escape_surrogates
+    from ckptcheck.render.jsontext import escape_surrogates
 
     indent = 2 if sys.stdout.isatty() else None
     with paused_gc():
@@ -336,9 +336,25 @@ def inspect(
                                               "--filter, only the layers it matches).")] = True,
 ) -> None:
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
-    from ckptcheck import open_checkpoint, render
+    from ckptcheck import open_checkpoint
     from ckptcheck.formats.interface import paused_gc
     from ckptcheck.order import sort_tensors
+    from ckptcheck.render.inspect import (
+        architecture_text,
+        groups_dicts,
+        groups_table,
+        inspect_dict,
+        inspect_header,
+        inspect_json_pieces,
+        state_dict,
+        state_table,
+        summary_dict,
+        summary_text,
+        tensor_dict,
+        tensor_text,
+        tensors_table,
+    )
+    from ckptcheck.render.jsontext import escape_surrogates
 
     with errors_to_exit():
         if group and (stats or objects or tensor is not None):
@@ -352,9 +368,9 @@ def inspect(
 
             entries = list_state(path)
             if json_output:
-                emit_json(render.state_dict(path, entries))
+                emit_json(state_dict(path, entries))
             else:
-                emit(render.state_table(entries))
+                emit(state_table(entries))
             return
         warn_unsafe(path)
         with open_checkpoint(path) as reader:
@@ -363,9 +379,9 @@ def inspect(
                 values = reader.read(tensor)
                 t_info = reader.tensor_info(tensor)
                 if json_output:
-                    emit_json(render.tensor_dict(t_info, values))
+                    emit_json(tensor_dict(t_info, values))
                 else:
-                    emit(render.tensor_text(t_info, values))
+                    emit(tensor_text(t_info, values))
                 return
             match = name_matcher(filter_)
             shown = ([t for t in info.tensors if match(t.name) or (t.variable is not None and match(t.variable))]
@@ -397,39 +413,39 @@ def inspect(
             grouped = summaries.groups(reader, shown, refs) if group else None
             if grouped is not None and sort == "size":
                 grouped.sort(key=lambda g: -g.count.nbytes)
-            extra: dict[str, Any] = {"summary": render.summary_dict(counted)}
+            extra: dict[str, Any] = {"summary": summary_dict(counted)}
             if grouped is not None:
-                extra["groups"] = render.groups_dicts(grouped)
+                extra["groups"] = groups_dicts(grouped)
             if json_output:
                 if stats_by_name is None and refs is None and not sys.stdout.isatty():
                     # Compact, as emit_json prints it when piped: the common case, made fast, and written as made.
                     try:
-                        pieces = render.inspect_json_pieces(info, shown, extra=extra)
+                        pieces = inspect_json_pieces(info, shown, extra=extra)
                     except ValueError:  # a NaN in a config: emit_json writes it as it documents
-                        emit_json(render.inspect_dict(info, shown, extra=extra))
+                        emit_json(inspect_dict(info, shown, extra=extra))
                         return
                     with paused_gc():
-                        emit_pieces(map(render.escape_surrogates, pieces), raw=True)
+                        emit_pieces(map(escape_surrogates, pieces), raw=True)
                     return
                 with paused_gc():
-                    data = render.inspect_dict(info, shown, stats_by_name, refs, extra=extra)
+                    data = inspect_dict(info, shown, stats_by_name, refs, extra=extra)
                 emit_json(data)
                 return
-            emit(render.inspect_header(info, len(shown)))
+            emit(inspect_header(info, len(shown)))
             emit("")
-            emit(render.summary_text(counted, len(shown) if filter_ else None))
+            emit(summary_text(counted, len(shown) if filter_ else None))
             if info.architecture is not None and config:
                 layers = _matching_layers(info, match, shown) if filter_ else None
                 emit("")
-                emit(render.architecture_text(info.architecture, layers))
+                emit(architecture_text(info.architecture, layers))
             emit("")
             with paused_gc():
                 if not shown:
                     table = "(no tensors match)"
                 elif grouped is not None:
-                    table = render.groups_table(grouped)
+                    table = groups_table(grouped)
                 else:
-                    table = render.tensors_table(shown, stats_by_name, refs)
+                    table = tensors_table(shown, stats_by_name, refs)
             emit(table)
 
 
@@ -460,7 +476,7 @@ def byte_columns(label: str) -> tuple[Any, ...]:
     from rich.progress import BarColumn, DownloadColumn, ProgressColumn, Task, TextColumn
     from rich.text import Text
 
-    from ckptcheck.render import human_bytes
+    from ckptcheck.render.tables import human_bytes
 
     class BinarySpeedColumn(ProgressColumn):
         def render(self, task: Task) -> Text:
@@ -516,16 +532,16 @@ def verify(
     jobs: JobsOption = None,
 ) -> None:
     """Check integrity: every checksum, shard and dataset. Exit 0 clean, 1 damaged or different, 2 unreadable."""
-    from ckptcheck import render
+    from ckptcheck.render.checks import verify_dict, verify_text
     from ckptcheck.verify import verify as run_verify
 
     warn_unsafe(path)
     with errors_to_exit(), byte_progress("verify", show_progress(json_output)) as progress:
         report = run_verify(path, against=against, atol=atol, rtol=rtol, progress=progress, jobs=jobs)
     if json_output:
-        emit_json(render.verify_dict(report))
+        emit_json(verify_dict(report))
     else:
-        emit(render.verify_text(report))
+        emit(verify_text(report))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 
@@ -590,8 +606,9 @@ def diff(
     jobs: JobsOption = None,
 ) -> None:
     """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different."""
-    from ckptcheck import open_checkpoint, render
+    from ckptcheck import open_checkpoint
     from ckptcheck.diff import diff_checkpoints, sort_changes
+    from ckptcheck.render.checks import diff_dict, diff_text
 
     warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
@@ -600,9 +617,9 @@ def diff(
                                       on_tensor=_bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
         report = sort_changes(report, sort)
         if json_output:
-            emit_json(render.diff_dict(report))
+            emit_json(diff_dict(report))
         else:
-            emit(render.diff_text(report, unchanged=unchanged))
+            emit(diff_text(report, unchanged=unchanged))
         if not report.same:
             raise typer.Exit(EXIT_PROBLEM)
 
@@ -674,9 +691,9 @@ def generate_command(
     json_output: JsonOption = False,
 ) -> None:
     """Build a small Dense model with chosen initializers, train it a few steps, save it in one format."""
-    from ckptcheck import render
     from ckptcheck.lab.gate import import_keras
     from ckptcheck.lab.generate import generate
+    from ckptcheck.render.lab import generate_dict, generate_text
 
     with errors_to_exit():
         options = _generate_options(format_, init, layers, inputs, train_steps, optimizer, learning_rate, seed)
@@ -684,9 +701,9 @@ def generate_command(
         with _progress_bar(show_progress(json_output), options.train_steps, "training") as tick:
             report = generate(out, options, on_step=lambda step, loss: tick(f"step {step}, loss {loss:.4g}"))
         if json_output:
-            emit_json(render.generate_dict(report))
+            emit_json(generate_dict(report))
         else:
-            emit(render.generate_text(report))
+            emit(generate_text(report))
 
 
 @app.command("roundtrip", cls=_Command)
@@ -710,10 +727,10 @@ def roundtrip_command(
 ) -> None:
     """Save, restore into fresh models with other initializers, compare every tensor bit for bit, and show what
     the checkpoint records. Exit 1 if any tensor did not restore exactly."""
-    from ckptcheck import render
     from ckptcheck.lab.gate import import_keras
     from ckptcheck.lab.generate import GENERATE_FORMATS
     from ckptcheck.lab.roundtrip import roundtrip, source_format
+    from ckptcheck.render.lab import roundtrip_dict, roundtrip_matrix, roundtrip_text
 
     with errors_to_exit():
         fmt = (format_ or "").lower()
@@ -734,12 +751,12 @@ def roundtrip_command(
                                             seed)
                 reports.append(roundtrip(options, source=from_, keep=keep, on_stage=tick))
         if json_output:
-            data = [render.roundtrip_dict(r) for r in reports]
+            data = [roundtrip_dict(r) for r in reports]
             emit_json(data if fmt == "all" else data[0])
         elif fmt == "all":
-            emit(render.roundtrip_matrix(reports))
+            emit(roundtrip_matrix(reports))
         else:
-            emit(render.roundtrip_text(reports[0]))
+            emit(roundtrip_text(reports[0]))
         if not all(r.ok for r in reports):
             raise typer.Exit(EXIT_PROBLEM)
 
@@ -759,16 +776,16 @@ def explain_command(
 ) -> None:
     """Settle common claims about initializers and checkpoints by experiment: the claim, the verdict (true, false
     or depends), and the evidence, measured in real TensorFlow runs."""
-    from ckptcheck import render
     from ckptcheck.lab.explain import explain, find_questions
+    from ckptcheck.render.lab import explain_dict, explain_text, questions_dict, questions_table
 
     with errors_to_exit():
         chosen = find_questions(question)
         if list_:
             if json_output:
-                emit_json(render.questions_dict(chosen))
+                emit_json(questions_dict(chosen))
             else:
-                emit(render.questions_table(chosen))
+                emit(questions_table(chosen))
             return
         from ckptcheck.lab.gate import import_tensorflow
 
@@ -776,9 +793,9 @@ def explain_command(
         with _progress_bar(show_progress(json_output), len(chosen), "explain") as tick:
             answers = explain(chosen, keep=keep, on_question=lambda slug: tick(f"{slug} done"))
         if json_output:
-            emit_json(render.explain_dict(answers))
+            emit_json(explain_dict(answers))
         else:
-            emit(render.explain_text(answers))
+            emit(explain_text(answers))
 
 
 # --- restore-check ---
@@ -818,7 +835,7 @@ def restore_check_command(
 ) -> None:
     """Restore a checkpoint into your model and report every variable (restored from which value, or what it
     keeps) and every stored value (used or not). Exit 0 all restored, 1 not, 2 bad input."""
-    from ckptcheck import render
+    from ckptcheck.render.restore_check import restore_check_dict, restore_check_text
     from ckptcheck.restore_check import parse_input_shapes, restore_check, write_rename_map
 
     warn_unsafe(checkpoint, *([model] if model.endswith(".keras") else []))
@@ -835,9 +852,9 @@ def restore_check_command(
             written = write_rename_map(report, rename_map)
             typer.echo(f"wrote {rename_map}: {len(written['renames'])} renames to review", err=True)
     if json_output:
-        emit_json(render.restore_check_dict(report))
+        emit_json(restore_check_dict(report))
     else:
-        emit(render.restore_check_text(report, verbose=verbose))
+        emit(restore_check_text(report, verbose=verbose))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 

@@ -22,7 +22,7 @@ from ckptcheck.formats import jsonlimits
 from ckptcheck.formats.files import open_regular, read_capped
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.model import TensorInfo
-from ckptcheck.render import escape_surrogates
+from ckptcheck.render.jsontext import escape_surrogates
 from ckptcheck.stats import TensorStats, stats_of_chunks
 
 MANIFEST_VERSION = 1

@@ -293,7 +293,7 @@ _FLOAT_TYPES = ["float16", "bfloat16", "float32", "float64"]
 def test_constant_note_prints_the_value_as_the_columns_do(value: float, dtype: str) -> None:
     import ml_dtypes
 
-    from ckptcheck import render
+    from ckptcheck.render.tables import number
     from ckptcheck.stats import stats_of_chunks
 
     np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
@@ -303,7 +303,7 @@ def test_constant_note_prints_the_value_as_the_columns_do(value: float, dtype: s
     if s.min == 0:
         assert s.note == "all zeros"
     else:
-        assert s.note == f"constant {render.number(s.min)}" == f"constant {render.number(s.max)}"
+        assert s.note == f"constant {number(s.min)}" == f"constant {number(s.max)}"
 
 
 def test_tolerance_messages_print_what_tells_values_apart(tmp_path: Path) -> None:
@@ -364,7 +364,7 @@ def inspect_json_arch(*args: str) -> object:
 
 @pytest.mark.parametrize("key", ["keras", "keras-h5", "keras-lambda", "keras-npz"])
 def test_architecture_table_stays_narrow_and_cuts_configs(keras_files: dict[str, Path], key: str) -> None:
-    from ckptcheck.render import ARCHITECTURE_WIDTH
+    from ckptcheck.render.inspect import ARCHITECTURE_WIDTH
 
     path = str(keras_files[key])
     lines = _architecture_lines(runner.invoke(app, ["inspect", path]).stdout)

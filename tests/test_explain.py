@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ckptcheck import render
 from ckptcheck.cli import app
 from ckptcheck.lab import explain as explain_module
 from ckptcheck.lab.explain import QUESTIONS, explain, find_questions
 from ckptcheck.lab.reports import VERDICTS, Answer, Evidence
+from ckptcheck.render.lab import explain_dict, explain_text
 from ckptcheck.stats import stats_of_chunks
 
 runner = CliRunner()
@@ -279,11 +279,11 @@ def test_verdicts_follow_the_runs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_text_and_json(answers: dict[str, Answer]) -> None:
-    text = render.explain_text(list(answers.values()))
+    text = explain_text(list(answers.values()))
     assert '1. "Variables initialized with a constant do not train."  (constant-does-not-train)' in text
     assert "   verdict: FALSE\n" in text
     assert "   verdict: DEPENDS on the format: recorded by tf1, keras, keras-h5" in text
-    data = render.explain_dict(list(answers.values()))
+    data = explain_dict(list(answers.values()))
     assert data["schema"] == "ckptcheck.explain/1"
     assert [x["verdict"] for x in data["answers"]] == ["false", "false", "false", "depends", "depends"]
     json.dumps(data, allow_nan=False)
@@ -304,10 +304,10 @@ def test_cli_uses_the_library(answers: dict[str, Answer], monkeypatch: pytest.Mo
     monkeypatch.setattr(explain_module, "explain", fake)
     result = run("explain")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.strip() == render.explain_text(list(answers.values()))
+    assert result.stdout.strip() == explain_text(list(answers.values()))
     result = run("explain", "records-initializer", "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == render.explain_dict([answers["records-initializer"]])
+    assert json.loads(result.stdout) == explain_dict([answers["records-initializer"]])
     assert calls == [tuple(answers), ("records-initializer",)]
 
 

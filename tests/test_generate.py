@@ -121,7 +121,7 @@ def test_reading_commands_never_import_tensorflow() -> None:
 
 def test_generate_reports_files_and_tensors(tmp_path: Path) -> None:
     data = generate_json(tmp_path / "tf1", "--format", "tf1", "--optimizer", "sgd", *TINY)
-    assert data["schema"] == "ckptcheck.lab.generate/1"
+    assert data["schema"] == "ckptcheck.generate/1"
     assert data["location"] == str(tmp_path / "tf1" / "model.ckpt-2")
     names = sorted(Path(f["path"]).name for f in data["files"])
     assert names == ["checkpoint", "model.ckpt-2.data-00000-of-00001", "model.ckpt-2.index", "model.ckpt-2.meta"]

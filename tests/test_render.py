@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tabulate import tabulate
 
-from ckptcheck import render
+from ckptcheck.render.inspect import inspect_dict, inspect_json, inspect_json_pieces, tensor_dict, tensor_text
+from ckptcheck.render.jsontext import escape_surrogates
+from ckptcheck.render.tables import human_bytes, table
 
 MANY_ROWS = 100  # tables this long and longer, as well as short ones
 
@@ -24,11 +26,11 @@ def test_large_table_matches_tabulate() -> None:
     headers = ["name", "dtype", "shape", "size", "a-long-header-name"]
     rows = [
         [f"layer_{i:05d}/" + "x" * rng.randint(0, 30), rng.choice(["float32", "bfloat16"]),
-         f"[{rng.randint(1, 99999)}]", render.human_bytes(rng.randint(0, 10**9)), rng.choice(["", "constant 0.5"])]
+         f"[{rng.randint(1, 99999)}]", human_bytes(rng.randint(0, 10**9)), rng.choice(["", "constant 0.5"])]
         for i in range(MANY_ROWS + 500)
     ]
     expected = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-    assert render.table(headers, rows) == expected
+    assert table(headers, rows) == expected
 
 
 def test_wide_header_in_the_middle_keeps_its_padding() -> None:
@@ -36,7 +38,7 @@ def test_wide_header_in_the_middle_keeps_its_padding() -> None:
     them (ResNet50 `inspect --stats`: the `note` header stood 4 columns right of the notes)."""
     headers = ["name", "a-wide-header", "note"]
     rows = [[f"t{i}", "x", "constant 0.5"] for i in range(MANY_ROWS + 5)]
-    out = render.table(headers, rows)
+    out = table(headers, rows)
     assert out == tabulated(headers, rows)
     lines = out.split("\n")
     assert lines[0].index("note") == lines[2].index("constant")
@@ -60,7 +62,7 @@ def test_tables_equal_tabulate_byte_for_byte(headers: list[str], data: st.DataOb
     row = st.lists(st.one_of(_PLAIN, _PLAIN, _PLAIN, _ODD), min_size=width, max_size=width)
     sample = data.draw(st.lists(row, min_size=1, max_size=8))
     rows = [sample[i % len(sample)] for i in range(count)]
-    assert render.table(headers, rows) == tabulated(headers, rows)
+    assert table(headers, rows) == tabulated(headers, rows)
 
 
 @settings(max_examples=100, deadline=None)
@@ -72,22 +74,22 @@ def test_header_wider_or_narrower_than_cells_in_any_column(header_widths: list[i
     headers = ["h" * w for w in header_widths]
     rows = [["c" * (cell_widths[j] if i % 3 == 0 else cell_widths[j] // 2) for j in range(len(headers))]
             for i in range(count)]
-    assert render.table(headers, rows) == tabulated(headers, rows)
+    assert table(headers, rows) == tabulated(headers, rows)
 
 
 def test_multiline_wide_and_padded_cells_use_tabulate_itself() -> None:
     for odd, count in itertools.product(("a\nb", "日本", " padded ", "tab\t"), (4, MANY_ROWS + 1)):
         rows = [[f"t{i}", odd if i == 3 else "x", ""] for i in range(count)]
         headers = ["name", "paths", "empty"]
-        assert render.table(headers, rows) == tabulate(rows, headers=headers, tablefmt="simple",
+        assert table(headers, rows) == tabulate(rows, headers=headers, tablefmt="simple",
                                                        disable_numparse=True), repr(odd)
 
 
 def test_human_bytes() -> None:
-    assert render.human_bytes(0) == "0 B"
-    assert render.human_bytes(1023) == "1023 B"
-    assert render.human_bytes(1536) == "1.5 KiB"
-    assert render.human_bytes(3 << 30) == "3.0 GiB"
+    assert human_bytes(0) == "0 B"
+    assert human_bytes(1023) == "1023 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(3 << 30) == "3.0 GiB"
 
 
 def test_inspect_json_is_json_dumps_of_inspect_dict(tf2_all_dtypes: str, tf1_model_dir: object) -> None:
@@ -100,8 +102,8 @@ def test_inspect_json_is_json_dumps_of_inspect_dict(tf2_all_dtypes: str, tf1_mod
     for path in (tf2_all_dtypes, str(tf1_model_dir)):
         with ckptcheck.open_checkpoint(path) as reader:
             info = reader.info()
-            expected = json.dumps(render.inspect_dict(info, info.tensors), ensure_ascii=False, allow_nan=False)
-            assert render.inspect_json(info, info.tensors) == expected
+            expected = json.dumps(inspect_dict(info, info.tensors), ensure_ascii=False, allow_nan=False)
+            assert inspect_json(info, info.tensors) == expected
     odd = [
         TensorInfo('quote"back\\slash', "float32", (), 4, 0, None),
         TensorInfo("ctrl\x00\x1b\n\ttab", "bfloat16", (0, 3), 0, 2, "x.data-00000-of-00001"),
@@ -109,18 +111,18 @@ def test_inspect_json_is_json_dumps_of_inspect_dict(tf2_all_dtypes: str, tf1_mod
         TensorInfo("\ud800lone-surrogate", "int4", (7,), 4, 0, None),
     ]
     info = CheckpointInfo("tf2", "p", "p", ("a", "b"), tuple(odd), shards=1, writer=None, metadata={"k": "v"})
-    expected = json.dumps(render.inspect_dict(info, odd), ensure_ascii=False, allow_nan=False)
-    assert render.inspect_json(info, odd) == expected
-    assert render.inspect_json(info, []) == json.dumps(render.inspect_dict(info, []), ensure_ascii=False)
+    expected = json.dumps(inspect_dict(info, odd), ensure_ascii=False, allow_nan=False)
+    assert inspect_json(info, odd) == expected
+    assert inspect_json(info, []) == json.dumps(inspect_dict(info, []), ensure_ascii=False)
     # Written a piece at a time, the seams between pieces leave the same text, however the rows fall into pieces.
     for per_piece in (1, 2, 3, 4, 5):
-        pieces = list(render.inspect_json_pieces(info, odd, rows_per_piece=per_piece))
+        pieces = list(inspect_json_pieces(info, odd, rows_per_piece=per_piece))
         assert len(pieces) == 2 + -(-len(odd) // per_piece) and "".join(pieces) == expected
     # Escaped, a lone surrogate (an undecodable byte of a name) leaves valid UTF-8 that loads back the same.
-    escaped = render.escape_surrogates(expected)
+    escaped = escape_surrogates(expected)
     escaped.encode("utf-8")
     assert json.loads(escaped) == json.loads(expected) and "\\ud800lone" in escaped and "日本/層 é 🙂" in escaped
-    assert render.escape_surrogates("plain") == "plain"
+    assert escape_surrogates("plain") == "plain"
 
 
 def test_string_elements_are_unambiguous() -> None:
@@ -132,15 +134,15 @@ def test_string_elements_are_unambiguous() -> None:
 
     values = np.array([[b"\\xea", b"\xea"], ["caf\u00e9", b""]], dtype=object)
     info = TensorInfo("s", "string", (2, 2), 5)
-    text = render.tensor_text(info, values)
+    text = tensor_text(info, values)
     assert "'\\\\xea'" in text and "b'\\xea'" in text and "'café'" in text
-    assert render.tensor_dict(info, values)["values"] == [["\\xea", {"base64": "6g=="}], ["café", ""]]
-    scalar = render.tensor_dict(TensorInfo("s", "string", (), 1), np.array(b"\x80", dtype=object))
+    assert tensor_dict(info, values)["values"] == [["\\xea", {"base64": "6g=="}], ["café", ""]]
+    scalar = tensor_dict(TensorInfo("s", "string", (), 1), np.array(b"\x80", dtype=object))
     assert scalar["values"] == {"base64": "gA=="}
 
 
 def test_tables_fit_a_terminal_width() -> None:
-    from ckptcheck.render import fit_cells
+    from ckptcheck.render.tables import fit_cells
 
     headers = ["name", "dtype", "note"]
     cells = [[f"model/layer_{i}/very/long/object/path/.ATTRIBUTES/VARIABLE_VALUE", "float32", "constant " + "9" * 30]

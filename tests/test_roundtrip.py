@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ckptcheck import render
 from ckptcheck.cli import app
 from ckptcheck.lab.generate import GENERATE_FORMATS, TF2Model
 from ckptcheck.lab.initializers import parse_plan
 from ckptcheck.lab.reports import FACT_NAMES, GenerateOptions, RoundTripReport
 from ckptcheck.lab.roundtrip import roundtrip, roundtrip_all
+from ckptcheck.render.lab import roundtrip_dict, roundtrip_matrix
 
 runner = CliRunner()
 TINY = ("--layers", "4,2", "--inputs", "3", "--train-steps", "2")
@@ -39,7 +39,7 @@ def reports() -> dict[str, RoundTripReport]:
 @pytest.fixture(scope="session")
 def facts(reports: dict[str, RoundTripReport]) -> dict[str, dict[str, Any]]:
     """The JSON each format's report renders to (what `roundtrip --json` prints), by format."""
-    return {fmt: render.roundtrip_dict(r)["facts"] for fmt, r in reports.items()}
+    return {fmt: roundtrip_dict(r)["facts"] for fmt, r in reports.items()}
 
 
 def recorded(facts: dict[str, dict[str, Any]], fact: str) -> set[str]:
@@ -148,8 +148,8 @@ def test_facts_come_from_the_files(tmp_path: Path) -> None:
 
 
 def test_json_shape(reports: dict[str, RoundTripReport]) -> None:
-    data = render.roundtrip_dict(reports["tf2"])
-    assert data["schema"] == "ckptcheck.lab.roundtrip/1"
+    data = roundtrip_dict(reports["tf2"])
+    assert data["schema"] == "ckptcheck.roundtrip/1"
     assert data["format"] == "tf2" and data["ok"] is True
     assert set(data["facts"]) == set(FACT_NAMES)
     for fact in data["facts"].values():
@@ -159,7 +159,7 @@ def test_json_shape(reports: dict[str, RoundTripReport]) -> None:
 
 
 def test_matrix_text(reports: dict[str, RoundTripReport]) -> None:
-    text = render.roundtrip_matrix(list(reports.values()))
+    text = roundtrip_matrix(list(reports.values()))
     header, _rule, *rows = text.splitlines()[:7]
     assert header.split() == ["format", "restored", "exactly", *FACT_NAMES]
     assert rows[1].split() == ["tf2", "yes", "yes", "no", "yes", "yes", "no", "no", "no"]
