@@ -35,15 +35,15 @@ if _typing.TYPE_CHECKING:
 
     from ckptcheck.diff import DiffReport
     from ckptcheck.formats.interface import CheckpointReader
-    from ckptcheck.model import CheckpointInfo, TensorInfo
+    from ckptcheck.records import CheckpointInfo, TensorInfo
     from ckptcheck.verify import VerifyReport
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "CheckpointReader": "ckptcheck.formats.interface",
-    "CheckpointInfo": "ckptcheck.model",
-    "TensorInfo": "ckptcheck.model",
+    "CheckpointInfo": "ckptcheck.records",
+    "TensorInfo": "ckptcheck.records",
     "VerifyReport": "ckptcheck.verify",
     "DiffReport": "ckptcheck.diff",
 }

@@ -453,7 +453,7 @@ def _matching_layers(info: Any, match: Callable[[str], bool], shown: Sequence[An
     """The layers --filter selects: those whose name it matches; in a legacy .h5, whose tensors are named by
     layer (dense/dense/kernel:0), also those holding a tensor it matches. (Keras 3 names its weights by layer
     class and position, layers/dense_1/vars/0, which need not be the layer's name.)"""
-    from ckptcheck.model import KERAS_H5
+    from ckptcheck.records import KERAS_H5
 
     tops = {t.name.split("/", 1)[0] for t in shown} if info.format == KERAS_H5 else set()
     return [layer.name for layer in info.architecture.layers if match(layer.name) or layer.name in tops]

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from ckptcheck.compare import Scratch, ValueDiff, compare_tensors
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY, VALUE_SUFFIX
-from ckptcheck.model import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
 from ckptcheck.order import natural_sorted
+from ckptcheck.records import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
 
 
 @dataclass(frozen=True)

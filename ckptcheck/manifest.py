@@ -21,7 +21,7 @@ from ckptcheck.errors import CorruptCheckpointError, UsageError
 from ckptcheck.formats import jsonlimits
 from ckptcheck.formats.files import open_regular, read_capped
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import TensorInfo
+from ckptcheck.records import TensorInfo
 from ckptcheck.render.jsontext import escape_surrogates
 from ckptcheck.stats import TensorStats, stats_of_chunks
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from ckptcheck.model import TensorInfo
+from ckptcheck.records import TensorInfo
 
 T = TypeVar("T")
 

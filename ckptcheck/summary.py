@@ -34,8 +34,8 @@ from itertools import compress
 
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY, VALUE_SUFFIX
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.order import natural_sorted
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 
 WEIGHTS, OPTIMIZER, OTHER = "weights", "optimizer", "other"
 KINDS = (WEIGHTS, OPTIMIZER, OTHER)

@@ -23,7 +23,7 @@ from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import library_source
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import BUNDLE, V1, resolve
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1
 
 if TYPE_CHECKING:
     from ckptcheck.formats.tensorflow.bundle import BundleReader

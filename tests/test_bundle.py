@@ -28,7 +28,7 @@ from ckptcheck.formats.tensorflow import dtypes
 from ckptcheck.formats.tensorflow.bundle import BundleReader
 from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.formats.tensorflow.sstable import SSTable
-from ckptcheck.model import SAVEDMODEL, TF1, TF2
+from ckptcheck.records import SAVEDMODEL, TF1, TF2
 
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 runner = CliRunner()

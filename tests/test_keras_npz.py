@@ -24,7 +24,7 @@ import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.keras.npz import KerasNpzArchiveReader
-from ckptcheck.model import KERAS
+from ckptcheck.records import KERAS
 
 runner = CliRunner()
 

@@ -35,7 +35,7 @@ from ckptcheck.errors import (
 from ckptcheck.formats.keras import config as keras_config
 from ckptcheck.formats.keras.archive import MAX_CONFIG_BYTES
 from ckptcheck.formats.keras.open import open_keras
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SafetyFinding
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SafetyFinding
 
 THREE_FORMATS = {"keras": KERAS, "keras-weights": KERAS_WEIGHTS, "keras-h5": KERAS_H5}
 KERAS2 = ("keras2-h5", "keras2-weights-h5")

@@ -8,8 +8,8 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptcheck.model import TensorInfo
 from ckptcheck.order import natural_key, natural_sorted, sort_tensors
+from ckptcheck.records import TensorInfo
 
 
 def parts_key(name: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:

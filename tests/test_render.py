@@ -97,7 +97,7 @@ def test_inspect_json_is_json_dumps_of_inspect_dict(tf2_all_dtypes: str, tf1_mod
     import json
 
     import ckptcheck
-    from ckptcheck.model import CheckpointInfo, TensorInfo
+    from ckptcheck.records import CheckpointInfo, TensorInfo
 
     for path in (tf2_all_dtypes, str(tf1_model_dir)):
         with ckptcheck.open_checkpoint(path) as reader:
@@ -130,7 +130,7 @@ def test_string_elements_are_unambiguous() -> None:
     {"base64": ...} in JSON — so the text backslash-x-e-a and the byte 0xEA never look alike."""
     import numpy as np
 
-    from ckptcheck.model import TensorInfo
+    from ckptcheck.records import TensorInfo
 
     values = np.array([[b"\\xea", b"\xea"], ["caf\u00e9", b""]], dtype=object)
     info = TensorInfo("s", "string", (2, 2), 5)

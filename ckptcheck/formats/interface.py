@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ckptcheck.errors import TensorNotFoundError, UsageError
-from ckptcheck.model import CheckpointInfo, ObjectRef, TensorInfo
+from ckptcheck.records import CheckpointInfo, ObjectRef, TensorInfo
 
 if TYPE_CHECKING:  # numpy is imported by the readers that produce arrays, not by `ckptcheck --version`
     import mmap

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import check_regular, open_regular, read_capped
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, CheckpointEntry
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, CheckpointEntry
 
 STATE_FILE = "checkpoint"
 _DATA_RE = re.compile(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$")

@@ -36,7 +36,7 @@ from ckptcheck.lab.generate import (
 from ckptcheck.lab.initializers import DEFAULT_PLAN, EXAMPLE_SPECS, InitPlan, InitSpec, parse_plan, parse_spec
 from ckptcheck.lab.reports import Answer, Evidence, GenerateOptions, GenerateReport, Question, RoundTripReport
 from ckptcheck.lab.roundtrip import SENTINEL, roundtrip, work_directory
-from ckptcheck.model import TF1, TF2
+from ckptcheck.records import TF1, TF2
 from ckptcheck.stats import TensorStats, tensor_stats
 
 StageCallback = Callable[[str], None]

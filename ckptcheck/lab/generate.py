@@ -27,7 +27,7 @@ from ckptcheck.errors import UsageError
 from ckptcheck.lab.gate import import_keras, import_tensorflow
 from ckptcheck.lab.initializers import InitPlan
 from ckptcheck.lab.reports import GenerateOptions, GenerateReport, WrittenFile
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, TF2, TensorInfo
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1, TF2, TensorInfo
 
 GENERATE_FORMATS = (TF1, TF2, KERAS, KERAS_WEIGHTS, KERAS_H5)
 OPTIMIZERS = ("sgd", "adam")

@@ -1,4 +1,4 @@
-"""What `generate`, `roundtrip` and `explain` return: frozen dataclasses, rendered by ckptcheck.render."""
+"""What `generate`, `roundtrip` and `explain` return: frozen dataclasses, rendered by the render package."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ckptcheck.lab.initializers import DEFAULT_PLAN, InitPlan
-from ckptcheck.model import TensorInfo
+from ckptcheck.records import TensorInfo
 
 if TYPE_CHECKING:  # (stats imports numpy)
     pass

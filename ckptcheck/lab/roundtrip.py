@@ -35,7 +35,7 @@ from ckptcheck.lab.generate import (
 )
 from ckptcheck.lab.initializers import InitPlan, parse_spec
 from ckptcheck.lab.reports import Fact, GenerateOptions, RestoreRun, RoundTripReport, TensorRoundTrip
-from ckptcheck.model import KERAS, KERAS_FORMATS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.records import KERAS, KERAS_FORMATS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 
 SENTINEL = -7.25  # exactly representable, and no initializer or trained weight lands on it by chance
 RESEED_OFFSET = 7919

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ckptcheck.model import (
+from ckptcheck.records import (
     KERAS_WEIGHTS,
     TensorInfo,
 )

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from ckptcheck.model import (
+from ckptcheck.records import (
     KERAS_WEIGHTS,
     SAVEDMODEL,
     TF1,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
-from ckptcheck.model import (
+from ckptcheck.records import (
     SAVEDMODEL,
     TF2,
 )

@@ -14,7 +14,7 @@ from ckptcheck.compare import same_bits
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
 from ckptcheck.formats.tensorflow.object_graph import escape_name, parse_graph, slot_path
-from ckptcheck.model import TensorInfo
+from ckptcheck.records import TensorInfo
 from ckptcheck.restore_check.user_model import LoadedModel
 from ckptcheck.restore_check.variables import _children, _live_slot, _Var, _walk
 

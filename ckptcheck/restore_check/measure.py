@@ -17,7 +17,7 @@ from ckptcheck.compare import same_bits
 from ckptcheck.errors import UsageError
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.object_graph import OPTIMIZER_SLOT
-from ckptcheck.model import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
+from ckptcheck.records import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.restore_check.matching import (
     _match_tf2,
     _predict_keras3,

@@ -1,4 +1,4 @@
-"""What `restore-check` returns: frozen dataclasses, rendered by ckptcheck.render."""
+"""What `restore-check` returns: frozen dataclasses, rendered by the render package."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import numpy as np
 from ckptcheck.compare import same_bits
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
-from ckptcheck.model import ObjectRef, TensorInfo
+from ckptcheck.records import ObjectRef, TensorInfo
 from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
 from ckptcheck.restore_check.variables import _dtype_name
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ckptcheck.errors import CkptcheckError, UsageError
-from ckptcheck.model import KERAS_FORMATS
+from ckptcheck.records import KERAS_FORMATS
 
 MAX_MESSAGE_CHARS = 500
 

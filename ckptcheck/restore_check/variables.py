@@ -14,7 +14,7 @@ import numpy as np
 
 from ckptcheck.compare import same_bits
 from ckptcheck.formats.tensorflow.object_graph import escape_name, slot_path
-from ckptcheck.model import KERAS_FORMATS, KERAS_WEIGHTS, TF2
+from ckptcheck.records import KERAS_FORMATS, KERAS_WEIGHTS, TF2
 from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
 from ckptcheck.restore_check.user_model import (
     LoadedModel,

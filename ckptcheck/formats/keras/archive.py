@@ -28,7 +28,7 @@ from ckptcheck.formats.keras.config import MAX_CONFIG_BYTES
 from ckptcheck.formats.keras.h5 import open_h5, read_guard
 from ckptcheck.formats.keras.layout import compile_summary, layout_of, with_orphan_optimizer
 from ckptcheck.formats.keras.weights import H5Values
-from ckptcheck.model import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
+from ckptcheck.records import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
 
 if TYPE_CHECKING:
     pass

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ckptcheck.errors import CorruptCheckpointError
-from ckptcheck.model import Architecture, LayerSummary, SafetyFinding
+from ckptcheck.records import Architecture, LayerSummary, SafetyFinding
 
 MAX_CONFIG_BYTES = 64 << 20  # a Keras config is read whole: refused above this (a zip entry can claim any size)
 

@@ -22,8 +22,8 @@ from ckptcheck.formats import jsonlimits
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import library_source
 from ckptcheck.formats.tensorflow import dtypes
-from ckptcheck.model import TensorInfo
 from ckptcheck.order import natural_key
+from ckptcheck.records import TensorInfo
 
 if TYPE_CHECKING:
     import h5py

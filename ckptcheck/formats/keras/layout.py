@@ -35,8 +35,8 @@ from ckptcheck.formats.keras.h5 import (
     read_json_attr,
     read_names_attr,
 )
-from ckptcheck.model import KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo
 from ckptcheck.order import natural_sorted
+from ckptcheck.records import KERAS_H5, KERAS_WEIGHTS, Architecture, CheckpointInfo
 
 if TYPE_CHECKING:
     import h5py

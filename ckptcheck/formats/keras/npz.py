@@ -39,8 +39,8 @@ from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, a
 from ckptcheck.formats.keras.archive import LOCAL_HEADER, LOCAL_MAGIC, NPZ_WEIGHTS_MEMBER, Archive, StoredMember
 from ckptcheck.formats.keras.h5 import BOMB_EXPANSION, BOMB_FLOOR_BYTES, read_guard
 from ckptcheck.formats.tensorflow import dtypes
-from ckptcheck.model import KERAS, CheckpointInfo, TensorInfo
 from ckptcheck.order import natural_key
+from ckptcheck.records import KERAS, CheckpointInfo, TensorInfo
 
 if TYPE_CHECKING:
     pass

@@ -10,7 +10,7 @@ from ckptcheck.formats.keras.archive import NPZ_WEIGHTS_MEMBER, Archive, KerasAr
 from ckptcheck.formats.keras.npz import KerasNpzArchiveReader
 from ckptcheck.formats.keras.weights import KerasHDF5Reader, KerasShardedWeightsReader
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX
-from ckptcheck.model import KERAS, KERAS_H5, KERAS_WEIGHTS
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS
 
 if TYPE_CHECKING:
     pass
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def open_keras(kind: str, location: str, *, path: str) -> CheckpointReader:
-    """Open a Keras file. ``kind`` is what the file looked like from outside (model.KERAS for a zip,
+    """Open a Keras file. ``kind`` is what the file looked like from outside (records.KERAS for a zip,
     KERAS_WEIGHTS or KERAS_H5 for HDF5); for HDF5 the layout inside decides the format reported."""
     if kind == KERAS:
         return _open_archive(location, path)

@@ -24,7 +24,7 @@ from ckptcheck.formats import jsonlimits
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import file_size, library_source, open_regular, read_capped
 from ckptcheck.formats.keras.config import MAX_CONFIG_BYTES
-from ckptcheck.model import SafetyFinding
+from ckptcheck.records import SafetyFinding
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"

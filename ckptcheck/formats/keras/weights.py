@@ -36,8 +36,8 @@ from ckptcheck.formats.keras.h5 import (
 )
 from ckptcheck.formats.keras.layout import Layout, functional_models, layout_of, read_vars_names
 from ckptcheck.formats.resolve import SHARD_MAP_SUFFIX, shard_base
-from ckptcheck.model import KERAS_H5, KERAS_WEIGHTS, CheckpointInfo, listed_tensor
 from ckptcheck.order import natural_sorted
+from ckptcheck.records import KERAS_H5, KERAS_WEIGHTS, CheckpointInfo, listed_tensor
 
 if TYPE_CHECKING:
     import h5py

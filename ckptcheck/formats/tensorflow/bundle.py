@@ -42,7 +42,7 @@ from ckptcheck.formats.tensorflow.protobuf import (
 )
 from ckptcheck.formats.tensorflow.slices import format_extents, stream_c_order, tiling_problem
 from ckptcheck.formats.tensorflow.sstable import SSTable, unmask_crc
-from ckptcheck.model import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo, listed_tensor
+from ckptcheck.records import TF1, TF2, CheckpointInfo, ObjectRef, TensorInfo, listed_tensor
 
 if TYPE_CHECKING:  # numpy is imported where values are read, not for listing
     import mmap

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ckptcheck.formats.tensorflow.keys import SAVE_COUNTER_KEY, VALUE_SUFFIX
 from ckptcheck.formats.tensorflow.protobuf import DecodeError, as_bytes, as_int, iter_fields, read_varint
-from ckptcheck.model import ObjectRef
+from ckptcheck.records import ObjectRef
 
 # The graph may hold cycles and many diamond paths (a Keras model reaches a kernel through layers, _operations,
 # _functional, the optimizer's variable lists...). Enough paths to tell the user what a key is, and no blow-up.

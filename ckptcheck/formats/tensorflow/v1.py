@@ -55,7 +55,7 @@ from ckptcheck.formats.tensorflow.protobuf import (
 )
 from ckptcheck.formats.tensorflow.slices import format_extents, stream_c_order, tiling_problem
 from ckptcheck.formats.tensorflow.sstable import SSTable
-from ckptcheck.model import TF1, CheckpointInfo, listed_tensor
+from ckptcheck.records import TF1, CheckpointInfo, listed_tensor
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,4 +1,4 @@
-"""What a checkpoint holds, as ckptcheck's readers list it: frozen dataclasses, rendered by ckptcheck.render and
+"""What a checkpoint holds, as ckptcheck's readers list it: frozen dataclasses, rendered by the render package and
 nothing else.
 
 The reports of the other commands live with the code that makes them (``verify.VerifyReport``,
