@@ -1,26 +1,38 @@
-"""The command line: parse, call the core, render, map errors to exit codes. The only module that prints.
-
-Exit codes: 0 ok; 1 the check found a problem (mismatch, corruption, difference); 2 the input could not be read
-or the command was misused.
-"""
+"""The command line: the list of commands. Each parses its options, calls the library, and hands the report to
+the render package and the console (which prints, and maps errors to exit codes)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fnmatch
-import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import click
 import typer
 
 from ckptcheck import __version__
-from ckptcheck.errors import CkptcheckError, UsageError
+from ckptcheck.console import (
+    EXIT_PROBLEM,
+    OUT_PIECE,
+    SPOOL_BYTES,
+    OutputClosed,
+    byte_progress,
+    bytes_ticker,
+    emit,
+    emit_json,
+    emit_pieces,
+    errors_to_exit,
+    escape_undecodable,
+    fit_tables_to_terminal,
+    progress_bar,
+    progress_over,
+    show_progress,
+    stop_like_a_closed_pipe,
+    warn_unsafe,
+    warnings_to_stderr,
+)
+from ckptcheck.errors import UsageError
 
 app = typer.Typer(
     name="ckptcheck",
@@ -31,8 +43,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-EXIT_OK, EXIT_PROBLEM, EXIT_INPUT = 0, 1, 2
 
 
 class _Command(typer.core.TyperCommand):
@@ -74,7 +84,6 @@ JobsOption = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, metavar="N",
     help="Range reads in flight at once, ahead of the checks (tensor bundles; 1: one read at a time). Default: 8 "
          "for a URL, else half the cores up to 4.")]
-T = TypeVar("T")
 
 
 def _version(value: bool) -> None:
@@ -94,215 +103,9 @@ def _root(
     from ckptcheck.formats.location import command_scope
 
     ctx.with_resource(command_scope())  # a small Keras file at a URL is fetched once per command
-    _escape_undecodable()
-    _fit_tables_to_terminal()
-    _warnings_to_stderr()
-
-
-def _warnings_to_stderr() -> None:
-    """The library's warnings (CkptcheckWarning) as one ``ckptcheck: warning:`` line each; others as Python
-    shows them."""
-    import warnings
-
-    from ckptcheck.errors import CkptcheckWarning
-
-    previous = warnings.showwarning
-    if getattr(previous, "ckptcheck", False):  # installed by an earlier command in this process
-        return
-
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
-             line: str | None = None) -> None:
-        if issubclass(category, CkptcheckWarning):
-            typer.echo(f"ckptcheck: warning: {message}", err=True)
-        else:
-            previous(message, category, filename, lineno, file, line)
-
-    show.ckptcheck = True  # type: ignore[attr-defined]
-    warnings.showwarning = show
-
-
-def _fit_tables_to_terminal() -> None:
-    """Tables printed to a terminal are fitted to its width (long cells elided in the middle); piped output stays
-    whole for tools."""
-    if sys.stdout.isatty():
-        import shutil
-
-        from ckptcheck.render import tables
-
-        tables.fit_width = shutil.get_terminal_size().columns
-
-
-def _escape_undecodable() -> None:
-    """Names and paths that are not UTF-8 carry their bytes as lone surrogates (surrogateescape), so two keys that
-    differ in such a byte stay two names. Printed, each such byte shows as ``\\udcXX`` (never as the text ``\\xNN``
-    a name could hold, and never a UnicodeEncodeError on a strict terminal)."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            with contextlib.suppress(Exception):
-                reconfigure(errors="backslashreplace")
-
-
-class OutputClosed(Exception):
-    """The reader of stdout went away (`ckptcheck inspect X | head`)."""
-
-
-_SPOOL_BYTES = 32 << 20
-_OUT_PIECE = 1 << 16
-
-
-def emit(text: str = "", *, nl: bool = True, raw: bool = False) -> None:
-    """Print to stdout (``raw``: as it is, without click's ANSI stripping, for large JSON)."""
-    emit_pieces((text,), nl=nl, raw=raw)
-
-
-def emit_pieces(texts: Iterable[str], *, nl: bool = True, raw: bool = False) -> None:
-    """Print each text as it comes (a large listing is written as it is made). A closed pipe raises OutputClosed,
-    which unwinds every open reader and temporary directory before main() stops quietly.
-
-    Written in pieces: a single large write to a pipe closed midway returns short without an error, and the
-    rest would be dropped silently; the next piece's write reports the closed pipe.
-    """
-    write = sys.stdout.write if raw else partial(typer.echo, nl=False)
-    try:
-        for text in texts:
-            for start in range(0, len(text), _OUT_PIECE):
-                write(text[start:start + _OUT_PIECE])
-        if nl:
-            write("\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise OutputClosed from None
-
-
-def _stop_like_a_closed_pipe() -> None:
-    """Stop as `ls | head` does: no message, killed by SIGPIPE (a shell shows 141); exit 1 where there is no
-    SIGPIPE, as Python's documentation suggests. Nothing more reaches the pipe: stdout goes to /dev/null, so the
-    interpreter's last flush of it cannot fail again."""
-    import os
-    import signal
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    sigpipe = getattr(signal, "SIGPIPE", None)
-    if sigpipe is not None:
-        signal.signal(sigpipe, signal.SIG_DFL)
-        os.kill(os.getpid(), sigpipe)
-    sys.exit(EXIT_PROBLEM)
-
-
-def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
-    typer.echo(f"ckptcheck: {message}", err=True)
-    return typer.Exit(code)
-
-
-@contextlib.contextmanager
-def errors_to_exit() -> Iterator[None]:
-    """Typed errors become one line on stderr and their exit code; nothing else leaks a traceback."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except CkptcheckError as exc:
-        raise fail(str(exc), exc.exit_code) from None
-    except MemoryError:
-        raise fail("out of memory while reading the checkpoint") from None
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        raise fail(f"{where}{exc.strerror or exc}") from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
-    except Exception as exc:
-        # A store's client failing where no reader wrapped it (inside a library that read through a URL's file):
-        # still one line naming what failed, never a traceback.
-        library = type(exc).__module__.split(".")[0]
-        if library not in _REMOTE_LIBRARIES or "ckptcheck.formats.location" not in sys.modules:
-            raise
-        from ckptcheck.formats.location import translate
-
-        error = translate(exc, str(getattr(exc, "url", "") or getattr(exc, "filename", "") or ""))
-        raise fail(str(error), error.exit_code) from None
-
-
-_REMOTE_LIBRARIES = {"fsspec", "aiohttp", "botocore", "aiobotocore", "s3fs", "gcsfs", "google", "huggingface_hub",
-                     "asyncio", "yarl"}
-
-
-def warn_unsafe(*paths: str) -> None:
-    """Before a command reads anything: one stderr line per thing a Keras loader would run from each path (and a
-    note where a file is two formats at once, or a config could not be scanned). Printed first, so the warning
-    stays even when the command then fails on another part of the file."""
-    from ckptcheck.formats.keras.safety import scan
-
-    for path in paths:
-        result = scan(path)
-        if result is None:
-            continue
-        for f in result.findings:
-            typer.echo(f"ckptcheck: warning: {path}: loading it with Keras would run code or import modules outside "
-                       f"Keras: {f.location}: {f.message}", err=True)
-        for note in result.notes:
-            typer.echo(f"ckptcheck: note: {path}: {note}", err=True)
-
-
-def emit_json(data: Any) -> None:
-    # Indented for a person at a terminal; compact when piped, which also lets json use its C encoder (the
-    # indenting encoder is pure Python and dominated `inspect --json` on 20,000 tensors).
-    # A name or path that is not UTF-8 (its bytes held as lone surrogates) is written as \\udcXX escapes.
-    from ckptcheck.formats.interface import paused_gc
-    from ckptcheck.render.jsontext import escape_surrogates
-
-    indent = 2 if sys.stdout.isatty() else None
-    with paused_gc():
-        try:
-            text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
-        except ValueError:  # a NaN or Infinity somewhere (a crafted config): written as the strings --tensor uses
-            data = _finite(data)
-            text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
-    emit(escape_surrogates(text))
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by "NaN", "Infinity" or "-Infinity"."""
-    if isinstance(value, float) and value != value:
-        return "NaN"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def show_progress(json_output: bool) -> bool:
-    return not json_output and sys.stderr.isatty()
-
-
-def progress_over(items: Sequence[T], label: str, enabled: bool) -> Iterator[T]:
-    """Yield items, drawing a progress bar on stderr when enabled (a terminal, and not --json)."""
-    if not enabled or len(items) < 2:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(label, total=len(items))
-        for item in items:
-            yield item
-            progress.advance(task)
-
-
-def name_matcher(pattern: str | None) -> Callable[[str], bool]:
-    """A glob when the pattern has glob characters, else a substring test."""
-    if not pattern:
-        return lambda name: True
-    if any(c in pattern for c in "*?["):
-        return lambda name: fnmatch.fnmatchcase(name, pattern)
-    return lambda name: pattern in name
+    escape_undecodable()
+    fit_tables_to_terminal()
+    warnings_to_stderr()
 
 
 @app.command(cls=_Command)
@@ -338,7 +141,7 @@ def inspect(
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
     from ckptcheck import open_checkpoint
     from ckptcheck.formats.interface import paused_gc
-    from ckptcheck.order import sort_tensors
+    from ckptcheck.listing import check_options, inspect_checkpoint
     from ckptcheck.render.inspect import (
         architecture_text,
         groups_dicts,
@@ -357,9 +160,7 @@ def inspect(
     from ckptcheck.render.jsontext import escape_surrogates
 
     with errors_to_exit():
-        if group and (stats or objects or tensor is not None):
-            raise UsageError("--group shows one row per layer; it does not combine with --stats, --objects or "
-                             "--tensor")
+        check_options(group=group, stats=stats, objects=objects, tensor=tensor)
         if all_:
             if tensor or stats or objects or group:
                 raise UsageError("--all lists checkpoints; it does not combine with --tensor, --stats, --objects "
@@ -374,7 +175,6 @@ def inspect(
             return
         warn_unsafe(path)
         with open_checkpoint(path) as reader:
-            info = reader.info()
             if tensor is not None:
                 values = reader.read(tensor)
                 t_info = reader.tensor_info(tensor)
@@ -383,80 +183,43 @@ def inspect(
                 else:
                     emit(tensor_text(t_info, values))
                 return
-            match = name_matcher(filter_)
-            shown = ([t for t in info.tensors if match(t.name) or (t.variable is not None and match(t.variable))]
-                     if filter_ else list(info.tensors))
-            with paused_gc():  # (tens of thousands of acyclic keys and rows: collections only cost time)
-                shown = sort_tensors(shown, sort)
-            refs = None
-            if objects:
-                found = reader.objects()
-                if found is None:
-                    raise UsageError(
-                        f"--objects needs an object-based (TF2) checkpoint; this one is {info.format}",
-                        path=path,
-                        hint="name-based checkpoints key tensors by variable name, there is no object graph",
-                    )
-                refs = {r.key: r for r in found}
-            stats_by_name = None
-            if stats:
-                from ckptcheck.stats import tensor_stats
-
-                stats_by_name = {
-                    t.name: tensor_stats(reader, t.name)
-                    for t in progress_over(shown, "statistics", show_progress(json_output))
-                }
-            from ckptcheck import summary as summaries
-
-            with paused_gc():
-                counted = summaries.summarize(reader, shown, refs)
-            grouped = summaries.groups(reader, shown, refs) if group else None
-            if grouped is not None and sort == "size":
-                grouped.sort(key=lambda g: -g.count.nbytes)
-            extra: dict[str, Any] = {"summary": summary_dict(counted)}
-            if grouped is not None:
-                extra["groups"] = groups_dicts(grouped)
-            if json_output:
-                if stats_by_name is None and refs is None and not sys.stdout.isatty():
-                    # Compact, as emit_json prints it when piped: the common case, made fast, and written as made.
-                    try:
-                        pieces = inspect_json_pieces(info, shown, extra=extra)
-                    except ValueError:  # a NaN in a config: emit_json writes it as it documents
-                        emit_json(inspect_dict(info, shown, extra=extra))
-                        return
-                    with paused_gc():
-                        emit_pieces(map(escape_surrogates, pieces), raw=True)
+            report = inspect_checkpoint(
+                reader, filter_=filter_, sort=sort, objects=objects, stats=stats, group=group,
+                each=lambda shown: progress_over(shown, "statistics", show_progress(json_output)))
+        info, shown = report.info, report.tensors
+        extra: dict[str, Any] = {"summary": summary_dict(report.summary)}
+        if report.groups is not None:
+            extra["groups"] = groups_dicts(report.groups)
+        if json_output:
+            if report.stats is None and report.refs is None and not sys.stdout.isatty():
+                # Compact, as emit_json prints it when piped: the common case, made fast, and written as made.
+                try:
+                    pieces = inspect_json_pieces(info, shown, extra=extra)
+                except ValueError:  # a NaN in a config: emit_json writes it as it documents
+                    emit_json(inspect_dict(info, shown, extra=extra))
                     return
                 with paused_gc():
-                    data = inspect_dict(info, shown, stats_by_name, refs, extra=extra)
-                emit_json(data)
+                    emit_pieces(map(escape_surrogates, pieces), raw=True)
                 return
-            emit(inspect_header(info, len(shown)))
-            emit("")
-            emit(summary_text(counted, len(shown) if filter_ else None))
-            if info.architecture is not None and config:
-                layers = _matching_layers(info, match, shown) if filter_ else None
-                emit("")
-                emit(architecture_text(info.architecture, layers))
-            emit("")
             with paused_gc():
-                if not shown:
-                    table = "(no tensors match)"
-                elif grouped is not None:
-                    table = groups_table(grouped)
-                else:
-                    table = tensors_table(shown, stats_by_name, refs)
-            emit(table)
-
-
-def _matching_layers(info: Any, match: Callable[[str], bool], shown: Sequence[Any]) -> list[str]:
-    """The layers --filter selects: those whose name it matches; in a legacy .h5, whose tensors are named by
-    layer (dense/dense/kernel:0), also those holding a tensor it matches. (Keras 3 names its weights by layer
-    class and position, layers/dense_1/vars/0, which need not be the layer's name.)"""
-    from ckptcheck.records import KERAS_H5
-
-    tops = {t.name.split("/", 1)[0] for t in shown} if info.format == KERAS_H5 else set()
-    return [layer.name for layer in info.architecture.layers if match(layer.name) or layer.name in tops]
+                data = inspect_dict(info, shown, report.stats, report.refs, extra=extra)
+            emit_json(data)
+            return
+        emit(inspect_header(info, len(shown)))
+        emit("")
+        emit(summary_text(report.summary, len(shown) if report.filtered else None))
+        if info.architecture is not None and config:
+            emit("")
+            emit(architecture_text(info.architecture, report.layers))
+        emit("")
+        with paused_gc():
+            if not shown:
+                table = "(no tensors match)"
+            elif report.groups is not None:
+                table = groups_table(report.groups)
+            else:
+                table = tensors_table(shown, report.stats, report.refs)
+        emit(table)
 
 
 # --- verify / manifest / diff -----------------------------------------------------------------------------------
@@ -469,48 +232,6 @@ VerifyAtolOption = Annotated[float, typer.Option(
 VerifyRtolOption = Annotated[float, typer.Option(
     "--rtol", min=0.0, help="With --against: relative tolerance, of the manifest's value (each statistic within "
                             "atol + rtol * |manifest's|).")]
-
-
-def byte_columns(label: str) -> tuple[Any, ...]:
-    """The transfer bar's columns, counting KiB/MiB/GiB as the results do (rich counts kB/MB by default)."""
-    from rich.progress import BarColumn, DownloadColumn, ProgressColumn, Task, TextColumn
-    from rich.text import Text
-
-    from ckptcheck.render.tables import human_bytes
-
-    class BinarySpeedColumn(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("?" if speed is None else f"{human_bytes(int(speed))}/s", style="progress.data.speed")
-
-    return (TextColumn(label), BarColumn(), DownloadColumn(binary_units=True), BinarySpeedColumn())
-
-
-@contextlib.contextmanager
-def byte_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress callback (bytes done, total) drawing a transfer bar on stderr, or None when disabled."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(*byte_columns(label), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
-
-        def advance(done: int, total: int) -> None:
-            bar.update(task, total=total, advance=done)
-
-        yield advance
-
-
-def _bytes_ticker(reader: Any, progress: Callable[[int, int], None] | None) -> Callable[[str], None] | None:
-    """An on_tensor callback advancing a byte progress bar by each tensor's size as its turn comes."""
-    if progress is None:
-        return None
-    sizes = {t.name: t.nbytes for t in reader.tensors()}
-    total = sum(sizes.values())
-    return lambda name: progress(sizes.get(name, 0), total)
 
 
 def _jobs(jobs: int | None, reader: Any) -> int:
@@ -571,11 +292,11 @@ def manifest(
         # as they are made, into a spool that moves to disk past 32 MiB: memory stays flat however many tensors
         # there are, and nothing reaches the output unless every tensor was read.
         with byte_progress("manifest", show_progress(output is None)) as progress, \
-                tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
-            count = write_manifest(reader, spool.write, on_tensor=_bytes_ticker(reader, progress),
+                tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
+            count = write_manifest(reader, spool.write, on_tensor=bytes_ticker(reader, progress),
                                    jobs=_jobs(jobs, reader))
             spool.seek(0)
-            pieces = iter(lambda: spool.read(_OUT_PIECE), "")
+            pieces = iter(lambda: spool.read(OUT_PIECE), "")
             if output is None:
                 for piece in pieces:
                     emit(piece, nl=False, raw=True)
@@ -608,13 +329,14 @@ def diff(
     """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different."""
     from ckptcheck import open_checkpoint
     from ckptcheck.diff import diff_checkpoints, sort_changes
+    from ckptcheck.listing import name_matcher
     from ckptcheck.render.checks import diff_dict, diff_text
 
     warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
         with byte_progress("diff", show_progress(json_output)) as progress:
             report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
-                                      on_tensor=_bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
+                                      on_tensor=bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
         report = sort_changes(report, sort)
         if json_output:
             emit_json(diff_dict(report))
@@ -657,25 +379,6 @@ def _generate_options(fmt: str, init: list[str] | None, layers: str, inputs: int
     return options
 
 
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[str], None]]:
-    """A callback that advances a bar on stderr by one and shows what is being done; a no-op when disabled."""
-    if not enabled or total < 1:
-        yield lambda _what: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-
-        def advance(what: str) -> None:
-            bar.update(task, description=f"{label}: {what}", advance=1)
-
-        yield advance
-
-
 @app.command("generate", cls=_Command)
 def generate_command(
     out: Annotated[str, typer.Argument(help="Directory to write into (tf1: an Estimator-style model_dir); for "
@@ -698,7 +401,7 @@ def generate_command(
     with errors_to_exit():
         options = _generate_options(format_, init, layers, inputs, train_steps, optimizer, learning_rate, seed)
         import_keras()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
-        with _progress_bar(show_progress(json_output), options.train_steps, "training") as tick:
+        with progress_bar(show_progress(json_output), options.train_steps, "training") as tick:
             report = generate(out, options, on_step=lambda step, loss: tick(f"step {step}, loss {loss:.4g}"))
         if json_output:
             emit_json(generate_dict(report))
@@ -745,7 +448,7 @@ def roundtrip_command(
         import_keras()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         stages = (2 if from_ else 3) + 1  # generate, one restore per fresh model, facts
         reports = []
-        with _progress_bar(show_progress(json_output), stages * len(formats), "roundtrip") as tick:
+        with progress_bar(show_progress(json_output), stages * len(formats), "roundtrip") as tick:
             for name in formats:
                 options = _generate_options(name, init, layers, inputs, train_steps, optimizer, learning_rate,
                                             seed)
@@ -790,7 +493,7 @@ def explain_command(
         from ckptcheck.lab.gate import import_tensorflow
 
         import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
-        with _progress_bar(show_progress(json_output), len(chosen), "explain") as tick:
+        with progress_bar(show_progress(json_output), len(chosen), "explain") as tick:
             answers = explain(chosen, keep=keep, on_question=lambda slug: tick(f"{slug} done"))
         if json_output:
             emit_json(explain_dict(answers))
@@ -844,7 +547,7 @@ def restore_check_command(
         from ckptcheck.lab.gate import import_tensorflow
 
         import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
-        with _progress_bar(show_progress(json_output), 4, "restore-check") as tick:
+        with progress_bar(show_progress(json_output), 4, "restore-check") as tick:
             report = restore_check(checkpoint, model, input_shapes=shapes, allow_unused=allow_unused,
                                    ignore_optimizer=ignore_optimizer, apply_map=apply_rename_map, on_stage=tick,
                                    allow_missing=tuple(allow_missing or ()))
@@ -880,7 +583,7 @@ def main() -> None:
             return
         _app_for(sys.argv[1:])()
     except OutputClosed:
-        _stop_like_a_closed_pipe()
+        stop_like_a_closed_pipe()
 
 
 if __name__ == "__main__":

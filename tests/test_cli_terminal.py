@@ -272,11 +272,11 @@ def test_progress_bar_counts_binary_units() -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from ckptcheck import cli
+    from ckptcheck.console import byte_columns
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)
-    with Progress(*cli.byte_columns("verify"), console=console, auto_refresh=False) as bar:
+    with Progress(*byte_columns("verify"), console=console, auto_refresh=False) as bar:
         task = bar.add_task("verify", total=3 << 20)
         bar.update(task, completed=3 << 19)
         bar.refresh()
