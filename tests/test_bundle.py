@@ -146,6 +146,7 @@ def _expected_chunks(reader: BundleReader, name: str) -> np.ndarray:
 @pytest.mark.parametrize(
     "fixture", ["tf1_model_dir", "tf2_all_dtypes", "tf2_sharded", "tf2_sharded_strings", "tf_raw_bundle"]
 )
+@pytest.mark.tf
 @pytest.mark.parametrize("chunk_bytes", [1, 24, 1 << 20])
 def test_iter_chunks_concatenated_equals_read(request: pytest.FixtureRequest, fixture: str, chunk_bytes: int) -> None:
     for prefix in _prefixes(request, fixture):
@@ -187,6 +188,7 @@ def test_read_buffers_are_aligned_and_bytes_streams_match_the_arrays(tf2_all_dty
         assert checked > 10
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("fixture", ["tf1_model_dir", "tf2_all_dtypes", "tf2_sharded", "tf_raw_bundle"])
 def test_read_into_equals_read_or_declines(request: pytest.FixtureRequest, fixture: str) -> None:
     from ckptcheck.formats.interface import aligned_empty
@@ -482,6 +484,7 @@ def _first_paths(graph: Any) -> dict[int, str]:
     return first
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("fixture", ["keras_tf_checkpoint", "tf2_slots_checkpoint", "tf2_all_dtypes", "manager_dir"])
 def test_objects_name_every_path_tensorflow_records(request: pytest.FixtureRequest, fixture: str) -> None:
     prefix = _prefixes(request, fixture)[-1]

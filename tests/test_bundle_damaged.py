@@ -677,6 +677,7 @@ def test_variant_elements_are_read_and_every_checksum_checked(tf2_slots_checkpoi
             _restore_iterator(tf, prefix)
 
 
+@pytest.mark.slow
 def test_object_graph_past_the_edge_cap_is_refused() -> None:
     """Every node linked to every later one, 1,100 nodes (600,000 edges): refused once past MAX_EDGES, rather than
     decoded and walked for minutes (2,000 such nodes took 754 MiB and 56 s)."""

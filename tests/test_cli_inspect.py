@@ -67,6 +67,7 @@ def test_every_command_has_help_and_documentation() -> None:
         assert f"### `ckptcheck {name}" in readme, f"{name} is not documented in README.md"
 
 
+@pytest.mark.tf
 def test_a_command_alone_parses_and_helps_as_the_whole_app(demo_ckpt: str) -> None:
     """main() builds only the command named (Typer builds every command's parameters at each start): its help, its
     errors and its output are the whole app's."""
@@ -84,6 +85,7 @@ def test_a_command_alone_parses_and_helps_as_the_whole_app(demo_ckpt: str) -> No
         assert _app_for(args) is app
 
 
+@pytest.mark.tf
 def test_inspect_table_header_and_rows(demo_ckpt: str) -> None:
     result = run("inspect", demo_ckpt)
     assert result.exit_code == 0, result.stderr
@@ -96,6 +98,7 @@ def test_inspect_table_header_and_rows(demo_ckpt: str) -> None:
     assert "[4, 3]" in out and "48 B" in out
 
 
+@pytest.mark.tf
 def test_inspect_json_matches_library(demo_ckpt: str) -> None:
     data = run_json("inspect", demo_ckpt)
     assert data["schema"] == "ckptcheck.inspect/1"
@@ -110,6 +113,7 @@ def test_inspect_json_matches_library(demo_ckpt: str) -> None:
     assert data["tensor_count"] == len(data["tensors"])
 
 
+@pytest.mark.tf
 def test_inspect_stats(demo_ckpt: str) -> None:
     data = run_json("inspect", demo_ckpt, "--stats")
     stats = {t["name"].split("/")[0]: t["stats"] for t in data["tensors"]}
@@ -139,6 +143,7 @@ def test_inspect_stats_match_numpy_on_trained_model(tf1_model_dir: Path) -> None
             assert row["stats"]["min"] == wide.min() and row["stats"]["max"] == wide.max()
 
 
+@pytest.mark.tf
 def test_inspect_filter_glob_and_substring(demo_ckpt: str) -> None:
     names = [t["name"] for t in run_json("inspect", demo_ckpt, "--filter", "*kernel*")["tensors"]]
     assert names == ["kernel/.ATTRIBUTES/VARIABLE_VALUE"]
@@ -148,6 +153,7 @@ def test_inspect_filter_glob_and_substring(demo_ckpt: str) -> None:
     assert result.exit_code == 0 and "(no tensors match)" in result.stdout
 
 
+@pytest.mark.tf
 def test_inspect_tensor_values(demo_ckpt: str) -> None:
     result = run("inspect", demo_ckpt, "--tensor", "kernel/.ATTRIBUTES/VARIABLE_VALUE")
     assert result.exit_code == 0
@@ -159,6 +165,7 @@ def test_inspect_tensor_values(demo_ckpt: str) -> None:
     assert data["values"] == ["héllo", ""]
 
 
+@pytest.mark.tf
 def test_inspect_unknown_tensor_names_it(demo_ckpt: str) -> None:
     result = run("inspect", demo_ckpt, "--tensor", "kernel")
     assert result.exit_code == 2
@@ -213,6 +220,7 @@ def test_inspect_bad_paths(tmp_path: Path, make_path: Any, expected: str) -> Non
     assert "Traceback" not in result.output
 
 
+@pytest.mark.tf
 def test_inspect_misuse_exits_2(demo_ckpt: str) -> None:
     assert run("inspect", demo_ckpt, "--all", "--stats").exit_code == 2
     assert run("inspect").exit_code == 2
@@ -276,6 +284,7 @@ def test_listing_and_verifying_bundles_import_no_numpy(
     assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
 
 
+@pytest.mark.tf
 def test_python_m_entry_point(demo_ckpt: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "ckptcheck", "inspect", demo_ckpt, "--json"],
                           capture_output=True, text=True, timeout=60)
@@ -303,6 +312,7 @@ def test_string_values_that_are_not_utf8(tmp_path: Path) -> None:
     assert decoded == tf_values == stored
 
 
+@pytest.mark.slow
 def test_json_listing_of_100000_tensors_in_bounded_memory(tmp_path: Path) -> None:
     """`inspect --json` of a 100,000-entry index, piped: the rows are written as they are made and the names
     ordered a piece at a time (the whole text held, then copied to end it with a newline, and the order's split of

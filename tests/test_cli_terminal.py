@@ -50,6 +50,7 @@ def _read_a_little_then_close(*args: str) -> tuple[bytes, int, bytes]:
     return first, proc.wait(timeout=120), err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGPIPE"), reason="no SIGPIPE on this platform")
 @pytest.mark.parametrize("extra", [[], ["--json"], ["--stats"]])
 def test_pipe_closed_early_stops_quietly_like_ls(many_weights: str, extra: list[str]) -> None:
@@ -65,6 +66,7 @@ def test_pipe_closed_early_stops_quietly_like_ls(many_weights: str, extra: list[
     assert ls.wait(timeout=120) == code
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGPIPE"), reason="no SIGPIPE on this platform")
 def test_manifest_and_diff_into_a_closed_pipe(many_weights: str) -> None:
     for args in (["manifest", many_weights], ["diff", many_weights, many_weights, "--unchanged"]):

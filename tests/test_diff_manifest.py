@@ -42,6 +42,7 @@ def _name(short: str) -> str:
     return f"{short}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+@pytest.mark.tf
 def test_diff_library_report(pair: tuple[str, str]) -> None:
     with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
         report = diff_checkpoints(ra, rb)
@@ -60,6 +61,7 @@ def test_diff_library_report(pair: tuple[str, str]) -> None:
     assert w.values.max_rel == pytest.approx(0.25 / 6.25)
 
 
+@pytest.mark.tf
 def test_diff_tolerance_hides_small_drift(pair: tuple[str, str]) -> None:
     with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
         report = diff_checkpoints(ra, rb, atol=0.3)
@@ -78,6 +80,7 @@ def test_compare_exact_is_bitwise() -> None:
     assert compare_arrays(big, big - 1)[0] == 1  # not lost to float64 rounding
 
 
+@pytest.mark.tf
 def test_diff_cli_exit_codes(pair: tuple[str, str]) -> None:
     same = runner.invoke(app, ["diff", pair[0], pair[0]])
     assert same.exit_code == 0, same.stderr
@@ -113,6 +116,7 @@ def test_normalize_name_matches_across_formats() -> None:
     assert normalize_name("dense/kernel:0") == "dense/kernel"
 
 
+@pytest.mark.tf
 def test_manifest_is_deterministic_and_path_free(pair: tuple[str, str], tmp_path: Path) -> None:
     first = runner.invoke(app, ["manifest", pair[0]])
     second = runner.invoke(app, ["manifest", pair[0]])
@@ -143,6 +147,7 @@ def test_manifest_digest_ignores_how_a_variable_is_sharded(tf2_sharded: str, tmp
     assert digests_s == digests_w
 
 
+@pytest.mark.tf
 def test_compare_manifests(pair: tuple[str, str]) -> None:
     with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
         ma, mb = build_manifest(ra), build_manifest(rb)
@@ -214,6 +219,7 @@ _SPECIAL = [0.0, -0.0, 1.0, -1.0, 1e-3, 1e30, -1e30, 1e-40, float("nan"), float(
     data=st.data(),
     tolerance=st.sampled_from([(0.0, 0.0), (1e-3, 0.0), (0.0, 1e-2), (0.5, 0.5)]),
 )
+@pytest.mark.slow
 def test_compare_arrays_matches_the_reference(
     dtype: str, size: int, data: st.DataObject, tolerance: tuple[float, float]
 ) -> None:
@@ -346,6 +352,7 @@ def test_streamed_manifest_is_json_dumps_text(pair: tuple[str, str], tf2_all_dty
     assert '"a\\udcff"' in _streamed(str(tmp_path / "odd")) and '"é/ü"' in _streamed(str(tmp_path / "odd"))
 
 
+@pytest.mark.slow
 def test_manifest_of_100000_tensors_in_flat_memory(tmp_path: Path) -> None:
     """A 100,000-entry index: the manifest (to a file and to stdout) is the library's text, and writing it does not
     hold every record (held as dicts, then one string, it grew the process by ~400 MiB; a million took 3.9 GB)."""

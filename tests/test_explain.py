@@ -125,6 +125,7 @@ def evidence(answer: Answer, title_start: str) -> Evidence:
     return next(e for e in answer.evidence if e.title.startswith(title_start))
 
 
+@pytest.mark.tf
 def test_every_question_is_answered_with_evidence(answers: dict[str, Answer], kept: Path) -> None:
     assert list(answers) == [q.slug for q in QUESTIONS]
     assert [q.number for q in QUESTIONS] == [1, 2, 3, 4, 5]
@@ -217,6 +218,7 @@ def test_running_the_initializer_again_resets_and_restore_brings_back(answers: d
     assert not np.array_equal(first.get_tensor("dense/kernel"), again.get_tensor("dense/kernel"))
 
 
+@pytest.mark.tf
 def test_where_the_initializer_is_recorded(answers: dict[str, Answer], kept: Path) -> None:
     a = answers["records-initializer"]
     assert a.verdict == "depends"
@@ -259,6 +261,7 @@ def test_what_each_initializer_stores(answers: dict[str, Answer], kept: Path) ->
     assert np.allclose(k.T.astype(np.float64) @ k, np.eye(128), atol=1e-5)
 
 
+@pytest.mark.tf
 def test_verdicts_follow_the_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A restore that restored nothing would make the claim hold: the verdict comes from what was measured."""
     real = explain_module._restore_tf2
@@ -278,6 +281,7 @@ def test_verdicts_follow_the_runs(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- rendering and the command ----------------------------------------------------------------------------------
 
 
+@pytest.mark.tf
 def test_text_and_json(answers: dict[str, Answer]) -> None:
     text = explain_text(list(answers.values()))
     assert '1. "Variables initialized with a constant do not train."  (constant-does-not-train)' in text
@@ -293,6 +297,7 @@ def test_text_and_json(answers: dict[str, Answer]) -> None:
     assert set(first["evidence"][0]) == {"title", "text", "figures", "rows", "files"}
 
 
+@pytest.mark.tf
 def test_cli_uses_the_library(answers: dict[str, Answer], monkeypatch: pytest.MonkeyPatch) -> None:
     """`explain all` prints what the library answered (reusing the session's answers, not running again)."""
     calls: list[tuple[str, ...]] = []
@@ -311,6 +316,7 @@ def test_cli_uses_the_library(answers: dict[str, Answer], monkeypatch: pytest.Mo
     assert calls == [tuple(answers), ("records-initializer",)]
 
 
+@pytest.mark.tf
 def test_cli_runs_a_question_for_real(tmp_path: Path) -> None:
     result = run("explain", "2", "--json", "--keep", str(tmp_path))
     assert result.exit_code == 0, result.stderr

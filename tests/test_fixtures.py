@@ -80,6 +80,7 @@ def test_ulp_distance() -> None:
     assert ulp_distance(one, one.astype(np.float64)) is None
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("fmt", GENERATE_FORMATS)
 def test_regenerated_values_equal_committed(fmt: str, tmp_path: Path) -> None:
     args = [a.replace("$OUT", str(tmp_path)) for a in generate_lines()[fmt]]

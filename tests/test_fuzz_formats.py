@@ -75,6 +75,7 @@ def _exercise(path: str, against: str | None = None) -> None:
 # --- .keras archives ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(ops=MUTATIONS)
 def test_mutated_keras_archive_bytes(ops: list[tuple[str, int, int]], tmp_path: Path) -> None:
@@ -91,6 +92,7 @@ def _rezipped(target: Path, replace: dict[str, bytes]) -> None:
             dst.writestr(info, replace.get(info.filename, src.read(info.filename)))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(member=st.sampled_from(["config.json", "metadata.json", "model.weights.h5"]), ops=MUTATIONS)
 def test_mutated_keras_members_with_valid_crcs(member: str, ops: list[tuple[str, int, int]], tmp_path: Path) -> None:
@@ -129,6 +131,7 @@ def _replaced(document: Any, path: tuple[Any, ...], value: Any) -> Any:
     return copy
 
 
+@pytest.mark.slow
 @FUZZ
 @given(member=st.sampled_from(["config.json", "metadata.json"]), where=st.integers(0, 2**16), value=JSON_VALUES)
 def test_keras_json_members_with_any_value_anywhere(member: str, where: int, value: Any, tmp_path: Path) -> None:
@@ -175,6 +178,7 @@ def _attributes(path: Path) -> list[tuple[str, str]]:
 @FUZZ
 @given(which=st.sampled_from(["weights", "legacy"]), where=st.integers(0, 2**16), value=ATTRIBUTE_VALUES,
        delete=st.booleans())
+@pytest.mark.slow
 def test_hdf5_attributes_of_any_type(which: str, where: int, value: Any, delete: bool, tmp_path: Path) -> None:
     """Any attribute of a Keras 3 `.weights.h5` or a legacy `.h5` (`keras_version`, `model_config`, `layer_names`,
     `weight_names`, ...) replaced by a value of another type or shape, or removed."""
@@ -202,6 +206,7 @@ def tf2_manifest() -> tuple[str, bytes]:
     return str(FIXTURES / "tf2"), (FIXTURES / "tf2.manifest.json").read_bytes()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(ops=MUTATIONS)
 def test_mutated_manifest_bytes(tf2_manifest: tuple[str, bytes], ops: list[tuple[str, int, int]],
@@ -212,6 +217,7 @@ def test_mutated_manifest_bytes(tf2_manifest: tuple[str, bytes], ops: list[tuple
     _exercise(checkpoint, against=str(target))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(where=st.integers(0, 2**16), value=JSON_VALUES)
 def test_manifest_with_any_value_anywhere(tf2_manifest: tuple[str, bytes], where: int, value: Any,

@@ -19,6 +19,8 @@ from ckptcheck.lab.generate import GENERATE_FORMATS
 from ckptcheck.lab.initializers import EXAMPLES, parse_plan, parse_spec
 from ckptcheck.lab.roundtrip import same_bits
 
+pytestmark = pytest.mark.tf  # every test here builds or restores models
+
 runner = CliRunner()
 TINY = ("--layers", "4,2", "--inputs", "3", "--train-steps", "2")
 

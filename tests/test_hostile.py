@@ -213,6 +213,7 @@ def test_deflated_weights_member_reads_as_keras_does(deflated_keras: tuple[Path,
     assert [code for code, _ in results] == [0, 0, 0]
 
 
+@pytest.mark.tf
 def test_deflated_member_damage_and_bombs(deflated_keras: tuple[Path, Any], tmp_path: Path) -> None:
     import struct
 
@@ -364,6 +365,7 @@ def test_nan_in_a_config_is_written_as_text(tmp_path: Path) -> None:
 MEMORY_GUARD_MIB = 300
 
 
+@pytest.mark.slow
 def test_json_and_name_bombs_are_refused_in_bounded_memory(tmp_path: Path) -> None:
     """20 million `[],` in a .keras config, a legacy model_config, a sharded-weights map and a manifest; 60 million
     layer_names: each refused in one line, no case growing the process by more than MEMORY_GUARD_MIB."""
@@ -474,6 +476,7 @@ def test_keras_members_zipfile_cannot_read(tmp_path: Path, patch: dict[str, int]
         assert code == 2 and message in err and "Traceback" not in err, err
 
 
+@pytest.mark.tf
 def test_roundtrip_from_a_garbage_meta(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -559,6 +562,7 @@ def _sparse_index(path: Path, tail: bytes, hole: int) -> None:
         f.write(tail)
 
 
+@pytest.mark.slow
 def test_a_2_gb_sparse_index_costs_only_the_blocks_it_points_at(tmp_path: Path) -> None:
     """Two ~2 GB sparse .index files: a valid table after a 2 GB hole (read by TensorFlow too), and a data block
     claiming the 2 GB of zeros. Neither is read whole, nor twice: each command stays under the memory guard."""
@@ -610,6 +614,7 @@ def test_a_2_gb_sparse_index_costs_only_the_blocks_it_points_at(tmp_path: Path) 
         f"block checksum mismatch (block at byte 0, {hole - 5} bytes)"]
 
 
+@pytest.mark.slow
 def test_a_header_claiming_200000_shards_beside_one_file(tmp_path: Path) -> None:
     """The header names 200,000 shards; one exists and holds the only tensor. TensorFlow reads the tensor (it opens
     a shard only when a tensor needs it); verify says the rest are missing in one problem, not 199,999 lines."""

@@ -692,6 +692,7 @@ def _many_datasets(path: Path, layers: int) -> None:
             h5d.create(group, b"1", float32, bias).write(h5s.ALL, h5s.ALL, np.zeros(2, "f4"))
 
 
+@pytest.mark.slow
 def test_a_weights_file_of_20000_datasets_lists_as_h5py_walks_it(tmp_path: Path) -> None:
     """Issue 16: a .weights.h5 of 20,000 datasets lists every one, in natural order, with the shape, dtype and
     size h5py reads. Only a generous guard against a walk that would not finish (its speed, on 100,000 datasets,

@@ -432,6 +432,8 @@ def _get_bytes(counter: ByteCounter, name: str) -> int:
     return sum(sent for method, path, _asked, sent in counter.requests if method == "GET" and path.endswith(name))
 
 
+@pytest.mark.slow
+@pytest.mark.tf
 @pytest.mark.parametrize(("name", "verify_most"), [("m.weights.h5", 1.6), ("m.keras", 3.0)])
 def test_keras_files_over_http_fetch_each_byte_about_once(mobilenet_files: Path, name: str, verify_most: float,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:

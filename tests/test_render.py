@@ -6,6 +6,7 @@ import itertools
 import random
 import string
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tabulate import tabulate
@@ -56,6 +57,7 @@ _ODD = st.sampled_from(["", " ", "True", "False", "1", "-2.5", "1e5", "nan", " x
     data=st.data(),
     count=st.one_of(st.integers(min_value=1, max_value=8), st.integers(min_value=MANY_ROWS, max_value=MANY_ROWS + 30)),
 )
+@pytest.mark.slow
 def test_tables_equal_tabulate_byte_for_byte(headers: list[str], data: st.DataObject, count: int) -> None:
     """Whatever the headers and cells, short or long, a table is exactly what tabulate prints."""
     width = len(headers)

@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 
 from ckptcheck.cli import app
 
+pytestmark = pytest.mark.tf  # every test here builds or restores models
+
 runner = CliRunner()
 MODELS = Path(__file__).parent / "restore_models"
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -227,6 +229,7 @@ def test_tf2_renamed_layer(ckpts: dict[str, str]) -> None:
     assert data["summary"]["not_restored"] == ["head/kernel", "head/bias"]
 
 
+@pytest.mark.slow
 def test_tf2_added_layer(ckpts: dict[str, str]) -> None:
     code, data = check(ckpts["tf2"], "tf2_modules.py:added", "--ignore-optimizer")
     assert code == 1
@@ -495,6 +498,7 @@ def test_keras_renamed_layer_still_restores(ckpts: dict[str, str]) -> None:
     assert "layers are keyed by class and position" in data["method"]
 
 
+@pytest.mark.slow
 def test_keras_added_layer(ckpts: dict[str, str]) -> None:
     code, data = check(ckpts["keras"], "keras_models.py:added")
     assert code == 1

@@ -23,6 +23,8 @@ from typer.testing import CliRunner
 
 from ckptcheck.cli import app
 
+pytestmark = pytest.mark.tf  # every test here builds or restores models
+
 runner = CliRunner()
 MODELS = Path(__file__).parent / "restore_models"
 MOBILENET = str(MODELS / "mobilenet.py")
@@ -135,6 +137,7 @@ def _skip_mismatch_recipe(path: Any, data: dict[str, Any], values: dict[str, Any
         model.load_weights(path, skip_mismatch=True)
     return _keras_truth(model, values), model
 
+@pytest.mark.slow
 def test_tf2_resized_head_stops_suggests_only_own_names_and_the_map_restores_them(saved: dict[str, Any],
                                                                                    tmp_path: Path) -> None:
     import tensorflow as tf
@@ -206,6 +209,7 @@ def test_tf2_resized_head_recipes_work(saved: dict[str, Any]) -> None:
     assert any("apply_rename_map" in r for r in data["recipes"])
 
 
+@pytest.mark.slow
 def test_tf2_added_layer(saved: dict[str, Any]) -> None:
     import tensorflow as tf
 
@@ -237,6 +241,7 @@ def _keras_stored(path: str, key: str) -> np.ndarray:
         return np.asarray(h5[key])
 
 
+@pytest.mark.slow
 def test_keras_resized_head(saved: dict[str, Any]) -> None:
     path, values = saved["keras"], saved["values"]
     code, data = check(path, f"{MOBILENET}:resized")
@@ -258,6 +263,7 @@ def test_keras_resized_head(saved: dict[str, Any]) -> None:
         "predictions/kernel", "predictions/bias"}
 
 
+@pytest.mark.slow
 def test_keras_adam_to_sgd_skips_the_whole_optimizer(saved: dict[str, Any]) -> None:
     path, values = saved["keras"], saved["values"]
     code, data = check(path, f"{MOBILENET}:sgd")
@@ -311,6 +317,7 @@ def test_dict_names_the_optimizer_it_holds(saved: dict[str, Any]) -> None:
         "first training step"]
 
 
+@pytest.mark.slow
 def test_text_puts_the_stop_and_problems_first_and_counts_the_rest(saved: dict[str, Any]) -> None:
     result = runner.invoke(app, ["restore-check", saved["tf2"], "--model", f"{MOBILENET}:resized"])
     assert result.exit_code == 1
@@ -328,6 +335,7 @@ def test_text_puts_the_stop_and_problems_first_and_counts_the_rest(saved: dict[s
     assert len(well.stdout.splitlines()) <= 12
 
 
+@pytest.mark.slow
 def test_legacy_h5_resized_head_loads_the_layers_before_it(saved: dict[str, Any]) -> None:
     """Keras reads a legacy .h5 layer by layer and raises at the resized one: the layers before it are loaded (the
     README's table says so from this measurement); skip_mismatch=True loads every layer that fits."""
@@ -391,6 +399,7 @@ def test_tf2_adam_to_sgd(saved: dict[str, Any]) -> None:
     assert code == 1 or all(v["restored"] for v in data["variables"])
 
 
+@pytest.mark.slow
 def test_keras_added_layer(saved: dict[str, Any]) -> None:
     path, values = saved["keras"], saved["values"]
     code, data = check(path, f"{MOBILENET}:added")

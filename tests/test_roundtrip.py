@@ -21,6 +21,8 @@ from ckptcheck.lab.reports import FACT_NAMES, GenerateOptions, RoundTripReport
 from ckptcheck.lab.roundtrip import roundtrip, roundtrip_all
 from ckptcheck.render.lab import roundtrip_dict, roundtrip_matrix
 
+pytestmark = pytest.mark.tf  # every test here builds or restores models
+
 runner = CliRunner()
 TINY = ("--layers", "4,2", "--inputs", "3", "--train-steps", "2")
 OPTIONS = GenerateOptions(format="tf1", layers=(4, 2), inputs=3, train_steps=2, optimizer="adam", seed=5,

@@ -112,6 +112,7 @@ CASES = ["h5 + evil zip, named .keras", "benign zip in the user block of an evil
          "metadata.json not JSON", "weights member garbage", "weights member missing"]
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("case", CASES)
 def test_every_command_warns_where_keras_runs_code(hostile: dict[str, Any], case: str) -> None:
     path = hostile["files"][case]
@@ -128,6 +129,7 @@ def test_every_command_warns_where_keras_runs_code(hostile: dict[str, Any], case
     assert after == before
 
 
+@pytest.mark.tf
 def test_benign_files_warn_of_nothing(hostile: dict[str, Any]) -> None:
     good = hostile["good"]
     assert not _keras_runs_it(good, hostile["marker"])
@@ -135,6 +137,7 @@ def test_benign_files_warn_of_nothing(hostile: dict[str, Any]) -> None:
         assert "warning" not in runner.invoke(app, args).stderr
 
 
+@pytest.mark.tf
 def test_two_formats_at_once_are_named_and_read_as_keras_reads_them(hostile: dict[str, Any]) -> None:
     appended = hostile["files"]["h5 + evil zip, named .keras"]
     assert hdf5_offset(str(appended)) == 0 and zipfile.is_zipfile(appended)
@@ -151,6 +154,7 @@ def test_two_formats_at_once_are_named_and_read_as_keras_reads_them(hostile: dic
     assert '"format": "keras-h5"' in inspect.stdout.replace(": ", ": ").replace('"format":"', '"format": "')
 
 
+@pytest.mark.tf
 def test_warning_survives_a_failing_command(hostile: dict[str, Any], tmp_path: Path) -> None:
     """The weights member missing: inspect fails (exit 2, one error line), and the warning came first."""
     path = hostile["files"]["weights member missing"]

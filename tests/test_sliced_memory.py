@@ -88,6 +88,7 @@ def _peak_mib(code: str, traced: bool = True) -> tuple[float, str]:
     return float(lines[-1].split()[1]), "\n".join(lines[:-1])
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("kind", ["tf1", "v1", "tf2"])
 def test_partitioned_variable_streams_in_flat_memory(sliced: dict[str, Any], kind: str, tmp_path: Path) -> None:
     path = sliced[kind]
@@ -147,6 +148,8 @@ def many_strings(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return prefix, digest.hexdigest()
 
 
+@pytest.mark.slow
+@pytest.mark.tf
 def test_a_million_strings_stream_in_bounded_memory(many_strings: tuple[str, str], tmp_path: Path) -> None:
     """Read whole, a million strings are ~100 MiB of Python objects; streamed, the lengths (8 bytes each) and one
     chunk."""

@@ -125,6 +125,7 @@ def test_checkpoint_without_optimizer(tmp_path: Path) -> None:
     assert summary["total"]["bytes"] == inspect_json(prefix)["total_bytes"]
 
 
+@pytest.mark.slow
 def test_tf1_optimizer_state_is_what_the_optimizer_created(tmp_path: Path) -> None:
     """A name-based checkpoint of 300 layers and Adam (1,800+ values), written by TensorFlow's own Saver: the
     values inspect counts as optimizer state, and restore-check names as such, are exactly the variables

@@ -25,6 +25,8 @@ from ckptcheck.cli import app
 from ckptcheck.diff import diff_checkpoints
 from ckptcheck.formats.tensorflow.object_graph import saved_names, variable_saved_names
 
+pytestmark = pytest.mark.tf  # every test here builds or restores models
+
 runner = CliRunner()
 POSITIONAL = re.compile(r"/vars/\d+$")
 
