@@ -201,7 +201,8 @@ def test_readme_starts_with_the_two_commands() -> None:
     prose = [line for line in lines if line.strip()]
     assert prose[0].startswith("# ckptcheck"), prose[0]
     assert not prose[1].startswith(("#", "```")), "the one-line description should follow the title"
-    assert prose[2].startswith("```"), f"README.md: the two commands should come right after the description, not {prose[2]!r}"
+    assert prose[2].startswith("```"), (
+        f"README.md: the two commands should come right after the description, not {prose[2]!r}")
     block = prose[3:prose.index("```", 3)]
     commands = [line for line in block if not line.startswith("#")]
     assert len(commands) == 2, f"README.md's first block should hold two commands, holds {commands}"
@@ -266,7 +267,8 @@ def test_every_relative_link_lands(document: Path) -> None:
         path_part, _, anchor = target.partition("#")
         destination = (document.parent / path_part).resolve() if path_part else document
         if not destination.exists():
-            broken.append(f"{target} (no such file: {destination.relative_to(ROOT) if ROOT in destination.parents else destination})")
+            where = destination.relative_to(ROOT) if ROOT in destination.parents else destination
+            broken.append(f"{target} (no such file: {where})")
             continue
         if anchor and destination.suffix == ".md" and anchor not in anchors(destination):
             broken.append(f"{target} (no heading with anchor #{anchor} in {destination.relative_to(ROOT)})")
