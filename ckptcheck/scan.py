@@ -165,6 +165,7 @@ def _scan(path: str) -> FileScan:
     findings: list[SafetyFinding] = []
     notes: list[str] = []
     scanned: list[str] = []
+    errors: list[str] = []
     configs = safety.scan(path)
     if configs is not None:
         findings += configs.findings
@@ -173,7 +174,7 @@ def _scan(path: str) -> FileScan:
     if zipped:
         from ckptcheck.formats.keras.archive_scan import scan_archive
 
-        found, more = scan_archive(path)
+        found, more, errors = scan_archive(path)
         findings += found
         notes += more
         scanned.append("zip members (duplicates, pickles, HDF5 members' links and storage)")
@@ -192,7 +193,7 @@ def _scan(path: str) -> FileScan:
             notes += more
             scanned.append("HDF5 links and dataset storage")
     return FileScan(path, "keras" if zipped else "hdf5", tuple(scanned), tuple(dict.fromkeys(findings)),
-                    tuple(notes))
+                    tuple(notes), "; ".join(errors) if errors else None)
 
 
 def _keras_directory(path: str) -> FileScan:

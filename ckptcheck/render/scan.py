@@ -34,13 +34,11 @@ def finding_line(path: str, f: SafetyFinding) -> str:
 def scan_text(report: ScanReport) -> str:
     """One line per finding and note (``PATH: warning (load): WHERE: WHAT``), one per clean file, and a summary."""
     lines: list[str] = []
-    for file in report.files:
-        if file.error is not None:
-            continue  # on stderr, from scan_errors
+    for file in report.files:  # what could not be read is on stderr (scan_errors); what was found, here
         for f in file.findings:
             lines.append(finding_line(file.path, f))
         lines += [f"{file.path}: note: {n}" for n in file.notes]
-        if not file.warnings:
+        if not file.warnings and file.error is None:
             lines.append(f"{file.path}: no finding ({file.kind}; scanned {', '.join(file.scanned) or 'nothing'})")
     n = len(report.files)
     flagged = sum(1 for f in report.files if f.warnings)

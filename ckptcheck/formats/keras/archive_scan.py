@@ -30,22 +30,23 @@ _HDF5_NAMES = (".h5", ".hdf5")
 _MAX_INNER = 100_000  # members of an inner .npz looked at
 
 
-def scan_archive(path: str) -> tuple[list[SafetyFinding], list[str]]:
-    """Findings and notes for the zip at ``path`` (a ``.keras`` file). Raises CorruptCheckpointError when no zip
-    reader can list it."""
+def scan_archive(path: str) -> tuple[list[SafetyFinding], list[str], list[str]]:
+    """Findings, notes, and the members that could not be read (which Keras could not load either), for the zip
+    at ``path`` (a ``.keras`` file). Raises CorruptCheckpointError when no zip reader can list it."""
     findings: list[SafetyFinding] = []
     notes: list[str] = []
+    errors: list[str] = []
     try:
         with open_regular(path, whole_below=loc.WHOLE_BYTES) as f, zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
             findings += _duplicates(zf, infos)
             for info in infos:
-                _member(path, zf, info, findings, notes)
+                _member(path, zf, info, findings, notes, errors)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         # A name that is not UTF-8 under the UTF-8 flag is a UnicodeDecodeError (a ValueError): Keras fails too.
         raise CorruptCheckpointError(f"not a readable zip archive ({str(exc).strip() or type(exc).__name__})",
                                      path=path) from None
-    return findings, notes
+    return findings, notes, errors
 
 
 def _duplicates(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> list[SafetyFinding]:
@@ -63,13 +64,13 @@ def _duplicates(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> list[Safet
 
 
 def _member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, findings: list[SafetyFinding],
-            notes: list[str]) -> None:
+            notes: list[str], errors: list[str]) -> None:
     name = info.filename
     lower = name.lower()
     if info.is_dir() or info.flag_bits & 0x1:
         return
     if lower.endswith(_HDF5_NAMES):
-        _hdf5_member(path, info, findings, notes)
+        _hdf5_member(path, info, findings, notes, errors)
         return
     try:
         with zf.open(info) as member:
@@ -78,7 +79,7 @@ def _member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, findings: lis
                 return
             data = head + member.read(pickle_scan.MAX_PICKLE_BYTES)
     except Exception as exc:  # a damaged or exotic member: Keras cannot read it either
-        notes.append(f"archive member {name} could not be read, so it was not scanned ({exc})")
+        errors.append(f"archive member {name} cannot be read ({str(exc).strip() or type(exc).__name__})")
         return
     if data.startswith(_ZIP_MAGIC):
         _npz(name, data, findings, notes)
@@ -124,7 +125,8 @@ def _pickle(where: str, data: bytes, findings: list[SafetyFinding], notes: list[
         notes.append(f"{where} starts as a pickle whose opcodes could not be read to the end ({problem})")
 
 
-def _hdf5_member(path: str, info: zipfile.ZipInfo, findings: list[SafetyFinding], notes: list[str]) -> None:
+def _hdf5_member(path: str, info: zipfile.ZipInfo, findings: list[SafetyFinding], notes: list[str],
+                 errors: list[str]) -> None:
     from ckptcheck.formats.keras.archive import Archive
     from ckptcheck.formats.keras.hdf5_links import outside_references
 
@@ -136,8 +138,8 @@ def _hdf5_member(path: str, info: zipfile.ZipInfo, findings: list[SafetyFinding]
         finally:
             archive.zip.close()
     except (CkptcheckError, OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        notes.append(f"archive member {info.filename} could not be read as HDF5, so its links were not checked "
-                     f"({getattr(exc, 'message', None) or exc})")
+        errors.append(f"archive member {info.filename} cannot be read as HDF5, so its links were not checked "
+                      f"({getattr(exc, 'message', None) or exc})")
         return
     findings += found
     notes += more

@@ -57,6 +57,31 @@ _SUSPICIOUS = re.compile(
 )
 
 
+# Keras 3 writes its own activations, losses and metrics as functions of module "builtins" (``{"module": "builtins",
+# "class_name": "function", "config": "relu"}``) and finds them by name in its BUILTIN_MODULES (activations,
+# constraints, initializers, losses, metrics, optimizers, regularizers). Keras 3.0-3.10 imported Python's
+# ``builtins`` for any other name (``exec``, ``eval``): only these names are Keras's own.
+KERAS_BUILTIN_FUNCTIONS = frozenset({
+    "binary_accuracy", "binary_crossentropy", "binary_focal_crossentropy", "categorical_accuracy",
+    "categorical_crossentropy", "categorical_focal_crossentropy", "categorical_generalized_cross_entropy",
+    "categorical_hinge", "celu", "circle", "concordance_correlation", "cosine_similarity", "ctc", "dice", "elu",
+    "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh",
+    "hinge", "huber", "kl_divergence", "leaky_relu", "linear", "log_cosh", "log_sigmoid", "log_softmax",
+    "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",
+    "mean_squared_logarithmic_error", "mish", "pearson_correlation", "poisson", "relu", "relu6", "selu",
+    "sigmoid", "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_categorical_accuracy",
+    "sparse_categorical_crossentropy", "sparse_plus", "sparse_sigmoid", "sparse_top_k_categorical_accuracy",
+    "sparsemax", "squared_hinge", "squareplus", "swish", "tanh", "tanh_shrink", "threshold",
+    "top_k_categorical_accuracy", "tversky", "mse", "mae", "mape", "msle", "kld", "logcosh",
+    "kullback_leibler_divergence",
+})
+
+
+def is_keras_builtin(module: str, name: str) -> bool:
+    """A Keras activation, loss or metric written as a function of module ``builtins``."""
+    return module == "builtins" and name in KERAS_BUILTIN_FUNCTIONS
+
+
 def is_keras_module(module: str) -> bool:
     """Whether ``module`` is Keras itself (keras, keras.*, keras.src.*, tf_keras, tf_keras.*)."""
     return any(module == root or module.startswith(root + ".") for root in ("keras", "tf_keras"))

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ckptcheck.errors import CorruptCheckpointError
+from ckptcheck.formats.keras.callables import is_keras_builtin, non_modeling, path_message, path_settings
 from ckptcheck.formats.keras.callables import is_keras_module as is_keras_module  # re-exported (names.py)
-from ckptcheck.formats.keras.callables import non_modeling, path_message, path_settings
 from ckptcheck.records import Architecture, LayerSummary, SafetyFinding
 
 MAX_CONFIG_BYTES = 64 << 20  # a Keras config is read whole: refused above this (a zip entry can claim any size)
@@ -263,6 +263,8 @@ def _check_object(node: dict[str, Any], class_name: str, inner: Any, layer: str 
     if not isinstance(name, str):
         return
     registered = node.get("registered_name")
+    if function and isinstance(module, str) and is_keras_builtin(module, name):
+        return
     if isinstance(module, str) and module and not is_keras_module(module):
         custom = _registered_class(registered, name, module) if not function else None
         if custom is not None:
