@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ckptcheck.errors import CorruptCheckpointError
-from ckptcheck.formats.tensorflow.protobuf import DecodeError, iter_fields
+from ckptcheck.formats.tensorflow.protobuf import DecodeError, iter_fields, read_varint
 from ckptcheck.records import SafetyFinding
 
 MAX_BYTES = 1 << 31  # protobuf's own limit on one message
@@ -143,7 +143,14 @@ class _Node:
     name: str
     op: str
     inputs: list[str]
-    attrs: dict[str, memoryview]
+    raw_attrs: list[bytes]  # NodeDef.attr map entries, undecoded
+    _attrs: dict[str, bytes] | None = None
+
+    @property
+    def attrs(self) -> dict[str, bytes]:
+        if self._attrs is None:
+            self._attrs = dict(_map_entry(entry) for entry in self.raw_attrs)
+        return self._attrs
 
 
 @dataclass
@@ -181,10 +188,9 @@ def scan_saved_model(pb_path: str, data: bytes, *, known_ops: Iterable[str] | No
     known = known_ops if isinstance(known_ops, (set, frozenset)) else frozenset(known_ops)
     try:
         if meta_graph_only:
-            metas = [_meta_graph(memoryview(data))]
+            metas = [_meta_graph(bytes(data))]
         else:
-            metas = [_meta_graph(memoryview(v)) for n, _w, v in iter_fields(memoryview(data))
-                     if n == 2 and not isinstance(v, int)]
+            metas = [_meta_graph(v) for n, _w, v in iter_fields(bytes(data)) if n == 2 and not isinstance(v, int)]
     except (DecodeError, UnicodeDecodeError, IndexError, ValueError) as exc:
         what = "a MetaGraphDef" if meta_graph_only else "a SavedModel protobuf"
         raise CorruptCheckpointError(f"not {what} ({exc})", path=pb_path) from None
@@ -201,20 +207,20 @@ def scan_saved_model(pb_path: str, data: bytes, *, known_ops: Iterable[str] | No
 # --- decoding ---------------------------------------------------------------------------------------------------
 
 
-def _str(v: int | bytes | memoryview) -> str:
+def _str(v: int | bytes) -> str:
     if isinstance(v, int):
         raise DecodeError("a string field has the wrong wire type")
-    return bytes(v).decode("utf-8", "backslashreplace")
+    return v.decode("utf-8", "backslashreplace")
 
 
-def _view(v: int | bytes | memoryview) -> memoryview:
+def _view(v: int | bytes) -> bytes:
     if isinstance(v, int):
         raise DecodeError("a message field has the wrong wire type")
-    return v if isinstance(v, memoryview) else memoryview(v)
+    return v
 
 
-def _map_entry(v: int | bytes | memoryview) -> tuple[str, memoryview]:
-    key, value = "", memoryview(b"")
+def _map_entry(v: int | bytes) -> tuple[str, bytes]:
+    key, value = "", b""
     for n, _w, x in iter_fields(_view(v)):
         if n == 1:
             key = _str(x)
@@ -223,24 +229,72 @@ def _map_entry(v: int | bytes | memoryview) -> tuple[str, memoryview]:
     return key, value
 
 
-def _node(buf: memoryview) -> _Node:
+def _length(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A varint at ``pos`` (the common one-byte case inline)."""
+    if pos < end and buf[pos] < 0x80:
+        return buf[pos], pos + 1
+    return read_varint(buf, pos, end)
+
+
+def _node(buf: bytes) -> _Node:
+    """A NodeDef: name (1), op (2), input (3), and its attr entries (5) kept raw, decoded when asked for.
+
+    Hand-decoded in one pass: a SavedModel has tens of thousands of nodes, each with several attributes, and
+    decoding every attribute through the generic decoder took most of a scan's time."""
     name = op = ""
     inputs: list[str] = []
-    attrs: dict[str, memoryview] = {}
-    for n, _w, v in iter_fields(buf):
-        if n == 1:
-            name = _str(v)
-        elif n == 2:
-            op = _str(v)
-        elif n == 3:
-            inputs.append(_str(v))
-        elif n == 5:
-            key, value = _map_entry(v)
-            attrs[key] = value
-    return _Node(name, op, inputs, attrs)
+    raw: list[bytes] = []
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _length(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            size, pos = _length(buf, pos, end)
+            if pos + size > end:
+                raise DecodeError("a NodeDef field runs past its end")
+            value = buf[pos : pos + size]
+            pos += size
+            if number == 1:
+                name = value.decode("utf-8", "backslashreplace")
+            elif number == 2:
+                op = value.decode("utf-8", "backslashreplace")
+            elif number == 3:
+                inputs.append(value.decode("utf-8", "backslashreplace"))
+            elif number == 5:
+                raw.append(value)
+        elif wire == 0:
+            _value, pos = read_varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise DecodeError(f"unsupported wire type {wire}")
+    return _Node(name, op, inputs, raw)
 
 
-def _attr_functions(attr: memoryview) -> list[str]:
+def _may_name_function(entry: bytes) -> bool:
+    """Whether an attr map entry's AttrValue is a ``func`` (tag 0x52) or a ``list`` of funcs (0x0a, then 0x4a)."""
+    end = len(entry)
+    if not end or entry[0] != 0x0A:
+        return True  # not in the usual order: let the full decoder decide
+    size, pos = _length(entry, 1, end)
+    pos += size
+    if pos >= end or entry[pos] != 0x12:
+        return True
+    _size, pos = _length(entry, pos + 1, end)
+    if pos >= end:
+        return False
+    if entry[pos] == 0x52:
+        return True
+    if entry[pos] != 0x0A:
+        return False
+    # A ListValue holds one kind: its first field says which (func is 9, tag 0x4a; shapes, types... are not).
+    size, pos = _length(entry, pos + 1, end)
+    return size > 0 and pos < end and entry[pos] == 0x4A
+
+
+def _attr_functions(attr: bytes) -> list[str]:
     """Function names an AttrValue holds: ``func`` (10, a NameAttrList) or ``list.func`` (1 -> 9)."""
     out = []
     for n, _w, v in iter_fields(attr):
@@ -253,7 +307,7 @@ def _attr_functions(attr: memoryview) -> list[str]:
     return out
 
 
-def _attr_strings(attr: memoryview) -> list[str]:
+def _attr_strings(attr: bytes) -> list[str]:
     """An AttrValue's string(s): ``s`` (2) or ``list.s`` (1 -> 2)."""
     out = []
     for n, _w, v in iter_fields(attr):
@@ -276,7 +330,7 @@ def _const_strings(node: _Node) -> list[str] | None:
     return None
 
 
-def _scope(name: str, nodes: Iterable[memoryview]) -> _Scope:
+def _scope(name: str, nodes: Iterable[bytes]) -> _Scope:
     scope = _Scope(name)
     for buf in nodes:
         node = _node(buf)
@@ -288,23 +342,23 @@ def _scope(name: str, nodes: Iterable[memoryview]) -> _Scope:
 def _link_calls(scope: _Scope, library: set[str]) -> None:
     for node in scope.nodes:
         called = {node.op} if node.op in library else set()
-        for attr in node.attrs.values():
-            # Only an AttrValue that holds a func (tag 0x52) or a list (tag 0x0a) can name a function.
-            if len(attr) and attr[0] in (0x52, 0x0A):
-                called.update(f for f in _attr_functions(attr) if f in library)
+        if any(_may_name_function(entry) for entry in node.raw_attrs):
+            for attr in node.attrs.values():
+                if attr and attr[0] in (0x52, 0x0A):  # a func, or a list that may hold funcs
+                    called.update(f for f in _attr_functions(attr) if f in library)
         if called:
             scope.calls[node.name] = called
 
 
-def _meta_graph(buf: memoryview) -> _MetaGraph:
-    graph_nodes: list[memoryview] = []
-    function_defs: list[memoryview] = []
+def _meta_graph(buf: bytes) -> _MetaGraph:
+    graph_nodes: list[bytes] = []
+    function_defs: list[bytes] = []
     saver_ops: list[str] = []
     restore_ops: list[str] = []
     load_nodes: list[str] = []
     signatures: dict[str, list[str]] = {}
     asset_tensors: set[str] = set()
-    object_graph: memoryview | None = None
+    object_graph: bytes | None = None
     tags: list[str] = []
     for n, _w, v in iter_fields(buf):
         if n == 1:  # meta_info_def: tags (4)
@@ -357,7 +411,7 @@ def _meta_graph(buf: memoryview) -> _MetaGraph:
                       {_tensor_name(t) for t in asset_tensors}, ",".join(tags))
 
 
-def _signature_tensors(sig: memoryview) -> list[str]:
+def _signature_tensors(sig: bytes) -> list[str]:
     """Tensor names of a SignatureDef's inputs (1) and outputs (2): map<string, TensorInfo{name (1)}>."""
     out = []
     for n, _w, v in iter_fields(sig):
@@ -372,10 +426,10 @@ def _tensor_name(name: str) -> str:
     return name.lstrip("^").split(":", 1)[0]
 
 
-def _object_graph_functions(buf: memoryview) -> tuple[list[str], list[str]]:
+def _object_graph_functions(buf: bytes) -> tuple[list[str], list[str]]:
     """Concrete functions tf.saved_model.load runs: each resource's _initialize/_create_resource, and the
     restore functions of saveable objects (the latter also count as the saver's own)."""
-    objects: list[list[tuple[int, int, int | memoryview]]] = [
+    objects: list[list[tuple[int, int, int | bytes]]] = [
         iter_fields(_view(v)) for n, _w, v in iter_fields(buf) if n == 1
     ]
 
