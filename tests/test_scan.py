@@ -245,7 +245,9 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     marker = root / "written_at_load.txt"
     printed = root / "printed.txt"
     stolen = root / "stolen"
-    out.update(marker=marker, printed=printed, stolen=stolen)
+    captured = root / "captured_path.txt"
+    out.update(marker=marker, printed=printed, stolen=stolen, captured=captured)
+    captured_path = tf.constant(str(captured))  # captured by the function: a constant of the object graph
 
     class Writer(tf.saved_model.experimental.TrackableResource):  # type: ignore[misc]
         """A resource whose initializer writes a file: tf.saved_model.load runs it."""
@@ -269,7 +271,8 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             tf.print("to stderr: no finding")
             files = tf.io.matching_files(str(root / "*.txt"))
             save = tf.raw_ops.SaveV2(prefix=str(stolen), tensor_names=["x"], shape_and_slices=[""], tensors=[x])
-            with tf.control_dependencies([save]):
+            write = tf.io.write_file(captured_path, "through a captured path")
+            with tf.control_dependencies([save, write]):
                 data = tf.io.read_file("/etc/hostname")
             return x * self.v + tf.cast(tf.size(files) + tf.strings.length(data), tf.float32)
 
@@ -279,6 +282,8 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     vocab = root / "vocab.txt"
     vocab.write_text("a\nb\nc\n")
+    words = root / "words.txt"
+    words.write_text("0123456789")
 
     class Table(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -287,17 +292,20 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                                                  tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
             self.table = tf.lookup.StaticHashTable(init, -1)
             self.v = tf.Variable([1.0, 2.0])
+            self.words = tf.saved_model.Asset(str(words))  # read by the signature: its own asset
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def serve(self, x: Any) -> Any:
             tf.debugging.Assert(tf.size(x) >= 0, [x])
             total = tf.data.Dataset.range(5).map(lambda i: i * 2).reduce(tf.constant(0, tf.int64),
                                                                           lambda a, b: a + b)
-            return self.table.lookup(x) + total
+            own = tf.cast(tf.strings.length(tf.io.read_file(self.words.asset_path)), tf.int64)
+            return self.table.lookup(x) + total + own
 
     table = Table()
     tf.saved_model.save(table, str(root / "table"), signatures={"serving_default": table.serve})
-    vocab.unlink()  # the SavedModel reads its own copy in assets/
+    vocab.unlink()  # the SavedModel reads its own copies in assets/
+    words.unlink()
 
     # TF1: a main_op that writes a file, run by the loader.
     tf1_marker = root / "written_by_main_op.txt"
@@ -327,10 +335,13 @@ def test_savedmodel_ops_are_found_with_when_they_run(saved_models: dict[str, Any
     loaded.signatures["serving_default"](x=tf.constant([1.0]))
     assert "a call was here" in printed.read_text()  # and on a call
     assert Path(str(stolen) + ".index").exists()
+    assert saved_models["captured"].read_text() == "through a captured path"
     found = _warnings(_scan(saved_models["root"] / "evil"))
-    by_op = {w.split(": ", 2)[1].split(" ", 1)[0]: w for w in found}
-    assert set(by_op) == {"WriteFile", "PrintV2", "MatchingFiles", "SaveV2", "ReadFile"}, found
-    assert str(marker) in by_op["WriteFile"] and by_op["WriteFile"].endswith("[tf-op/load]")
+    by_op = {(w.split(": ", 2)[1].split(" ", 1)[0], w.rsplit("/", 1)[1]): w for w in found}
+    assert set(by_op) == {("WriteFile", "load]"), ("WriteFile", "call]"), ("PrintV2", "call]"),
+                          ("MatchingFiles", "call]"), ("SaveV2", "call]"), ("ReadFile", "call]")}, found
+    assert str(marker) in by_op["WriteFile", "load]"] and str(saved_models["captured"]) in by_op["WriteFile", "call]"]
+    by_op = {op: w for (op, _when), w in by_op.items() if op != "WriteFile"}
     assert str(printed) in by_op["PrintV2"] and by_op["PrintV2"].endswith("[tf-op/call]")
     assert str(stolen) in by_op["SaveV2"] and "/etc/hostname" in by_op["ReadFile"]
     assert "signature serving_default" in by_op["PrintV2"]
@@ -356,7 +367,7 @@ def test_ordinary_savedmodels_give_no_warning(saved_models: dict[str, Any], tmp_
     import tensorflow as tf
 
     table = tf.saved_model.load(str(saved_models["root"] / "table"))
-    assert table.signatures["serving_default"](x=tf.constant(["b", "z"]))["output_0"].numpy().tolist() == [21, 19]
+    assert table.signatures["serving_default"](x=tf.constant(["b", "z"]))["output_0"].numpy().tolist() == [31, 29]
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model.export(str(tmp_path / "export"), verbose=False)
     report = _scan(saved_models["root"] / "table", tmp_path / "export")

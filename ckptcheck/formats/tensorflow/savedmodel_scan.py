@@ -161,6 +161,9 @@ class _Scope:
     nodes: list[_Node] = field(default_factory=list)
     by_name: dict[str, _Node] = field(default_factory=dict)
     calls: dict[str, set[str]] = field(default_factory=dict)  # node name -> library functions it calls
+    args: list[str] = field(default_factory=list)  # a function's input arguments, in order
+    # Arguments bound at load to an object of the SavedModel: ("asset", "") or ("constant", the string value).
+    bound: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -394,18 +397,26 @@ def _meta_graph(buf: bytes) -> _MetaGraph:
     for fdef in function_defs:
         fname = ""
         nodes = []
+        args: list[str] = []
         for m, _w2, x in iter_fields(fdef):
-            if m == 1:  # signature: OpDef name (1)
-                fname = next((_str(y) for k, _w3, y in iter_fields(_view(x)) if k == 1), "")
+            if m == 1:  # signature: OpDef name (1), input_arg (2) -> ArgDef name (1)
+                for k, _w3, y in iter_fields(_view(x)):
+                    if k == 1:
+                        fname = _str(y)
+                    elif k == 2:
+                        args += [_str(z) for j, _w4, z in iter_fields(_view(y)) if j == 1]
             elif m == 3:
                 nodes.append(_view(x))
         functions[fname] = _scope(fname, nodes)
+        functions[fname].args = args
     graph = _scope("graph", graph_nodes)
     library = set(functions)
     _link_calls(graph, library)
     for scope in functions.values():
         _link_calls(scope, library)
     load_functions, saver_functions = _object_graph_functions(object_graph) if object_graph is not None else ([], [])
+    if object_graph is not None:
+        _bind_captures(object_graph, functions, graph)
     load_nodes += signatures.get(INIT_OP_SIGNATURE, [])
     return _MetaGraph(graph, functions, saver_ops, restore_ops, load_nodes, load_functions, saver_functions, signatures,
                       {_tensor_name(t) for t in asset_tensors}, ",".join(tags))
@@ -461,6 +472,48 @@ def _object_graph_functions(buf: bytes) -> tuple[list[str], list[str]]:
                     elif m == 2 and isinstance(x, int):
                         saver += functions_of(x)
     return load, saver
+
+
+def _bind_captures(buf: bytes, functions: dict[str, _Scope], graph: _Scope) -> None:
+    """Which arguments of each concrete function are bound at load to one of the SavedModel's assets or constants:
+    SavedObjectGraph.concrete_functions (2) maps a function to SavedConcreteFunction.bound_inputs (2, node ids),
+    the captures that fill the function's last arguments. An asset node (SavedObject.asset, 5) is a file inside the
+    SavedModel; a constant (SavedObject.constant, 9 -> operation, 1) names a Const node of the graph."""
+    kinds: list[tuple[str, str]] = []
+    for n, _w, v in iter_fields(buf):
+        if n != 1:
+            continue
+        kind = ("", "")
+        for m, _w2, x in iter_fields(_view(v)):
+            if m == 5:
+                kind = ("asset", "")
+            elif m == 9:
+                op = next((_str(y) for k, _w3, y in iter_fields(_view(x)) if k == 1), "")
+                strings = _const_strings(graph.by_name[op]) if op in graph.by_name else None
+                if strings is not None:
+                    kind = ("constant", ", ".join(strings[:3]))
+        kinds.append(kind)
+    for n, _w, v in iter_fields(buf):
+        if n != 2:
+            continue
+        name, value = _map_entry(v)
+        scope = functions.get(name)
+        if scope is None:
+            continue
+        bound: list[int] = []
+        for m, w, x in iter_fields(value):
+            if m == 2 and isinstance(x, int):
+                bound.append(x)
+            elif m == 2 and w == 2:  # packed
+                pos = 0
+                while pos < len(x):  # type: ignore[arg-type]
+                    item, pos = read_varint(x, pos)  # type: ignore[arg-type]
+                    bound.append(item)
+        if not bound or len(bound) > len(scope.args):
+            continue
+        for arg, node_id in zip(scope.args[len(scope.args) - len(bound):], bound, strict=True):
+            if 0 <= node_id < len(kinds) and kinds[node_id][0]:
+                scope.bound[arg] = kinds[node_id]
 
 
 # --- reachability and the findings ------------------------------------------------------------------------------
@@ -597,7 +650,8 @@ def _path_input(meta: _MetaGraph, scope: _Scope, node: _Node, index: int) -> tup
             return "", "asset"
         source = scope.by_name.get(_tensor_name(name))
         if source is None:
-            return "", "argument"
+            kind, value = scope.bound.get(_tensor_name(name), ("", ""))
+            return (value, kind) if kind else ("", "argument")
         if source.op == "Const":
             strings = _const_strings(source)
             if strings is None:
