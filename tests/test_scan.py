@@ -322,6 +322,24 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig},
                                                  main_op=main_op)
             builder.save()
+    # TF1, benign: a lookup table over a vocabulary file the SavedModel keeps as an asset (Estimator exports and
+    # feature columns look like this), initialized by the main_op at load.
+    tf1_vocab = root / "tf1_vocab.txt"
+    tf1_vocab.write_text("a\nb\n")
+    with tf.Graph().as_default() as graph:
+        x = tf.compat.v1.placeholder(tf.string, [None], name="x")
+        init = tf.lookup.TextFileInitializer(str(tf1_vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                                             tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
+        y = tf.identity(tf.lookup.StaticHashTable(init, -1).lookup(x), name="y")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            builder = tf.compat.v1.saved_model.Builder(str(root / "tf1_table"))
+            sig = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+            builder.add_meta_graph_and_variables(
+                sess, ["serve"], signature_def_map={"serving_default": sig},
+                assets_collection=tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS),
+                main_op=tf.compat.v1.tables_initializer())
+            builder.save()
+    tf1_vocab.unlink()
     return out
 
 
@@ -368,11 +386,14 @@ def test_ordinary_savedmodels_give_no_warning(saved_models: dict[str, Any], tmp_
 
     table = tf.saved_model.load(str(saved_models["root"] / "table"))
     assert table.signatures["serving_default"](x=tf.constant(["b", "z"]))["output_0"].numpy().tolist() == [31, 29]
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(saved_models["root"] / "tf1_table"))
+        assert sess.run("y:0", {"x:0": ["b", "q"]}).tolist() == [1, -1]  # read from its own asset copy
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model.export(str(tmp_path / "export"), verbose=False)
-    report = _scan(saved_models["root"] / "table", tmp_path / "export")
+    report = _scan(saved_models["root"] / "table", saved_models["root"] / "tf1_table", tmp_path / "export")
     assert report.exit_code == 0 and not _warnings(report), _warnings(report)
-    assert [f.kind for f in report.files] == ["savedmodel", "savedmodel"]
+    assert [f.kind for f in report.files] == ["savedmodel", "savedmodel", "savedmodel"]
 
 
 def test_a_custom_op_is_a_note_never_a_warning(saved_models: dict[str, Any], tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ MAX_BYTES = 1 << 31  # protobuf's own limit on one message
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 _LOAD_COLLECTIONS = ("saved_model_main_op", "legacy_init_op", "init_op", "table_initializer")
 _LOAD_CHILDREN = ("_initialize", "_create_resource")
+_ASSET_COLLECTIONS = ("asset_filepaths", "saved_model_assets")
 _SAVE_RESTORE = frozenset({"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2",
                            "MergeV2Checkpoints", "DTensorRestoreV2"})
 _FORWARDING = frozenset({"Identity", "PlaceholderWithDefault", "Snapshot", "StopGradient"})
@@ -384,6 +385,8 @@ def _meta_graph(buf: bytes) -> _MetaGraph:
                 for m, _w2, x in iter_fields(value):
                     if m == 1:  # node_list: value (1)
                         load_nodes += [_str(y) for k, _w3, y in iter_fields(_view(x)) if k == 1]
+            elif key in _ASSET_COLLECTIONS:  # TF1 writers list their assets here, not in asset_file_def
+                asset_tensors.update(_collection_assets(value))
         elif n == 5:  # signature_def
             key, value = _map_entry(v)
             signatures[key] = [_tensor_name(t) for t in _signature_tensors(value)]
@@ -420,6 +423,25 @@ def _meta_graph(buf: bytes) -> _MetaGraph:
     load_nodes += signatures.get(INIT_OP_SIGNATURE, [])
     return _MetaGraph(graph, functions, saver_ops, restore_ops, load_nodes, load_functions, saver_functions, signatures,
                       {_tensor_name(t) for t in asset_tensors}, ",".join(tags))
+
+
+def _collection_assets(collection: bytes) -> list[str]:
+    """Asset tensor names of a TF1 collection: ``asset_filepaths`` is a node_list (1: value, 1); ``saved_model_assets``
+    an any_list (5: value, 1) of Any{value (2): AssetFileDef{tensor_info (1): TensorInfo{name (1)}}}."""
+    out = []
+    for m, _w, x in iter_fields(collection):
+        if m == 1:
+            out += [_str(y) for k, _w2, y in iter_fields(_view(x)) if k == 1]
+        elif m == 5:
+            for k, _w2, y in iter_fields(_view(x)):
+                if k != 1:
+                    continue
+                for j, _w3, z in iter_fields(_view(y)):  # Any
+                    if j == 2:
+                        for i, _w4, a in iter_fields(_view(z)):  # AssetFileDef
+                            if i == 1:
+                                out += [_str(b) for h, _w5, b in iter_fields(_view(a)) if h == 1]
+    return out
 
 
 def _signature_tensors(sig: bytes) -> list[str]:
