@@ -13,9 +13,9 @@ Nothing is extracted to disk but a compressed HDF5 member, which h5py needs seek
 
 from __future__ import annotations
 
-import io
 import zipfile
 from collections import Counter
+from typing import IO
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError
 from ckptcheck.formats import location as loc
@@ -77,39 +77,42 @@ def _member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, findings: lis
             head = member.read(8)
             if not (lower.endswith(_PICKLE_NAMES) or pickle_scan.looks_like_pickle(head)):
                 return
-            data = head + member.read(pickle_scan.MAX_PICKLE_BYTES)
+            if head.startswith(_ZIP_MAGIC):  # an .npz: its members' headers are read, values only past a pickle
+                member.seek(0)
+                _npz(name, member, findings, notes)
+            elif head.startswith(_NUMPY_MAGIC):
+                member.seek(0)
+                _npy(name, member, findings)
+            else:
+                _pickle(name, head + member.read(pickle_scan.MAX_PICKLE_BYTES), findings, notes, raw=True)
     except Exception as exc:  # a damaged or exotic member: Keras cannot read it either
         errors.append(f"archive member {name} cannot be read ({str(exc).strip() or type(exc).__name__})")
-        return
-    if data.startswith(_ZIP_MAGIC):
-        _npz(name, data, findings, notes)
-    elif data.startswith(_NUMPY_MAGIC):
-        _npy(name, data, findings, notes)
-    else:
-        _pickle(name, data, findings, notes, raw=True)
 
 
-def _npz(name: str, data: bytes, findings: list[SafetyFinding], notes: list[str]) -> None:
+def _npz(name: str, member: IO[bytes], findings: list[SafetyFinding], notes: list[str]) -> None:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as npz:
-            infos = npz.infolist()
-            findings += [SafetyFinding(f"{name}/{f.location}", f.message, f.rule) for f in _duplicates(npz, infos)]
-            for inner in infos[:_MAX_INNER]:
-                with npz.open(inner) as m:
-                    body = m.read(pickle_scan.MAX_PICKLE_BYTES)
-                where = f"{name}/{inner.filename}"
-                if body.startswith(_NUMPY_MAGIC):
-                    _npy(where, body, findings, notes)
-                elif pickle_scan.looks_like_pickle(body[:2]):
-                    _pickle(where, body, findings, notes, raw=True)
-    except Exception as exc:
+        npz = zipfile.ZipFile(member)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         notes.append(f"archive member {name} is not a readable .npz, so it was not scanned ({exc})")
+        return
+    with npz:
+        infos = npz.infolist()
+        findings += [SafetyFinding(f"{name}/{f.location}", f.message, f.rule) for f in _duplicates(npz, infos)]
+        for inner in infos[:_MAX_INNER]:
+            where = f"{name}/{inner.filename}"
+            with npz.open(inner) as m:
+                head = m.read(8)
+                if head.startswith(_NUMPY_MAGIC):
+                    m.seek(0)
+                    _npy(where, m, findings)
+                elif pickle_scan.looks_like_pickle(head):
+                    _pickle(where, head + m.read(pickle_scan.MAX_PICKLE_BYTES), findings, notes, raw=True)
 
 
-def _npy(where: str, data: bytes, findings: list[SafetyFinding], notes: list[str]) -> None:
-    pickled = pickle_scan.npy_pickle(data)
+def _npy(where: str, stream: IO[bytes], findings: list[SafetyFinding]) -> None:
+    pickled = pickle_scan.npy_pickle(stream)
     if pickled is not None:
-        _pickle(where, pickled, findings, notes, raw=False)
+        _pickle(where, pickled, findings, [], raw=False)
 
 
 def _pickle(where: str, data: bytes, findings: list[SafetyFinding], notes: list[str], *,

@@ -9,7 +9,7 @@ pickle names is a finding: that is how a 37-byte ``model.weights.npz`` calls ``o
 from __future__ import annotations
 
 import pickletools
-from typing import Any
+from typing import IO, Any
 
 # What numpy's own pickles of arrays, dtypes and scalars name (numpy 1.x and 2.x module paths), and the two
 # helpers a protocol-2 pickle of bytes uses.
@@ -69,13 +69,14 @@ def callables(data: bytes) -> tuple[list[str], str | None]:
     return [c for c in dict.fromkeys(found) if c not in NUMPY_RECONSTRUCTION], problem
 
 
-def npy_pickle(data: bytes) -> bytes | None:
-    """The pickle an ``.npy`` holds after its header when its dtype has objects, else None (raw values)."""
+def npy_pickle(data: bytes | IO[bytes]) -> bytes | None:
+    """The pickle an ``.npy`` holds after its header when its dtype has objects (read up to MAX_PICKLE_BYTES),
+    else None: raw values, of which only the header is read."""
     import io
 
     import numpy as np
 
-    stream = io.BytesIO(data)
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -86,4 +87,4 @@ def npy_pickle(data: bytes) -> bytes | None:
             _shape, _order, dtype = np.lib.format._read_array_header(stream, version)  # type: ignore[attr-defined]
     except (ValueError, EOFError, SyntaxError, TypeError):
         return None
-    return data[stream.tell():] if dtype.hasobject else None
+    return stream.read(MAX_PICKLE_BYTES) if dtype.hasobject else None
