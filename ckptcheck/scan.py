@@ -83,6 +83,8 @@ def scan_path(path: str) -> list[FileScan]:
         return [scan_file(p) for p in found]
     if not os.path.exists(path):
         return [FileScan(path, "unreadable", error="no such file or directory")]
+    if not os.path.isfile(path):
+        return [FileScan(path, "unreadable", error="not a regular file (a pipe, device or socket is never read)")]
     return [scan_file(path)]
 
 

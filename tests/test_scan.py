@@ -307,6 +307,31 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     vocab.unlink()  # the SavedModel reads its own copies in assets/
     words.unlink()
 
+    # A signature that reads a host file through tf.data, writes a summary and dumps tensors (tfdbg).
+    host_lines = root / "host_lines.txt"
+    host_lines.write_text("l1\nl2\nl3\n")
+    logdir, dump = root / "logs", root / "dump"
+    out.update(host_lines=host_lines, logdir=logdir, dump=dump)
+
+    class Io(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+        def serve(self, x: Any) -> Any:
+            lines = tf.data.TextLineDataset(str(host_lines)).reduce(tf.constant(0, tf.int64), lambda a, _: a + 1)
+            writer = tf.raw_ops.SummaryWriter(shared_name="scan_test_writer")
+            create = tf.raw_ops.CreateSummaryFileWriter(writer=writer, logdir=str(logdir), max_queue=1,
+                                                        flush_millis=10, filename_suffix=".v2")
+            with tf.control_dependencies([create]):
+                write = tf.raw_ops.WriteScalarSummary(writer=writer, step=tf.constant(0, tf.int64), tag="x", value=x)
+            with tf.control_dependencies([write]):
+                flush = tf.raw_ops.FlushSummaryWriter(writer=writer)
+            dumped = tf.raw_ops.DebugIdentityV2(input=x, tfdbg_context_id="c", op_name="o",
+                                                debug_urls=[f"file://{dump}"])
+            with tf.control_dependencies([flush]):
+                return tf.cast(lines, tf.float32) + dumped
+
+    io_module = Io()
+    tf.saved_model.save(io_module, str(root / "io"), signatures={"serving_default": io_module.serve})
+
     # TF1: a main_op that writes a file, run by the loader.
     tf1_marker = root / "written_by_main_op.txt"
     out["tf1_marker"] = tf1_marker
@@ -363,6 +388,21 @@ def test_savedmodel_ops_are_found_with_when_they_run(saved_models: dict[str, Any
     assert str(printed) in by_op["PrintV2"] and by_op["PrintV2"].endswith("[tf-op/call]")
     assert str(stolen) in by_op["SaveV2"] and "/etc/hostname" in by_op["ReadFile"]
     assert "signature serving_default" in by_op["PrintV2"]
+
+
+def test_tf_data_summaries_and_debug_dumps(saved_models: dict[str, Any]) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(saved_models["root"] / "io"))
+    assert not saved_models["logdir"].exists() and not saved_models["dump"].exists()
+    result = loaded.signatures["serving_default"](x=tf.constant(2.0))["output_0"].numpy()
+    assert result == 5.0  # the host file's 3 lines, read through tf.data, + x
+    assert any(saved_models["logdir"].iterdir()) and any(saved_models["dump"].iterdir())
+    found = _warnings(_scan(saved_models["root"] / "io"))
+    ops = {w.split(": ", 2)[1].split(" ", 1)[0] for w in found}
+    assert {"TextLineDataset", "CreateSummaryFileWriter", "WriteScalarSummary", "DebugIdentityV2"} <= ops, found
+    assert all(w.endswith("/call]") for w in found)
+    assert any(str(saved_models["logdir"]) in w for w in found) and any(str(saved_models["dump"]) in w for w in found)
 
 
 def test_a_tf1_main_op_runs_at_load(saved_models: dict[str, Any]) -> None:
