@@ -326,8 +326,10 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 flush = tf.raw_ops.FlushSummaryWriter(writer=writer)
             dumped = tf.raw_ops.DebugIdentityV2(input=x, tfdbg_context_id="c", op_name="o",
                                                 debug_urls=[f"file://{dump}"])
+            # A Python function, called through the process's py_func registry (EagerPyFunc).
+            doubled = tf.py_function(lambda v: v * 2.0, [dumped], tf.float32)
             with tf.control_dependencies([flush]):
-                return tf.cast(lines, tf.float32) + dumped
+                return tf.cast(lines, tf.float32) + doubled
 
     io_module = Io()
     tf.saved_model.save(io_module, str(root / "io"), signatures={"serving_default": io_module.serve})
@@ -396,11 +398,12 @@ def test_tf_data_summaries_and_debug_dumps(saved_models: dict[str, Any]) -> None
     loaded = tf.saved_model.load(str(saved_models["root"] / "io"))
     assert not saved_models["logdir"].exists() and not saved_models["dump"].exists()
     result = loaded.signatures["serving_default"](x=tf.constant(2.0))["output_0"].numpy()
-    assert result == 5.0  # the host file's 3 lines, read through tf.data, + x
+    assert result == 7.0  # the host file's 3 lines, read through tf.data, + 2x from the Python function
     assert any(saved_models["logdir"].iterdir()) and any(saved_models["dump"].iterdir())
     found = _warnings(_scan(saved_models["root"] / "io"))
     ops = {w.split(": ", 2)[1].split(" ", 1)[0] for w in found}
-    assert {"TextLineDataset", "CreateSummaryFileWriter", "WriteScalarSummary", "DebugIdentityV2"} <= ops, found
+    assert {"TextLineDataset", "CreateSummaryFileWriter", "WriteScalarSummary", "DebugIdentityV2",
+            "EagerPyFunc"} <= ops, found
     assert all(w.endswith("/call]") for w in found)
     assert any(str(saved_models["logdir"]) in w for w in found) and any(str(saved_models["dump"]) in w for w in found)
 
