@@ -439,6 +439,7 @@ def test_ordinary_savedmodels_give_no_warning(saved_models: dict[str, Any], tmp_
     assert [f.kind for f in report.files] == ["savedmodel", "savedmodel", "savedmodel"]
 
 
+@pytest.mark.tf  # its fixture builds with TensorFlow/Keras
 def test_a_custom_op_is_a_note_never_a_warning(saved_models: dict[str, Any], tmp_path: Path) -> None:
     """TF Decision Forests' SavedModels call ops TensorFlow does not register (their kernels come from the
     library the user installs). The op is renamed here in a copy of a benign SavedModel."""
@@ -519,6 +520,7 @@ def hdf5_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "archive": archive, "model": model}  # type: ignore[dict-item]
 
 
+@pytest.mark.tf  # its fixture builds with TensorFlow/Keras
 def test_external_storage_reads_a_host_file(hdf5_files: dict[str, Any]) -> None:
     """CVE-2026-1669: Keras before 3.12.1 / 3.13.2 read weights through h5py, which reads an external dataset's
     values from the host file it names: shown with h5py itself. Keras 3.15 refuses the file."""
@@ -538,6 +540,7 @@ def test_external_storage_reads_a_host_file(hdf5_files: dict[str, Any]) -> None:
     assert scan.exit_code == 1 and str(hdf5_files["host"]) in scan.stdout
 
 
+@pytest.mark.tf  # its fixture builds with TensorFlow/Keras
 def test_external_links_and_virtual_datasets(hdf5_files: dict[str, Any]) -> None:
     import h5py
 
@@ -676,6 +679,7 @@ def test_every_fixture_is_clean() -> None:
     assert {f.kind for f in report.files} == {"keras", "hdf5", "tensor-bundle", "meta-graph"}
 
 
+@pytest.mark.slow  # ~9 s: MobileNetV2 saved three ways, ConvNeXtTiny built
 def test_keras_applications_in_every_format_are_clean(tmp_path: Path) -> None:
     import keras
 
@@ -703,6 +707,7 @@ def test_keras_applications_in_every_format_are_clean(tmp_path: Path) -> None:
 # --- the command ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.tf  # its fixture builds with TensorFlow/Keras
 def test_scan_command_outputs(base: dict[str, Path], tmp_path: Path) -> None:
     directory = tmp_path / "models"
     directory.mkdir()
@@ -738,6 +743,7 @@ def test_scan_command_outputs(base: dict[str, Path], tmp_path: Path) -> None:
     assert missing.exit_code == 2 and missing.stderr.count("\n") == 1
 
 
+@pytest.mark.tf  # its fixture builds with TensorFlow/Keras
 def test_scan_imports_no_tensorflow_and_runs_nothing(base: dict[str, Path], saved_models: dict[str, Any],
                                                      tmp_path: Path) -> None:
     """The scan reads bytes: with TensorFlow and Keras made to fail on import it still scans a SavedModel and a
