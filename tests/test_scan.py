@@ -406,6 +406,8 @@ def test_tf_data_summaries_and_debug_dumps(saved_models: dict[str, Any]) -> None
             "EagerPyFunc"} <= ops, found
     assert all(w.endswith("/call]") for w in found)
     assert any(str(saved_models["logdir"]) in w for w in found) and any(str(saved_models["dump"]) in w for w in found)
+    # The file name reaches TextLineDataset as the element of the dataset its flat_map function maps over.
+    assert any("TextLineDataset" in w and str(saved_models["host_lines"]) in w for w in found), found
 
 
 def test_a_tf1_main_op_runs_at_load(saved_models: dict[str, Any]) -> None:

@@ -36,7 +36,15 @@ _LOAD_CHILDREN = ("_initialize", "_create_resource")
 _ASSET_COLLECTIONS = ("asset_filepaths", "saved_model_assets")
 _SAVE_RESTORE = frozenset({"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2",
                            "MergeV2Checkpoints", "DTensorRestoreV2"})
-_FORWARDING = frozenset({"Identity", "PlaceholderWithDefault", "Snapshot", "StopGradient"})
+_FORWARDING = frozenset({"Identity", "PlaceholderWithDefault", "Snapshot", "StopGradient", "Reshape", "ExpandDims",
+                         "Squeeze"})  # ops whose input 0 carries the values through
+_CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+# tf.data ops whose function is applied to each element of their input dataset (input 0).
+_ELEMENT_FUNCTIONS = frozenset({"FlatMapDataset", "InterleaveDataset", "ParallelInterleaveDataset",
+                                "ParallelInterleaveDatasetV2", "ParallelInterleaveDatasetV3",
+                                "ParallelInterleaveDatasetV4", "LegacyParallelInterleaveDatasetV2", "MapDataset",
+                                "ParallelMapDataset", "ParallelMapDatasetV2"})
+_ELEMENT_SOURCES = frozenset({"TensorSliceDataset", "TensorDataset"})
 _READERS = frozenset({"WholeFileReader", "WholeFileReaderV2", "TFRecordReader", "TFRecordReaderV2", "TextLineReader",
                       "TextLineReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2", "LMDBReader"})
 _SUMMARY_WRITES = frozenset({"WriteSummary", "WriteRawProtoSummary", "WriteScalarSummary", "WriteHistogramSummary",
@@ -179,6 +187,7 @@ class _MetaGraph:
     signatures: dict[str, list[str]]  # signature -> graph nodes of its outputs
     asset_tensors: set[str]
     tags: str
+    callers: dict[str, list[tuple[_Scope, _Node]]] = field(default_factory=dict)  # function -> nodes calling it
 
 
 def scan_saved_model(pb_path: str, data: bytes, *, known_ops: Iterable[str] | None = None,
@@ -421,8 +430,13 @@ def _meta_graph(buf: bytes) -> _MetaGraph:
     if object_graph is not None:
         _bind_captures(object_graph, functions, graph)
     load_nodes += signatures.get(INIT_OP_SIGNATURE, [])
+    callers: dict[str, list[tuple[_Scope, _Node]]] = {}
+    for scope in (graph, *functions.values()):
+        for node_name, called in scope.calls.items():
+            for fn in called:
+                callers.setdefault(fn, []).append((scope, scope.by_name[node_name]))
     return _MetaGraph(graph, functions, saver_ops, restore_ops, load_nodes, load_functions, saver_functions, signatures,
-                      {_tensor_name(t) for t in asset_tensors}, ",".join(tags))
+                      {_tensor_name(t) for t in asset_tensors}, ",".join(tags), callers)
 
 
 def _collection_assets(collection: bytes) -> list[str]:
@@ -661,9 +675,10 @@ def _finding(meta: _MetaGraph, scope: _Scope, node: _Node, rule: _OpRule, own: b
     return f"{rule.does} named by {'its input' if origin == 'argument' else 'a computed value'}"
 
 
-def _path_input(meta: _MetaGraph, scope: _Scope, node: _Node, index: int) -> tuple[str, str]:
+def _path_input(meta: _MetaGraph, scope: _Scope, node: _Node, index: int, depth: int = 0) -> tuple[str, str]:
     """(path, origin) of a node's path input: origin "constant", "asset", "argument" (a function's argument or
-    a placeholder) or "computed"."""
+    a placeholder) or "computed". A function's argument is followed to what its callers pass (a call's input, or
+    the elements of the dataset a tf.data function maps over), a few calls deep."""
     if index >= len(node.inputs):
         return "", "computed"
     name = node.inputs[index]
@@ -673,7 +688,10 @@ def _path_input(meta: _MetaGraph, scope: _Scope, node: _Node, index: int) -> tup
         source = scope.by_name.get(_tensor_name(name))
         if source is None:
             kind, value = scope.bound.get(_tensor_name(name), ("", ""))
-            return (value, kind) if kind else ("", "argument")
+            if kind:
+                return value, kind
+            passed = _from_callers(meta, scope, _tensor_name(name), depth) if depth < 4 else None
+            return passed if passed is not None else ("", "argument")
         if source.op == "Const":
             strings = _const_strings(source)
             if strings is None:
@@ -686,3 +704,26 @@ def _path_input(meta: _MetaGraph, scope: _Scope, node: _Node, index: int) -> tup
             continue
         return "", "computed"
     return "", "computed"
+
+
+def _from_callers(meta: _MetaGraph, scope: _Scope, arg: str, depth: int) -> tuple[str, str] | None:
+    """What the callers of function ``scope`` pass as its argument ``arg``: the constant paths (joined), the
+    SavedModel's asset, or None when no caller passes something known."""
+    constants: list[str] = []
+    asset = False
+    for caller_scope, caller in meta.callers.get(scope.name, [])[:16]:
+        if caller.op in _ELEMENT_FUNCTIONS and caller.inputs:
+            source = caller_scope.by_name.get(_tensor_name(caller.inputs[0]))
+            if source is None or source.op not in _ELEMENT_SOURCES:
+                continue
+            path, origin = _path_input(meta, caller_scope, source, 0, depth + 1)
+        elif (caller.op in _CALLS or caller.op == scope.name) and arg in scope.args:
+            path, origin = _path_input(meta, caller_scope, caller, scope.args.index(arg), depth + 1)
+        else:
+            continue
+        if origin == "constant":
+            constants.append(path)
+        asset |= origin == "asset"
+    if constants:
+        return ", ".join(dict.fromkeys(constants)), "constant"
+    return ("", "asset") if asset else None
