@@ -87,7 +87,7 @@ class SafetyFinding:
 
     location: str  # layer name, config path, zip member, HDF5 object, or SavedModel function/op
     message: str  # what it would do
-    rule: str = field(default="", compare=False)  # a stable id (SARIF's ruleId): "keras-gadget", "tf-file-op", ...
+    rule: str = field(default="", compare=False)  # a stable id (SARIF's ruleId): "keras-gadget", "tf-op", ...
     # "warning": what a loader would do that the file brings (code, files, network); "note": true and worth
     # knowing, but no loading attack (a registered custom class the user installs, an op ckptcheck does not know).
     severity: str = field(default="warning", compare=False)
