@@ -267,6 +267,44 @@ def verify(
         raise typer.Exit(EXIT_PROBLEM)
 
 
+# --- scan (issue 26): the safety check on its own --------------------------------------------------------------
+
+
+@app.command(cls=_Command)
+def scan(
+    paths: Annotated[list[str], typer.Argument(
+        help="Model files (.keras, .h5, .weights.h5), SavedModel or unzipped .keras directories, or directories "
+             "to search for them.")],
+    json_output: JsonOption = False,
+    sarif: Annotated[str | None, typer.Option("--sarif", metavar="FILE",
+                                              help="Also write the findings as SARIF 2.1.0 (GitHub code "
+                                                   "scanning).")] = None,
+) -> None:
+    """Find what loading each model would do beyond computing: code, files, network, other processes. Nothing
+    is loaded, run, unpickled or fetched. Exit 0 clean, 1 findings, 2 unreadable."""
+    import json
+
+    from ckptcheck.render import scan as scan_render
+    from ckptcheck.scan import scan_paths
+
+    with errors_to_exit():
+        if sarif is not None and any(os.path.exists(p) and os.path.samefile(p, sarif) for p in paths
+                                     if os.path.exists(sarif)):
+            raise UsageError("refusing to write the SARIF report over a file being scanned", path=sarif)
+        report = scan_paths(paths)
+        if sarif is not None:
+            with open(sarif, "w", encoding="utf-8") as f:
+                json.dump(scan_render.sarif_dict(report, version=__version__), f, indent=2)
+    for line in scan_render.scan_errors(report):
+        typer.echo(f"ckptcheck: {line}", err=True)
+    if json_output:
+        emit_json(scan_render.scan_dict(report))
+    else:
+        emit(scan_render.scan_text(report))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
 @app.command(cls=_Command)
 def manifest(
     path: Annotated[str, typer.Argument(help="The checkpoint to describe (a path or a URL).")],

@@ -80,10 +80,18 @@ class LayerSummary:
 
 @dataclass(frozen=True)
 class SafetyFinding:
-    """Something in a saved config that would run code, or import non-Keras code, on load."""
+    """Something in a saved model that would run code, touch files or the network, or import non-Keras code.
 
-    location: str  # layer name or config path
-    message: str
+    Two findings are the same when they say the same thing at the same place: ``rule``, ``severity`` and ``when``
+    follow from the message and take no part in comparing them."""
+
+    location: str  # layer name, config path, zip member, HDF5 object, or SavedModel function/op
+    message: str  # what it would do
+    rule: str = field(default="", compare=False)  # a stable id (SARIF's ruleId): "keras-gadget", "tf-op", ...
+    # "warning": what a loader would do that the file brings (code, files, network); "note": true and worth
+    # knowing, but no loading attack (a registered custom class the user installs, an op ckptcheck does not know).
+    severity: str = field(default="warning", compare=False)
+    when: str = field(default="load", compare=False)  # "load" or "call" (a SavedModel function run on a call)
 
 
 @dataclass(frozen=True)

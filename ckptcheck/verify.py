@@ -12,6 +12,7 @@ an error (exit 2).
 from __future__ import annotations
 
 import contextlib
+import lzma
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -286,7 +287,7 @@ def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
                     continue
                 if member.filename == NPZ_WEIGHTS_MEMBER:
                     _verify_npz_members(zf, member, archive, problems)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a name that is not UTF-8 under the UTF-8 flag
         problems.append(Problem("structure", f"not a readable zip archive: {exc}", file=archive))
 
 
@@ -296,7 +297,8 @@ def _read_to_end(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str | None:
         with zf.open(member) as f:
             while f.read(_ZIP_READ):
                 pass
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
+            RuntimeError) as exc:
         return str(exc) or type(exc).__name__
     return None
 
@@ -310,7 +312,7 @@ def _verify_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo, archive: s
                 if damage is not None:
                     problems.append(Problem("checksum", f"{where} member {inner.filename} is damaged: {damage}",
                                             file=archive))
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError) as exc:
         problems.append(Problem("structure", f"{where} is not a readable zip: {exc}", file=archive))
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ckptcheck.errors import CorruptCheckpointError
+from ckptcheck.formats.keras.callables import is_keras_builtin, non_modeling, path_message, path_settings
+from ckptcheck.formats.keras.callables import is_keras_module as is_keras_module  # re-exported (names.py)
 from ckptcheck.records import Architecture, LayerSummary, SafetyFinding
 
 MAX_CONFIG_BYTES = 64 << 20  # a Keras config is read whole: refused above this (a zip entry can claim any size)
@@ -40,11 +42,6 @@ _TF_KERAS_REGISTERED = frozenset(
 )
 # Keys of a layer config holding another layer (wrappers).
 _WRAPPED_KEYS = ("layer", "forward_layer", "backward_layer")
-
-
-def is_keras_module(module: str) -> bool:
-    """Whether a config's ``module`` names Keras itself (keras, keras.*, keras.src.*, tf_keras, tf_keras.*)."""
-    return any(module == root or module.startswith(root + ".") for root in ("keras", "tf_keras"))
 
 
 def architecture(config: Any, source: str, *, path: str, extra: dict[str, Any] | None = None) -> Architecture:
@@ -211,14 +208,14 @@ def findings_of(config: Any, *, path: str, where: str = "") -> list[SafetyFindin
 
 
 def _scan(node: Any, *, layer: str | None, layer_class: str | None, key: str, depth: int,
-          out: list[SafetyFinding], path: str, is_layer: bool = False) -> None:
+          out: list[SafetyFinding], path: str, is_layer: bool = False, parent: dict[str, Any] | None = None) -> None:
     """Walk the JSON; ``layer`` is the path of the layer being walked, so findings can name it."""
     if depth > MAX_DEPTH:
         raise CorruptCheckpointError(f"the config nests deeper than {MAX_DEPTH} levels", path=path)
     if isinstance(node, list):
         for i, item in enumerate(node):
             _scan(item, layer=layer, layer_class=layer_class, key=f"{key}[{i}]", depth=depth + 1, out=out,
-                  path=path, is_layer=is_layer)
+                  path=path, is_layer=is_layer, parent=parent)
         return
     if not isinstance(node, dict):
         return
@@ -230,7 +227,11 @@ def _scan(node: Any, *, layer: str | None, layer_class: str | None, key: str, de
         layer_class = class_name if isinstance(class_name, str) else None
     location = layer or key or "config"
     if isinstance(class_name, str):
-        _check_object(node, class_name, inner, layer, layer_class, key, location, out)
+        _check_object(node, class_name, inner, layer, layer_class, key, location, out, parent)
+        if isinstance(inner, dict):
+            for setting, value in path_settings(class_name, inner):
+                name = _name_of(node) or location.rsplit("/", 1)[-1]
+                out.append(SafetyFinding(location, path_message(class_name, name, setting, value), "keras-path"))
     if "function_type" in node or "output_shape_type" in node:
         _check_keras2_lambda(node, layer, location, out)
     for k, v in node.items():
@@ -238,36 +239,94 @@ def _scan(node: Any, *, layer: str | None, layer_class: str | None, key: str, de
             # Layers sit in a model's `layers` list and under a wrapper's `layer` keys.
             child_is_layer = (k == "layers" and isinstance(v, list)) or (k in _WRAPPED_KEYS and isinstance(v, dict))
             _scan(v, layer=layer, layer_class=layer_class, key=f"{key}.{k}" if key else k, depth=depth + 1,
-                  out=out, path=path, is_layer=child_is_layer)
+                  out=out, path=path, is_layer=child_is_layer, parent=node)
 
 
 def _check_object(node: dict[str, Any], class_name: str, inner: Any, layer: str | None, layer_class: str | None,
-                  key: str, location: str, out: list[SafetyFinding]) -> None:
+                  key: str, location: str, out: list[SafetyFinding], parent: dict[str, Any] | None = None) -> None:
+    field = key.rsplit(".", 1)[-1] if key else "config"
+    lambda_function = layer is not None and layer_class == "Lambda" and field == "function"
     if class_name == "__lambda__":
-        field = key.rsplit(".", 1)[-1] if key else "config"
-        if layer is not None and layer_class == "Lambda" and field == "function":
-            msg = f"Lambda layer '{layer.rsplit('/', 1)[-1]}' carries Python bytecode that runs on load"
+        if lambda_function:
+            msg = f"Lambda layer '{_last(layer)}' carries Python bytecode that runs on load"
         elif layer is not None:
-            msg = f"layer '{layer.rsplit('/', 1)[-1]}' has a Python lambda ({field}) whose bytecode runs on load"
+            msg = f"layer '{_last(layer)}' has a Python lambda ({field}) whose bytecode runs on load"
         else:
             msg = f"a Python lambda ({field}) whose bytecode runs on load"
-        out.append(SafetyFinding(location, msg))
+        out.append(SafetyFinding(location, msg, "lambda-bytecode"))
+        return
+    if class_name.startswith("__") and class_name.endswith("__"):  # tensors, arrays, bytes, slices: data
         return
     module = node.get("module")
-    if isinstance(module, str) and module and not is_keras_module(module):
-        if class_name == "function":
-            what = f"function '{inner}'" if isinstance(inner, str) else "a function"
-        else:
-            what = f"class '{class_name}'"
-        out.append(SafetyFinding(location, f"config imports module '{module}' ({what})"))
+    function = class_name == "function"
+    name = inner if function else class_name
+    if not isinstance(name, str):
         return
     registered = node.get("registered_name")
+    if function and isinstance(module, str) and is_keras_builtin(module, name):
+        return
+    if isinstance(module, str) and module and not is_keras_module(module):
+        custom = _registered_class(registered, name, module) if not function else None
+        if custom is not None:
+            out.append(_custom(location, f"{custom}' (module '{module}'"))
+            return
+        what = f"function '{name}'" if function else f"class '{name}'"
+        msg = f"config imports module '{module}' ({what})"
+        if lambda_function:
+            msg = f"Lambda layer '{_last(layer)}' calls '{module}.{name}', imported from outside Keras" + \
+                  _arguments(parent)
+        out.append(SafetyFinding(location, msg, "module-import"))
+        return
+    if isinstance(module, str) and module:
+        why = non_modeling(module, name, function=function)
+        if why is not None:
+            caller = f"Lambda layer '{_last(layer)}' calls" if lambda_function else "config names"
+            out.append(SafetyFinding(location, f"{caller} '{module}.{name}', which {why}" + _arguments(parent),
+                                     "keras-gadget"))
+            return
     custom = registered if isinstance(registered, str) and ">" in registered else None
     if custom is None and ">" in class_name:  # Keras 2 names registered objects "package>Name"
         custom = class_name
     if custom is not None and custom not in _TF_KERAS_REGISTERED:
-        out.append(SafetyFinding(location, f"custom object '{custom}' is code registered outside Keras; "
-                                           "loading runs it if it is importable"))
+        out.append(_custom(location, custom + "'"))
+
+
+def _custom(location: str, what: str) -> SafetyFinding:
+    """A registered custom object: code the user installs, run if it is importable. True, and no loading attack."""
+    return SafetyFinding(location, f"custom object '{what} is code registered outside Keras; loading runs it if "
+                                   "it is importable", "custom-object", severity="note")
+
+
+# Modules whose classes are never a user's registered layer: a name there is a way to reach the module.
+_SYSTEM_MODULES = frozenset({
+    "os", "posix", "nt", "sys", "subprocess", "builtins", "shutil", "socket", "importlib", "pickle", "runpy",
+    "ctypes", "io", "pathlib", "urllib", "http", "requests", "code", "codeop", "pty", "multiprocessing", "asyncio",
+    "webbrowser", "tempfile", "glob", "zipfile", "tarfile", "marshal", "types", "functools", "operator",
+    "numpy", "tensorflow", "torch", "jax",
+})
+
+
+def _registered_class(registered: Any, name: str, module: str) -> str | None:
+    """``registered`` when it is how Keras names a registered custom class ("package>Name" of this very class, in
+    a module of the user's), else None."""
+    if not isinstance(registered, str) or ">" not in registered or registered.rsplit(">", 1)[1] != name:
+        return None
+    if module.split(".", 1)[0] in _SYSTEM_MODULES:
+        return None
+    return registered
+
+
+def _last(layer: str | None) -> str:
+    return (layer or "").rsplit("/", 1)[-1]
+
+
+def _arguments(parent: dict[str, Any] | None) -> str:
+    """A Lambda's ``arguments`` (the keyword arguments its function is called with), briefly."""
+    args = parent.get("arguments") if isinstance(parent, dict) else None
+    if not isinstance(args, dict) or not args:
+        return ""
+    text = ", ".join(f"{k}={v!r}" for k, v in list(args.items())[:6])
+    return f" with {text[:300]}"
 
 
 def _check_keras2_lambda(inner: dict[str, Any], layer: str | None, location: str,
@@ -284,9 +343,16 @@ def _check_keras2_lambda(inner: dict[str, Any], layer: str | None, location: str
             else:
                 msg = f"{field} of {'layer ' + repr(name) if name else 'the config'} is Python bytecode that runs " \
                       "on load"
-            out.append(SafetyFinding(location, msg))
+            out.append(SafetyFinding(location, msg, "lambda-bytecode"))
         elif kind == "function":
             module = inner.get(module_key)
             fn = inner.get(field)
-            if isinstance(module, str) and module and not is_keras_module(module):
-                out.append(SafetyFinding(location, f"config imports module '{module}' (function '{fn}')"))
+            if not isinstance(module, str) or not module or not isinstance(fn, str):
+                continue
+            if not is_keras_module(module):
+                out.append(SafetyFinding(location, f"config imports module '{module}' (function '{fn}')",
+                                         "module-import"))
+            elif (why := non_modeling(module, fn, function=True)) is not None:
+                caller = f"Lambda layer '{name}' calls" if name is not None else "config names"
+                out.append(SafetyFinding(location, f"{caller} '{module}.{fn}', which {why}" + _arguments(inner),
+                                         "keras-gadget"))

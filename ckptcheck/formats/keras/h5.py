@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import lzma
 import math
 import struct
 import zipfile
@@ -42,7 +43,7 @@ BOMB_EXPANSION = 1000
 
 # Everything h5py, zipfile and zlib raise for damaged input; mapped to CorruptCheckpointError at the boundary.
 _READ_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error,
+    OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
     NotImplementedError, struct.error, UnicodeDecodeError, RecursionError,
 )
 
