@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import typer
 
 from ckptcheck.errors import CkptcheckError
+from ckptcheck.numbers import nonfinite_as_strings
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INPUT = 0, 1, 2
 T = TypeVar("T")
@@ -184,22 +185,9 @@ def emit_json(data: Any) -> None:
         try:
             text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
         except ValueError:  # a NaN or Infinity somewhere (a crafted config): written as the strings --tensor uses
-            data = _finite(data)
+            data = nonfinite_as_strings(data)
             text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
     emit(escape_surrogates(text))
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by "NaN", "Infinity" or "-Infinity"."""
-    if isinstance(value, float) and value != value:
-        return "NaN"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def show_progress(json_output: bool) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import struct
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ from ckptcheck.errors import CorruptCheckpointError, UsageError
 from ckptcheck.formats import jsonlimits
 from ckptcheck.formats.files import open_regular, read_capped
 from ckptcheck.formats.interface import CheckpointReader
+from ckptcheck.numbers import finite_or_null
 from ckptcheck.records import TensorInfo
 from ckptcheck.render.jsontext import escape_surrogates
 from ckptcheck.stats import TensorStats, stats_of_chunks
@@ -57,10 +57,6 @@ def tensor_fingerprint(reader: CheckpointReader, name: str) -> tuple[str, Tensor
     return digest.hexdigest(), stats
 
 
-def _clean(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
-
-
 def manifest_entry(reader: CheckpointReader, t: TensorInfo) -> dict[str, Any]:
     """One tensor's manifest record (streams its values once)."""
     sha, stats = tensor_fingerprint(reader, t.name)
@@ -71,10 +67,10 @@ def manifest_entry(reader: CheckpointReader, t: TensorInfo) -> dict[str, Any]:
         "sha256": sha,
         "stats": {
             "count": stats.count,
-            "min": _clean(stats.min),
-            "max": _clean(stats.max),
-            "mean": _clean(stats.mean),
-            "std": _clean(stats.std),
+            "min": finite_or_null(stats.min),
+            "max": finite_or_null(stats.max),
+            "mean": finite_or_null(stats.mean),
+            "std": finite_or_null(stats.std),
             "nan": stats.nan,
             "inf": stats.inf,
         },

@@ -11,6 +11,7 @@ import numpy as np
 
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader
 from ckptcheck.formats.tensorflow import dtypes
+from ckptcheck.numbers import number_text
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,7 @@ class _Symmetry:
 def _as_number(value: float) -> str:
     """A value as the statistics columns print it (render.number): an integer in full, else 6 significant
     digits, so that a note reads ``constant 0.47013`` beside a min of ``0.47013``."""
-    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}"
+    return number_text(value)
 
 
 def stats_of_chunks(

@@ -36,6 +36,7 @@ from ckptcheck.lab.generate import (
 from ckptcheck.lab.initializers import DEFAULT_PLAN, EXAMPLE_SPECS, InitPlan, InitSpec, parse_plan, parse_spec
 from ckptcheck.lab.reports import Answer, Evidence, GenerateOptions, GenerateReport, Question, RoundTripReport
 from ckptcheck.lab.roundtrip import SENTINEL, roundtrip, work_directory
+from ckptcheck.numbers import number_text
 from ckptcheck.records import TF1, TF2
 from ckptcheck.stats import TensorStats, tensor_stats
 
@@ -139,7 +140,7 @@ def _g(value: float | None) -> str:
     """A measured number, short."""
     if value is None:
         return "-"
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+    return number_text(value, 4)
 
 
 def _n(count: int, word: str) -> str:

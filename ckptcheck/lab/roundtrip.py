@@ -35,6 +35,7 @@ from ckptcheck.lab.generate import (
 )
 from ckptcheck.lab.initializers import InitPlan, parse_spec
 from ckptcheck.lab.reports import Fact, GenerateOptions, RestoreRun, RoundTripReport, TensorRoundTrip
+from ckptcheck.numbers import number_text
 from ckptcheck.records import KERAS, KERAS_FORMATS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 
 SENTINEL = -7.25  # exactly representable, and no initializer or trained weight lands on it by chance
@@ -319,8 +320,7 @@ def _names(items: Sequence[str], limit: int = 6) -> str:
 
 
 def _number(value: Any) -> str:
-    v = float(value)
-    return str(int(v)) if v.is_integer() else f"{v:.6g}"
+    return number_text(float(value))
 
 
 def _value_text(a: np.ndarray) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from ckptcheck.numbers import finite_or_null, nonfinite_as_strings
 from ckptcheck.records import (
     KERAS_WEIGHTS,
     SAVEDMODEL,
@@ -161,11 +162,8 @@ def architecture_text(arch: Architecture, layers: Sequence[str] | None = None) -
 
 
 def stats_dict(s: TensorStats) -> dict[str, Any]:
-    def clean(v: float | None) -> float | None:
-        return v if v is None or math.isfinite(v) else None
-
-    return {"count": s.count, "min": clean(s.min), "max": clean(s.max), "mean": clean(s.mean),
-            "std": clean(s.std), "nan": s.nan, "inf": s.inf, "note": s.note,
+    return {"count": s.count, "min": finite_or_null(s.min), "max": finite_or_null(s.max),
+            "mean": finite_or_null(s.mean), "std": finite_or_null(s.std), "nan": s.nan, "inf": s.inf, "note": s.note,
             "identical": list(s.identical) if s.identical is not None else None}
 
 
@@ -409,13 +407,7 @@ def tensor_dict(info: TensorInfo, values: np.ndarray) -> dict[str, Any]:
     else:
         data = plain.tolist()
     return {"schema": TENSOR_SCHEMA, "name": info.name, "dtype": info.dtype, "shape": list(info.shape),
-            "values": _json_safe(data), "complex_as_pairs": plain.dtype.kind == "c", "variable": info.variable}
+            "values": nonfinite_as_strings(data), "complex_as_pairs": plain.dtype.kind == "c",
+            "variable": info.variable}
 
 
-def _json_safe(data: Any) -> Any:
-    """NaN and Inf are not JSON: write them as the strings "NaN", "Infinity", "-Infinity"."""
-    if isinstance(data, list):
-        return [_json_safe(x) for x in data]
-    if isinstance(data, float) and not math.isfinite(data):
-        return "NaN" if math.isnan(data) else ("Infinity" if data > 0 else "-Infinity")
-    return data

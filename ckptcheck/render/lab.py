@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ckptcheck.numbers import finite_or_null, number_text
 from ckptcheck.render.inspect import FORMAT_TITLES, tensors_table
 from ckptcheck.render.tables import human_bytes, number, shape_text, table
 
@@ -66,7 +66,7 @@ def generate_dict(report: GenerateReport) -> dict[str, Any]:
         "files": [{"path": f.path, "bytes": f.bytes} for f in report.files],
         "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "nbytes": t.nbytes}
                     for t in report.tensors],
-        "losses": [v if math.isfinite(v) else None for v in report.losses],
+        "losses": [finite_or_null(v) for v in report.losses],
     }
 
 
@@ -175,9 +175,7 @@ def _json_ready(value: Any) -> Any:
         return [_json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return finite_or_null(value) if isinstance(value, float) else value
 
 
 def evidence_dict(e: Evidence) -> dict[str, Any]:
@@ -212,8 +210,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return str(int(v)) if math.isfinite(v) and v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
+        return number_text(float(value), 4)
     if isinstance(value, (list, tuple)):
         return _wrap_cell("[" + ", ".join(_cell(v) for v in value) + "]")
     return _wrap_cell(str(value))

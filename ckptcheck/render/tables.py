@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
+
+from ckptcheck.numbers import number_text
 
 if TYPE_CHECKING:  # numpy only where a tensor's values are printed; the reports' classes only where rendered
 
@@ -140,11 +141,8 @@ def shape_text(shape: Sequence[int]) -> str:
 
 
 def number(value: float | None) -> str:
-    if value is None:
-        return ""
-    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}"
+    """A statistic in a table cell: blank when there is none."""
+    return "" if value is None else number_text(value)
 
 
 def aligned_fields(pairs: Sequence[tuple[str, Sequence[str]]], min_width: int = 10) -> str:

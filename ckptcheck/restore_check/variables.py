@@ -14,6 +14,7 @@ import numpy as np
 
 from ckptcheck.compare import same_bits
 from ckptcheck.formats.tensorflow.object_graph import escape_name, slot_path
+from ckptcheck.numbers import number_text
 from ckptcheck.records import KERAS_FORMATS, KERAS_WEIGHTS, TF2
 from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
 from ckptcheck.restore_check.user_model import (
@@ -143,7 +144,7 @@ def initializer_text(init: Any) -> str:
 
 def _number_text(value: Any) -> str:
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.6g}"
+        return number_text(value)
     return repr(value) if isinstance(value, str) else str(value)
 
 
