@@ -79,7 +79,8 @@ def _restore_argument_help(command: click.Command) -> None:
         if texts:
             param.help = texts[0]  # type: ignore[attr-defined,unused-ignore]  # click < 8.5 types no help
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (schemas in docs/json-schemas.md) instead of tables.")]
+JsonOption = Annotated[bool, typer.Option("--json",
+                                          help="Print JSON (schemas in docs/json-schemas.md) instead of tables.")]
 JobsOption = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, metavar="N",
     help="Range reads in flight at once, ahead of the checks (tensor bundles; 1: one read at a time). Default: 8 "

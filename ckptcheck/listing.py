@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ckptcheck.errors import UsageError
-from ckptcheck.records import KERAS_H5, CheckpointInfo, ObjectRef, TensorInfo
+from ckptcheck.records import KERAS_H5, SAVEDMODEL, CheckpointInfo, ObjectRef, TensorInfo
 
 if TYPE_CHECKING:
     from ckptcheck.formats.interface import CheckpointReader
@@ -76,6 +76,10 @@ def inspect_checkpoint(
     if objects:
         found = reader.objects()
         if found is None:
+            if info.format == SAVEDMODEL:
+                raise UsageError("--objects needs an object graph, and this SavedModel's variables have none (it was "
+                                 "written by TF1's SavedModelBuilder or an Estimator export, which save by name)",
+                                 path=reader.path, hint="its keys are the variables' names; inspect lists them")
             raise UsageError(f"--objects needs an object-based (TF2) checkpoint; this one is {info.format}",
                              path=reader.path,
                              hint="name-based checkpoints key tensors by variable name, there is no object graph")

@@ -171,7 +171,7 @@ def _scan(path: str) -> FileScan:
     configs = safety.scan(path)
     if configs is not None:
         findings += configs.findings
-        notes += configs.notes
+        notes += configs.notes + configs.unopened
         scanned += configs.scanned
     if zipped:
         from ckptcheck.formats.keras.archive_scan import scan_archive
@@ -204,7 +204,7 @@ def _keras_directory(path: str) -> FileScan:
 
     configs = safety.scan(path)
     findings = list(configs.findings) if configs else []
-    notes = list(configs.notes) if configs else []
+    notes = [*configs.notes, *configs.unopened] if configs else []
     scanned = list(configs.scanned) if configs else []
     weights = os.path.join(path, "model.weights.h5")
     if os.path.isfile(weights):

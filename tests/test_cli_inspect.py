@@ -332,3 +332,43 @@ def test_json_listing_of_100000_tensors_in_bounded_memory(tmp_path: Path) -> Non
     assert [t["name"] for t in listing["tensors"][:12]] == (
         [f"layer_0/kernel_{i}" for i in range(10)] + ["layer_1/kernel_0", "layer_1/kernel_1"])
     assert listing["tensor_count"] == n and listing["summary"]["total"]["elements"] == n
+
+
+def test_a_truncated_legacy_h5_is_one_error_not_notes_first(tmp_path: Path) -> None:
+    """The safety scan runs before every command; a file HDF5 cannot open at all is the command's to report (once),
+    not a note per config attribute first. `scan` names it unreadable."""
+    import h5py
+
+    source = Path(__file__).resolve().parents[1] / "fixtures" / "keras-h5" / "model.h5"
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(source.read_bytes()[:3000])
+    with pytest.raises(OSError):
+        h5py.File(cut, "r")  # the oracle: HDF5 itself cannot open it
+    result = run("inspect", str(cut))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be opened as HDF5" in lines[0], lines
+    scanned = run("scan", str(cut), "--json")
+    assert scanned.exit_code == 2
+    (entry,) = json.loads(scanned.stdout)["files"]
+    assert entry["error"] and not entry["findings"]
+
+
+@pytest.mark.tf
+def test_inspect_objects_on_a_tf1_savedmodel_says_it_has_no_object_graph(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    export = tmp_path / "export"
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as session:
+        v1.get_variable("w", [2, 3], initializer=v1.ones_initializer())
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(export))
+        builder.add_meta_graph_and_variables(session, ["serve"])
+        builder.save()
+    assert "w" in dict(tf.train.list_variables(str(export / "variables" / "variables")))  # TF1 keys: names
+    result = run("inspect", str(export), "--objects")
+    assert result.exit_code == 2
+    assert "this SavedModel's variables have none" in result.stderr
+    assert "this one is savedmodel" not in result.stderr

@@ -255,11 +255,11 @@ def read_names_attr(obj: h5py.HLObject, name: str, *, path: str) -> list[str]:
 
 def read_json_attr(f: h5py.File, name: str, *, path: str) -> Any:
     raw = read_attr(f, name, path=path)
-    try:
-        text = attr_text(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise CorruptCheckpointError(f"the {name} attribute is not valid JSON (not text)", path=path) from None
-    return jsonlimits.loads(text, what=f"the {name} attribute", path=path)
+    if isinstance(raw, np.ndarray) and raw.shape == ():
+        raw = raw[()]
+    if not isinstance(raw, (bytes, str)):  # (np.bytes_ is bytes: parsed as it is, never decoded into a copy)
+        raise CorruptCheckpointError(f"the {name} attribute is not valid JSON (not text)", path=path)
+    return jsonlimits.loads(raw, what=f"the {name} attribute", path=path)
 
 
 

@@ -38,6 +38,9 @@ class SafetyScan(NamedTuple):  # a NamedTuple: defined at every start, where a f
     scanned: tuple[str, ...]  # which configs were read ("config.json of the zip", "model_config attribute", ...)
     findings: tuple[SafetyFinding, ...]
     notes: tuple[str, ...] = ()  # two formats at once; a config that could not be read
+    # The file itself could not be opened (a truncated HDF5): said by the scan command, left to the error every
+    # other command then gives about the same file.
+    unopened: tuple[str, ...] = ()
 
     @property
     def unsafe(self) -> bool:
@@ -121,12 +124,29 @@ def scan(path: str) -> SafetyScan | None:
     if zipped:
         scanned.append("config.json in the zip")
         _scan_json(lambda: _zip_json(path), "config.json in the zip", path, findings, notes, keras_config.findings_of)
+    unopened = []
     if h5 is not None:
         scanned.append("model_config and training_config attributes (HDF5)")
-        for attribute in ("model_config", "training_config"):
-            _scan_json(lambda a=attribute: _h5_json(path, a), f"the HDF5 {attribute} attribute", path, findings,
-                       notes, keras_config.findings_of, where=attribute if attribute != "model_config" else "")
-    return SafetyScan(path, tuple(scanned), tuple(dict.fromkeys(findings)), tuple(notes))
+        problem = _hdf5_open_problem(path)
+        if problem is not None:
+            unopened.append(f"it cannot be opened as HDF5, so its model_config and training_config were not scanned "
+                            f"({problem})")
+        else:
+            for attribute in ("model_config", "training_config"):
+                _scan_json(lambda a=attribute: _h5_json(path, a), f"the HDF5 {attribute} attribute", path, findings,
+                           notes, keras_config.findings_of, where=attribute if attribute != "model_config" else "")
+    return SafetyScan(path, tuple(scanned), tuple(dict.fromkeys(findings)), tuple(notes), tuple(unopened))
+
+
+def _hdf5_open_problem(path: str) -> str | None:
+    """Why HDF5 cannot open the file at all (truncated, damaged superblock), or None when it can."""
+    import h5py
+
+    try:
+        with h5py.File(library_source(path, whole_below=loc.WHOLE_BYTES), "r"):
+            return None
+    except Exception as exc:  # whatever h5py raises for a damaged file
+        return getattr(exc, "message", None) or str(exc) or type(exc).__name__
 
 
 def _scan_json(load: Any, what: str, path: str, findings: list[SafetyFinding], notes: list[str], findings_of: Any,
@@ -187,9 +207,7 @@ def _h5_json(path: str, attribute: str) -> Any:
         value = h5.attrs[attribute]
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    if not isinstance(value, str):
+    if not isinstance(value, (bytes, str)):  # bytes are parsed as they are, never decoded into a second copy
         raise ValueError(f"the {attribute} attribute is not text")
     return jsonlimits.loads(value, what=f"the {attribute} attribute", path=path)
 
