@@ -36,7 +36,6 @@ def _stderr_fd_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-
 def import_tensorflow() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off stderr
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -50,7 +49,6 @@ def import_tensorflow() -> Any:
         raise MissingDependencyError(f"this command needs TensorFlow ({exc})",
                                      hint="pip install 'ckptcheck[tf]'") from None
     return tf
-
 
 
 def import_keras() -> Any:

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     pass
 
 
-
 WEIGHTS_MEMBER = "model.weights.h5"
 
 NPZ_WEIGHTS_MEMBER = "model.weights.npz"  # weights_format="npz"
@@ -53,7 +52,6 @@ LOCAL_MAGIC = b"PK\x03\x04"
 
 # Deflate cannot expand its input more than ~1032 times; a member declaring more is refused before it is read.
 _DEFLATE_MAX_RATIO = 1032
-
 
 
 class StoredMember(io.RawIOBase):
@@ -97,10 +95,8 @@ class StoredMember(io.RawIOBase):
         super().close()
 
 
-
 # Compression methods zipfile reads: stored, deflate, bzip2, LZMA.
 READABLE_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-
 
 
 def check_member_readable(info: zipfile.ZipInfo, *, path: str) -> None:
@@ -113,7 +109,6 @@ def check_member_readable(info: zipfile.ZipInfo, *, path: str) -> None:
         raise UnsupportedFormatError(
             f"archive member {info.filename} uses compression method {info.compress_type}, which Python's zipfile "
             "(and so Keras) cannot read", path=path, hint="recompress the archive with deflate, or store it")
-
 
 
 class Archive:
@@ -245,7 +240,6 @@ class Archive:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.zip.close()
-
 
 
 class KerasArchiveReader(H5Values):

@@ -48,7 +48,6 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-
 def import_h5py() -> Any:
     try:
         import h5py
@@ -57,7 +56,6 @@ def import_h5py() -> Any:
 
         raise MissingDependencyError("reading Keras files needs h5py", hint="pip install h5py") from None
     return h5py
-
 
 
 @contextlib.contextmanager
@@ -72,11 +70,9 @@ def read_guard(what: str, *, path: str, tensor: str | None = None, hint: str | N
         raise CorruptCheckpointError(f"{what}: {detail}", path=path, tensor=tensor, hint=hint) from None
 
 
-
 def member_order_key(name: str) -> list[str | int]:
     # vars/10 after vars/9, dense_10 after dense_2: the order every command uses (ckptcheck.order).
     return natural_key(name)
-
 
 
 def attr_text(value: Any) -> str:
@@ -90,7 +86,6 @@ def attr_text(value: Any) -> str:
     raise ValueError(f"expected a string, found {type(value).__name__}")
 
 
-
 # --- one dataset --------------------------------------------------------------------------------------------------
 
 
@@ -100,7 +95,6 @@ class Entry:
     h5path: str  # the dataset's path inside the HDF5 file
     read_dtype: np.dtype  # what values are read as (bfloat16 for Keras's opaque 2-byte datasets)
     source: int = 0  # which of the reader's HDF5 files holds it (a sharded weights file has several)
-
 
 
 def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
@@ -120,7 +114,6 @@ def _dtype_of(ds: h5py.Dataset) -> tuple[str, np.dtype]:
     return _stored_dtype(stored)
 
 
-
 def _stored_dtype(stored: np.dtype) -> tuple[str, np.dtype]:
     """_dtype_of for a type that is not opaque: decided by the HDF5 type alone."""
     h5lib = import_h5py()
@@ -136,11 +129,9 @@ def _stored_dtype(stored: np.dtype) -> tuple[str, np.dtype]:
     return known.name, stored.newbyteorder("=")  # HDF5 converts a big-endian dataset on read
 
 
-
 # (dtype name, numpy dtype to read as) by the HDF5 type's serialized form: a model stores a few types across all of
 # its datasets (opaque types are not cached: their dtype attribute decides).
 _TYPES: dict[bytes, tuple[str, np.dtype]] = {}
-
 
 
 def dataset_header(dsid: Any, name: str, *, path: str) -> tuple[tuple[int, ...], str, np.dtype, int]:
@@ -185,12 +176,10 @@ def dataset_header(dsid: Any, name: str, *, path: str) -> tuple[tuple[int, ...],
     return shape, dtype_name, read_dtype, nbytes
 
 
-
 def dataset_entry(ds: h5py.Dataset, name: str, h5path: str, label: str, *, path: str, source: int = 0) -> Entry:
     shape, dtype_name, read_dtype, nbytes = dataset_header(ds.id, name, path=path)
     return Entry(TensorInfo(name=name, dtype=dtype_name, shape=shape, nbytes=nbytes, file=label), h5path,
                   read_dtype, source)
-
 
 
 def child_node(group: h5py.Group, relpath: str, *, path: str, what: str) -> Any:
@@ -211,9 +200,7 @@ def child_node(group: h5py.Group, relpath: str, *, path: str, what: str) -> Any:
     return node
 
 
-
 VLEN_READS: dict[int, tuple[np.dtype, Any]] = {}  # character set -> (numpy dtype, memory type) of a vlen string
-
 
 
 def read_attr(obj: h5py.HLObject, name: str, *, path: str) -> Any:
@@ -225,7 +212,6 @@ def read_attr(obj: h5py.HLObject, name: str, *, path: str) -> Any:
         raise CorruptCheckpointError(f"attribute {name} of {obj.name} is {size} bytes, more than the "
                                      f"{MAX_ATTRIBUTE_BYTES} ckptcheck reads", path=path)
     return obj.attrs[name]
-
 
 
 def read_names_attr(obj: h5py.HLObject, name: str, *, path: str) -> list[str]:
@@ -252,7 +238,6 @@ def read_names_attr(obj: h5py.HLObject, name: str, *, path: str) -> list[str]:
     return out
 
 
-
 def read_json_attr(f: h5py.File, name: str, *, path: str) -> Any:
     raw = read_attr(f, name, path=path)
     if isinstance(raw, np.ndarray) and raw.shape == ():
@@ -260,7 +245,6 @@ def read_json_attr(f: h5py.File, name: str, *, path: str) -> Any:
     if not isinstance(raw, (bytes, str)):  # (np.bytes_ is bytes: parsed as it is, never decoded into a copy)
         raise CorruptCheckpointError(f"the {name} attribute is not valid JSON (not text)", path=path)
     return jsonlimits.loads(raw, what=f"the {name} attribute", path=path)
-
 
 
 def open_h5(source: str | io.IOBase, *, path: str, what: str) -> h5py.File:

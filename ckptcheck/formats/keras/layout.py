@@ -42,11 +42,9 @@ if TYPE_CHECKING:
     import h5py
 
 
-
 _KERAS3_ROOTS = ("layers", "vars", "optimizer", "_layer_checkpoint_dependencies")
 
 _TOP_LEVEL_WEIGHTS = "top_level_model_weights"
-
 
 
 # --- the HDF5 layouts ---------------------------------------------------------------------------------------------
@@ -55,7 +53,6 @@ _TOP_LEVEL_WEIGHTS = "top_level_model_weights"
 # A dataset's header as read during the walk, or the error describing it raised (raised in turn when the
 # dataset is loaded, so that problems come in the order they always did: the walk's, then each dataset's by name).
 _Header = tuple[tuple[int, ...], str, np.dtype, int] | CkptcheckError
-
 
 
 @dataclass
@@ -69,7 +66,6 @@ class Layout:
     # Keras 3: the name attribute of each vars group, by the group holding it (found while the file was walked)
     vars_names: dict[str, str] | None = None
     headers: dict[str, _Header] | None = None  # Keras 3: each dataset's header, by path, read during the walk
-
 
 
 def layout_of(f: h5py.File, *, path: str, allow_empty: bool) -> Layout:
@@ -91,7 +87,6 @@ def layout_of(f: h5py.File, *, path: str, allow_empty: bool) -> Layout:
         hint="ckptcheck reads Keras 3 .weights.h5 (groups layers/.../vars) and legacy Keras .h5 files "
              "(model_weights, or a layer_names attribute)",
     )
-
 
 
 def _keras3_entries(f: h5py.File, *, path: str) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, _Header]]:
@@ -150,7 +145,6 @@ def _keras3_entries(f: h5py.File, *, path: str) -> tuple[list[tuple[str, str]], 
     return [(n, n) for n in natural_sorted(datasets, str)], vars_names, headers
 
 
-
 def _read_vars_name(gid: Any, prefix: bytes, out: dict[str, str]) -> None:
     """The ``name`` attribute of a ``vars`` group (open as ``gid``, below ``prefix``) into ``out``, by the group
     holding it; read with HDF5's attribute calls (h5py's AttributeManager opened each attribute twice, for its size
@@ -177,7 +171,6 @@ def _read_vars_name(gid: Any, prefix: bytes, out: dict[str, str]) -> None:
             value = np.empty(aid.shape, dtype=aid.dtype)
             aid.read(value)
         out[prefix.rstrip(b"/").decode("utf-8", "surrogateescape")] = attr_text(value)
-
 
 
 def _legacy_layout(f: h5py.File, *, path: str, full_model: bool) -> Layout:
@@ -228,16 +221,13 @@ def _legacy_layout(f: h5py.File, *, path: str, full_model: bool) -> Layout:
                    architecture=architecture, variables=variables)
 
 
-
 _OUTPUT_SUFFIX = re.compile(r":\d+$")
-
 
 
 def legacy_variable(weight: str) -> str:
     """A legacy .h5 weight name as the variable's name: Keras 2 wrote TensorFlow's tensor name
     (``dense_1/kernel:0``), Keras 3 the variable's path already."""
     return _OUTPUT_SUFFIX.sub("", weight)
-
 
 
 def functional_models(h5: h5py.File, keys: list[str]) -> set[str]:
@@ -254,7 +244,6 @@ def functional_models(h5: h5py.File, keys: list[str]) -> set[str]:
         if isinstance(node, h5lib.Group) and any(child.startswith("input_layer") for child in node):
             out.add(container[: -len("layers")].rstrip("/"))
     return out
-
 
 
 def read_vars_names(h5: h5py.File, keys: Iterator[str] | list[str]) -> dict[str, str]:
@@ -277,13 +266,11 @@ def read_vars_names(h5: h5py.File, keys: Iterator[str] | list[str]) -> dict[str,
     return out
 
 
-
 def _root_text(f: h5py.File, root: h5py.Group, name: str, *, path: str) -> str | None:
     for obj in (f, root):
         if name in obj.attrs:
             return attr_text(read_attr(obj, name, path=path))
     return None
-
 
 
 def with_orphan_optimizer(info: CheckpointInfo, config: Any) -> CheckpointInfo:
@@ -297,7 +284,6 @@ def with_orphan_optimizer(info: CheckpointInfo, config: Any) -> CheckpointInfo:
     metadata = {**info.metadata, "optimizer_state": f"{state} values stored, but config.json's compile_config names "
                                                     f"no optimizer"}
     return dataclasses.replace(info, metadata=metadata)
-
 
 
 def compile_summary(training: Any, optimizer_key: str) -> dict[str, str]:

@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     pass
 
 
-
-
-
 ROOT_KEY = "__root__"
 # The pickle of one layer's variables is a few KB; a member's pickle (not counting array bytes, which are skipped)
 # longer than this many opcodes is refused rather than modelled in memory.

@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     pass
 
 
-
-
 def open_keras(kind: str, location: str, *, path: str) -> CheckpointReader:
     """Open a Keras file. ``kind`` is what the file looked like from outside (records.KERAS for a zip,
     KERAS_WEIGHTS or KERAS_H5 for HDF5); for HDF5 the layout inside decides the format reported."""
@@ -28,7 +26,6 @@ def open_keras(kind: str, location: str, *, path: str) -> CheckpointReader:
     if kind in (KERAS_WEIGHTS, KERAS_H5):
         return KerasHDF5Reader(location, path=path, named_as=kind)
     raise UnsupportedFormatError(f"not a Keras format: {kind!r}", path=path)
-
 
 
 def _open_archive(location: str, path: str) -> CheckpointReader:

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 MAX_SHARD_MAP_BYTES = 64 << 20
 
 
-
 # --- the readers --------------------------------------------------------------------------------------------------
 
 
@@ -210,7 +209,6 @@ class H5Values(CheckpointReader):
         self._sources = []
 
 
-
 class KerasHDF5Reader(H5Values):
     """A ``.weights.h5`` (Keras 3) or legacy ``.h5`` file; which one is decided by what the file holds."""
 
@@ -242,7 +240,6 @@ class KerasHDF5Reader(H5Values):
         )
 
 
-
 # --- sharded weights ----------------------------------------------------------------------------------------------
 
 
@@ -253,7 +250,6 @@ def _shard_map_naming(location: str) -> str | None:
         return None
     candidate = loc.join(loc.dirname(location), base + SHARD_MAP_SUFFIX)
     return candidate if loc.isfile(candidate) else None
-
 
 
 def read_shard_map(location: str) -> tuple[dict[str, Any], list[str]]:
@@ -292,7 +288,6 @@ def read_shard_map(location: str) -> tuple[dict[str, Any], list[str]]:
                 )
             names.setdefault(name, None)
     return config, list(names)
-
 
 
 class KerasShardedWeightsReader(H5Values):

@@ -292,8 +292,6 @@ def object_refs(data: bytes, stored: set[str]) -> tuple[ObjectRef, ...]:
     return tuple(refs)
 
 
-
-
 # A variable's SerializedTensor begins with its name field, "VARIABLE_VALUE", then (when set) its full_name.
 _VALUE_ATTRIBUTE = b"\x0a\x0eVARIABLE_VALUE\x12"
 _VALUE_KEY_END = VALUE_SUFFIX.encode()
