@@ -19,6 +19,7 @@ KERAS = "keras"  # Keras 3 .keras zip archive
 KERAS_WEIGHTS = "keras-weights"  # Keras 3 .weights.h5
 KERAS_H5 = "keras-h5"  # legacy HDF5 (Keras 2 / tf_keras, or Keras 3 model.save("x.h5"))
 KERAS_FORMATS = (KERAS, KERAS_WEIGHTS, KERAS_H5)  # every Keras file format
+SAFETENSORS = "safetensors"  # a .safetensors file (what `ckptcheck export` writes)
 
 
 @dataclass(frozen=True, slots=True)

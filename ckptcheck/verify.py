@@ -4,7 +4,8 @@ Tensor bundles: every index block checksum, the header's shard count, every shar
 every entry, every entry's size against its dtype and shape, every entry's crc32c (numeric, string and sliced
 tensors). V1 checkpoints: every block checksum of every shard, every shard the pattern names present, every slice
 record decoded against its table of contents (V1 has no per-tensor checksum). Keras files: every HDF5 dataset
-readable to the end; for .keras archives, every zip member's CRC. Damage found is a Problem (exit 1); a path that
+readable to the end; for .keras archives, every zip member's CRC. safetensors files: every rule of the header
+(the format holds no checksum), and every tensor's bytes read. Damage found is a Problem (exit 1); a path that
 names no checkpoint, or a file that is intact but not decodable here (unknown compression or format version), is
 an error (exit 2).
 """
@@ -24,7 +25,7 @@ from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import library_source
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import BUNDLE, V1, resolve
-from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, TF1
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SAFETENSORS, TF1
 
 if TYPE_CHECKING:
     from ckptcheck.formats.tensorflow.bundle import BundleReader
@@ -353,6 +354,37 @@ HDF5_AGAINST_NOTE = ("HDF5 stores no checksum of the values: the file's structur
                      "to its end, and the values compared with the manifest's digests")
 
 
+SAFETENSORS_NOTE = ("safetensors stores no checksum: the header was checked as the safetensors library checks it "
+                    "(its size, its JSON, every dtype, and every tensor's offsets: inside the file, each exactly its "
+                    "dtype times its shape, contiguous, not overlapping, covering the data to the end of the file) "
+                    "and every tensor's bytes were read to their end, but a changed value goes unseen; compare the "
+                    "values with a manifest (verify --against MANIFEST) or with the checkpoint they came from "
+                    "(ckptcheck diff)")
+SAFETENSORS_AGAINST_NOTE = ("safetensors stores no checksum: the header was checked as the safetensors library "
+                            "checks it and the values compared with the manifest's digests")
+
+
+def _verify_safetensors(location: str, path: str, progress: ProgressFn | None,
+                        fingerprints: dict[str, Any] | None) -> VerifyReport:
+    """Every rule of the header the library holds a file to (every broken one named, not only the first), then
+    every tensor the header places inside the file read to its end."""
+    from ckptcheck.formats.safetensors import SafetensorsReader
+
+    try:
+        reader = SafetensorsReader(location, path=path, tolerant=True)
+    except CorruptCheckpointError as exc:  # no header to go by (its length, its JSON): the one problem
+        return VerifyReport(path, SAFETENSORS, (location,), 0, 0, (problem_from(exc, "structure"),),
+                            notes=(SAFETENSORS_NOTE,))
+    with reader:
+        problems = [problem_from(exc, "truncated" if "past the end" in exc.message else "structure")
+                    for exc in reader.layout_problems]
+        misplaced = {p.tensor for p in problems if p.tensor is not None}
+        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, skip=misplaced.__contains__)
+        info = reader.info()
+    return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)),
+                        notes=(SAFETENSORS_NOTE,))
+
+
 def archive_problems(archive: str) -> list[Problem]:
     """Every damaged member of a ``.keras`` archive (its CRC-32 fails, or it does not read), as verify finds
     them; for commands that read values from the archive without checking its CRCs (diff)."""
@@ -382,6 +414,8 @@ def verify(
         report = _verify_bundle(resolved.location, path, resolved.format_hint, progress, fingerprints, jobs)
     elif resolved.kind == V1:
         report = _verify_v1(resolved.location, path, progress, fingerprints)
+    elif resolved.kind == SAFETENSORS:
+        report = _verify_safetensors(resolved.location, path, progress, fingerprints)
     else:
         report = _verify_keras(resolved.kind, resolved.location, path, progress, fingerprints)
     if expected is None or fingerprints is None:
@@ -390,7 +424,8 @@ def verify(
     want = {k: v for k, v in expected["tensors"].items() if k not in damaged}
     actual = manifest_mod.assemble(report.format, fingerprints)
     differences = manifest_mod.compare_manifests(actual, {**expected, "tensors": want}, atol, rtol)
-    notes = tuple(HDF5_AGAINST_NOTE if n == HDF5_NOTE else n for n in report.notes)
+    against_notes = {HDF5_NOTE: HDF5_AGAINST_NOTE, SAFETENSORS_NOTE: SAFETENSORS_AGAINST_NOTE}
+    notes = tuple(against_notes.get(n, n) for n in report.notes)
     return VerifyReport(
         report.path, report.format, report.files, report.tensors_checked, report.bytes_checked, report.problems,
         against=against,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import BUNDLE, V1, Resolved
+from ckptcheck.records import SAFETENSORS
 
 
 def open_resolved(resolved: Resolved, *, path: str) -> CheckpointReader:
@@ -16,6 +17,10 @@ def open_resolved(resolved: Resolved, *, path: str) -> CheckpointReader:
         from ckptcheck.formats.tensorflow.v1 import V1Reader
 
         return V1Reader(resolved.location, path=path)
+    if resolved.kind == SAFETENSORS:
+        from ckptcheck.formats.safetensors import SafetensorsReader
+
+        return SafetensorsReader(resolved.location, path=path)
     from ckptcheck.formats.keras.open import open_keras
 
     return open_keras(resolved.kind, resolved.location, path=path)

@@ -4,8 +4,8 @@ Accepted: a bundle prefix (``dir/ckpt-3``), ``dir/ckpt-3.index``, a ``.data-*`` 
 holding a ``checkpoint`` state file (TF2 CheckpointManager or an Estimator model_dir), a SavedModel directory (or
 its ``variables/`` directory, or a file in it: ``saved_model.pb``, ``fingerprint.pb``), a V1 checkpoint (the file
 ``model.ckpt``, one of its shards ``model.ckpt-00000-of-00002``, the pattern ``model.ckpt-?????-of-00002`` a state
-file names, or the base beside its shards), and Keras ``.keras``, ``.weights.h5`` and legacy ``.h5`` files
-(recognised by their bytes, whatever their name).
+file names, or the base beside its shards), Keras ``.keras``, ``.weights.h5`` and legacy ``.h5`` files
+(recognised by their bytes, whatever their name), and ``.safetensors`` files (by their name).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import NamedTuple
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import check_regular, open_regular, read_capped
-from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, CheckpointEntry
+from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SAFETENSORS, SAVEDMODEL, CheckpointEntry
 
 STATE_FILE = "checkpoint"
 _DATA_RE = re.compile(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$")
@@ -33,12 +33,14 @@ V1 = "v1"  # Resolved.kind of a V1 (TensorSliceReader) checkpoint; its format is
 # Files that name the SavedModel directory they are in.
 _SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb")
 # Files that are never a V1 checkpoint, by name: looked at no further when a directory is searched.
-_NOT_V1 = (".index", ".meta", ".json", ".h5", ".hdf5", ".keras", ".pb", ".pbtxt", ".txt", ".py", ".tfevents")
+_NOT_V1 = (".index", ".meta", ".json", ".h5", ".hdf5", ".keras", ".pb", ".pbtxt", ".txt", ".py", ".tfevents",
+           ".safetensors")
+_SAFETENSORS_SUFFIX = ".safetensors"
 
 
 class Resolved(NamedTuple):  # a NamedTuple: defined at every start, where a frozen dataclass takes ~1 ms
-    """What a path names: ``kind`` is "bundle", V1 or one of the Keras formats; ``location`` the prefix, V1 file or
-    shard pattern, or the Keras file."""
+    """What a path names: ``kind`` is "bundle", V1, one of the Keras formats or SAFETENSORS; ``location`` the
+    prefix, V1 file or shard pattern, or the file."""
 
     kind: str
     location: str
@@ -347,6 +349,13 @@ def _resolve_directory(directory: str) -> Resolved:
         names = ", ".join(loc.basename(f) for f in keras_files[:5])
         raise CheckpointNotFoundError(f"{len(keras_files)} Keras files here and nothing to choose one",
                                       path=directory, hint=f"pass one file: {names}")
+    safetensors = _safetensors_in(directory)
+    if len(safetensors) == 1:
+        return Resolved(SAFETENSORS, safetensors[0])
+    if safetensors:
+        names = ", ".join(loc.basename(f) for f in safetensors[:5])
+        raise CheckpointNotFoundError(f"{len(safetensors)} .safetensors files here; ckptcheck reads one at a time",
+                                      path=directory, hint=f"pass one file: {names}")
     raise CheckpointNotFoundError("no checkpoint in this directory", path=directory,
                                   hint="pass a checkpoint prefix, a .index file, a .keras or .h5 file")
 
@@ -364,6 +373,14 @@ def _keras_files_in(directory: str) -> list[str]:
     return [f for f in found if loc.isfile(f)]
 
 
+def _safetensors_in(directory: str) -> list[str]:
+    try:
+        names = sorted(n for n in loc.listdir(directory) if n.lower().endswith(_SAFETENSORS_SUFFIX))
+    except OSError:
+        return []
+    return [f for f in (loc.join(directory, n) for n in names) if loc.isfile(f)]
+
+
 def _resolve_url(url: str) -> Resolved | None:
     """The common shapes of a URL answered by a few existence checks, before anything lists a directory (an
     object store's listing is slow and an HTTP server has none): a prefix (its .index: the header then names
@@ -372,7 +389,7 @@ def _resolve_url(url: str) -> Resolved | None:
     name = loc.basename(url)
     if name.endswith((".index", ".meta")) or _DATA_RE.match(name) or name == STATE_FILE:
         return None  # named files: the general path checks them one by one
-    if name.endswith((".keras", ".h5", ".hdf5", SHARD_MAP_SUFFIX)):
+    if name.endswith((".keras", ".h5", ".hdf5", SHARD_MAP_SUFFIX, _SAFETENSORS_SUFFIX)):
         return None
     if loc.exists(url + ".index"):
         return _bundle(url)
@@ -412,6 +429,8 @@ def resolve(path: str) -> Resolved:
             return _resolve_directory(loc.dirname(path) or ".")
         if loc.basename(path) in _SAVEDMODEL_FILES:
             return _resolve_directory(loc.dirname(path) or ".")
+        if path.lower().endswith(_SAFETENSORS_SUFFIX):  # by its name: the format has no magic bytes
+            return Resolved(SAFETENSORS, path)
         kind = _keras_kind(path)
         if kind is not None:
             return Resolved(kind, path)
@@ -424,8 +443,8 @@ def resolve(path: str) -> Resolved:
             raise UnsupportedFormatError("file is empty", path=path)
         raise UnsupportedFormatError(
             "not a checkpoint format ckptcheck reads", path=path,
-            hint="ckptcheck reads TensorFlow bundles (.index/.data), V1 checkpoints, .keras, .weights.h5 and .h5 "
-                 "files",
+            hint="ckptcheck reads TensorFlow bundles (.index/.data), V1 checkpoints, .keras, .weights.h5, .h5 and "
+                 ".safetensors files",
         )
     if loc.exists(path + ".index"):
         return _bundle(path)

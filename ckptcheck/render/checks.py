@@ -27,7 +27,8 @@ DIFF_SCHEMA = "ckptcheck.diff/1"
 def verify_text(report: VerifyReport) -> str:
     status = "OK" if report.ok else "DAMAGED" if report.problems else "DIFFERENT FROM MANIFEST"
     # HDF5 holds no checksum of the values: without a manifest to compare with, they were read, not checked.
-    verb = "read" if report.format in (KERAS_WEIGHTS, "keras-h5") and report.against is None else "checked"
+    verb = ("read" if report.format in (KERAS_WEIGHTS, "keras-h5", "safetensors") and report.against is None
+            else "checked")
     lines = [f"{status}: {report.path} ({report.format}): {report.tensors_checked} tensors, "
              f"{human_bytes(report.bytes_checked)} {verb}"]
     if report.problems:

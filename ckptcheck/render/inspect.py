@@ -40,6 +40,7 @@ FORMAT_TITLES = {
     "keras": "Keras 3 archive (.keras)",
     "keras-weights": "Keras 3 weights (.weights.h5)",
     "keras-h5": "Keras legacy HDF5 (.h5)",
+    "safetensors": "safetensors file (.safetensors)",
 }
 
 
