@@ -385,6 +385,77 @@ def diff(
             raise typer.Exit(EXIT_PROBLEM)
 
 
+# --- export -----------------------------------------------------------------------------------------------------
+
+
+@app.command("export", cls=_Command)
+def export_command(
+    source: Annotated[str, typer.Argument(help="The checkpoint to export: any format `inspect` reads, at a path "
+                                               "or a URL.")],
+    out: Annotated[str, typer.Argument(help="The file to write; its suffix picks the format: .safetensors or "
+                                            ".npz.")],
+    names: Annotated[str, typer.Option("--names", click_type=click.Choice(["variable", "key"]),
+                                       help="Name each tensor by its variable (the name the model knows it by) "
+                                            "or by its storage key.")] = "variable",
+    kind: Annotated[list[str] | None, typer.Option(
+        "--kind", metavar="KIND", click_type=click.Choice(["weights", "optimizer", "counters", "bookkeeping"]),
+        help="Export only tensors of this kind (repeatable). Default: weights, optimizer and counters; format "
+             "bookkeeping (the TF2 object graph, a save counter) only when asked for.")] = None,
+    filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
+                                                help="Only tensors whose key or variable matches PATTERN (a glob, "
+                                                     "or a substring).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="PATTERN",
+                                                      help="Leave out tensors whose key or variable matches PATTERN "
+                                                           "(repeatable).")] = None,
+    rename_map: Annotated[str | None, typer.Option(
+        "--rename-map", metavar="FILE",
+        help="Rename tensors as FILE says: restore-check's rename map (each entry's key exported as its "
+             "variable) or a JSON object {\"old\": \"new\"} (old: a key or a variable).")] = None,
+    skip_unsupported: Annotated[bool, typer.Option(
+        "--skip-unsupported", help="Leave out (and list) tensors of a dtype the format cannot hold, instead of "
+                                   "refusing the export.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every tensor written.")] = False,
+    json_output: JsonOption = False,
+    jobs: JobsOption = None,
+) -> None:
+    """Write a checkpoint's variables to safetensors or npz, streamed, without TensorFlow: OUT appears only when
+    every tensor was read (checksums checked) and written. Exit 0 written, 2 unreadable input or misuse."""
+    from ckptcheck.export import export_checkpoint
+    from ckptcheck.render_export import export_dict, export_text
+
+    warn_unsafe(source)
+    with errors_to_exit(), _terminate_as_interrupt(), \
+            byte_progress("export", show_progress(json_output)) as progress:
+        report = export_checkpoint(source, out, names=names, kinds=kind, filter=filter_, exclude=exclude or (),
+                                   rename_map=rename_map, skip_unsupported=skip_unsupported, force=force,
+                                   progress=progress, jobs=jobs)
+    if json_output:
+        emit_json(export_dict(report))
+    else:
+        emit(export_text(report, verbose=verbose))
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler's stop) unwinds like Ctrl-C, so that what a command cleans up on the way out (an
+    export's temporary file) is cleaned up."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # --- generate / roundtrip ---------------------------------------------------------------------------------------
 
 FormatChoice = Annotated[str, typer.Option("--format", help="tf1, tf2, keras, keras-weights or keras-h5.")]

@@ -18,6 +18,7 @@ import pytest
 __all__ = [
     "SHARDED_STRINGS",
     "V1_DTYPES",
+    "keras_mixed_tf_checkpoint",
     "keras_tf_checkpoint",
     "manager_dir",
     "savedmodel_dir",
@@ -290,6 +291,34 @@ def keras_tf_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
     return str(ckpt.write(str(tmp_path_factory.mktemp("keras_tf") / "ckpt")))
+
+
+@pytest.fixture(scope="session")
+def keras_mixed_tf_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A Keras 3 Sequential 'mixed' (Input 4 -> Dense 'wide' 3 float32 -> Dense 'half' 2 bfloat16 -> Dense
+    'quarter' 1 float16) after two Adam steps, saved with tf.train.Checkpoint(model=model, optimizer=optimizer).
+    Returns {"prefix", "weights": [v.path for v in model.weights], "optimizer": [v.path for v in the optimizer's
+    variables]}."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    tf = _tf()
+    import keras
+
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="wide"),
+                              keras.layers.Dense(2, dtype="bfloat16", name="half"),
+                              keras.layers.Dense(1, dtype="float16", name="quarter")], name="mixed")
+    optimizer = keras.optimizers.Adam(0.01)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((tf.cast(model(x), tf.float32) - 1.0) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    prefix = ckpt.write(str(tmp_path_factory.mktemp("keras_mixed_tf") / "ckpt"))
+    return {"prefix": str(prefix), "weights": [v.path for v in model.weights],
+            "optimizer": [v.path for v in optimizer.variables]}
 
 
 @pytest.fixture(scope="session")
