@@ -55,6 +55,8 @@ class KerasBuild:
     files: dict[str, Path]
     # key of `files` -> the model's get_weights() (model variables, in model.weights order)
     weights: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    # key of `files` -> the model's variables' paths ([v.path for v in model.weights]), in the order of `weights`
+    paths: dict[str, list[str]] = field(default_factory=dict)
     # key of `files` -> the optimizer's variables, in the optimizer's order
     optimizer: dict[str, list[np.ndarray]] = field(default_factory=dict)
     # the split file: (layer name, [(weight name, value)]) in order
@@ -107,6 +109,7 @@ def _build_keras3(out: Path, build: KerasBuild) -> None:
     model.save_weights(files["keras-sharded"], max_shard_size=6e-8)
     for key in files:
         build.weights[key] = model.get_weights()
+        build.paths[key] = [v.path for v in model.weights]
         build.optimizer[key] = _numpy(model.optimizer.variables)
     build.files.update(files)
 

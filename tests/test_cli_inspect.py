@@ -228,10 +228,11 @@ def test_inspect_misuse_exits_2(demo_ckpt: str) -> None:
 
 def test_reading_commands_run_without_tensorflow(
     tf1_model_dir: Path, demo_ckpt: str, savedmodel_dir: Path, keras_files: dict[str, Path],
-    tf1_v1_checkpoints: dict[str, Path],
+    tf1_v1_checkpoints: dict[str, Path], tmp_path: Path,
 ) -> None:
-    """Reading commands (inspect, verify, manifest, diff) never import TensorFlow or Keras: made to fail on
-    import, they all still work (V1 checkpoints, single and sharded, included)."""
+    """Reading commands (inspect, verify, manifest, diff, and export to safetensors and npz, whose outputs are
+    read back the same way) never import TensorFlow or Keras: made to fail on import, they all still work (V1
+    checkpoints, single and sharded, included)."""
     paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)] + [str(p) for p in keras_files.values()]
     paths += [str(tf1_v1_checkpoints["model_dir"]), str(tf1_v1_checkpoints["sharded"]),
               str(tf1_v1_checkpoints["dtypes"] / "model.ckpt")]
@@ -239,16 +240,25 @@ def test_reading_commands_run_without_tensorflow(
     script = textwrap.dedent(
         f"""
         import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})  # this tree's ckptcheck
         sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
         sys.modules["keras"] = None
         from ckptcheck.cli import app
-        for path in {paths!r}:
+        def ok(args):
+            try:
+                code = app(args, standalone_mode=False)  # an error's exit code is returned, not raised
+            except SystemExit as exc:
+                code = exc.code
+            assert not code, (args, code)
+        def reads(path):
             for args in (["inspect", path], ["inspect", path, "--stats", "--json"], ["verify", path],
                          ["manifest", path], ["diff", path, path]):
-                try:
-                    app(args, standalone_mode=False)
-                except SystemExit as exc:
-                    assert not exc.code, (args, exc.code)
+                ok(args)
+        for i, path in enumerate({paths!r}):
+            reads(path)
+            for suffix in (".safetensors", ".npz"):
+                ok(["export", path, f"{tmp_path}/{{i}}{{suffix}}", "--names", "key", "--skip-unsupported"])
+            reads(f"{tmp_path}/{{i}}.safetensors")
         assert "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None
         print("NO-TF-OK")
         """
