@@ -1,6 +1,6 @@
 """Side-by-side benchmarks: ckptcheck against TensorFlow's own tools, whole processes, in the same run.
 
-    python bench/run.py [--runs 5] [--large] [--only startup,inspect,v1,keras,keras100k,verify,stats,diff,remote]
+    python bench/run.py [--runs 5] [--large] [--only startup,inspect,v1,keras,keras100k,verify,stats,diff,remote,export]
 
 Needs the tf extra (TensorFlow builds the synthetic checkpoints once, cached in bench/cache/, and is the side
 compared against). Runs alternate A B A B; the table quotes medians, the median of the per-pair ratios, and each
@@ -197,7 +197,11 @@ class Sample:
     peak_mib: float
 
 
-def run_once(cmd: list[str]) -> Sample:
+def run_once(cmd: list[str], fresh: Path | None = None) -> Sample:
+    """One whole process, timed; ``fresh``: a file the command writes, removed first (outside the time)."""
+    if fresh is not None:
+        fresh.unlink(missing_ok=True)
+        os.sync()  # the removed file's pages are not still being written back during the run
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -222,13 +226,14 @@ class Result:
         return statistics.median(y.seconds / x.seconds for x, y in zip(self.a, self.b, strict=True))
 
 
-def compare(label: str, cmd_a: list[str], cmd_b: list[str], runs: int) -> Result:
-    run_once(cmd_a)  # warm the page cache (both sides then read from memory) and the bytecode caches
+def compare(label: str, cmd_a: list[str], cmd_b: list[str], runs: int, fresh: Path | None = None) -> Result:
+    """``fresh``: a file cmd_a writes, removed before each of its runs."""
+    run_once(cmd_a, fresh)  # warm the page cache (both sides then read from memory) and the bytecode caches
     run_once(cmd_b)
     a: list[Sample] = []
     b: list[Sample] = []
     for _ in range(runs):
-        a.append(run_once(cmd_a))
+        a.append(run_once(cmd_a, fresh))
         b.append(run_once(cmd_b))
     result = Result(label, cmd_a, cmd_b, a, b)
     print(f"{label}: ckptcheck {med(a):.3f} s / TensorFlow {med(b):.3f} s = {result.ratio:.1f}x; "
@@ -287,6 +292,11 @@ TARGETS: dict[str, tuple[float | None, float | None, float | None]] = {
     # with flat memory.
     "inspect over HTTP against inspect local, 20,000 tensors": (0.5, None, None),
     "verify over HTTP, 1 GiB": (None, (1 << 30) / 300e6, 150),
+    # Export (issue 24): 1 GiB written within 2x the time verify takes to read it (ratio = verify time / export
+    # time), memory flat; a 1 GiB .safetensors file listed in a fraction of a second.
+    "export 1 GiB to .safetensors against verify 1 GiB": (0.5, None, 150),
+    "export 1 GiB to .npz against verify 1 GiB": (0.5, None, 150),
+    "inspect a 1 GiB .safetensors against the safetensors library's listing": (None, 0.25, None),
 }
 
 
@@ -310,7 +320,7 @@ def targets_table(results: list[Result]) -> list[str]:
     return lines
 
 
-def write_results(results: list[Result], runs: int, tf_version: str) -> None:
+def write_results(results: list[Result], runs: int, tf_version: str, path: Path = HERE / "RESULTS.md") -> None:
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -346,7 +356,34 @@ def write_results(results: list[Result], runs: int, tf_version: str) -> None:
     notes = HERE / "NOTES.md"  # what profiling taught us, kept beside the numbers
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
-    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
+
+
+SAFETENSORS_KEYS = textwrap.dedent(
+    """
+    import sys
+    from safetensors import safe_open
+    with safe_open(sys.argv[1], framework="np") as f:
+        print(len(list(f.keys())))
+    """
+)
+
+
+def export_rows(big: str, runs: int) -> list[Result]:
+    """Export of the 1 GiB checkpoint (2,000 float32 tensors) to each format, against verify of the same
+    checkpoint (each run writes a new file: the previous one is removed first, outside the time); then the
+    exported file's listing against the safetensors library's."""
+    out: list[Result] = []
+    verify = [*CKPT, "verify", big]
+    for suffix in (".safetensors", ".npz"):
+        target = CACHE / f"export-1g{suffix}"
+        out.append(compare(f"export 1 GiB to {suffix} against verify 1 GiB", [*CKPT, "export", big, str(target)],
+                           verify, runs, fresh=target))
+    listed = CACHE / "export-1g.safetensors"
+    run_once([*CKPT, "export", big, str(listed)], fresh=listed)
+    out.append(compare("inspect a 1 GiB .safetensors against the safetensors library's listing",
+                       [*CKPT, "inspect", str(listed)], [PY, "-c", SAFETENSORS_KEYS, str(listed)], runs))
+    return out
 
 
 def remote_rows(small: str, big: str, runs: int, resnet: str | None = None) -> list[Result]:
@@ -386,12 +423,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--large", action="store_true", help="also the 4 GiB checkpoint (memory must stay flat)")
-    parser.add_argument("--only", default="startup,inspect,v1,keras,keras100k,verify,stats,diff,remote")
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md",
+                        help="where to write the table (a run of some rows only: elsewhere than RESULTS.md)")
+    parser.add_argument("--only", default="startup,inspect,v1,keras,keras100k,verify,stats,diff,remote,export")
     args = parser.parse_args()
     only = set(args.only.split(","))
     tf_version = subprocess.run([PY, "-c", "import tensorflow as tf; print(tf.__version__)"], capture_output=True,
                                 text=True, env=ENV, check=True).stdout.strip()
-    small, big = build("small20k"), build("1g")
+    big = build("1g")
+    small = build("small20k") if only & {"inspect", "v1", "remote"} else ""
     results: list[Result] = []
     if "startup" in only:
         results.append(single("ckptcheck --version", [*CKPT, "--version"], args.runs))
@@ -429,12 +469,14 @@ def main() -> None:
                                    [PY, "-c", TF_STATS, prefix], args.runs))
     if "remote" in only:
         results += remote_rows(small, big, args.runs, build_keras() if "keras" in only else None)
+    if "export" in only:
+        results += export_rows(big, args.runs)
     if "diff" in only:
         other = build("1g", variant=1)
         results.append(compare("diff, 1 GiB vs 1 GiB", [*CKPT, "diff", big, other],
                                [PY, "-c", TF_DIFF, big, other], args.runs))
-    write_results(results, args.runs, tf_version)
-    print(f"wrote {HERE / 'RESULTS.md'}", file=sys.stderr)
+    write_results(results, args.runs, tf_version, args.results)
+    print(f"wrote {args.results}", file=sys.stderr)
 
 
 if __name__ == "__main__":
