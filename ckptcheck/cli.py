@@ -29,6 +29,7 @@ from ckptcheck.console import (
     progress_over,
     show_progress,
     stop_like_a_closed_pipe,
+    terminate_as_interrupt,
     warn_unsafe,
     warnings_to_stderr,
 )
@@ -422,10 +423,10 @@ def export_command(
     """Write a checkpoint's variables to safetensors or npz, streamed, without TensorFlow: OUT appears only when
     every tensor was read (checksums checked) and written. Exit 0 written, 2 unreadable input or misuse."""
     from ckptcheck.export import export_checkpoint
-    from ckptcheck.render_export import export_dict, export_text
+    from ckptcheck.render.export import export_dict, export_text
 
     warn_unsafe(source)
-    with errors_to_exit(), _terminate_as_interrupt(), \
+    with errors_to_exit(), terminate_as_interrupt(), \
             byte_progress("export", show_progress(json_output)) as progress:
         report = export_checkpoint(source, out, names=names, kinds=kind, filter=filter_, exclude=exclude or (),
                                    rename_map=rename_map, skip_unsupported=skip_unsupported, force=force,
@@ -434,26 +435,6 @@ def export_command(
         emit_json(export_dict(report))
     else:
         emit(export_text(report, verbose=verbose))
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler's stop) unwinds like Ctrl-C, so that what a command cleans up on the way out (an
-    export's temporary file) is cleaned up."""
-    import signal
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --- generate / roundtrip ---------------------------------------------------------------------------------------

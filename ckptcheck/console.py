@@ -269,3 +269,23 @@ def progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[st
             bar.update(task, description=f"{label}: {what}", advance=1)
 
         yield advance
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler's stop) unwinds like Ctrl-C, so that what a command cleans up on the way out (an
+    export's temporary file) is cleaned up."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -25,7 +25,6 @@ export exact. An npz has no place for metadata.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import os
 import sys
@@ -36,7 +35,7 @@ from typing import IO, Any
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, UnsupportedFormatError, UsageError
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.model import TensorInfo
+from ckptcheck.records import TensorInfo
 
 EXPORT_SCHEMA = "ckptcheck.export/1"
 SAFETENSORS_OUT, NPZ_OUT = "safetensors", "npz"
@@ -99,13 +98,6 @@ class ExportReport:
 
 
 # --- selecting ------------------------------------------------------------------------------------------------------
-
-
-def name_matcher(pattern: str) -> Callable[[str], bool]:
-    """A glob when the pattern has glob characters, else a substring test (inspect's --filter rule)."""
-    if any(c in pattern for c in "*?["):
-        return lambda name: fnmatch.fnmatchcase(name, pattern)
-    return lambda name: pattern in name
 
 
 def tensor_kinds(reader: CheckpointReader, tensors: Sequence[TensorInfo]) -> list[str]:
@@ -220,6 +212,8 @@ def plan_export(reader: CheckpointReader, *, out: str, out_format: str, names: s
     wanted = tuple(kinds) if kinds else DEFAULT_KINDS
     tensors = reader.tensors()
     kind_of = dict(zip((t.name for t in tensors), tensor_kinds(reader, tensors), strict=True))
+    from ckptcheck.listing import name_matcher
+
     include = name_matcher(filter) if filter else None
     excludes = [name_matcher(p) for p in exclude]
     chosen: list[TensorInfo] = []
@@ -273,7 +267,7 @@ def plan_export(reader: CheckpointReader, *, out: str, out_format: str, names: s
 
 def _value_bytes(t: TensorInfo) -> int:
     """The bytes a numeric tensor's values take in C order (for a partitioned variable, the whole's)."""
-    from ckptcheck.formats.dtypes import BY_NAME
+    from ckptcheck.formats.tensorflow.dtypes import BY_NAME
 
     dtype = BY_NAME.get(t.dtype)
     return t.size * dtype.itemsize if dtype is not None and dtype.itemsize else t.nbytes
@@ -283,7 +277,7 @@ def _write_order(tensors: list[ExportedTensor], out_format: str) -> list[Exporte
     if out_format == SAFETENSORS_OUT:
         # As the safetensors library orders them: the widest dtypes first, then by name; with the header padded to
         # 8 bytes, every tensor then starts on a multiple of its element size (a memory map can view it in place).
-        from ckptcheck.formats.dtypes import BY_NAME
+        from ckptcheck.formats.tensorflow.dtypes import BY_NAME
 
         return sorted(tensors, key=lambda t: (-BY_NAME[t.dtype].itemsize, t.name))
     from ckptcheck.order import natural_sorted
@@ -360,7 +354,7 @@ def _write_npz(f: IO[bytes], reader: CheckpointReader, tensors: Sequence[Exporte
 
     from numpy.lib import format as npy
 
-    from ckptcheck.formats.dtypes import numpy_dtype
+    from ckptcheck.formats.tensorflow.dtypes import numpy_dtype
 
     total = sum(t.nbytes for t in tensors)
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -357,7 +357,7 @@ def test_bookkeeping_only_when_asked(keras_tf_checkpoint: str, tmp_path: Path) -
 def test_a_damaged_source_leaves_no_out(keras_mixed_tf_checkpoint: dict[str, Any], tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(Path(keras_mixed_tf_checkpoint["prefix"]).parent, src)
-    from ckptcheck.formats.bundle import BundleReader
+    from ckptcheck.formats.tensorflow.bundle import BundleReader
 
     with BundleReader(str(src / "ckpt")) as reader:  # a float32 kernel's first byte: exported in both formats
         entry = reader.entry("optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE")

@@ -14,7 +14,7 @@ from ckptcheck.export import (
     UNSUPPORTED,
     ExportReport,
 )
-from ckptcheck.render import human_bytes, shape_text, table
+from ckptcheck.render.tables import human_bytes, shape_text, table
 
 _KIND_WORDS = {"weights": "weights", "optimizer": "optimizer state", "counters": "counters",
                BOOKKEEPING: "format bookkeeping"}
