@@ -252,6 +252,10 @@ def plan_export(reader: CheckpointReader, *, out: str, out_format: str, names: s
         by_name.setdefault(name, []).append(t.name)
         planned.append(ExportedTensor(name, t.name, t.variable, kind_of[t.name], t.dtype, t.shape,
                                       _value_bytes(t)))
+    if not planned:
+        reasons = sorted({lo.reason for lo in left})
+        raise UsageError(f"nothing to export: all {len(tensors)} tensors are left out ({', '.join(reasons)})",
+                         path=out, hint="`ckptcheck inspect` lists the tensors, their variables and kinds")
     shared = {n: keys for n, keys in by_name.items() if len(keys) > 1}
     if shared:
         first, keys = next(iter(shared.items()))

@@ -342,13 +342,23 @@ def test_filter_exclude_and_rename_maps(keras_mixed_tf_checkpoint: dict[str, Any
     assert not (tmp_path / "c.safetensors").exists()
 
 
-def test_bookkeeping_only_when_asked(keras_tf_checkpoint: str, tmp_path: Path) -> None:
-    report = export_json(keras_tf_checkpoint, str(tmp_path / "b.safetensors"), "--kind", "bookkeeping",
-                         "--skip-unsupported")
-    # The object graph is a string (skipped, and listed); nothing else here is bookkeeping.
-    assert report["skipped"] == ["_CHECKPOINTABLE_OBJECT_GRAPH"] and report["tensors"] == []
-    default = export_json(keras_tf_checkpoint, str(tmp_path / "d.safetensors"))
-    assert [t["key"] for t in default["left_out"]] == ["_CHECKPOINTABLE_OBJECT_GRAPH"]
+def test_bookkeeping_only_when_asked(manager_dir: Path, tmp_path: Path) -> None:
+    """A CheckpointManager's checkpoint: its save counter and object graph are format bookkeeping, exported only
+    with --kind bookkeeping (the graph, a string, is then skipped and listed)."""
+    import tensorflow as tf
+
+    save_counter = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
+    default = export_json(str(manager_dir), str(tmp_path / "d.safetensors"), "--names", "key")
+    assert sorted(t["key"] for t in default["left_out"]) == ["_CHECKPOINTABLE_OBJECT_GRAPH", save_counter]
+    assert {t["reason"] for t in default["left_out"]} == {"kind"}
+    out = tmp_path / "b.safetensors"
+    asked = export_json(str(manager_dir), str(out), "--kind", "bookkeeping", "--skip-unsupported")
+    assert asked["skipped"] == ["_CHECKPOINTABLE_OBJECT_GRAPH"]
+    assert key_of(asked) == {save_counter: save_counter}  # its "variable" is a label: named by its key
+    values, _ = read_safetensors(out)
+    same_bits(values[save_counter], tf.train.load_checkpoint(str(manager_dir)).get_tensor(save_counter), "counter")
+    nothing = run("export", str(manager_dir), str(tmp_path / "n.safetensors"), "--filter", "no-such-name")
+    assert nothing.exit_code == 2 and "nothing to export" in nothing.stderr
 
 
 # --- streamed, atomic ------------------------------------------------------------------------------------------------
@@ -437,3 +447,12 @@ def test_export_from_a_url(tf1_model_dir: Path, tmp_path: Path) -> None:
     b, meta_b = read_safetensors(remote)
     assert meta_b["ckptcheck.source"].startswith(url)
     assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_restore_check_refuses_a_safetensors_file(tf1_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.safetensors"
+    export_json(str(tf1_model_dir), str(out))
+    model = tmp_path / "m.py"
+    model.write_text("def build():\n    raise AssertionError('not reached')\n")
+    result = run("restore-check", str(out), "--model", f"{model}:build")
+    assert result.exit_code == 2 and "no TensorFlow or Keras restore reads a safetensors file" in result.stderr

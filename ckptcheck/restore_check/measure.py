@@ -86,6 +86,14 @@ def restore_check(
     import gc
 
     pairs = read_rename_map(apply_map) if apply_map is not None else None
+    from ckptcheck.formats.resolve import resolve
+    from ckptcheck.records import SAFETENSORS
+
+    if resolve(checkpoint).kind == SAFETENSORS:  # before TensorFlow's import: nothing of it restores one
+        raise UsageError("restore-check restores TensorFlow and Keras checkpoints with their own restore; no "
+                         "TensorFlow or Keras restore reads a safetensors file", path=checkpoint,
+                         hint="assign its tensors by name (README: export's recipes), or restore-check the "
+                              "checkpoint it was exported from")
     tf = _import_tensorflow()
     try:
         with _quiet(tf, []):
