@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from ckptcheck.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import jsonlimits
 from ckptcheck.formats.files import file_size, open_regular
-from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, check_rank, read_buffer
+from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, check_rank, paused_gc, read_buffer
 from ckptcheck.records import SAFETENSORS, CheckpointInfo, listed_tensor
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ WRITABLE = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "B
             "float8_e5m2": "F8_E5M2", "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
             "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL"}
 _U64 = 1 << 64
+_INT = {int}
 
 
 def numpy_dtype(dtype: Dtype) -> np.dtype:
@@ -125,11 +126,15 @@ class Header(NamedTuple):
 
 
 class _Record(NamedTuple):
-    """A tensor's JSON object as the parser hands it over, before it is checked."""
+    """A tensor's JSON object as the parser hands it over, before it is checked (built as a plain tuple by the
+    parser's hook: a NamedTuple's own constructor costs a Python call per tensor)."""
 
     dtype: Any
     shape: Any
     offsets: Any
+
+
+_new_tuple = tuple.__new__
 
 
 class _Pairs(list[tuple[str, Any]]):
@@ -144,7 +149,7 @@ def _object(pairs: list[tuple[str, Any]]) -> Any:
             # A tensor's record, reduced at once: its dict and lists are freed as the parse goes on.
             dt = d["dtype"]
             known = DTYPES.get(dt) if isinstance(dt, str) else None
-            return _Record(known if known is not None else dt, tuple(shape), tuple(offsets))
+            return _new_tuple(_Record, (known if known is not None else dt, tuple(shape), tuple(offsets)))
     return _Pairs(pairs)
 
 
@@ -248,6 +253,15 @@ def read_header(f: IO[bytes], size: int, *, path: str) -> Header:
                 raise CorruptCheckpointError("the header's __metadata__ is not an object of strings", path=path)
             metadata = dict(value)
             continue
+        # The common case checked inline (a known dtype, dims and two offsets that are non-negative integers);
+        # anything else goes through _entry, which says what is wrong.
+        if type(value) is _Record:
+            dt, shape, offsets = value
+            if (type(dt) is Dtype and len(offsets) == 2 and type(offsets[0]) is int and type(offsets[1]) is int
+                    and 0 <= offsets[0] < _U64 and 0 <= offsets[1] < _U64
+                    and (not shape or (set(map(type, shape)) == _INT and min(shape) >= 0 and max(shape) < _U64))):
+                entries.append(_new_tuple(Entry, (name, dt, shape, offsets[0], offsets[1])))
+                continue
         entries.append(_entry(name, value, path=path))
     del top, seen
     entries.sort(key=lambda e: (e.start, e.end))  # as the library orders them before it checks them
@@ -332,16 +346,17 @@ class SafetensorsReader(CheckpointReader):
             raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=location) from None
         self._spare: Any = None
         try:
-            self.header = read_header(self._f, file_size(self._f), path=location)
-            self.layout_problems = layout_problems(self.header, path=location)
-            if self.layout_problems and not tolerant:
-                first = self.layout_problems[0]
-                more = len(self.layout_problems) - 1
-                raise CorruptCheckpointError(first.message + (f" (and {more} more problem(s); `ckptcheck verify` "
-                                                              "lists them)" if more else ""),
-                                             path=first.path, tensor=first.tensor, hint=first.hint)
-            self._entries = {e.name: e for e in self.header.entries}
-            self._info = self._make_info()
+            with paused_gc():  # (hundreds of thousands of acyclic tuples: collections only cost time)
+                self.header = read_header(self._f, file_size(self._f), path=location)
+                self.layout_problems = layout_problems(self.header, path=location)
+                if self.layout_problems and not tolerant:
+                    first = self.layout_problems[0]
+                    more = len(self.layout_problems) - 1
+                    raise CorruptCheckpointError(
+                        first.message + (f" (and {more} more problem(s); `ckptcheck verify` lists them)"
+                                         if more else ""), path=first.path, tensor=first.tensor, hint=first.hint)
+                self._entries = {e.name: e for e in self.header.entries}
+                self._info = self._make_info()
         except BaseException:
             self._f.close()
             raise
