@@ -226,15 +226,16 @@ class Result:
         return statistics.median(y.seconds / x.seconds for x, y in zip(self.a, self.b, strict=True))
 
 
-def compare(label: str, cmd_a: list[str], cmd_b: list[str], runs: int, fresh: Path | None = None) -> Result:
-    """``fresh``: a file cmd_a writes, removed before each of its runs."""
+def compare(label: str, cmd_a: list[str], cmd_b: list[str], runs: int, fresh: Path | None = None,
+            fresh_b: Path | None = None) -> Result:
+    """``fresh``, ``fresh_b``: a file cmd_a (cmd_b) writes, removed before each of its runs."""
     run_once(cmd_a, fresh)  # warm the page cache (both sides then read from memory) and the bytecode caches
-    run_once(cmd_b)
+    run_once(cmd_b, fresh_b)
     a: list[Sample] = []
     b: list[Sample] = []
     for _ in range(runs):
         a.append(run_once(cmd_a, fresh))
-        b.append(run_once(cmd_b))
+        b.append(run_once(cmd_b, fresh_b))
     result = Result(label, cmd_a, cmd_b, a, b)
     print(f"{label}: ckptcheck {med(a):.3f} s / TensorFlow {med(b):.3f} s = {result.ratio:.1f}x; "
           f"peak {peak(a):.0f} / {peak(b):.0f} MiB", file=sys.stderr)
@@ -359,6 +360,16 @@ def write_results(results: list[Result], runs: int, tf_version: str, path: Path 
     path.write_text("\n".join(lines) + "\n")
 
 
+# The floor of any export on this machine: the checkpoint's data file copied by the kernel and made durable.
+COPY_AND_SYNC = textwrap.dedent(
+    """
+    import os, shutil, sys
+    shutil.copyfile(sys.argv[1], sys.argv[2])
+    fd = os.open(sys.argv[2], os.O_RDONLY)
+    os.fsync(fd)
+    """
+)
+
 SAFETENSORS_KEYS = textwrap.dedent(
     """
     import sys
@@ -379,6 +390,12 @@ def export_rows(big: str, runs: int) -> list[Result]:
         target = CACHE / f"export-1g{suffix}"
         out.append(compare(f"export 1 GiB to {suffix} against verify 1 GiB", [*CKPT, "export", big, str(target)],
                            verify, runs, fresh=target))
+    target, copied = CACHE / "export-1g.safetensors", CACHE / "copy-1g.data"
+    data = next(Path(big).parent.glob(Path(big).name + ".data-*"))
+    out.append(compare("export 1 GiB to .safetensors against copying its data file and fsync",
+                       [*CKPT, "export", big, str(target)], [PY, "-c", COPY_AND_SYNC, str(data), str(copied)], runs,
+                       fresh=target, fresh_b=copied))
+    copied.unlink(missing_ok=True)
     listed = CACHE / "export-1g.safetensors"
     run_once([*CKPT, "export", big, str(listed)], fresh=listed)
     out.append(compare("inspect a 1 GiB .safetensors against the safetensors library's listing",
