@@ -406,6 +406,7 @@ def test_existing_out_needs_force(keras_mixed_tf_checkpoint: dict[str, Any], tmp
     assert run("export", keras_mixed_tf_checkpoint["prefix"], str(tmp_path / "x.pt")).exit_code == 2
 
 
+@pytest.mark.slow
 def test_a_partitioned_96_mib_variable_streams_in_flat_memory(tmp_path: Path) -> None:
     """A [4096, 6144] float32 variable stored as two column slices (so C order of the whole interleaves them,
     row by row): exported in memory far below its size, every byte where C order puts it."""
