@@ -221,7 +221,9 @@ def _check_name(name: str, key: str, out_format: str, out: str) -> None:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class ExportPlan:
+    """What export would write (in order) and what it leaves out, with why."""
+
     tensors: tuple[ExportedTensor, ...]  # in the order they will be written
     left_out: tuple[LeftOut, ...]
     renamed: int
@@ -229,7 +231,7 @@ class _Plan:
 
 def plan_export(reader: CheckpointReader, *, out: str, out_format: str, names: str = "variable",
                 kinds: Sequence[str] | None = None, filter: str | None = None, exclude: Sequence[str] = (),
-                renames: dict[str, str] | None = None, skip_unsupported: bool = False) -> _Plan:
+                renames: dict[str, str] | None = None, skip_unsupported: bool = False) -> ExportPlan:
     """What would be written, and why the rest is not (see the module's steps 1-3); reads no values."""
     wanted = tuple(kinds) if kinds else DEFAULT_KINDS
     tensors = reader.tensors()
@@ -287,7 +289,7 @@ def plan_export(reader: CheckpointReader, *, out: str, out_format: str, names: s
                               "--exclude leaves some out")
     position = {t.name: i for i, t in enumerate(tensors)}
     left.sort(key=lambda lo: position[lo.key])  # in the source's order, the skipped ones among the rest
-    return _Plan(tuple(_write_order(planned, out_format)), tuple(left),
+    return ExportPlan(tuple(_write_order(planned, out_format)), tuple(left),
                  sum(1 for t in planned if t.key in renames))
 
 
