@@ -437,6 +437,66 @@ def export_command(
         emit(export_text(report, verbose=verbose))
 
 
+# --- history (issue 25): a training run read from its checkpoints ---------------------------------------------
+
+
+@app.command(cls=_Command)
+def history(
+    directory: Annotated[str, typer.Argument(help="A model_dir or CheckpointManager directory (its `checkpoint` "
+                                                  "state file names the run's checkpoints), or a directory of "
+                                                  "checkpoint prefixes or Keras files.")],
+    json_output: JsonOption = False,
+    html: Annotated[str | None, typer.Option("--html", metavar="FILE",
+                                             help="Also write a self-contained page (heatmap of change, norms over "
+                                                  "the steps, findings) to FILE; nothing in it is fetched.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Also the checkpoints on disk the state file no longer "
+                                                     "names.")] = False,
+    kind: Annotated[list[str] | None, typer.Option(
+        "--kind", metavar="KIND",
+        help="What to follow: weights (the default), optimizer, other (counters), or all; repeatable or "
+             "comma-separated.")] = None,
+    group: Annotated[bool, typer.Option("--group", help="Findings and tables by layer (or top-level object) "
+                                                        "instead of by variable.")] = False,
+    filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
+                                                help="Only variables whose name or key matches PATTERN (a glob, or a "
+                                                     "substring).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, metavar="N",
+                                             help="Checkpoints read at once (default: half the cores, up to 4).")]
+    = None,
+) -> None:
+    """A training run read from its checkpoints, in step order: per variable (or layer) its norm, its change from
+    the checkpoint before and its NaN/Inf counts; findings first. Exit 0; 1 when NaN/Inf appear or a checkpoint is
+    damaged or unreadable; 2 when none can be read."""
+    from ckptcheck.formats.prefetch import default_jobs
+    from ckptcheck.history import find_run, read_history
+    from ckptcheck.render import history as render
+    from ckptcheck.summary import KINDS
+
+    with errors_to_exit():
+        kinds = [k.strip() for given in (kind or ["weights"]) for k in given.split(",") if k.strip()]
+        kinds = list(KINDS) if "all" in kinds else kinds
+        plan = find_run(directory, all_=all_)
+        files = list(plan.paths)
+        if html is not None and os.path.realpath(html) in {os.path.realpath(f) for f in files}:
+            raise UsageError("refusing to write the page over a checkpoint", path=html)
+        warn_unsafe(*(p for p in files if not os.path.isdir(p) and p.endswith((".keras", ".h5", ".hdf5"))))
+        with progress_bar(show_progress(json_output), 2 * len(plan.paths), "history") as tick:
+            report = read_history(plan, kinds=kinds, group=group, filter_=filter_,
+                                  jobs=jobs if jobs is not None else default_jobs(files),
+                                  on_checkpoint=lambda: tick("reading"))
+        if html is not None:
+            with open(html, "w", encoding="utf-8") as f:
+                f.write(render.history_html(report, version=__version__))
+    for line in render.errors_lines(report):
+        typer.echo(f"ckptcheck: {line}", err=True)
+    if json_output:
+        emit_json(render.history_dict(report))
+    else:
+        emit(render.history_text(report))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
 # --- generate / roundtrip ---------------------------------------------------------------------------------------
 
 FormatChoice = Annotated[str, typer.Option("--format", help="tf1, tf2, keras, keras-weights or keras-h5.")]

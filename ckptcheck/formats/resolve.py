@@ -285,6 +285,13 @@ def _v1_in(directory: str) -> list[str]:
     return list(found)
 
 
+def checkpoints_in(directory: str) -> list[str]:
+    """Every checkpoint directly in ``directory``, each kind in natural order: bundle prefixes, V1 checkpoints (a
+    file, or the pattern of a set of shards), then Keras files (.keras, .weights.h5, .h5; sharded weights by their
+    map). What ``history`` reads in a directory that has no state file."""
+    return _bundles_in(directory) + _v1_in(directory) + _keras_files_in(directory)
+
+
 def _warn_relocated(state: CheckpointState, latest: str, state_path: str) -> None:
     """A state file from another machine or store, read through the file beside it: said, since the user may
     have meant the recorded one (the CLI prints it as a warning line)."""
