@@ -230,9 +230,9 @@ def test_reading_commands_run_without_tensorflow(
     tf1_model_dir: Path, demo_ckpt: str, savedmodel_dir: Path, keras_files: dict[str, Path],
     tf1_v1_checkpoints: dict[str, Path], tmp_path: Path,
 ) -> None:
-    """Reading commands (inspect, verify, manifest, diff, and export to safetensors and npz, whose outputs are
-    read back the same way) never import TensorFlow or Keras: made to fail on import, they all still work (V1
-    checkpoints, single and sharded, included)."""
+    """Reading commands (inspect, verify, manifest, diff, history, and export to safetensors and npz, whose
+    outputs are read back the same way) never import TensorFlow or Keras: made to fail on import, they all still
+    work (V1 checkpoints, single and sharded, included)."""
     paths = [str(tf1_model_dir), demo_ckpt, str(savedmodel_dir)] + [str(p) for p in keras_files.values()]
     paths += [str(tf1_v1_checkpoints["model_dir"]), str(tf1_v1_checkpoints["sharded"]),
               str(tf1_v1_checkpoints["dtypes"] / "model.ckpt")]
@@ -259,6 +259,8 @@ def test_reading_commands_run_without_tensorflow(
             for suffix in (".safetensors", ".npz"):
                 ok(["export", path, f"{tmp_path}/{{i}}{{suffix}}", "--names", "key", "--skip-unsupported"])
             reads(f"{tmp_path}/{{i}}.safetensors")
+        ok(["history", {str(tf1_model_dir)!r}, "--json"])
+        ok(["history", {str(tf1_model_dir)!r}, "--kind", "all", "--group", "--html", {os.devnull!r}])
         assert "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None
         print("NO-TF-OK")
         """

@@ -512,7 +512,9 @@ def test_page_draws_the_heatmap_and_markers_offline(keras_run: Run, tmp_path: Pa
     assert "frozen-mark" not in rows["seq/out"] and rows["seq/out"].count("nan-start") == 1
     before_cross = rows["seq/out"][:rows["seq/out"].index("nan-start")]
     assert before_cross.rfind('data-col="') == before_cross.rfind(f'data-col="{INF_STEP // SAVE_EVERY - 1}"')
-    assert "nan-line" in dom and dom.count('<g class="line') == 3
+    for chart in ("norms", "norms-relative"):  # a line per layer, the frozen one grey; a red line where NaN began
+        svg = dom[dom.index(f'id="{chart}"'):dom.index("</svg>", dom.index(f'id="{chart}"'))]
+        assert svg.count('<g class="line') == 3 and svg.count('<g class="line frozen"') == 1 and "nan-line" in svg
     assert f"NaN/Inf first appear at step {INF_STEP}" in dom
     shot = tmp_path / "shot.png"
     taken = browser(page, f"--screenshot={shot}", "--window-size=1100,900")

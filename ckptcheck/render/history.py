@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ckptcheck.history import SCHEMA, Finding, HistoryReport, RunCheckpoint, Series, at
+from ckptcheck.history import SCHEMA, Finding, HistoryReport, RunCheckpoint, Series, at, ratio_text
 from ckptcheck.render.tables import shape_text, table
 from ckptcheck.summary import KIND_TITLES
 
@@ -95,14 +95,14 @@ def series_table(report: HistoryReport) -> str:
         ratio = "-"
         if first is not None and last is not None and not (_bad(s, first) or _bad(s, last)):
             w0, w1 = s.norm[first], s.norm[last]
-            ratio = f"x{_n(w1 / w0, 3)}" if w0 and w1 is not None else "-"
+            ratio = ratio_text(w1 / w0) if w0 and w1 is not None else "-"
         i = s.first_nonfinite
         nonfinite = f"{_column_label(report.checkpoints[i])}" if i is not None else "-"
         shape = shape_text(s.shape) if s.shape is not None else f"{len(s.variables)} var"
         rows.append([s.name, shape, _norm_cell(s, first), _norm_cell(s, last), ratio, _largest_change(s, report),
                      "never" if s.never_changed else "", nonfinite])
     label = "layer" if report.grouped else "variable"
-    return table([label, "shape" if not report.grouped else "holds", "norm first", "norm last", "last/first",
+    return table([label, "shape" if not report.grouped else "holds", "norm first", "norm last", "norm change",
                   "largest change (step)", "changed", "NaN/Inf from"], rows)
 
 
@@ -202,6 +202,7 @@ _RAMP = ((0.993, 0.906, 0.144), (0.369, 0.788, 0.384), (0.128, 0.567, 0.551), (0
 SAME_COLOUR = "#d9dde3"  # every value as before: the colour frozen rows are made of
 NONE_COLOUR = "#ffffff"
 NAN_COLOUR = "#d62728"
+NONFINITE_FILL = "#f6c9c6"  # holds NaN/Inf and no change can be measured (nothing finite on both sides)
 _CELL_W, _CELL_H, _LABEL_W = 34, 16, 12
 
 
@@ -250,8 +251,10 @@ def _heatmap(report: HistoryReport, series: Sequence[Series], title: str, css_id
                    f'<title>{_e(s.name)}</title></text>')
         for j, c in enumerate(cps):
             x = label_w + j * _CELL_W
-            colour = NONE_COLOUR if not c.readable else change_colour(s.relative[j], s.same[j])
             bad = (s.nan[j] or 0) + (s.inf[j] or 0)
+            # Where it holds NaN/Inf, a colour of the scale only for a change its finite values measurably made.
+            colour = (NONE_COLOUR if not c.readable else NONFINITE_FILL if bad and not s.relative[j]
+                      else change_colour(s.relative[j], None if bad else s.same[j]))
             tip = [f"{s.name} at {at(c)}"]
             if not c.readable:
                 tip.append("checkpoint unreadable")
@@ -287,6 +290,7 @@ def _legend() -> str:
             f'<text x="0" y="26">1e{int(LOW)}</text><text x="200" y="26" text-anchor="end">1</text></svg>'
             f'<span><i style="background:{SAME_COLOUR}"></i>no change</span>'
             f'<span><i style="background:{NONE_COLOUR};border:1px solid #999"></i>nothing to compare</span>'
+            f'<span><i style="background:{NONFINITE_FILL};border:1px solid {NAN_COLOUR}"></i>holds NaN/Inf</span>'
             f'<span><b style="color:{NAN_COLOUR}">×</b> NaN/Inf began</span>'
             '<span><i style="background:#1f77b4;width:6px"></i>never changed</span></div>')
 
@@ -299,72 +303,114 @@ def _palette(i: int) -> str:
     return f"hsl({30 + (i * 137.508) % 300:.0f} 65% 40%)"
 
 
-def _norm_chart(report: HistoryReport, series: Sequence[Series]) -> str:
-    """Each series' norm over the steps (log scale), a red line where NaN/Inf first appear, dashed lines for what
-    never changed."""
+def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    if log:
+        return [10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+    span = hi - lo
+    step = 10 ** math.floor(math.log10(span / 4)) if span > 0 else 1.0
+    step *= next(m for m in (1, 2, 5, 10) if span / (step * m) <= 6)
+    return [k * step for k in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
+
+
+def _norm_chart(report: HistoryReport, series: Sequence[Series], *, relative: bool) -> str:
+    """Each series' norm over the steps: as it is (log scale when the norms span more than a hundredfold), or
+    ``relative`` to the series' first finite norm, in percent. A line stops where its values hold NaN/Inf (the
+    norm then counts only the finite ones) and a red dot marks where that began; a red dashed line the checkpoint
+    where NaN/Inf first appear anywhere; what never changed is grey and dashed."""
     cps = report.checkpoints
     readable = list(report.readable)
     steps = [cps[i].step for i in readable]
     use_steps = all(s is not None for s in steps) and len(set(steps)) == len(steps)
     xs = {i: float(cps[i].step if use_steps else k) for k, i in enumerate(readable)}  # type: ignore[arg-type]
-    values = [w for s in series for i in readable if (w := s.norm[i]) is not None and w > 0]
-    width, height, left, right, top, bottom = 760, 320, 64, 16, 12, 36
-    out = [f'<svg id="norms" class="chart" role="img" width="{width}" height="{height}" '
+
+    def finite_at(s: Series, i: int) -> bool:
+        return s.norm[i] is not None and not (s.nan[i] or s.inf[i])
+
+    def value(s: Series, i: int) -> float | None:
+        w = s.norm[i]
+        if w is None or not finite_at(s, i):
+            return None
+        if not relative:
+            return w if w > 0 else None
+        base = next((s.norm[j] for j in readable if finite_at(s, j)), None)
+        return (w / base - 1) * 100 if base else None
+
+    values = [v for s in series for i in readable if (v := value(s, i)) is not None]
+    chart_id = "norms-relative" if relative else "norms"
+    width, height, left, right, top, bottom = 760, 320, 70, 16, 12, 36
+    out = [f'<svg id="{chart_id}" class="chart" role="img" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" aria-label="norm of each series over the steps">']
-    if not values or not readable:
+    if not values:
         out.append(f'<text x="{left}" y="{height / 2}">no norm to draw</text></svg>')
         return "".join(out)
-    lo, hi = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
-    hi = hi if hi > lo else lo + 1
+    lo, hi = min(values), max(values)
+    log = not relative and hi / lo > 100
+    if not log and hi - lo < 1e-12:
+        lo, hi = lo - 1, hi + 1
+    ticks = _ticks(lo, hi, log)
+    lo, hi = min(ticks[0], lo), max(ticks[-1], hi)
     x0, x1 = min(xs.values()), max(xs.values())
     span = (x1 - x0) or 1.0
 
     def px(x: float) -> float:
         return left + (x - x0) / span * (width - left - right)
 
-    def py(w: float) -> float:
-        return top + (hi - math.log10(w)) / (hi - lo) * (height - top - bottom)
+    def py(v: float) -> float:
+        f = (math.log10(hi) - math.log10(v)) / (math.log10(hi) - math.log10(lo)) if log else (hi - v) / (hi - lo)
+        return top + f * (height - top - bottom)
 
     out.append(f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
                'fill="none" stroke="#bbb"/>')
-    for e in range(lo, hi + 1):
-        y = py(10.0 ** e)
-        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                   f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">1e{e}</text>')
+    for t in ticks:
+        label = f"1e{round(math.log10(t))}" if log else (f"{t:+.3g} %" if relative else f"{t:.3g}")
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eee"/>'
+                   f'<text class="axis" x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{label}</text>')
     for i in readable:
         out.append(f'<text class="axis" x="{px(xs[i]):.1f}" y="{height - bottom + 16}" text-anchor="middle">'
                    f'{_e(_column_label(cps[i]))}</text>')
-    out.append(f'<text class="axis" x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">'
-               f'{"step" if use_steps else "checkpoint"}</text>')
+    axis = "step" if use_steps else "checkpoint"
+    out.append(f'<text class="axis" x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">{axis}'
+               f'{" (norm relative to its first checkpoint)" if relative else ""}</text>')
     starts = sorted({f for s in series if (f := s.first_nonfinite) is not None})
-    for i in starts[:1]:
-        if i in xs:
-            x = px(xs[i])
-            out.append(f'<line class="marker nan-line" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" '
-                       f'stroke="{NAN_COLOUR}" stroke-width="2" stroke-dasharray="6 3"><title>'
-                       f'{_e(f"NaN/Inf first appear at {at(cps[i])}")}</title></line>'
-                       f'<text class="marker-label" x="{x + 4:.1f}" y="{top + 14}" fill="{NAN_COLOUR}">NaN/Inf</text>')
+    if starts and starts[0] in xs:
+        x = px(xs[starts[0]])
+        out.append(f'<line class="marker nan-line" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" '
+                   f'stroke="{NAN_COLOUR}" stroke-width="2" stroke-dasharray="6 3"><title>'
+                   f'{_e(f"NaN/Inf first appear at {at(cps[starts[0]])}")}</title></line>'
+                   f'<text class="marker-label" x="{x + 4:.1f}" y="{top + 14}" fill="{NAN_COLOUR}">NaN/Inf</text>')
     for n, s in enumerate(series):
-        points = [(px(xs[i]), py(w)) for i in readable if (w := s.norm[i]) is not None and w > 0]
-        if not points:
-            continue
         colour = FROZEN_COLOUR if s.never_changed else _palette(n)
         dash = ' stroke-dasharray="4 3"' if s.never_changed else ""
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-        out.append(f'<g class="line{" frozen" if s.never_changed else ""}" data-name="{_e(s.name)}">'
-                   f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"{dash}>'
-                   f'<title>{_e(s.name)}</title></polyline>')
+        out.append(f'<g class="line{" frozen" if s.never_changed else ""}" data-name="{_e(s.name)}">')
+        segment: list[tuple[float, float]] = []
+        last: tuple[float, float] | None = None
+        for k in [*readable, None]:
+            v = value(s, k) if k is not None else None
+            if v is not None and k is not None:
+                segment.append((px(xs[k]), py(v)))
+                last = segment[-1]
+                continue
+            if segment:
+                path = " ".join(f"{x:.1f},{y:.1f}" for x, y in segment)
+                out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"{dash}>'
+                           f'<title>{_e(s.name)}</title></polyline>')
+                segment = []
         first = s.first_nonfinite
-        if first is not None and first in xs and s.norm[first] is not None and (s.norm[first] or 0) > 0:
-            out.append(f'<circle class="marker nan-start" cx="{px(xs[first]):.1f}" cy="{py(s.norm[first] or 1):.1f}" '
-                       f'r="4" fill="{NAN_COLOUR}"><title>{_e(f"{s.name}: NaN/Inf from {at(cps[first])}")}</title>'
+        if first is not None and first in xs:
+            y = last[1] if last is not None else (top + height - bottom) / 2
+            out.append(f'<circle class="marker nan-start" cx="{px(xs[first]):.1f}" cy="{y:.1f}" r="4" '
+                       f'fill="{NAN_COLOUR}"><title>{_e(f"{s.name}: NaN/Inf from {at(cps[first])}")}</title>'
                        '</circle>')
         out.append("</g>")
     out.append("</svg>")
+    return "".join(out)
+
+
+def _chart_keys(series: Sequence[Series]) -> str:
     keys = "".join(f'<li data-name="{_e(s.name)}"><i style="background:'
                    f'{FROZEN_COLOUR if s.never_changed else _palette(n)}"></i>{_e(s.name)}'
                    f'{" (never changed)" if s.never_changed else ""}</li>' for n, s in enumerate(series))
-    return "".join(out) + f'<ul class="keys">{keys}</ul>'
+    return f'<ul class="keys">{keys}</ul>'
 
 
 _CSS = """
@@ -377,6 +423,7 @@ svg text{font:11px system-ui,sans-serif;fill:#333}svg text.label{font-family:ui-
 .legend i,.keys i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-2px}
 .keys{columns:3;list-style:none;padding:0;font:12px ui-monospace,Menlo,monospace}
 .keys li{cursor:default}
+.charts svg#norms{display:none}.toggle{margin:4px 0 6px}
 .dim polyline{opacity:.12}.hl polyline{stroke-width:3.5}
 g.row.hl text.label{font-weight:700}
 rect.cell.nonfinite{stroke:#d62728;stroke-width:1.5}
@@ -385,10 +432,8 @@ table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #eee
 
 _JS = """
 (function(){
-  var chart=document.getElementById('norms');
   function mark(name,on){
-    if(!chart)return;
-    chart.querySelectorAll('g.line').forEach(function(g){
+    document.querySelectorAll('svg.chart g.line').forEach(function(g){
       var me=g.getAttribute('data-name')===name;
       g.classList.toggle('hl',on&&me);g.classList.toggle('dim',on&&!me);
     });
@@ -400,6 +445,14 @@ _JS = """
     var name=el.getAttribute('data-name');
     el.addEventListener('mouseenter',function(){mark(name,true);});
     el.addEventListener('mouseleave',function(){mark(name,false);});
+  });
+  document.querySelectorAll('.toggle input').forEach(function(input){
+    input.addEventListener('change',function(){
+      ['norms','norms-relative'].forEach(function(id){
+        var svg=document.getElementById(id);
+        if(svg)svg.style.display=(id===input.value)?'inline':'none';
+      });
+    });
   });
   document.body.setAttribute('data-ready','1');
 })();
@@ -438,7 +491,11 @@ def history_html(report: HistoryReport, *, version: str = "") -> str:
         "<h2>Relative change ‖w<sub>t</sub> − w<sub>t−1</sub>‖ / ‖w<sub>t</sub>‖, by layer</h2>",
         _legend(), f"<div class=\"scroll\">{layers_map}</div>",
         f"<h2>Norm ‖w‖ over the steps, by layer ({_e(kinds)})</h2>",
-        f"<div class=\"scroll\">{_norm_chart(report, report.layers)}</div>",
+        "<div class=\"toggle\"><label><input type=\"radio\" name=\"view\" value=\"norms-relative\" checked> "
+        "change from the first checkpoint</label> <label><input type=\"radio\" name=\"view\" value=\"norms\"> "
+        "norm</label></div>",
+        f"<div class=\"scroll charts\">{_norm_chart(report, report.layers, relative=True)}"
+        f"{_norm_chart(report, report.layers, relative=False)}{_chart_keys(report.layers)}</div>",
         f"<details><summary>Every variable ({len(report.variables)})</summary><div class=\"scroll\">{variables_map}"
         "</div></details>",
         "<h2>Checkpoints</h2><table><tr><th>step</th><th>checkpoint</th><th>step from</th><th>format</th>"
