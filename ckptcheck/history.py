@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ckptcheck.errors import CheckpointNotFoundError, CkptcheckError, UsageError
 from ckptcheck.formats import location as loc
-from ckptcheck.summary import KINDS, OPTIMIZER, WEIGHTS
+from ckptcheck.summary import KIND_TITLES, KINDS, OPTIMIZER, WEIGHTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,8 +47,8 @@ GLOBAL_STEP, ITERATIONS, SAVE_COUNTER, NAME = "global_step", "iterations", "save
 STEP_SOURCES = (GLOBAL_STEP, ITERATIONS, SAVE_COUNTER, NAME)
 # Finding kinds; the first two are problems (exit 1).
 UNREADABLE, DAMAGED, NONFINITE = "unreadable", "damaged", "nonfinite"
-NEVER_CHANGED, GREW, SHRANK, PARTIAL, LEFT_OUT, SINGLE = (
-    "never-changed", "grew", "shrank", "partial", "left-out", "single")
+NEVER_CHANGED, GREW, SHRANK, PARTIAL, LEFT_OUT, SINGLE, EMPTY = (
+    "never-changed", "grew", "shrank", "partial", "left-out", "single", "empty")
 TOP = 3  # variables named as those whose norm grew (or shrank) most
 NOTABLE = 0.01  # ... by at least this share of their first norm (a drift of 0.01 % is nobody's "most")
 NAMES_SHOWN = 8  # names a finding's sentence lists before "and N more"
@@ -698,6 +698,10 @@ def findings(report: HistoryReport, plan: RunPlan | None = None) -> list[Finding
             message = f"NaN/Inf reach {_plural(len(hit), what)} more at {at(c)}: {listed}."
         out.append(Finding(NONFINITE, True, message, tuple(s.name for s in hit), c.name, c.step))
     readable = report.readable
+    if readable and not series:
+        kinds = " or ".join(KIND_TITLES[k] for k in report.kinds)
+        matching = f" matching {report.filter!r}" if report.filter else ""
+        out.append(Finding(EMPTY, False, f"No variable of the {kinds}{matching} in these checkpoints."))
     if len(readable) == 1:
         out.append(Finding(SINGLE, False, f"Only one checkpoint could be read, {at(cps[readable[0]])}: no change to "
                                           "measure."))

@@ -292,6 +292,13 @@ def test_state_file_left_out_and_all(keras_run: Run, tmp_path: Path) -> None:
     assert [c["step"] for c in every["checkpoints"]] == keras_run.steps
     assert [c["named"] for c in every["checkpoints"]] == [True, True] + [False] * (SAVES - 2)
     assert not any(f["kind"] == "left-out" for f in every["findings"])
+    # A checkpoint the state file names, gone from disk: named as unreadable, after the one before it; exit 1.
+    for f in directory.glob(os.path.basename(named[1]) + ".*"):
+        f.unlink()
+    gone = history_json(str(directory), code=1)
+    assert [(c["name"], c["error"]) for c in gone["checkpoints"]] == [
+        (os.path.basename(named[0]), None), (os.path.basename(named[1]), "named by the state file, and not on disk")]
+    assert [f["kind"] for f in gone["findings"] if f["problem"]] == ["unreadable"]
 
 
 @pytest.mark.tf
@@ -342,6 +349,45 @@ def test_damaged_and_unreadable_checkpoints_are_named_and_the_rest_read(keras_ru
     assert hidden["norm"][1] is None and _close(hidden["norm"][2], _oracle(keras_run, "seq/hidden/kernel")[0][2])
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 2 and "ckpt-4" in errors[0] and "ckpt-2" in errors[1] and "Traceback" not in result.output
+
+
+@pytest.mark.tf
+def test_streamed_in_small_chunks_the_same_as_numpy(keras_run: Run) -> None:
+    """Chunks of 64 bytes: every tensor streamed side by side with its previous checkpoint's, cut at other places
+    than its 2 MiB chunks; the norms and changes are still numpy's."""
+    from ckptcheck.history import find_run, read_history
+
+    report = read_history(find_run(str(keras_run.directory)), chunk_bytes=64)
+    assert len(report.variables) == 6
+    for s in report.variables:
+        norms, relative, _bad = _oracle(keras_run, s.name)
+        assert all(_close(a, b) for a, b in zip(s.norm, norms, strict=True)), s.name
+        assert all(_close(a, b) for a, b in zip(s.relative, relative, strict=True)), s.name
+
+
+def test_a_filter_that_matches_nothing_says_so(tmp_path: Path) -> None:
+    from ckptcheck.history import find_run, read_history
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "tf1"
+    report = read_history(find_run(str(fixture)), filter_="no-such-layer")
+    assert report.variables == () and report.exit_code == 0
+    assert [f.kind for f in report.findings][:1] == ["empty"] and "'no-such-layer'" in report.findings[0].message
+
+
+@pytest.mark.tf
+def test_partitioned_variable_of_a_tf1_model_dir(tf1_model_dir: Path) -> None:
+    """The [10, 4] embedding stored as 3 slices: its norm is that of the variable TensorFlow assembles."""
+    import tensorflow as tf
+
+    data = history_json(str(tf1_model_dir))
+    embedding = next(s for s in data["variables"] if s["name"] == "embedding")
+    prefixes = [str(tf1_model_dir / os.path.basename(c["path"])) for c in data["checkpoints"]]
+    assert len(prefixes) == 2
+    values = [tf.train.load_checkpoint(p).get_tensor("embedding") for p in prefixes]
+    assert values[0].shape == (10, 4) and embedding["shape"] == [10, 4]
+    assert all(_close(a, _norm(v)) for a, v in zip(embedding["norm"], values, strict=True))
+    change = np.linalg.norm(values[1].astype(np.float64) - values[0])
+    assert _close(embedding["change"][1], float(change)) and change > 0
 
 
 # --- a TF1 Saver model_dir ---------------------------------------------------------------------------------------
@@ -426,9 +472,8 @@ def test_not_a_directory_and_empty_directory_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in empty.output
 
 
-@pytest.mark.tf
-def test_unknown_kind_exits_2(tf1_run: Run) -> None:
-    result = history(str(tf1_run.directory), "--kind", "gradients")
+def test_unknown_kind_exits_2() -> None:
+    result = history(str(Path(__file__).parents[1] / "fixtures" / "tf1"), "--kind", "gradients")
     assert result.exit_code == 2 and "unknown kind gradients" in result.stderr
 
 
