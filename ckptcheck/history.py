@@ -161,6 +161,21 @@ class HistoryReport:
         return self.layers if self.grouped else self.variables
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """What names each checkpoint in a column: its step, or its name where the step is unknown or shared."""
+        steps = [c.step for c in self.checkpoints]
+        return tuple(str(c.step) if c.step is not None and steps.count(c.step) == 1 else c.name
+                     for c in self.checkpoints)
+
+    @property
+    def span(self) -> str:
+        """``steps 25 to 200`` (``step 25``) over the checkpoints read; "the run" when a step is unknown."""
+        read = [self.checkpoints[i].step for i in self.readable]
+        if not read or None in read:
+            return "the run"
+        return f"steps {read[0]} to {read[-1]}" if read[0] != read[-1] else f"step {read[0]}"
+
+    @property
     def readable(self) -> tuple[int, ...]:
         return tuple(i for i, c in enumerate(self.checkpoints) if c.readable)
 
@@ -705,18 +720,17 @@ def findings(report: HistoryReport, plan: RunPlan | None = None) -> list[Finding
     if len(readable) == 1:
         out.append(Finding(SINGLE, False, f"Only one checkpoint could be read, {at(cps[readable[0]])}: no change to "
                                           "measure."))
-    span = f"steps {cps[readable[0]].step} to {cps[readable[-1]].step}" if readable and all(
-        cps[i].step is not None for i in (readable[0], readable[-1])) else "the run"
+    span = f" ({report.span})" if report.span != "the run" else ""
     # What holds NaN/Inf is left to its own finding (a run gone NaN stops changing, every value NaN).
     frozen = [s for s in series if s.never_changed and s.first_nonfinite is None]
     if frozen and len(frozen) == len(series):
-        out.append(Finding(NEVER_CHANGED, False, f"No {what} changed across the {len(readable)} checkpoints "
-                                                 f"({span}): every value is the same in each.",
+        out.append(Finding(NEVER_CHANGED, False, f"No {what} changed across the {len(readable)} checkpoints"
+                                                 f"{span}: every value is the same in each.",
                            tuple(s.name for s in frozen)))
     elif frozen:
         out.append(Finding(NEVER_CHANGED, False,
-                           f"{_plural(len(frozen), what)} never changed across the {len(readable)} checkpoints "
-                           f"({span}): {listed_names([s.name for s in frozen])} — frozen (trainable=False), or never "
+                           f"{_plural(len(frozen), what)} never changed across the {len(readable)} checkpoints"
+                           f"{span}: {listed_names([s.name for s in frozen])} — frozen (trainable=False), or never "
                            "reached by the loss.", tuple(s.name for s in frozen)))
     ratios = []
     for s in series:
@@ -733,7 +747,7 @@ def findings(report: HistoryReport, plan: RunPlan | None = None) -> list[Finding
     for kind, chosen, verb in ((GREW, grew, "grew"), (SHRANK, shrank, "shrank")):
         if chosen:
             text = ", ".join(f"{s.name} {_num(w0)} → {_num(w1)} ({ratio_text(r)})" for r, s, w0, w1 in chosen)
-            out.append(Finding(kind, False, f"Norms {verb} most ({span}): {text}.", tuple(r[1].name for r in chosen)))
+            out.append(Finding(kind, False, f"Norms {verb} most{span}: {text}.", tuple(r[1].name for r in chosen)))
     partial = [s for s in series if sum(1 for i in readable if s.norm[i] is not None) < len(readable)
                and not any(v in dict(cps[i].damaged) for v in s.variables for i in readable)]
     if partial and len(readable) > 1:

@@ -24,19 +24,9 @@ def _n(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
-def _column_label(c: RunCheckpoint) -> str:
-    return str(c.step) if c.step is not None else c.name
-
-
-def _span(report: HistoryReport) -> str:
-    readable = [report.checkpoints[i] for i in report.readable]
-    steps = [c.step for c in readable if c.step is not None]
-    return f"steps {steps[0]} to {steps[-1]}" if len(steps) == len(readable) and steps else ""
-
-
 def history_header(report: HistoryReport) -> str:
     n = len(report.checkpoints)
-    span = _span(report)
+    span = report.span if report.readable and report.span != "the run" else ""
     what = "layers" if report.grouped else "variables"
     kinds = ", ".join(KIND_TITLES[k] for k in report.kinds)
     line = (f"history of {report.directory}: {n} checkpoint{'s' if n != 1 else ''}{f' ({span})' if span else ''}; "
@@ -70,7 +60,7 @@ def _largest_change(s: Series, report: HistoryReport) -> str:
         return "-"
     if best[0] == 0:
         return "0"
-    return f"{_n(best[0], 3)} ({_column_label(report.checkpoints[best[1]])})"
+    return f"{_n(best[0], 3)} ({report.labels[best[1]]})"
 
 
 def _ends(s: Series) -> tuple[int | None, int | None]:
@@ -93,11 +83,11 @@ def series_table(report: HistoryReport) -> str:
     for s in report.series:
         first, last = _ends(s)
         ratio = "-"
-        if first is not None and last is not None and not (_bad(s, first) or _bad(s, last)):
+        if first is not None and last is not None and first != last and not (_bad(s, first) or _bad(s, last)):
             w0, w1 = s.norm[first], s.norm[last]
             ratio = ratio_text(w1 / w0) if w0 and w1 is not None else "-"
         i = s.first_nonfinite
-        nonfinite = f"{_column_label(report.checkpoints[i])}" if i is not None else "-"
+        nonfinite = report.labels[i] if i is not None else "-"
         shape = shape_text(s.shape) if s.shape is not None else f"{len(s.variables)} var"
         rows.append([s.name, shape, _norm_cell(s, first), _norm_cell(s, last), ratio, _largest_change(s, report),
                      "never" if s.never_changed else "", nonfinite])
@@ -121,7 +111,7 @@ def change_table(report: HistoryReport) -> str:
                 cell += NONFINITE_MARK
             cells.append(cell)
         rows.append([s.name, *cells])
-    headers = ["layer" if report.grouped else "variable"] + [_column_label(report.checkpoints[i]) for i in columns]
+    headers = ["layer" if report.grouped else "variable"] + [report.labels[i] for i in columns]
     return (f"relative change ||w - w_prev|| / ||w|| at each step (0: the same values; {NONFINITE_MARK}: holds "
             "NaN/Inf):\n" + table(headers, rows))
 
@@ -204,6 +194,7 @@ NONE_COLOUR = "#ffffff"
 NAN_COLOUR = "#d62728"
 NONFINITE_FILL = "#f6c9c6"  # holds NaN/Inf and no change can be measured (nothing finite on both sides)
 _CELL_W, _CELL_H, _LABEL_W = 34, 16, 12
+MAX_ROWS = 2000  # rows of a heatmap, lines of the chart: past this the page says so (the JSON has every series)
 
 
 def _ramp(t: float) -> str:
@@ -228,7 +219,14 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _too_many(series: Sequence[Series]) -> str:
+    return (f'<p class="sub">{len(series)} series: too many to draw here (at most {MAX_ROWS}); --group draws one per '
+            "layer, --filter fewer, and --json holds every series.</p>")
+
+
 def _heatmap(report: HistoryReport, series: Sequence[Series], title: str, css_id: str) -> str:
+    if len(series) > MAX_ROWS:
+        return _too_many(series)
     cps = report.checkpoints
     label_w = _LABEL_W + 7 * max((len(s.name) for s in series), default=4)
     label_w = min(label_w, 420)
@@ -239,7 +237,7 @@ def _heatmap(report: HistoryReport, series: Sequence[Series], title: str, css_id
            f'viewBox="0 0 {width} {height}" aria-label="{_e(title)}">']
     for j, c in enumerate(cps):
         x = label_w + j * _CELL_W + _CELL_W / 2
-        out.append(f'<text class="col" x="{x:.1f}" y="{top - 8}" text-anchor="middle">{_e(_column_label(c))}'
+        out.append(f'<text class="col" x="{x:.1f}" y="{top - 8}" text-anchor="middle">{_e(report.labels[j])}'
                    f'<title>{_e(at(c))}</title></text>')
     for r, s in enumerate(series):
         y = top + r * _CELL_H
@@ -317,6 +315,8 @@ def _norm_chart(report: HistoryReport, series: Sequence[Series], *, relative: bo
     ``relative`` to the series' first finite norm, in percent. A line stops where its values hold NaN/Inf (the
     norm then counts only the finite ones) and a red dot marks where that began; a red dashed line the checkpoint
     where NaN/Inf first appear anywhere; what never changed is grey and dashed."""
+    if len(series) > MAX_ROWS:
+        return _too_many(series) if relative else ""
     cps = report.checkpoints
     readable = list(report.readable)
     steps = [cps[i].step for i in readable]
@@ -367,7 +367,7 @@ def _norm_chart(report: HistoryReport, series: Sequence[Series], *, relative: bo
                    f'<text class="axis" x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{label}</text>')
     for i in readable:
         out.append(f'<text class="axis" x="{px(xs[i]):.1f}" y="{height - bottom + 16}" text-anchor="middle">'
-                   f'{_e(_column_label(cps[i]))}</text>')
+                   f'{_e(report.labels[i])}</text>')
     axis = "step" if use_steps else "checkpoint"
     out.append(f'<text class="axis" x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">{axis}'
                f'{" (norm relative to its first checkpoint)" if relative else ""}</text>')
@@ -407,6 +407,8 @@ def _norm_chart(report: HistoryReport, series: Sequence[Series], *, relative: bo
 
 
 def _chart_keys(series: Sequence[Series]) -> str:
+    if len(series) > MAX_ROWS:
+        return ""
     keys = "".join(f'<li data-name="{_e(s.name)}"><i style="background:'
                    f'{FROZEN_COLOUR if s.never_changed else _palette(n)}"></i>{_e(s.name)}'
                    f'{" (never changed)" if s.never_changed else ""}</li>' for n, s in enumerate(series))
