@@ -116,26 +116,40 @@ def read_tensor(checkpoint: "str | CheckpointReader", name: str) -> "np.ndarray"
         return reader.read(name)
 
 
+def _selection(kinds: "_typing.Sequence[str] | None", exclude: "_typing.Sequence[str] | None") -> _typing.Any:
+    from ckptcheck.selection import Selection
+
+    return Selection.of(None, exclude, kinds)
+
+
 def verify_checkpoint(path: str, *, against: str | None = None, atol: float = 0.0, rtol: float = 0.0,
-                      jobs: int | None = None) -> "VerifyReport":
+                      jobs: int | None = None, finite: bool = False, kinds: "_typing.Sequence[str] | None" = None,
+                      exclude: "_typing.Sequence[str] | None" = None) -> "VerifyReport":
     """Check everything the format can check (``ckptcheck verify``): ``.ok``, and every problem found. With
-    ``against``, also compare with a manifest file. ``jobs``: range reads in flight at once (``--jobs``)."""
+    ``against``, also compare with a manifest file (tensors paired by variable). ``jobs``: range reads in flight at
+    once (``--jobs``); ``finite``: NaN and Inf in a floating-point tensor are findings (``--finite``); ``kinds``,
+    ``exclude``: ``--kind``, ``--exclude``."""
     from ckptcheck.verify import verify as run
 
-    return run(str(path), against=against, atol=atol, rtol=rtol, jobs=jobs)
+    return run(str(path), against=against, atol=atol, rtol=rtol, jobs=jobs, finite=finite,
+               selection=_selection(kinds, exclude))
 
 
-def diff_checkpoints(a: str, b: str, *, atol: float = 0.0, rtol: float = 0.0) -> "DiffReport":
-    """Tensors added, removed and changed from ``a`` to ``b`` (``ckptcheck diff``): ``.same``, ``.changed``, ..."""
+def diff_checkpoints(a: str, b: str, *, atol: float = 0.0, rtol: float = 0.0,
+                     kinds: "_typing.Sequence[str] | None" = None,
+                     exclude: "_typing.Sequence[str] | None" = None) -> "DiffReport":
+    """Tensors added, removed and changed from ``a`` to ``b`` (``ckptcheck diff``): ``.same``, ``.changed``, ...,
+    paired by variable; ``kinds``, ``exclude``: ``--kind``, ``--exclude``."""
     from ckptcheck.diff import diff_checkpoints as run
 
     with open_checkpoint(a) as ra, open_checkpoint(b) as rb:
-        return run(ra, rb, atol, rtol)
+        return run(ra, rb, atol, rtol, selection=_selection(kinds, exclude))
 
 
-def checkpoint_manifest(path: str) -> dict[str, _typing.Any]:
+def checkpoint_manifest(path: str, *, kinds: "_typing.Sequence[str] | None" = None,
+                        exclude: "_typing.Sequence[str] | None" = None) -> dict[str, _typing.Any]:
     """The manifest ``ckptcheck manifest`` writes, as a dict (``ckptcheck.manifest.dumps`` gives its exact text)."""
     from ckptcheck.manifest import build_manifest
 
     with open_checkpoint(path) as reader:
-        return build_manifest(reader)
+        return build_manifest(reader, selection=_selection(kinds, exclude))

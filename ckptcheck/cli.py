@@ -86,6 +86,13 @@ JobsOption = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, metavar="N",
     help="Range reads in flight at once, ahead of the checks (tensor bundles; 1: one read at a time). Default: 8 "
          "for a URL, else half the cores up to 4.")]
+KindOption = Annotated[list[str] | None, typer.Option(
+    "--kind", metavar="KIND", click_type=click.Choice(["weights", "optimizer", "counters", "bookkeeping"]),
+    help="Only tensors of this kind (repeatable): weights, optimizer (its state), counters (step counters and "
+         "other values), bookkeeping (the format's own: object graph, save counter).")]
+ExcludeOption = Annotated[list[str] | None, typer.Option(
+    "--exclude", metavar="PATTERN",
+    help="Leave out tensors whose key or variable matches PATTERN (a glob, or a substring; repeatable).")]
 
 
 def _version(value: bool) -> None:
@@ -133,12 +140,18 @@ def inspect(
     sort: Annotated[str, typer.Option("--sort", click_type=click.Choice(["name", "size"]),
                                       help="Order of the tensors (table and JSON): name (natural order: dense_2 "
                                            "before dense_10) or size (largest first).")] = "name",
-    group: Annotated[bool, typer.Option("--group", help="One row per layer (or top-level object) and kind: "
-                                                        "tensors, elements and bytes, instead of one per tensor.")]
+    group: Annotated[bool, typer.Option("--group", help="One row per layer and kind (weights, optimizer state, "
+                                                        "counters, bookkeeping): tensors, elements and bytes, "
+                                                        "instead of one per tensor. The layer is the layer part of "
+                                                        "each tensor's variable (conv1_conv), the same in every "
+                                                        "format; an optimizer slot counts with its variable's "
+                                                        "layer.")]
     = False,
     config: Annotated[bool, typer.Option("--config/--no-config",
                                          help="Keras files: show the architecture their config records (with "
                                               "--filter, only the layers it matches).")] = True,
+    kind: KindOption = None,
+    exclude: ExcludeOption = None,
 ) -> None:
     """List what a checkpoint stores: format, files, and every tensor's name, dtype, shape and size."""
     from ckptcheck import open_checkpoint
@@ -186,8 +199,8 @@ def inspect(
                     emit(tensor_text(t_info, values))
                 return
             report = inspect_checkpoint(
-                reader, filter_=filter_, sort=sort, objects=objects, stats=stats, group=group,
-                each=lambda shown: progress_over(shown, "statistics", show_progress(json_output)))
+                reader, filter_=filter_, sort=sort, objects=objects, stats=stats, group=group, kinds=kind,
+                exclude=exclude, each=lambda shown: progress_over(shown, "statistics", show_progress(json_output)))
         info, shown = report.info, report.tensors
         extra: dict[str, Any] = {"summary": summary_dict(report.summary)}
         if report.groups is not None:
@@ -196,15 +209,15 @@ def inspect(
             if report.stats is None and report.refs is None and not sys.stdout.isatty():
                 # Compact, as emit_json prints it when piped: the common case, made fast, and written as made.
                 try:
-                    pieces = inspect_json_pieces(info, shown, extra=extra)
+                    pieces = inspect_json_pieces(info, shown, extra=extra, kinds=report.kinds)
                 except ValueError:  # a NaN in a config: emit_json writes it as it documents
-                    emit_json(inspect_dict(info, shown, extra=extra))
+                    emit_json(inspect_dict(info, shown, extra=extra, kinds=report.kinds))
                     return
                 with paused_gc():
                     emit_pieces(map(escape_surrogates, pieces), raw=True)
                 return
             with paused_gc():
-                data = inspect_dict(info, shown, report.stats, report.refs, extra=extra)
+                data = inspect_dict(info, shown, report.stats, report.refs, extra=extra, kinds=report.kinds)
             emit_json(data)
             return
         emit(inspect_header(info, len(shown)))
@@ -246,21 +259,31 @@ def _jobs(jobs: int | None, reader: Any) -> int:
 @app.command(cls=_Command)
 def verify(
     path: Annotated[str, typer.Argument(help="The checkpoint to check (a path or a URL).")],
-    against: Annotated[str | None, typer.Option("--against", metavar="MANIFEST",
-                                                help="Also compare with a manifest written by `ckptcheck "
-                                                     "manifest`.")] = None,
+    against: Annotated[str | None, typer.Option(
+        "--against", metavar="MANIFEST",
+        help="Also compare with a manifest written by `ckptcheck manifest`: every tensor's dtype, shape, NaN/Inf "
+             "counts and values (sha256 digest; with --atol/--rtol, statistics). Tensors are paired by variable, "
+             "as diff pairs them (by key for manifests that record no variables); differences are listed most "
+             "severe first: missing/extra, dtype, shape, non-finite, values.")] = None,
     atol: VerifyAtolOption = 0.0,
     rtol: VerifyRtolOption = 0.0,
+    finite: Annotated[bool, typer.Option("--finite", help="Also check that every floating-point tensor holds only "
+                                                          "finite values (no NaN, no Inf); exit 1 naming each "
+                                                          "that does not.")] = False,
+    kind: KindOption = None,
+    exclude: ExcludeOption = None,
     json_output: JsonOption = False,
     jobs: JobsOption = None,
 ) -> None:
     """Check integrity: every checksum, shard and dataset. Exit 0 clean, 1 damaged or different, 2 unreadable."""
     from ckptcheck.render.checks import verify_dict, verify_text
+    from ckptcheck.selection import Selection
     from ckptcheck.verify import verify as run_verify
 
     warn_unsafe(path)
     with errors_to_exit(), byte_progress("verify", show_progress(json_output)) as progress:
-        report = run_verify(path, against=against, atol=atol, rtol=rtol, progress=progress, jobs=jobs)
+        report = run_verify(path, against=against, atol=atol, rtol=rtol, progress=progress, jobs=jobs,
+                            selection=Selection.of(None, exclude, kind), finite=finite)
     if json_output:
         emit_json(verify_dict(report))
     else:
@@ -314,14 +337,18 @@ def manifest(
                                                help="Write the manifest here instead of stdout.")] = None,
     # The manifest is JSON whatever is asked; --json stays accepted (hidden) so that scripts passing it still run.
     _json_output: Annotated[bool, typer.Option("--json", hidden=True)] = False,
+    kind: KindOption = None,
+    exclude: ExcludeOption = None,
     jobs: JobsOption = None,
 ) -> None:
-    """Write a deterministic JSON manifest (dtypes, shapes, sizes, value digests, statistics) to commit in git.
-    The output is JSON (schema ckptcheck.manifest/1 in docs/json-schemas.md)."""
+    """Write a deterministic JSON manifest (per tensor: variable, kind, dtype, shape, size, value digest,
+    statistics) to commit in git. The output is JSON (schema ckptcheck.manifest/2 in docs/json-schemas.md); with
+    --kind or --exclude it records the selection, and verify --against applies it to the checkpoint too."""
     import tempfile
 
     from ckptcheck import open_checkpoint
     from ckptcheck.manifest import write_manifest
+    from ckptcheck.selection import Selection
 
     warn_unsafe(path)
     with errors_to_exit(), open_checkpoint(path) as reader:
@@ -334,7 +361,7 @@ def manifest(
         with byte_progress("manifest", show_progress(output is None)) as progress, \
                 tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
             count = write_manifest(reader, spool.write, on_tensor=bytes_ticker(reader, progress),
-                                   jobs=_jobs(jobs, reader))
+                                   jobs=_jobs(jobs, reader), selection=Selection.of(None, exclude, kind))
             spool.seek(0)
             pieces = iter(lambda: spool.read(OUT_PIECE), "")
             if output is None:
@@ -359,23 +386,34 @@ def diff(
     = None,
     json_output: JsonOption = False,
     sort: Annotated[str, typer.Option("--sort", click_type=click.Choice(["name", "change"]),
-                                      help="Order of the changed tensors: name (natural order: dense_2 before "
-                                           "dense_10) or change (largest difference first: dtype and shape "
-                                           "changes, then the largest absolute difference).")] = "name",
-    unchanged: Annotated[bool, typer.Option("--unchanged", help="List the unchanged tensors by name (their count "
-                                                                "is always shown).")] = False,
+                                      help="Order of the changed tensors: name (natural order of the variables, "
+                                           "weights first: dense_2 before dense_10) or change (largest difference "
+                                           "first: dtype and shape changes, NaN/Inf, then the largest absolute "
+                                           "difference).")] = "name",
+    unchanged: Annotated[bool, typer.Option("--unchanged", help="List the unchanged tensors by variable (their "
+                                                                "count is always shown): which layers did not "
+                                                                "train.")] = False,
+    kind: KindOption = None,
+    exclude: ExcludeOption = None,
     jobs: JobsOption = None,
 ) -> None:
-    """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different."""
+    """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different.
+
+    Tensors are paired by variable (the name the model knows them by: a Keras variable path, a TF2 object graph's
+    saved name, a TF1 variable name) wherever it is unique on its side, in every pair of formats and within one;
+    keys pair only tensors without such a name. A variable stored under another key in B is said once, not
+    reported as a change. Exact (bit for bit, NaN equals NaN) unless --atol/--rtol; NaN and Inf that appear or go
+    are named."""
     from ckptcheck import open_checkpoint
     from ckptcheck.diff import diff_checkpoints, sort_changes
-    from ckptcheck.listing import name_matcher
     from ckptcheck.render.checks import diff_dict, diff_text
+    from ckptcheck.selection import Selection
 
     warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
+        selection = Selection.of(filter_, exclude, kind)
         with byte_progress("diff", show_progress(json_output)) as progress:
-            report = diff_checkpoints(ra, rb, atol, rtol, include=name_matcher(filter_),
+            report = diff_checkpoints(ra, rb, atol, rtol, selection=selection,
                                       on_tensor=bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
         report = sort_changes(report, sort)
         if json_output:
@@ -453,8 +491,9 @@ def history(
                                                      "names.")] = False,
     kind: Annotated[list[str] | None, typer.Option(
         "--kind", metavar="KIND",
-        help="What to follow: weights (the default), optimizer, other (counters), or all; repeatable or "
-             "comma-separated.")] = None,
+        click_type=click.Choice(["weights", "optimizer", "counters", "bookkeeping", "all"]),
+        help="What to follow (repeatable): weights (the default), optimizer (its state), counters, bookkeeping, "
+             "or all.")] = None,
     group: Annotated[bool, typer.Option("--group", help="Findings and tables by layer (or top-level object) "
                                                         "instead of by variable.")] = False,
     filter_: Annotated[str | None, typer.Option("--filter", metavar="PATTERN",
@@ -473,8 +512,7 @@ def history(
     from ckptcheck.summary import KINDS
 
     with errors_to_exit():
-        kinds = [k.strip() for given in (kind or ["weights"]) for k in given.split(",") if k.strip()]
-        kinds = list(KINDS) if "all" in kinds else kinds
+        kinds = list(KINDS) if "all" in (kind or ()) else list(kind or ["weights"])
         plan = find_run(directory, all_=all_)
         files = list(plan.paths)
         if html is not None and os.path.realpath(html) in {os.path.realpath(f) for f in files}:

@@ -22,10 +22,18 @@ class ValueDiff:
     differing: int  # elements outside atol + rtol * |b| (NaN equals NaN; exact compares bits)
     max_abs: float  # largest |a - b| over finite differences (0.0 when none)
     max_rel: float  # largest |a - b| / |b| over finite differences with b != 0
+    # (A's, B's) NaN and Inf counts, counted when a differing element was NaN or Inf on a side; else None.
+    nan: tuple[int, int] | None = None
+    inf: tuple[int, int] | None = None
 
     @property
     def equal(self) -> bool:
         return self.differing == 0
+
+    @property
+    def nonfinite_changed(self) -> bool:
+        """Whether NaN or Inf appeared or went: their counts differ between A and B."""
+        return any(c is not None and c[0] != c[1] for c in (self.nan, self.inf))
 
 
 def _aligned(a: Iterator[np.ndarray], b: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -109,11 +117,20 @@ def compare_arrays(
     Exact comparison is bit for bit (-0.0 differs from 0.0; NaN equals NaN). Elements whose bits are equal are
     set aside first, so the arithmetic runs only on the elements that differ.
     """
+    differing, max_abs, max_rel, _nonfinite = _compare(a, b, atol, rtol, scratch)
+    return differing, max_abs, max_rel
+
+
+def _compare(
+    a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float = 0.0, scratch: Scratch | None = None
+) -> tuple[int, float, float, bool]:
+    """compare_arrays, and whether an element that differs is NaN or Inf on either side (their counts may then
+    differ; equal elements add the same to both sides' counts)."""
     if a.size == 0:  # nothing to compare (an empty complex tensor has no maximum to take)
-        return 0, 0.0, 0.0
+        return 0, 0.0, 0.0, False
     if a.dtype == object or b.dtype == object:
         differing = int(sum(1 for x, y in zip(a.tolist(), b.tolist(), strict=True) if x != y))
-        return differing, 0.0, 0.0
+        return differing, 0.0, 0.0, False
     scratch = scratch or Scratch()
     same_layout = a.dtype == b.dtype and a.dtype.kind != "c" and a.dtype.itemsize in (1, 2, 4, 8)
     bits_differ: int | None = None  # with same_layout: how many elements differ bit for bit
@@ -122,7 +139,7 @@ def compare_arrays(
         neq = np.not_equal(a.view(unsigned), b.view(unsigned), out=scratch.get(_BOOL, a.size, _NEQ))
         bits_differ = int(np.count_nonzero(neq))
         if not bits_differ:
-            return 0, 0.0, 0.0
+            return 0, 0.0, 0.0, False
         if bits_differ < neq.size // 2:  # set the equal elements aside; when most differ, copying costs more
             a, b = a[neq], b[neq]
     exact = atol == 0.0 and rtol == 0.0
@@ -148,7 +165,7 @@ def compare_arrays(
                 max_rel = float(np.divide(delta, denom, out=denom).max())
             else:
                 max_rel = float(np.divide(delta, denom, out=denom, where=denom > 0).max())
-            return outside_count, max_abs, max_rel
+            return outside_count, max_abs, max_rel, False
         if a.dtype.kind in "iub" and exact and bits_differ is not None:
             outside_count = bits_differ  # integers cannot be NaN; their float64 delta only rounds
         else:
@@ -165,7 +182,9 @@ def compare_arrays(
         max_abs = float(delta[finite].max()) if finite.any() else 0.0
         rel_ok = finite & (denom > 0)
         max_rel = float((delta[rel_ok] / denom[rel_ok]).max()) if rel_ok.any() else 0.0
-    return outside_count, max_abs, max_rel
+    # Integers hold no NaN; a float |a - b| past the largest finite value (1e38 - -1e38) is no NaN or Inf either,
+    # which the count then finds.
+    return outside_count, max_abs, max_rel, a.dtype.kind not in "iub" and outside_count > 0
 
 
 def compare_tensors(
@@ -187,24 +206,65 @@ def compare_tensors(
             whole_a, whole_b, identical = pair
             if identical:
                 return ValueDiff(whole_a.size, 0, 0.0, 0.0)
-            differing, max_abs, max_rel = compare_arrays(whole_a, whole_b, atol, rtol, scratch)
-            return ValueDiff(whole_a.size, differing, max_abs, max_rel)
+            differing, max_abs, max_rel, nonfinite = _compare(whole_a, whole_b, atol, rtol, scratch)
+            counts = (nonfinite_counts(whole_a), nonfinite_counts(whole_b)) if nonfinite else None
+            return _value_diff(whole_a.size, differing, max_abs, max_rel, counts)
         read_a = ra.read_into(name_a, scratch.get(_BYTES, ia.nbytes, _READ_A))
         read_b = rb.read_into(name_b, scratch.get(_BYTES, ib.nbytes, _READ_B)) if read_a is not None else None
         if read_a is not None and read_b is not None:
-            differing, max_abs, max_rel = compare_arrays(read_a, read_b, atol, rtol, scratch)
-            return ValueDiff(read_a.size, differing, max_abs, max_rel)
+            differing, max_abs, max_rel, nonfinite = _compare(read_a, read_b, atol, rtol, scratch)
+            counts = (nonfinite_counts(read_a), nonfinite_counts(read_b)) if nonfinite else None
+            return _value_diff(read_a.size, differing, max_abs, max_rel, counts)
     # C order of the whole on both sides: a partitioned variable is streamed from its slices, not assembled.
     pairs = _aligned(ra.iter_c_order(name_a, chunk_bytes), rb.iter_c_order(name_b, chunk_bytes))
     count = differing = 0
     max_abs = max_rel = 0.0
+    any_nonfinite = False
     for a, b in pairs:
-        d, m_abs, m_rel = compare_arrays(a, b, atol, rtol, scratch)
+        d, m_abs, m_rel, nonfinite = _compare(a, b, atol, rtol, scratch)
         count += a.size
         differing += d
         max_abs = max(max_abs, m_abs)
         max_rel = max(max_rel, m_rel)
-    return ValueDiff(count, differing, max_abs, max_rel)
+        any_nonfinite = any_nonfinite or nonfinite
+    counts = None
+    if any_nonfinite:  # rare: read both again, counting
+        counts = (_stream_counts(ra.iter_c_order(name_a, chunk_bytes)),
+                  _stream_counts(rb.iter_c_order(name_b, chunk_bytes)))
+    return _value_diff(count, differing, max_abs, max_rel, counts)
+
+
+def _value_diff(count: int, differing: int, max_abs: float, max_rel: float,
+                counts: tuple[tuple[int, int], tuple[int, int]] | None) -> ValueDiff:
+    if counts is None:
+        return ValueDiff(count, differing, max_abs, max_rel)
+    (nan_a, inf_a), (nan_b, inf_b) = counts
+    return ValueDiff(count, differing, max_abs, max_rel, nan=(nan_a, nan_b), inf=(inf_a, inf_b))
+
+
+def _stream_counts(chunks: Iterator[np.ndarray]) -> tuple[int, int]:
+    nan = inf = 0
+    for chunk in chunks:
+        n, i = nonfinite_counts(chunk)
+        nan += n
+        inf += i
+    return nan, inf
+
+
+def nonfinite_counts(values: np.ndarray) -> tuple[int, int]:
+    """(NaN, Inf) elements of a flat chunk; a complex element counts once, as NaN when either part is."""
+    kind = values.dtype.kind
+    if kind in "iubSUO" or values.size == 0:
+        return 0, 0
+    if kind == "c":
+        parts = values.view(np.float32 if values.dtype.itemsize == 8 else np.float64).reshape(-1, 2)
+        nan_rows = np.isnan(parts).any(axis=1)
+        return int(nan_rows.sum()), int((np.isinf(parts).any(axis=1) & ~nan_rows).sum())
+    with np.errstate(invalid="ignore"):
+        low, high = values.min(), values.max()  # NaN and Inf show in the extremes: most chunks stop here
+        if np.isfinite(low) and np.isfinite(high):
+            return 0, 0
+        return int(np.isnan(values).sum()), int(np.isinf(values).sum())
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:

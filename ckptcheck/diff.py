@@ -1,8 +1,8 @@
 """`diff A B`: which tensors were added, removed or changed between two checkpoints, and by how much.
 
-Tensors are paired by key within one format, and by ``variable`` (the name the model knows a tensor by, the same
-in every format) across formats and wherever keys leave tensors unpaired within one (a checkpoint rooted at the
-model against one rooted at ``Checkpoint(model=...)``).
+Tensors are paired by the names the model knows them by (pairing.py): a tensor's ``variable`` wherever it is unique
+on its side, in every pair of formats, one format included; keys pair only what has no such name. A variable stored
+under another key in B is said once (``moved``), never reported as a change.
 """
 
 from __future__ import annotations
@@ -11,40 +11,57 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ckptcheck.compare import Scratch, ValueDiff, compare_tensors
 from ckptcheck.formats.interface import CheckpointReader
-from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY, VALUE_SUFFIX
+from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.order import natural_sorted
-from ckptcheck.records import KERAS, KERAS_WEIGHTS, CheckpointInfo, TensorInfo
+from ckptcheck.pairing import Pairs, identity, named, normalize_name, optimizer_names, pair_tensors, same_keys
+from ckptcheck.records import KERAS, CheckpointInfo, TensorInfo
+from ckptcheck.selection import Selection
+
+T = TypeVar("T")
+
+__all__ = ["CHANGE_ORDERS", "DiffReport", "TensorChange", "diff_checkpoints", "is_bookkeeping", "normalize_name",
+           "same_keys", "sort_changes", "variable_of"]
 
 
 @dataclass(frozen=True)
 class TensorChange:
     """A tensor present in both checkpoints whose dtype, shape or values differ."""
 
-    name: str  # name in A
-    name_b: str  # name in B (differs from `name` when matched across formats)
+    name: str  # key in A
+    name_b: str  # key in B (differs where the variable is stored elsewhere, or across formats)
     dtype_a: str
     dtype_b: str
     shape_a: tuple[int, ...]
     shape_b: tuple[int, ...]
     values: ValueDiff | None  # None when dtype or shape differ (values are not comparable)
     variable: str | None = None  # the variable A's tensor holds (TensorInfo.variable)
-    variable_b: str | None = None  # B's (differs when the tensors were paired by key)
+    variable_b: str | None = None  # B's (differs only where keys paired tensors without a name of their own)
+    kind: str | None = None  # A's tensor's kind (summary.KINDS)
 
     @property
     def kinds(self) -> tuple[str, ...]:
+        """What changed: ``dtype``, ``shape``, ``non-finite`` (NaN or Inf appeared or went), ``values``."""
         out = []
         if self.dtype_a != self.dtype_b:
             out.append("dtype")
         if self.shape_a != self.shape_b:
             out.append("shape")
         if self.values is not None and not self.values.equal:
+            if self.values.nonfinite_changed:
+                out.append("non-finite")
             out.append("values")
         return tuple(out)
+
+    @property
+    def identity(self) -> str:
+        """The name the change is reported under: A's variable, else its key."""
+        v = self.variable
+        return v if v is not None and not v.startswith("(") else self.name
 
 
 @dataclass(frozen=True)
@@ -58,8 +75,8 @@ class DiffReport:
     added: tuple[TensorInfo, ...]
     removed: tuple[TensorInfo, ...]
     changed: tuple[TensorChange, ...]
-    unchanged: tuple[str, ...]
-    matching: str  # how tensors were paired: "names", "variables", "names and variables", "normalized names"
+    unchanged: tuple[str, ...]  # A's keys of the unchanged tensors, in the order of unchanged_names
+    matching: str  # how tensors were paired: "variables", "keys", "normalized keys", joined by " and "
     atol: float
     rtol: float
     note: str | None = None
@@ -71,30 +88,27 @@ class DiffReport:
     # (a key reached by other object paths, a slot of another variable, another saved name). Part of the verdict:
     # a restore binds values to objects through the graph.
     graph_differences: tuple[str, ...] = ()
+    # Within one key layout: (variable, A's key, B's key) of each variable stored under another key in B. A
+    # storage fact, no part of the verdict.
+    moved: tuple[tuple[str, str, str], ...] = ()
+    unchanged_names: tuple[str, ...] = ()  # the unchanged tensors by variable (their key when they have none)
+    kinds: dict[str, str] = dataclasses.field(default_factory=dict)  # kind of each listed tensor, by A's/B's key
+    kinds_b: dict[str, str] = dataclasses.field(default_factory=dict)
+    optimizers: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # the optimizers A and B hold state of
+    selection: Selection = dataclasses.field(default_factory=Selection)
+    # (A's tensors selected, A's tensors, B's selected, B's): what --filter, --exclude and --kind left
+    selected: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def same(self) -> bool:
         return not (self.added or self.removed or self.changed or self.graph_differences)
 
-_TF_OUTPUT_SUFFIX = re.compile(r":\d+$")
+    def kind_of(self, t: TensorInfo, side: str = "a") -> str | None:
+        return (self.kinds if side == "a" else self.kinds_b).get(t.name)
+
+
 # A Keras 3 tensor whose variable name the file does not determine is named by position: <layer>/vars/<i>.
 _POSITIONAL = re.compile(r"(^|/)vars/\d+$")
-
-Pairs = list[tuple[TensorInfo, TensorInfo]]
-# Formats whose keys are built alike: a .keras archive's model.weights.h5 is laid out as a .weights.h5.
-_KEY_FAMILY = {KERAS: KERAS_WEIGHTS}
-
-
-def same_keys(format_a: str, format_b: str) -> bool:
-    """Whether two formats key tensors alike, so that equal keys mean the same tensor."""
-    return _KEY_FAMILY.get(format_a, format_a) == _KEY_FAMILY.get(format_b, format_b)
-
-
-def normalize_name(name: str) -> str:
-    """A name with format-specific decoration removed, to match tensors across formats."""
-    if name.endswith(VALUE_SUFFIX):
-        name = name[: -len(VALUE_SUFFIX)]
-    return _TF_OUTPUT_SUFFIX.sub("", name)
 
 
 def variable_of(t: TensorInfo) -> str:
@@ -106,89 +120,15 @@ def is_bookkeeping(t: TensorInfo) -> bool:
     return t.name == OBJECT_GRAPH_KEY or (t.variable or "").startswith("(")
 
 
-def _pair_by(key: Callable[[TensorInfo], str], a: Sequence[TensorInfo], b: Sequence[TensorInfo],
-             ambiguous: AbstractSet[str] = frozenset()) -> tuple[Pairs, list[TensorInfo], list[TensorInfo]]:
-    """Pair tensors with equal ``key``, except keys in ``ambiguous``. Where one side holds a key several times (a
-    Keras SavedModel export stores each variable under two keys), each copy pairs with the other side's one."""
-    by_b: dict[str, list[TensorInfo]] = {}
-    for t in b:
-        by_b.setdefault(key(t), []).append(t)
-    pairs: Pairs = []
-    left_a: list[TensorInfo] = []
-    used_b: set[int] = set()
-    by_a: dict[str, list[TensorInfo]] = {}
-    for t in a:
-        by_a.setdefault(key(t), []).append(t)
-    for k, xs in by_a.items():
-        ys = by_b.get(k)
-        if not ys or k in ambiguous:
-            left_a += xs
-            continue
-        pairs += [(x, y) for x in xs for y in ys]  # one side holds one (see ambiguous)
-        used_b.update(id(y) for y in ys)
-    left_b = [t for t in b if id(t) not in used_b]
-    return pairs, left_a, left_b
-
-
-def _ambiguous(a: Sequence[TensorInfo], b: Sequence[TensorInfo]) -> set[str]:
-    """Variables several tensors hold on both sides: no name to pair by (TensorFlow names every unnamed
-    tf.Variable "Variable")."""
-    def repeated(ts: Sequence[TensorInfo]) -> set[str]:
-        seen: set[str] = set()
-        twice: set[str] = set()
-        for t in ts:
-            v = variable_of(t)
-            (twice if v in seen else seen).add(v)
-        return twice
-
-    return repeated(a) & repeated(b)
-
-
-def match_names(
-    a: Sequence[TensorInfo], b: Sequence[TensorInfo], same_format: bool = True
-) -> tuple[Pairs, list[TensorInfo], list[TensorInfo], str]:
-    """Pair tensors: by key within one format, then by variable for what is left; across formats by variable.
-    Last, what is still unpaired by normalized name where that pairs one to one (tensors without a variable)."""
-    how: list[str] = []
-    pairs: Pairs = []
-    left_a, left_b = list(a), list(b)
-    if same_format:
-        pairs, left_a, left_b = _pair_by(lambda t: t.name, left_a, left_b)
-        if pairs:
-            how.append("names")
-    if left_a and left_b:
-        more, left_a, left_b = _pair_by(variable_of, left_a, left_b, _ambiguous(a, b))
-        if more:
-            pairs += more
-            how.append("variables")
-    if left_a and left_b:
-        norm_b: dict[str, list[TensorInfo]] = {}
-        for t in left_b:
-            norm_b.setdefault(normalize_name(t.name), []).append(t)
-        still_a = []
-        for t in left_a:
-            candidates = norm_b.get(normalize_name(t.name), [])
-            if len(candidates) == 1:
-                pairs.append((t, candidates.pop()))
-                if "normalized names" not in how:
-                    how.append("normalized names")
-            else:
-                still_a.append(t)
-        left_a = still_a
-        left_b = [t for ts in norm_b.values() for t in ts]
-        left_b.sort(key=lambda t: t.name)
-    return pairs, left_a, left_b, " and ".join(how) or "names"
-
-
 def _unmatched_note(format_a: str, format_b: str, ta: Sequence[TensorInfo], tb: Sequence[TensorInfo],
-                    pairs: Pairs, removed: Sequence[TensorInfo], added: Sequence[TensorInfo]) -> str | None:
-    ambiguous = _ambiguous(removed, added)
+                    pairs: Pairs, removed: Sequence[TensorInfo], added: Sequence[TensorInfo],
+                    ambiguous: frozenset[str]) -> str | None:
     """Why some tensors found no partner, when some did (or none did) across formats."""
     if not removed and not added:
         return None
     if not pairs and ta and tb:
-        return (f"no tensor could be matched between {format_a} ({variable_of(ta[0])}, ...) and {format_b} "
-                f"({variable_of(tb[0])}, ...) by name or variable: every tensor is reported as removed and added")
+        return (f"no tensor could be matched between {format_a} ({identity(ta[0])}, ...) and {format_b} "
+                f"({identity(tb[0])}, ...) by variable or key: every tensor is reported as removed and added")
     parts = [f"{len({id(x) for x, _ in pairs})} of A's {len(ta)} tensors and {len({id(y) for _, y in pairs})} of "
              f"B's {len(tb)} matched"]
     for side, unmatched in (("A", removed), ("B", added)):
@@ -198,9 +138,10 @@ def _unmatched_note(format_a: str, format_b: str, ta: Sequence[TensorInfo], tb: 
                          f"({variable_of(positional[0])}, ...): the file does not say which variable they hold "
                          "(optimizer state of a weights file without config.json, or a layer class ckptcheck "
                          "does not know)")
-    if ambiguous:
-        parts.append(f"{len(ambiguous)} variable name(s) are held by several tensors on both sides, so they name "
-                     f"no one tensor ({sorted(ambiguous)[0]}, ...)")
+    unmatched_ambiguous = {v for t in (*removed, *added) if (v := named(t)) in ambiguous}
+    if unmatched_ambiguous:
+        parts.append(f"{len(unmatched_ambiguous)} variable name(s) are held by several tensors on both sides, so "
+                     f"they name no one tensor ({sorted(unmatched_ambiguous)[0]}, ...)")
     if len(parts) == 1:
         parts.append("the rest hold variables the other checkpoint does not have")
     return "; ".join(parts)
@@ -214,9 +155,13 @@ def diff_checkpoints(
     include: Callable[[str], bool] = lambda name: True,
     on_tensor: Callable[[str], None] | None = None,
     jobs: tuple[int, int] = (1, 1),
+    selection: Selection | None = None,
 ) -> DiffReport:
     """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes.
+    ``selection``: --filter, --exclude and --kind (applied to both sides, each by its own kinds).
     ``jobs``: range reads in flight ahead of the comparison, on A's side and on B's (1: one read at a time)."""
+    from ckptcheck.summary import classify_kinds
+
     ia, ib = ra.info(), rb.info()
     from ckptcheck.formats.keras.archive import KerasArchiveReader
 
@@ -224,24 +169,51 @@ def diff_checkpoints(
         if isinstance(reader, KerasArchiveReader):
             reader.crc_checked_elsewhere()  # diff checks every member's CRC itself and warns (_archive_warnings)
 
-    def wanted(t: TensorInfo) -> bool:
-        return include(t.name) or (t.variable is not None and include(t.variable))
-
-    ta = [t for t in ia.tensors if wanted(t)]
-    tb = [t for t in ib.tensors if wanted(t)]
+    selection = selection or Selection()
+    kinds_a, kinds_b = classify_kinds(ra, ia.tensors), classify_kinds(rb, ib.tensors)
+    kind_a = {t.name: k for t, k in zip(ia.tensors, kinds_a, strict=True)}
+    kind_b = {t.name: k for t, k in zip(ib.tensors, kinds_b, strict=True)}
     # The object graph is bookkeeping, not a value anyone trains; its bytes change with every save counter. A save
     # counter is compared where both sides keep one, and set aside where only one format has it.
+    ta, tb = list(ia.tensors), list(ib.tensors)
     variables_b = {t.variable for t in tb if is_bookkeeping(t)}
     variables_a = {t.variable for t in ta if is_bookkeeping(t)}
     aside = [t for t in ta if is_bookkeeping(t) and (t.name == OBJECT_GRAPH_KEY or t.variable not in variables_b)]
     aside += [t for t in tb if is_bookkeeping(t) and (t.name == OBJECT_GRAPH_KEY or t.variable not in variables_a)]
     ta = [t for t in ta if not any(t is x for x in aside)]
     tb = [t for t in tb if not any(t is x for x in aside)]
-    pairs, removed, added, how = match_names(ta, tb, same_format=same_keys(ia.format, ib.format))
+    keys_alike = same_keys(ia.format, ib.format)
+    # Paired first, then selected: a pattern that matches a key (a storage position) on one side only selects the
+    # pair, not one half of it (which would read as removed or added).
+    whole = pair_tensors(ta, tb, keys_alike)
+    passes, excluded = selection.name_tests()
+
+    def kind_ok(t: TensorInfo, kinds: dict[str, str]) -> bool:
+        return selection.kinds is None or kinds.get(t.name) in selection.kinds
+
+    def named_ok(t: TensorInfo) -> bool:
+        return passes(t) and (include(t.name) or (t.variable is not None and include(t.variable)))
+
+    def one(t: TensorInfo, kinds: dict[str, str]) -> bool:
+        return named_ok(t) and not excluded(t) and kind_ok(t, kinds)
+
+    pairs = [(x, y) for x, y in whole.pairs if (named_ok(x) or named_ok(y)) and not (excluded(x) or excluded(y))
+             and (kind_ok(x, kind_a) or kind_ok(y, kind_b))]
+    removed = [t for t in whole.removed if one(t, kind_a)]
+    added = [t for t in whole.added if one(t, kind_b)]
+    aside = [t for t in aside if one(t, kind_a if any(t is x for x in ia.tensors) else kind_b)]
+    kept = {id(t) for t in (*removed, *added, *aside)} | {id(t) for pair in pairs for t in pair}
+    ta = [t for t in ta if id(t) in kept]
+    tb = [t for t in tb if id(t) in kept]
+    pairing = dataclasses.replace(whole, pairs=pairs, removed=removed, added=added,
+                                  moved=[(x, y) for x, y in pairs if keys_alike and x.name != y.name])
+    optimizers = (optimizer_names(ta, [kind_a[t.name] for t in ta]), optimizer_names(tb, [kind_b[t.name] for t in tb]))
+    selected = (sum(id(t) in kept for t in ia.tensors), len(ia.tensors),
+                sum(id(t) in kept for t in ib.tensors), len(ib.tensors))
     changed: list[TensorChange] = []
-    unchanged: list[str] = []
+    unchanged: list[tuple[str, str]] = []
     scratch = Scratch()
-    ordered = sorted(pairs, key=lambda p: (p[0].name, p[1].name))
+    ordered = sorted(pairing.pairs, key=lambda p: (p[0].name, p[1].name))
     compared = [(x.name, y.name) for x, y in ordered if x.dtype == y.dtype and x.shape == y.shape]
     ra.read_ahead([a for a, _ in compared], jobs[0], slices=False)  # the values are read in this order
     rb.read_ahead([b for _, b in compared], jobs[1], slices=False)
@@ -252,22 +224,30 @@ def diff_checkpoints(
         if x.dtype == y.dtype and x.shape == y.shape:
             values = compare_tensors(ra, x.name, rb, y.name, atol, rtol, scratch=scratch)
         change = TensorChange(x.name, y.name, x.dtype, y.dtype, x.shape, y.shape, values, variable_of(x),
-                              variable_of(y))
+                              variable_of(y), kind_a.get(x.name))
         if change.kinds:
             changed.append(change)
         else:
-            unchanged.append(x.name)
-    note = _unmatched_note(ia.format, ib.format, ta, tb, pairs, removed, added)
-    # Graphs are compared where every tensor paired by its key (the same layout, rooted alike): a checkpoint rooted
-    # at the model and one rooted at Checkpoint(model=...) reach the same variables by other paths, rightly.
-    alike = how == "names" and same_keys(ia.format, ib.format) and any(t.name == OBJECT_GRAPH_KEY for t in aside)
-    graph = _graph_differences(ra, rb, {x.name for x, _ in pairs}) if alike else ()
+            unchanged.append((identity(x), x.name))
+    note = _unmatched_note(ia.format, ib.format, ta, tb, pairing.pairs, pairing.removed, pairing.added,
+                           pairing.ambiguous)
+    # Graphs are compared where every tensor paired by its place (the same layout, rooted alike, nothing moved): a
+    # checkpoint rooted at the model and one rooted at Checkpoint(model=...) reach the same variables by other
+    # paths, rightly.
+    alike = (keys_alike and not pairing.moved and any(t.name == OBJECT_GRAPH_KEY for t in aside)
+             and all(x.name == y.name for x, y in pairing.pairs))
+    graph = _graph_differences(ra, rb, {x.name for x, _ in pairing.pairs}) if alike else ()
+    unchanged = _kind_first(unchanged, lambda u: kind_a.get(u[1]), lambda u: u[0])
+    moved = natural_sorted([(identity(x), x.name, y.name) for x, y in pairing.moved], lambda m: m[0])
     return DiffReport(
         a=ia.path, b=ib.path, format_a=ia.format, format_b=ib.format,
-        added=tuple(natural_sorted(added, _name)), removed=tuple(natural_sorted(removed, _name)),
-        changed=tuple(natural_sorted(changed, _name)), unchanged=tuple(natural_sorted(unchanged, str)),
-        matching=how, atol=atol, rtol=rtol, note=note, bookkeeping=tuple(aside),
-        warnings=(*_archive_warnings(ia), *_archive_warnings(ib)), graph_differences=graph,
+        added=tuple(_kind_first(pairing.added, lambda t: kind_b.get(t.name), identity)),
+        removed=tuple(_kind_first(pairing.removed, lambda t: kind_a.get(t.name), identity)),
+        changed=tuple(_kind_first(changed, _kind, _identity)), unchanged=tuple(k for _, k in unchanged),
+        matching=pairing.how, atol=atol, rtol=rtol, note=note, bookkeeping=tuple(aside),
+        warnings=(*_archive_warnings(ia), *_archive_warnings(ib)), graph_differences=graph, moved=tuple(moved),
+        unchanged_names=tuple(n for n, _ in unchanged), kinds=kind_a, kinds_b=kind_b, optimizers=optimizers,
+        selection=selection, selected=selected,
     )
 
 
@@ -312,30 +292,42 @@ def _archive_warnings(info: CheckpointInfo) -> list[str]:
             for p in archive_problems(info.location)]
 
 
-def _name(item: TensorInfo | TensorChange) -> str:
-    return item.name
+def _identity(change: TensorChange) -> str:
+    return change.identity
+
+
+def _kind(change: TensorChange) -> str | None:
+    return change.kind
+
+
+def _kind_first(items: Sequence[T], kind: Callable[[T], str | None], name: Callable[[T], str]) -> list[T]:
+    """Natural order of the names, the model's weights first, then optimizer state, counters and bookkeeping."""
+    from ckptcheck.summary import KINDS
+
+    rank = {k: i for i, k in enumerate(KINDS)}
+    return sorted(natural_sorted(items, name), key=lambda item: rank.get(kind(item) or "", len(rank)))
 
 
 CHANGE_ORDERS = ("name", "change")
 
 
 def _size_of_change(change: TensorChange) -> tuple[int, float, float]:
-    """Larger first when sorted ascending: dtype or shape changes (values not comparable), then the largest
-    absolute difference, then the largest share of elements that differ."""
+    """Larger first when sorted ascending: dtype or shape changes (values not comparable), then NaN or Inf that
+    appeared or went, then the largest absolute difference, then the largest share of elements that differ."""
     v = change.values
     if v is None:
         return (0, 0.0, 0.0)
     share = v.differing / v.count if v.count else 0.0
     biggest = v.max_abs if not math.isnan(v.max_abs) else math.inf
-    return (1, -biggest, -share)
+    return (1 if v.nonfinite_changed else 2, -biggest, -share)
 
 
 def sort_changes(report: DiffReport, by: str = "name") -> DiffReport:
-    """The report with its changed tensors in natural name order (``name``, as diff_checkpoints returns them) or
-    largest difference first (``change``; equal differences in name order)."""
+    """The report with its changed tensors in natural order of their variables, weights first (``name``, as
+    diff_checkpoints returns them) or largest difference first (``change``; equal differences in that order)."""
     if by == "name":
-        return dataclasses.replace(report, changed=tuple(natural_sorted(report.changed, _name)))
+        return dataclasses.replace(report, changed=tuple(_kind_first(report.changed, _kind, _identity)))
     if by == "change":
-        ordered = natural_sorted(report.changed, _name)
+        ordered = _kind_first(report.changed, _kind, _identity)
         return dataclasses.replace(report, changed=tuple(sorted(ordered, key=_size_of_change)))
     raise ValueError(f"unknown order {by!r}; one of {', '.join(CHANGE_ORDERS)}")

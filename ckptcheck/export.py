@@ -101,14 +101,12 @@ class ExportReport:
 
 
 def tensor_kinds(reader: CheckpointReader, tensors: Sequence[TensorInfo]) -> list[str]:
-    """Each tensor's kind: summary.classify's weights and optimizer; its "other" split into format bookkeeping
-    (the TF2 object graph, a save counter: diff.is_bookkeeping) and counters (global_step, an optimizer-less step,
-    strings and other values that are no parameters)."""
-    from ckptcheck.diff import is_bookkeeping
-    from ckptcheck.summary import OTHER, classify
+    """Each tensor's kind, as every command tells it (summary.classify_kinds): weights, optimizer, counters
+    (global_step, an optimizer-less step, strings and other values that are no parameters) or bookkeeping (the TF2
+    object graph, a save counter)."""
+    from ckptcheck.summary import classify_kinds
 
-    return [(BOOKKEEPING if is_bookkeeping(t) else COUNTERS) if kind == OTHER else kind
-            for t, (kind, _group) in zip(tensors, classify(reader, tensors), strict=True)]
+    return classify_kinds(reader, tensors)
 
 
 def _matches(match: Callable[[str], bool], t: TensorInfo) -> bool:

@@ -3,13 +3,14 @@ object paths — the listing the command renders, as one report."""
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ckptcheck.errors import UsageError
 from ckptcheck.records import KERAS_H5, SAVEDMODEL, CheckpointInfo, ObjectRef, TensorInfo
+from ckptcheck.selection import Selection
+from ckptcheck.selection import name_matcher as selection_matcher
 
 if TYPE_CHECKING:
     from ckptcheck.formats.interface import CheckpointReader
@@ -28,20 +29,17 @@ class InspectReport:
     info: CheckpointInfo
     tensors: list[TensorInfo]
     summary: Summary
-    filtered: bool
+    filtered: bool  # --filter, --kind or --exclude left some out
     groups: list[Group] | None = None
     stats: dict[str, TensorStats] | None = None
     refs: dict[str, ObjectRef] | None = None
     layers: list[str] | None = None
+    kinds: list[str] | None = None  # each shown tensor's kind (summary.KINDS), in order
 
 
 def name_matcher(pattern: str | None) -> Callable[[str], bool]:
-    """A glob when the pattern has glob characters, else a substring test."""
-    if not pattern:
-        return lambda name: True
-    if any(c in pattern for c in "*?["):
-        return lambda name: fnmatch.fnmatchcase(name, pattern)
-    return lambda name: pattern in name
+    """A glob when the pattern has glob characters, else a substring test (selection.name_matcher)."""
+    return selection_matcher(pattern)
 
 
 def check_options(*, group: bool, stats: bool, objects: bool, tensor: str | None = None) -> None:
@@ -59,8 +57,11 @@ def inspect_checkpoint(
     stats: bool = False,
     group: bool = False,
     each: Callable[[Sequence[TensorInfo]], Iterable[TensorInfo]] = iter,
+    kinds: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
 ) -> InspectReport:
-    """List ``reader``'s checkpoint. ``each`` walks the tensors whose statistics are computed (a progress bar)."""
+    """List ``reader``'s checkpoint. ``each`` walks the tensors whose statistics are computed (a progress bar).
+    ``kinds``, ``exclude``: --kind and --exclude (selection.Selection)."""
     from ckptcheck import summary as summaries
     from ckptcheck.formats.interface import paused_gc
     from ckptcheck.order import sort_tensors
@@ -68,8 +69,8 @@ def inspect_checkpoint(
     check_options(group=group, stats=stats, objects=objects)
     info = reader.info()
     match = name_matcher(filter_)
-    shown = ([t for t in info.tensors if match(t.name) or (t.variable is not None and match(t.variable))]
-             if filter_ else list(info.tensors))
+    selection = Selection.of(filter_, exclude, kinds)
+    shown, _kinds = selection.apply(reader, info.tensors)
     with paused_gc():  # (tens of thousands of acyclic keys and rows: collections only cost time)
         shown = sort_tensors(shown, sort)
     refs = None
@@ -90,12 +91,13 @@ def inspect_checkpoint(
 
         stats_by_name = {t.name: tensor_stats(reader, t.name) for t in each(shown)}
     with paused_gc():
-        counted = summaries.summarize(reader, shown, refs)
+        shown_kinds, counted = summaries.tally(reader, shown, refs)
     grouped = summaries.groups(reader, shown, refs) if group else None
     if grouped is not None and sort == "size":
         grouped.sort(key=lambda g: -g.count.nbytes)
     layers = _matching_layers(info, match, shown) if filter_ and info.architecture is not None else None
-    return InspectReport(info, shown, counted, bool(filter_), grouped, stats_by_name, refs, layers)
+    return InspectReport(info, shown, counted, not selection.everything, grouped, stats_by_name, refs, layers,
+                         shown_kinds)
 
 
 def _matching_layers(info: CheckpointInfo, match: Callable[[str], bool], shown: Sequence[TensorInfo]) -> list[str]:

@@ -13,9 +13,11 @@ an error (exit 2).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import lzma
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,8 @@ from ckptcheck.formats.files import library_source
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import BUNDLE, V1, resolve
 from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SAFETENSORS, TF1
+from ckptcheck.selection import Selection
+from ckptcheck.verify_scope import NonFinite, Scope
 
 if TYPE_CHECKING:
     from ckptcheck.formats.tensorflow.bundle import BundleReader
@@ -43,6 +47,8 @@ class Problem:
     message: str
     file: str | None = None
     tensor: str | None = None
+    variable: str | None = None  # the variable the tensor holds, where known (differences from a manifest)
+    tensor_kind: str | None = None  # its kind: weights, optimizer, counters or bookkeeping
 
     def __str__(self) -> str:
         if self.tensor is not None:
@@ -61,10 +67,14 @@ class VerifyReport:
     against: str | None = None  # the manifest compared with, if any
     differences: tuple[Problem, ...] = ()  # differences from that manifest
     notes: tuple[str, ...] = ()  # what the check could and could not cover, for this format
+    # --finite: the floating-point tensors counted (None: not asked) and those holding NaN or Inf
+    finite_checked: int | None = None
+    nonfinite: tuple[NonFinite, ...] = ()
+    selection: Selection | None = None  # --kind / --exclude, when given
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.differences
+        return not self.problems and not self.differences and not self.nonfinite
 
 
 class MultipleProblems(Exception):
@@ -108,34 +118,44 @@ def _check_tensors(
     skip: Callable[[str], bool] = lambda name: False,
     check: Callable[[str], None] | None = None,
     jobs: int | None = None,
+    scope: Scope | None = None,
 ) -> tuple[int, int]:
     """Stream every tensor once (checksums are checked as the bytes pass); return (tensors, bytes) checked.
-    ``jobs`` concurrent range reads fetch ahead where the reader can (None: prefetch.default_jobs)."""
+    ``jobs`` concurrent range reads fetch ahead where the reader can (None: prefetch.default_jobs). ``scope``:
+    which tensors, and what to learn of them beyond checksums (verify_scope.py)."""
     checked = nbytes = 0
     todo = [t for t in reader.tensors() if not skip(t.name)]
+    if scope is not None:
+        todo = scope.select(reader, todo)
+    # In C order of the whole, where values are looked at (digests, NaN counts); else slice by slice.
+    streamed = fingerprints is not None or (scope is not None and scope.finite)
     total = sum(t.nbytes for t in todo)
     if jobs is None:
         from ckptcheck.formats.prefetch import default_jobs
 
         jobs = default_jobs(list(reader.info().files))
     # verify alone checks a partitioned variable slice by slice; with --against it is digested in C order
-    reader.read_ahead([t.name for t in todo], jobs, slices=fingerprints is None)
+    reader.read_ahead([t.name for t in todo], jobs, slices=not streamed)
     for t in todo:
         found = len(problems)
         try:
             if fingerprints is not None:
                 from ckptcheck.manifest import manifest_entry  # numpy, for the statistics: only with --against
 
-                fingerprints[t.name] = manifest_entry(reader, t)  # the same single pass checks the checksums
-            elif check is not None:
-                check(t.name)
-            else:
-                for _chunk in reader.iter_chunks(t.name):
-                    pass
+                kind = scope.kinds.get(t.name) if scope is not None else None
+                record = fingerprints[t.name] = manifest_entry(reader, t, kind)  # one pass checks the checksums
+                if scope is not None:
+                    scope.recorded(t, record)
+            elif scope is None or not scope.counts(reader, t):
+                if check is not None:
+                    check(t.name)
+                else:
+                    for _chunk in reader.iter_chunks(t.name):
+                        pass
         except MultipleProblems as many:
             problems += [problem_from(exc) for exc in many.errors]
         except CorruptCheckpointError as exc:
-            problems += _all_problems(t.name, exc, check if fingerprints is not None else None)
+            problems += _all_problems(t.name, exc, check if streamed else None)
         except NotRegularFileError:
             raise  # a pipe or device in place of a data file: nothing of the checkpoint can be read through it
         except UnsupportedFormatError as exc:
@@ -187,7 +207,8 @@ def _missing_shard_problems(reader: BundleReader, missing: list[int]) -> list[Pr
 
 
 def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: ProgressFn | None,
-                   fingerprints: dict[str, Any] | None, jobs: int | None = None) -> VerifyReport:
+                   fingerprints: dict[str, Any] | None, jobs: int | None = None,
+                   scope: Scope | None = None) -> VerifyReport:
     from ckptcheck.formats.tensorflow.bundle import BundleReader
     from ckptcheck.formats.tensorflow.sstable import SSTable
 
@@ -224,7 +245,7 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
                 raise MultipleProblems(errors)
 
         checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, skip=in_missing_shard,
-                                         check=check_parts, jobs=jobs)
+                                         check=check_parts, jobs=jobs, scope=scope)
     return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)), notes=notes)
 
 
@@ -233,7 +254,7 @@ V1_NOTE = ("V1 checkpoints store no per-tensor checksum: every table block's crc
 
 
 def _verify_v1(location: str, path: str, progress: ProgressFn | None,
-               fingerprints: dict[str, Any] | None) -> VerifyReport:
+               fingerprints: dict[str, Any] | None, scope: Scope | None = None) -> VerifyReport:
     from ckptcheck.formats.tensorflow.sstable import SSTable
     from ckptcheck.formats.tensorflow.v1 import V1Reader, missing_shards, unused_records, v1_files
 
@@ -255,7 +276,7 @@ def _verify_v1(location: str, path: str, progress: ProgressFn | None,
         return VerifyReport(path, TF1, tuple(files), 0, 0, tuple(dict.fromkeys(problems)), notes=(V1_NOTE,))
     with reader:
         info = reader.info()
-        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints)
+        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, scope=scope)
         # Blocks no tensor read (the index and metaindex blocks, records nothing lists) are checked too; damage
         # already named with a tensor is not named again.
         named = {p.message for p in problems}
@@ -318,7 +339,7 @@ def _verify_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo, archive: s
 
 
 def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | None,
-                  fingerprints: dict[str, Any] | None) -> VerifyReport:
+                  fingerprints: dict[str, Any] | None, scope: Scope | None = None) -> VerifyReport:
     from ckptcheck.formats.keras.open import open_keras
 
     problems: list[Problem] = []
@@ -341,7 +362,7 @@ def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | No
         reader.crc_checked_elsewhere()  # every member's CRC was checked above
     with reader:
         info = reader.info()
-        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints)
+        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, scope=scope)
     notes = (HDF5_NOTE,) if info.format in (KERAS_WEIGHTS, KERAS_H5) else ()
     return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)),
                         notes=notes)
@@ -365,7 +386,7 @@ SAFETENSORS_AGAINST_NOTE = ("safetensors stores no checksum: the header was chec
 
 
 def _verify_safetensors(location: str, path: str, progress: ProgressFn | None,
-                        fingerprints: dict[str, Any] | None) -> VerifyReport:
+                        fingerprints: dict[str, Any] | None, scope: Scope | None = None) -> VerifyReport:
     """Every rule of the header the library holds a file to (every broken one named, not only the first), then
     every tensor the header places inside the file read to its end."""
     from ckptcheck.formats.safetensors import SafetensorsReader
@@ -379,7 +400,8 @@ def _verify_safetensors(location: str, path: str, progress: ProgressFn | None,
         problems = [problem_from(exc, "truncated" if "past the end" in exc.message else "structure")
                     for exc in reader.layout_problems]
         misplaced = {p.tensor for p in problems if p.tensor is not None}
-        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, skip=misplaced.__contains__)
+        checked, nbytes = _check_tensors(reader, problems, progress, fingerprints, skip=misplaced.__contains__,
+                                         scope=scope)
         info = reader.info()
     return VerifyReport(path, info.format, info.files, checked, nbytes, tuple(dict.fromkeys(problems)),
                         notes=(SAFETENSORS_NOTE,))
@@ -400,35 +422,52 @@ def verify(
     rtol: float = 0.0,
     progress: ProgressFn | None = None,
     jobs: int | None = None,
+    selection: Selection | None = None,
+    finite: bool = False,
 ) -> VerifyReport:
-    """Check a checkpoint's integrity and, with ``against``, compare it with a committed manifest. ``jobs``: how
-    many range reads run at once ahead of the checks (bundles; None: 8 for a URL, else half the cores up to 4)."""
+    """Check a checkpoint's integrity and, with ``against``, compare it with a committed manifest, pairing tensors
+    by variable (manifest.compare_with). ``jobs``: how many range reads run at once ahead of the checks (bundles;
+    None: 8 for a URL, else half the cores up to 4). ``selection``: only these tensors (--kind, --exclude).
+    ``finite``: also count NaN and Inf in every floating-point tensor; any is a finding (exit 1)."""
     expected = None
+    selections = [selection] if selection is not None and not selection.everything else []
     if against is not None:  # numpy (for the manifest's statistics) is imported only then
         from ckptcheck import manifest as manifest_mod
 
         expected = manifest_mod.load(against)  # a bad manifest is misuse: fail early
+        recorded = Selection.recorded(expected.get("selection"))
+        if not recorded.everything:  # written with --kind/--exclude: the checkpoint is narrowed alike
+            selections.append(recorded)
     fingerprints: dict[str, Any] | None = {} if expected is not None else None
+    scope = Scope(selections, finite) if expected is not None or finite or selections else None
     resolved = resolve(path)
     if resolved.kind == BUNDLE:
-        report = _verify_bundle(resolved.location, path, resolved.format_hint, progress, fingerprints, jobs)
+        report = _verify_bundle(resolved.location, path, resolved.format_hint, progress, fingerprints, jobs, scope)
     elif resolved.kind == V1:
-        report = _verify_v1(resolved.location, path, progress, fingerprints)
+        report = _verify_v1(resolved.location, path, progress, fingerprints, scope)
     elif resolved.kind == SAFETENSORS:
-        report = _verify_safetensors(resolved.location, path, progress, fingerprints)
+        report = _verify_safetensors(resolved.location, path, progress, fingerprints, scope)
     else:
-        report = _verify_keras(resolved.kind, resolved.location, path, progress, fingerprints)
+        report = _verify_keras(resolved.kind, resolved.location, path, progress, fingerprints, scope)
+    extra: dict[str, Any] = {"selection": selection if selection is not None and not selection.everything else None}
+    if scope is not None and finite:
+        extra.update(finite_checked=scope.finite_checked, nonfinite=tuple(scope.nonfinite))
     if expected is None or fingerprints is None:
-        return report
+        return dataclasses.replace(report, **extra)
     damaged = {p.tensor for p in report.problems if p.tensor}
-    want = {k: v for k, v in expected["tensors"].items() if k not in damaged}
+    assert scope is not None
+    held = Counter(scope.variables.values())  # a variable several tensors hold (unnamed "Variable") names none
+    damaged_variables = {v for k in damaged if (v := scope.variables.get(k)) is not None and held[v] == 1}
+    want = {k: v for k, v in expected["tensors"].items()
+            if k not in damaged and v.get("variable") not in damaged_variables}
     actual = manifest_mod.assemble(report.format, fingerprints)
-    differences = manifest_mod.compare_manifests(actual, {**expected, "tensors": want}, atol, rtol)
+    comparison = manifest_mod.compare_with(actual, {**expected, "tensors": want}, atol, rtol,
+                                           selections=[selection] if selection is not None else [],
+                                           skipped=scope.skipped)
     against_notes = {HDF5_NOTE: HDF5_AGAINST_NOTE, SAFETENSORS_NOTE: SAFETENSORS_AGAINST_NOTE}
-    notes = tuple(against_notes.get(n, n) for n in report.notes)
-    return VerifyReport(
-        report.path, report.format, report.files, report.tensors_checked, report.bytes_checked, report.problems,
-        against=against,
-        differences=tuple(Problem(d.kind, d.message, tensor=d.tensor) for d in differences),
-        notes=notes,
+    notes = tuple(against_notes.get(n, n) for n in report.notes) + tuple(comparison.notes)
+    return dataclasses.replace(
+        report, against=against, notes=notes, **extra,
+        differences=tuple(Problem(d.kind, d.message, tensor=d.tensor, variable=d.variable, tensor_kind=d.tensor_kind)
+                          for d in comparison.differences),
     )

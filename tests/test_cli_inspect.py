@@ -101,7 +101,7 @@ def test_inspect_table_header_and_rows(demo_ckpt: str) -> None:
 @pytest.mark.tf
 def test_inspect_json_matches_library(demo_ckpt: str) -> None:
     data = run_json("inspect", demo_ckpt)
-    assert data["schema"] == "ckptcheck.inspect/1"
+    assert data["schema"] == "ckptcheck.inspect/2"
     assert data["format"] == "tf2"
     listed = ckptcheck.list_tensors(demo_ckpt)
     assert [t["name"] for t in data["tensors"]] == [t.name for t in listed]

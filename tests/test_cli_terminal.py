@@ -118,18 +118,25 @@ def test_manifest_json_option_is_gone_from_help_but_still_accepted(tmp_path: Pat
     plain, with_json = (runner.invoke(app, ["manifest", fixture, *extra]) for extra in ([], ["--json"]))
     assert plain.exit_code == with_json.exit_code == 0
     assert plain.stdout == with_json.stdout
-    assert json.loads(plain.stdout)["schema"] == "ckptcheck.manifest/1"
+    assert json.loads(plain.stdout)["schema"] == "ckptcheck.manifest/2"
 
 
-def test_manifest_without_schema_still_loads(tmp_path: Path) -> None:
-    """Manifests written before the schema field (manifest_version only) verify as before."""
+@pytest.mark.parametrize("schema", [None, "ckptcheck.manifest/1"])
+def test_manifest_without_schema_still_loads(tmp_path: Path, schema: str | None) -> None:
+    """Manifests written before the schema field (manifest_version only), and manifest/1 ones (no variables),
+    verify as before: paired by key, with a note saying so."""
     golden = json.loads((REPO / "fixtures" / "keras.manifest.json").read_text())
-    assert golden.pop("schema") == "ckptcheck.manifest/1"
+    assert golden.pop("schema") == "ckptcheck.manifest/2"
+    golden["manifest_version"] = 1
+    for record in golden["tensors"].values():
+        del record["variable"], record["kind"]
+    if schema is not None:
+        golden["schema"] = schema
     old = tmp_path / "old.manifest.json"
     old.write_text(json.dumps(golden))
     result = runner.invoke(app, ["verify", str(REPO / "fixtures" / "keras"), "--against", str(old)])
     assert result.exit_code == 0, result.output
-    assert f"matches {old}" in result.stdout
+    assert f"matches {old}" in result.stdout and "paired by key" in result.stdout
 
 
 def test_other_ckptcheck_json_is_not_taken_for_a_manifest(tmp_path: Path) -> None:
@@ -137,7 +144,7 @@ def test_other_ckptcheck_json_is_not_taken_for_a_manifest(tmp_path: Path) -> Non
     listing.write_text(runner.invoke(app, ["inspect", str(REPO / "fixtures" / "tf2"), "--json"]).stdout)
     result = runner.invoke(app, ["verify", str(REPO / "fixtures" / "tf2"), "--against", str(listing)])
     assert result.exit_code == 2
-    assert "this is ckptcheck.inspect/1 output, not a manifest" in result.stderr
+    assert "this is ckptcheck.inspect/2 output, not a manifest" in result.stderr
 
 
 def test_verify_tolerances_speak_of_the_manifest() -> None:
@@ -321,7 +328,8 @@ def test_tolerance_messages_print_what_tells_values_apart(tmp_path: Path) -> Non
     result = runner.invoke(app, ["verify", str(REPO / "fixtures" / "keras"), "--against", str(drifted),
                                  "--atol", "1e-12"])
     assert result.exit_code == 1, result.output
-    line = next(line for line in result.stdout.splitlines() if name in line)
+    variable = manifest["tensors"][name]["variable"]  # the line names the variable, not the key
+    line = next(line for line in result.stdout.splitlines() if variable in line)
     assert "values changed beyond tolerance: mean" in line and "allowed 1e-12" in line
     assert not re.search(r"\d\.\d{15,}", line), line
     before, after = re.search(r"mean (\S+) -> (\S+)", line).groups()  # type: ignore[union-attr]

@@ -89,7 +89,7 @@ def test_diff_cli_exit_codes(pair: tuple[str, str]) -> None:
     assert different.exit_code == 1
     assert "1 of 12 elements differ" in different.stdout
     data = json.loads(runner.invoke(app, ["diff", pair[0], pair[1], "--json"]).stdout)
-    assert data["schema"] == "ckptcheck.diff/1" and data["same"] is False
+    assert data["schema"] == "ckptcheck.diff/2" and data["same"] is False
     w = next(c for c in data["changed"] if c["name"] == _name("w"))
     assert (w["differing"], w["elements"]) == (1, 12)
     filtered = runner.invoke(app, ["diff", pair[0], pair[1], "--filter", "big"])
@@ -108,7 +108,7 @@ def test_diff_finds_what_training_moved(tf1_model_dir: Path) -> None:
     data = json.loads(result.stdout)
     moved = {c["name"] for c in data["changed"]}
     assert "global_step" in moved
-    assert all(c["max_abs_diff"] > 0 for c in data["changed"] if "values" in c["kinds"])
+    assert all(c["max_abs_diff"] > 0 for c in data["changed"] if "values" in c["changes"])
 
 
 def test_normalize_name_matches_across_formats() -> None:
@@ -122,7 +122,7 @@ def test_manifest_is_deterministic_and_path_free(pair: tuple[str, str], tmp_path
     second = runner.invoke(app, ["manifest", pair[0]])
     assert first.exit_code == 0 and first.stdout == second.stdout
     data = json.loads(first.stdout)
-    assert data["manifest_version"] == 1 and data["format"] == "tf2"
+    assert data["manifest_version"] == 2 and data["format"] == "tf2"
     assert str(Path(pair[0]).parent) not in first.stdout
     assert list(data) == sorted(data)
     w = data["tensors"][_name("w")]

@@ -87,15 +87,16 @@ def test_groups_partition_the_tensors(keras_build: Any) -> None:
     path = str(keras_build.files["keras-weights"])
     data = inspect_json(path, "--group")
     rows = data["groups"]
-    for kind in ("weights", "optimizer", "other"):
+    for kind in ("weights", "optimizer", "counters", "bookkeeping"):
         mine = [r for r in rows if r["kind"] == kind]
         assert sum(r["elements"] for r in mine) == data["summary"][kind]["elements"]
         assert sum(r["tensors"] for r in mine) == data["summary"][kind]["tensors"]
-    dense = next(r for r in rows if r["group"] == "layers/dense")
+    # Grouped by the layer part of the variable: Sequential 'seq', Dense 'dense' (seq/dense/kernel, seq/dense/bias)
+    dense = next(r for r in rows if r["group"] == "seq/dense")
     kernel, bias = keras_build.weights["keras-weights"][:2]  # Dense 'dense': 4x3 kernel, 3 biases
     assert (dense["kind"], dense["tensors"], dense["elements"]) == ("weights", 2, kernel.size + bias.size)
     text = runner.invoke(app, ["inspect", path, "--group"]).stdout
-    assert "layer or object" in text and "layers/dense " in text and "layers/dense/vars/0" not in text
+    assert "layer or object" in text and "seq/dense " in text and "layers/dense/vars/0" not in text
     by_size = inspect_json(path, "--group", "--sort", "size")["groups"]
     assert [r["bytes"] for r in by_size] == sorted((r["bytes"] for r in rows), reverse=True)
 

@@ -202,7 +202,11 @@ def test_hdf5_verify_says_what_it_checked(keras_files: dict[str, Path], tmp_path
     text = runner.invoke(app, ["verify", str(copy)]).stdout
     assert text.splitlines()[0].endswith(" read") and "note: HDF5 stores no checksum" in text
     result = runner.invoke(app, ["verify", str(copy), "--against", str(manifest)])
-    assert result.exit_code == 1 and "layers/dense/vars/0" in result.stdout and "digest differs" in result.stdout
+    # Named by the variable Keras knows (Sequential 'seq', Dense 'dense'), the key in JSON.
+    assert result.exit_code == 1 and "seq/dense/kernel" in result.stdout and "digest differs" in result.stdout
+    code, report = verify_json(copy, "--against", str(manifest))
+    assert [(d["key"], d["variable"], d["kind"]) for d in report["differences"]] == [
+        ("layers/dense/vars/0", "seq/dense/kernel", "values")]
     # A .keras archive's members carry CRCs: no such note there.
     code, report = verify_json(keras_files["keras"])
     assert code == 0 and report["notes"] == []

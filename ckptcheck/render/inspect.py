@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # numpy only where a tensor's values are printed; the reports
 if TYPE_CHECKING:
     from ckptcheck.summary import Count, Group, Summary
 
-INSPECT_SCHEMA = "ckptcheck.inspect/1"
+INSPECT_SCHEMA = "ckptcheck.inspect/2"
 STATE_SCHEMA = "ckptcheck.checkpoints/1"
 TENSOR_SCHEMA = "ckptcheck.tensor/1"
 
@@ -201,10 +201,12 @@ def inspect_dict(
     objects: dict[str, ObjectRef] | None = None,
     *,
     extra: dict[str, Any] | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """``extra``: added keys (``summary``, ``groups``), placed before ``tensors``, which stays last."""
+    """``extra``: added keys (``summary``, ``groups``), placed before ``tensors``, which stays last. ``kinds``:
+    each tensor's kind (summary.classify_kinds), in order."""
     rows = []
-    for t in tensors:
+    for i, t in enumerate(tensors):
         row: dict[str, Any] = {
             "name": t.name,
             "dtype": t.dtype,
@@ -212,7 +214,8 @@ def inspect_dict(
             "nbytes": t.nbytes,
             "slices": t.slices,
             "file": t.file,
-            "variable": t.variable,
+            "kind": kinds[i] if kinds is not None else None,
+            "variable": variable_name(t.variable),
         }
         if objects is not None:
             ref = objects.get(t.name)
@@ -243,13 +246,21 @@ def inspect_dict(
     }
 
 
-def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo], *, extra: dict[str, Any] | None = None) -> str:
+def variable_name(variable: str | None) -> str | None:
+    """A variable as JSON carries it: names only; what a reader labels in parentheses (``(object graph)``, ``(save
+    counter)``) is no name (its ``kind`` says ``bookkeeping``)."""
+    return None if variable is None or variable.startswith("(") else variable
+
+
+
+def inspect_json(info: CheckpointInfo, tensors: Sequence[TensorInfo], *, extra: dict[str, Any] | None = None,
+                 kinds: Sequence[str] | None = None) -> str:
     """``json.dumps(inspect_dict(info, tensors), ensure_ascii=False)``, the same text, written row by row."""
-    return "".join(inspect_json_pieces(info, tensors, extra=extra))
+    return "".join(inspect_json_pieces(info, tensors, extra=extra, kinds=kinds))
 
 
 def inspect_json_pieces(info: CheckpointInfo, tensors: Sequence[TensorInfo], *, extra: dict[str, Any] | None = None,
-                        rows_per_piece: int = 4096) -> Iterator[str]:
+                        kinds: Sequence[str] | None = None, rows_per_piece: int = 4096) -> Iterator[str]:
     """inspect_json's text in pieces of ``rows_per_piece`` rows, for writing as they are made: a listing of a
     million tensors never holds its whole text (it was held whole, then copied twice: bench/NOTES.md).
     The checkpoint's own fields are encoded here, before the first piece: a NaN in a config raises ValueError.
@@ -264,28 +275,33 @@ def inspect_json_pieces(info: CheckpointInfo, tensors: Sequence[TensorInfo], *, 
     empty = '"tensors": []}'
     if not head.endswith(empty):  # "tensors" is inspect_dict's last key
         raise AssertionError("inspect_dict no longer ends with its tensors")
-    return chain((head[: -len(empty)] + '"tensors": [',), _json_rows(tensors, rows_per_piece), ("]}",))
+    return chain((head[: -len(empty)] + '"tensors": [',), _json_rows(tensors, kinds, rows_per_piece), ("]}",))
 
 
-def _json_rows(tensors: Sequence[TensorInfo], rows_per_piece: int) -> Iterator[str]:
+def _json_rows(tensors: Sequence[TensorInfo], kinds: Sequence[str] | None, rows_per_piece: int) -> Iterator[str]:
     from json.encoder import encode_basestring
 
     middles: dict[tuple[str, tuple[int, ...]], str] = {}
-    ends: dict[tuple[int, str | None], str] = {}
+    ends: dict[tuple[int, str | None, str | None], str] = {}
+    every: Sequence[str | None] = kinds if kinds is not None else [None] * len(tensors)
     for first in range(0, len(tensors), rows_per_piece):
         rows = []
-        for t in tensors[first : first + rows_per_piece]:
+        for t, kind in zip(tensors[first : first + rows_per_piece], every[first : first + rows_per_piece],
+                           strict=True):
             middle = middles.get((t.dtype, t.shape))
             if middle is None:
                 shape = ", ".join(str(int(d)) for d in t.shape)
                 middle = middles[(t.dtype, t.shape)] = (
                     f', "dtype": {encode_basestring(t.dtype)}, "shape": [{shape}], "nbytes": '
                 )
-            end = ends.get((t.slices, t.file))
+            end = ends.get((t.slices, t.file, kind))
             if end is None:
                 file = "null" if t.file is None else encode_basestring(t.file)
-                end = ends[(t.slices, t.file)] = f', "slices": {int(t.slices)}, "file": {file}, "variable": '
-            variable = "null" if t.variable is None else encode_basestring(t.variable)
+                kind_text = "null" if kind is None else encode_basestring(kind)
+                end = ends[(t.slices, t.file, kind)] = (f', "slices": {int(t.slices)}, "file": {file}, "kind": '
+                                                        f'{kind_text}, "variable": ')
+            v = t.variable
+            variable = "null" if v is None or v[:1] == "(" else encode_basestring(v)
             rows.append(f'{{"name": {encode_basestring(t.name)}{middle}{t.nbytes}{end}{variable}}}')  # (nbytes: an int)
         yield (", " if first else "") + ", ".join(rows)
 
@@ -295,9 +311,16 @@ def _count_dict(c: Count) -> dict[str, int]:
 
 
 def summary_dict(s: Summary) -> dict[str, Any]:
-    """``{"weights": COUNT, "optimizer": COUNT, "other": COUNT, "total": COUNT}``, COUNT ``{"tensors", "elements",
-    "bytes"}``."""
-    return {**{kind: _count_dict(c) for kind, c in s.kinds.items()}, "total": _count_dict(s.total)}
+    """``{"weights": COUNT, "optimizer": COUNT, "counters": COUNT, "bookkeeping": COUNT, "other": COUNT, "total":
+    COUNT}``, COUNT ``{"tensors", "elements", "bytes"}``; ``other`` is counters and bookkeeping together, as
+    inspect/1 counted them."""
+    from ckptcheck.summary import BOOKKEEPING, COUNTERS, OTHER
+
+    out = {kind: _count_dict(c) for kind, c in s.kinds.items()}
+    counters, bookkeeping = s.kinds[COUNTERS], s.kinds[BOOKKEEPING]
+    out[OTHER] = {"tensors": counters.tensors + bookkeeping.tensors,
+                  "elements": counters.elements + bookkeeping.elements, "bytes": counters.nbytes + bookkeeping.nbytes}
+    return {**out, "total": _count_dict(s.total)}
 
 
 def summary_text(s: Summary, shown: int | None = None) -> str:

@@ -27,7 +27,7 @@ def stored_kinds(reader: CheckpointReader, tensors: Sequence[TensorInfo],
     from ckptcheck import summary
 
     kinds = {}
-    for t, (kind, _group) in zip(tensors, summary.classify(reader, tensors, refs), strict=True):
+    for t, kind in zip(tensors, summary.classify_kinds(reader, tensors, refs), strict=True):
         if kind == summary.OPTIMIZER:
             kinds[t.name] = OPTIMIZER
         elif t.shape == () and t.dtype.startswith(("int", "uint")):

@@ -186,6 +186,29 @@ def keras3_variables(
     return out
 
 
+def config_layout(config: Any) -> tuple[dict[str, str], set[str]]:
+    """What a weights file without ``vars`` names (a ``model.weights.npz``) takes from config.json instead: the
+    names of the model and its optimizer (``vars_names`` of keras3_variables, for the root group "" and
+    "optimizer") and which models are Functional (``functional``)."""
+    names: dict[str, str] = {}
+    functional: set[str] = set()
+    if not isinstance(config, dict):
+        return names, functional
+    inner = config.get("config")
+    if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+        names[""] = inner["name"]
+    if config.get("class_name") == "Functional":
+        functional.add("")
+    configs, _frozen = _config_index(config)
+    functional.update(group for group, item in configs.items() if item.get("class_name") == "Functional")
+    compile_config = config.get("compile_config")
+    opt = compile_config.get("optimizer") if isinstance(compile_config, dict) else None
+    opt_inner = opt.get("config") if isinstance(opt, dict) else None
+    if isinstance(opt_inner, dict) and isinstance(opt_inner.get("name"), str):
+        names["optimizer"] = opt_inner["name"]
+    return names, functional
+
+
 def _indices_complete(layer: _Layer) -> bool:
     return [int(k.rsplit("/", 1)[1]) for k, _ in layer.stored] == list(range(len(layer.stored)))
 

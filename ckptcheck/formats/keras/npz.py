@@ -36,6 +36,7 @@ from ckptcheck.errors import CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats import location as loc
 from ckptcheck.formats.files import open_regular
 from ckptcheck.formats.interface import DEFAULT_CHUNK_BYTES, CheckpointReader, aligned_empty
+from ckptcheck.formats.keras import names
 from ckptcheck.formats.keras.archive import LOCAL_HEADER, LOCAL_MAGIC, NPZ_WEIGHTS_MEMBER, Archive, StoredMember
 from ckptcheck.formats.keras.h5 import BOMB_EXPANSION, BOMB_FLOOR_BYTES, read_guard
 from ckptcheck.formats.tensorflow import dtypes
@@ -563,7 +564,13 @@ class KerasNpzArchiveReader(CheckpointReader):
                 self._direct[info.filename] = start
         ordered = sorted(self._arrays.values(), key=lambda a: natural_key(a.name))
         self._arrays = {a.name: a for a in ordered}
-        tensors = tuple(TensorInfo(a.name, a.dtype, a.shape, a.nbytes, file=NPZ_WEIGHTS_MEMBER) for a in ordered)
+        # Named as the same model's model.weights.h5 is: from the layout and config.json (the npz keeps no vars
+        # groups' name attribute), so that tensors pair by variable whatever the weights format.
+        vars_names, functional = names.config_layout(self._archive.config)
+        variables = names.keras3_variables([(a.name, a.shape) for a in ordered], vars_names, self._archive.config,
+                                           functional)
+        tensors = tuple(TensorInfo(a.name, a.dtype, a.shape, a.nbytes, file=NPZ_WEIGHTS_MEMBER,
+                                   variable=variables.get(a.name, a.name)) for a in ordered)
         self._info = dataclasses.replace(summary, tensors=tensors)
 
     def _member_file(self, info: zipfile.ZipInfo, start: int | None) -> IO[bytes]:
