@@ -34,6 +34,9 @@ class Run:
     steps: list[int]  # the optimizer's iterations at each save, in order
     prefixes: list[str]
     keys: list[dict[str, str]] = field(default_factory=list)  # per checkpoint: variable (full_name) -> key
+    # The optimizer's name: Keras numbers optimizers across a process (adam, adam_1, ...), so it depends on what
+    # the session built before.
+    optimizer: str = "adam"
 
 
 def history(*args: str) -> Any:
@@ -92,6 +95,7 @@ def keras_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         run.prefixes.append(manager.save())
         run.steps.append(int(optimizer.iterations.numpy()))
     run.keys = [_variable_keys(p) for p in run.prefixes]
+    run.optimizer = optimizer.name
     return run
 
 
@@ -262,10 +266,10 @@ def test_keras_run_optimizer_state(keras_run: Run) -> None:
     data = history_json(str(keras_run.directory), "--kind", "optimizer", code=1)
     names = {s["name"] for s in data["variables"]}
     # Adam's moments of the trainable variables (none for the frozen layer), the iteration and learning rate.
-    expected = {v for v in keras_run.keys[-1] if v.startswith("adam/")}
+    expected = {v for v in keras_run.keys[-1] if v.startswith(keras_run.optimizer + "/")}
     assert names == expected and any("momentum" in n for n in names)
     assert not any(FROZEN in n for n in names)
-    for name in ("adam/seq_hidden_kernel_momentum", "adam/seq_hidden_kernel_velocity"):
+    for name in (f"{keras_run.optimizer}/seq_hidden_kernel_{moment}" for moment in ("momentum", "velocity")):
         norms, _relative, _bad = _oracle(keras_run, name)
         series = next(s for s in data["variables"] if s["name"] == name)
         assert all(_close(a, b) for a, b in zip(series["norm"], norms, strict=True))
