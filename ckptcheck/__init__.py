@@ -140,7 +140,7 @@ def diff_checkpoints(a: str, b: str, *, atol: float = 0.0, rtol: float = 0.0,
                      exclude: "_typing.Sequence[str] | None" = None) -> "DiffReport":
     """Tensors added, removed and changed from ``a`` to ``b`` (``ckptcheck diff``): ``.same``, ``.changed``, ...,
     paired by variable; ``kinds``, ``exclude``: ``--kind``, ``--exclude``."""
-    from ckptcheck.diff import diff_checkpoints as run
+    from ckptcheck.diff import diff_readers as run
 
     with open_checkpoint(a) as ra, open_checkpoint(b) as rb:
         return run(ra, rb, atol, rtol, selection=_selection(kinds, exclude))

@@ -405,7 +405,7 @@ def diff(
     reported as a change. Exact (bit for bit, NaN equals NaN) unless --atol/--rtol; NaN and Inf that appear or go
     are named."""
     from ckptcheck import open_checkpoint
-    from ckptcheck.diff import diff_checkpoints, sort_changes
+    from ckptcheck.diff import diff_readers, sort_changes
     from ckptcheck.render.checks import diff_dict, diff_text
     from ckptcheck.selection import Selection
 
@@ -413,7 +413,7 @@ def diff(
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
         selection = Selection.of(filter_, exclude, kind)
         with byte_progress("diff", show_progress(json_output)) as progress:
-            report = diff_checkpoints(ra, rb, atol, rtol, selection=selection,
+            report = diff_readers(ra, rb, atol, rtol, selection=selection,
                                       on_tensor=bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
         report = sort_changes(report, sort)
         if json_output:

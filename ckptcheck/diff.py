@@ -24,7 +24,7 @@ from ckptcheck.selection import Selection
 
 T = TypeVar("T")
 
-__all__ = ["CHANGE_ORDERS", "DiffReport", "TensorChange", "diff_checkpoints", "is_bookkeeping", "normalize_name",
+__all__ = ["CHANGE_ORDERS", "DiffReport", "TensorChange", "diff_readers", "is_bookkeeping", "normalize_name",
            "same_keys", "sort_changes", "variable_of"]
 
 
@@ -147,7 +147,7 @@ def _unmatched_note(format_a: str, format_b: str, ta: Sequence[TensorInfo], tb: 
     return "; ".join(parts)
 
 
-def diff_checkpoints(
+def diff_readers(
     ra: CheckpointReader,
     rb: CheckpointReader,
     atol: float = 0.0,
@@ -324,7 +324,7 @@ def _size_of_change(change: TensorChange) -> tuple[int, float, float]:
 
 def sort_changes(report: DiffReport, by: str = "name") -> DiffReport:
     """The report with its changed tensors in natural order of their variables, weights first (``name``, as
-    diff_checkpoints returns them) or largest difference first (``change``; equal differences in that order)."""
+    diff_readers returns them) or largest difference first (``change``; equal differences in that order)."""
     if by == "name":
         return dataclasses.replace(report, changed=tuple(_kind_first(report.changed, _kind, _identity)))
     if by == "change":

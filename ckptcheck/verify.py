@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import lzma
-import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from ckptcheck.errors import CkptcheckError, CorruptCheckpointError, NotRegularFileError, UnsupportedFormatError
 from ckptcheck.formats import location as loc
-from ckptcheck.formats.files import library_source
 from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.resolve import BUNDLE, V1, resolve
 from ckptcheck.records import KERAS, KERAS_H5, KERAS_WEIGHTS, SAFETENSORS, TF1
@@ -36,7 +32,6 @@ if TYPE_CHECKING:
 
 # Problems are reported in the order found, each once: tuple(dict.fromkeys(problems)).
 ProgressFn = Callable[[int, int], None]  # called with (bytes just checked, total bytes to check)
-_ZIP_READ = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -172,27 +167,6 @@ def _check_tensors(
 
 # Missing data shards named one by one up to this many; past it, one problem for them all.
 _MISSING_SHARDS_NAMED = 10
-# A URL's shards are looked up one request each up to _SHARDS_LISTED; past it, by one listing of the directory
-# where the store has one, and past _SHARDS_LOOKED_UP without a listing (plain HTTP), only those holding tensors:
-# a header may claim a million shards.
-_SHARDS_LISTED = 64
-_SHARDS_LOOKED_UP = 1000
-
-
-def _absent_shards(reader: BundleReader) -> tuple[list[int], tuple[str, ...]]:
-    """The data shards that are not there, and a note when some could not be looked for."""
-    shards = range(reader.num_shards)
-    if not loc.is_url(reader.prefix) or reader.num_shards <= _SHARDS_LISTED:
-        return [i for i in shards if not loc.exists(reader.shard_path(i))], ()
-    with contextlib.suppress(OSError, CkptcheckError):
-        present = set(loc.listdir(loc.dirname(reader.prefix)))
-        return [i for i in shards if loc.basename(reader.shard_path(i)) not in present], ()
-    if reader.num_shards <= _SHARDS_LOOKED_UP:
-        return [i for i in shards if not loc.exists(reader.shard_path(i))], ()
-    used = reader.shards_used()
-    note = (f"the header names {reader.num_shards:,} data shards and this store has no listing: the {len(used):,} "
-            "holding tensors were looked up, the others not")
-    return [i for i in used if not loc.exists(reader.shard_path(i))], (note,)
 
 
 def _missing_shard_problems(reader: BundleReader, missing: list[int]) -> list[Problem]:
@@ -224,7 +198,7 @@ def _verify_bundle(prefix: str, path: str, format_hint: str | None, progress: Pr
         return VerifyReport(path, format_hint or "tensor-bundle", (index,), 0, 0, tuple(dict.fromkeys(problems)))
     with reader:
         problems += [Problem("index", message, file=index) for message in reader.index_problems]
-        missing_shards, notes = _absent_shards(reader)
+        missing_shards, notes = reader.absent_shards()
         problems += _missing_shard_problems(reader, missing_shards)
         info = reader.info()
         missing = set(missing_shards)
@@ -293,49 +267,11 @@ def _verify_v1(location: str, path: str, progress: ProgressFn | None,
 
 
 def _verify_zip_members(archive: str, problems: list[Problem]) -> None:
-    """Read every member of a .keras archive to its end: zipfile checks each member's CRC there. A
-    model.weights.npz is a zip too: each of its members is read to its end as well (npz and .npy carry no
-    checksum of their own beyond these CRCs)."""
-    from ckptcheck.formats.keras.archive import NPZ_WEIGHTS_MEMBER, check_member_readable
+    """Every member of a .keras archive read to its end, where zipfile checks its CRC (model.weights.npz's own
+    members too): formats.keras.archive.damaged_members."""
+    from ckptcheck.formats.keras.archive import damaged_members
 
-    try:
-        with zipfile.ZipFile(library_source(archive, whole_below=loc.WHOLE_BYTES)) as zf:
-            for member in zf.infolist():
-                check_member_readable(member, path=archive)  # encrypted, or a method zipfile lacks: exit 2
-                damage = _read_to_end(zf, member)
-                if damage is not None:
-                    problems.append(Problem("checksum", f"archive member {member.filename} is damaged: {damage}",
-                                            file=archive))
-                    continue
-                if member.filename == NPZ_WEIGHTS_MEMBER:
-                    _verify_npz_members(zf, member, archive, problems)
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a name that is not UTF-8 under the UTF-8 flag
-        problems.append(Problem("structure", f"not a readable zip archive: {exc}", file=archive))
-
-
-def _read_to_end(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str | None:
-    """Read a member to its end (zipfile checks its CRC there); what went wrong, or None."""
-    try:
-        with zf.open(member) as f:
-            while f.read(_ZIP_READ):
-                pass
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
-            RuntimeError) as exc:
-        return str(exc) or type(exc).__name__
-    return None
-
-
-def _verify_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo, archive: str, problems: list[Problem]) -> None:
-    where = member.filename
-    try:
-        with zf.open(member) as outer, zipfile.ZipFile(outer) as npz:
-            for inner in npz.infolist():
-                damage = _read_to_end(npz, inner)
-                if damage is not None:
-                    problems.append(Problem("checksum", f"{where} member {inner.filename} is damaged: {damage}",
-                                            file=archive))
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError) as exc:
-        problems.append(Problem("structure", f"{where} is not a readable zip: {exc}", file=archive))
+    problems += [Problem(kind, message, file=archive) for kind, message in damaged_members(archive)]
 
 
 def _verify_keras(kind: str, location: str, path: str, progress: ProgressFn | None,

@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 
 import ckptcheck
 from ckptcheck.cli import app
-from ckptcheck.diff import diff_checkpoints
+from ckptcheck.diff import diff_readers
 from ckptcheck.errors import CheckpointNotFoundError, CkptcheckError, CorruptCheckpointError, UnsupportedFormatError
 from ckptcheck.formats.interface import aligned_empty
 from ckptcheck.formats.tensorflow.bundle import BundleReader
@@ -124,7 +124,7 @@ def test_flipped_data_byte_names_shard_and_tensor(tf2_all_dtypes: str, tmp_path:
                 reader.read(t.name)
         with ckptcheck.open_checkpoint(tf2_all_dtypes) as original:
             with pytest.raises(CorruptCheckpointError) as info:
-                diff_checkpoints(original, reader)
+                diff_readers(original, reader)
             assert f"tensor '{name}'" in str(info.value)
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.compare import Scratch, compare_arrays
-from ckptcheck.diff import diff_checkpoints, normalize_name
+from ckptcheck.diff import diff_readers, normalize_name
 from ckptcheck.errors import CorruptCheckpointError
 from ckptcheck.manifest import build_manifest, compare_manifests, dumps
 
@@ -45,7 +45,7 @@ def _name(short: str) -> str:
 @pytest.mark.tf
 def test_diff_library_report(pair: tuple[str, str]) -> None:
     with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
-        report = diff_checkpoints(ra, rb)
+        report = diff_readers(ra, rb)
     assert not report.same
     assert [t.name for t in report.removed] == [_name("gone")]
     assert [t.name for t in report.added] == [_name("new")]
@@ -64,10 +64,10 @@ def test_diff_library_report(pair: tuple[str, str]) -> None:
 @pytest.mark.tf
 def test_diff_tolerance_hides_small_drift(pair: tuple[str, str]) -> None:
     with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
-        report = diff_checkpoints(ra, rb, atol=0.3)
+        report = diff_readers(ra, rb, atol=0.3)
     assert _name("w") not in {c.name for c in report.changed}
     with ckptcheck.open_checkpoint(pair[0]) as ra, ckptcheck.open_checkpoint(pair[1]) as rb:
-        report = diff_checkpoints(ra, rb, rtol=0.05)
+        report = diff_readers(ra, rb, rtol=0.05)
     assert _name("w") not in {c.name for c in report.changed}
 
 
@@ -428,12 +428,12 @@ def test_diff_of_equal_bytes_still_checks_b_stored_checksum(tmp_path: Path) -> N
     values = {f"t{i}": rng.standard_normal(size).astype(np.float32) for i, size in enumerate((1, 7, 1000, 40_000))}
     a = _bundle(tmp_path / "a", values)
     with ckptcheck.open_checkpoint(a) as ra, ckptcheck.open_checkpoint(_bundle(tmp_path / "b", values)) as rb:
-        report = diff_checkpoints(ra, rb)
+        report = diff_readers(ra, rb)
     assert report.same and len(report.unchanged) == len(values)
     moved = {**values, "t2": values["t2"].copy()}
     moved["t2"].view(np.uint32)[5] ^= 1
     with ckptcheck.open_checkpoint(a) as ra, ckptcheck.open_checkpoint(_bundle(tmp_path / "m", moved)) as rb:
-        report = diff_checkpoints(ra, rb)
+        report = diff_readers(ra, rb)
     (change,) = report.changed
     assert change.name == "t2" and change.values is not None and change.values.differing == 1
     assert change.values.max_abs == float(np.abs(values["t2"].astype(np.float64) - moved["t2"]).max())
@@ -441,5 +441,5 @@ def test_diff_of_equal_bytes_still_checks_b_stored_checksum(tmp_path: Path) -> N
     damaged = _bundle(tmp_path / "w", values, wrong)
     with ckptcheck.open_checkpoint(a) as ra, ckptcheck.open_checkpoint(damaged) as rb, \
             pytest.raises(CorruptCheckpointError, match="checksum") as info:
-        diff_checkpoints(ra, rb)
+        diff_readers(ra, rb)
     assert info.value.tensor == "t3" and "w.data-00000-of-00001" in str(info.value)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import ckptcheck
 from ckptcheck.cli import app
-from ckptcheck.diff import diff_checkpoints
+from ckptcheck.diff import diff_readers
 from ckptcheck.formats.tensorflow.object_graph import saved_names, variable_saved_names
 
 pytestmark = pytest.mark.tf  # every test here builds or restores models
@@ -331,7 +331,7 @@ def test_the_same_weights_diff_as_the_same_in_every_pair_of_formats(plain: Saved
 def test_optimizer_state_pairs_across_formats(trained: tuple[Saved, Saved], a: str, b: str) -> None:
     saved = trained[0]
     with ckptcheck.open_checkpoint(str(saved.files[a])) as ra, ckptcheck.open_checkpoint(str(saved.files[b])) as rb:
-        report = diff_checkpoints(ra, rb)
+        report = diff_readers(ra, rb)
     assert report.same, report.note
     assert len(report.unchanged) == len(saved.weights) + len(saved.optimizer)
 
@@ -388,7 +388,7 @@ def test_two_models_in_one_format_pair_only_their_common_variables(
     variables; what is removed and added is each model's own variables, as Keras names them."""
     with ckptcheck.open_checkpoint(str(trained[0].files["keras"])) as ra, \
             ckptcheck.open_checkpoint(str(mobilenet.files["keras"])) as rb:
-        report = diff_checkpoints(ra, rb)
+        report = diff_readers(ra, rb)
     assert not report.same
     assert all(c.variable == c.variable_b for c in report.changed)
     a_vars = {*trained[0].weights, *trained[0].optimizer}

@@ -20,7 +20,7 @@ import numpy as np
 
 import ckptcheck
 from ckptcheck.compare import same_bits
-from ckptcheck.diff import DiffReport, diff_checkpoints
+from ckptcheck.diff import DiffReport, diff_readers
 from ckptcheck.errors import UsageError
 from ckptcheck.lab.gate import import_keras, import_tensorflow
 from ckptcheck.lab.generate import (
@@ -128,7 +128,7 @@ def _files(work: str, fmt: str, location: str) -> tuple[str, ...]:
 
 def _diff(a: str, b: str) -> DiffReport:
     with ckptcheck.open_checkpoint(a) as ra, ckptcheck.open_checkpoint(b) as rb:
-        return diff_checkpoints(ra, rb)
+        return diff_readers(ra, rb)
 
 
 def _stats(location: str, names: Sequence[str]) -> dict[str, TensorStats]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import lzma
 import shutil
 import struct
 import tempfile
@@ -317,3 +318,55 @@ class KerasArchiveReader(H5Values):
         self._member = None
         self._archive = None
 
+
+# --- integrity of the members (verify) --------------------------------------------------------------------------
+
+_MEMBER_READ = 1 << 20
+
+
+def damaged_members(archive: str) -> list[tuple[str, str]]:
+    """Every member of a ``.keras`` archive read to its end, where zipfile checks its CRC-32; a
+    ``model.weights.npz`` member is a zip too, and each of its members is read to its end as well (npz and .npy
+    carry no checksum of their own beyond these CRCs). What is damaged, as (problem kind, message): "checksum" for
+    a member that fails, "structure" for an archive that is not a readable zip. An encrypted member, or one in a
+    method zipfile lacks, raises UnsupportedFormatError (check_member_readable)."""
+    found: list[tuple[str, str]] = []
+    try:
+        with zipfile.ZipFile(library_source(archive, whole_below=loc.WHOLE_BYTES)) as zf:
+            for member in zf.infolist():
+                check_member_readable(member, path=archive)
+                damage = _read_to_end(zf, member)
+                if damage is not None:
+                    found.append(("checksum", f"archive member {member.filename} is damaged: {damage}"))
+                    continue
+                if member.filename == NPZ_WEIGHTS_MEMBER:
+                    found += _damaged_npz_members(zf, member)
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a name that is not UTF-8 under the UTF-8 flag
+        found.append(("structure", f"not a readable zip archive: {exc}"))
+    return found
+
+
+def _read_to_end(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str | None:
+    """Read a member to its end (zipfile checks its CRC there); what went wrong, or None."""
+    try:
+        with zf.open(member) as f:
+            while f.read(_MEMBER_READ):
+                pass
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
+            RuntimeError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _damaged_npz_members(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> list[tuple[str, str]]:
+    where = member.filename
+    found: list[tuple[str, str]] = []
+    try:
+        with zf.open(member) as outer, zipfile.ZipFile(outer) as npz:
+            for inner in npz.infolist():
+                damage = _read_to_end(npz, inner)
+                if damage is not None:
+                    found.append(("checksum", f"{where} member {inner.filename} is damaged: {damage}"))
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError) as exc:
+        found.append(("structure", f"{where} is not a readable zip: {exc}"))
+    return found

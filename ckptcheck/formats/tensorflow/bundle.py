@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
 import io
 import os
 import struct
@@ -369,6 +370,11 @@ def _normalize(extents: tuple[Extent, ...], shape: tuple[int, ...]) -> tuple[Ext
 # --- The reader ------------------------------------------------------------------------------------------------
 
 
+# How verify looks for a URL's data shards (BundleReader.absent_shards).
+_SHARDS_LISTED = 64
+_SHARDS_LOOKED_UP = 1000
+
+
 class BundleReader(CheckpointReader):
     def __init__(
         self, prefix: str, *, path: str | None = None, format: str | None = None, tolerant: bool = False
@@ -448,6 +454,24 @@ class BundleReader(CheckpointReader):
         used = {e.shard_id for e in self.entries.values() if e.size}
         used |= {e.shard_id for stored in self._slice_entries.values() for e in stored.values() if e.size}
         return sorted(i for i in used if 0 <= i < self.num_shards)
+
+    def absent_shards(self) -> tuple[list[int], tuple[str, ...]]:
+        """The data shards that are not there, and a note when some could not be looked for. A URL's shards are
+        looked up one request each up to _SHARDS_LISTED; past it, by one listing of the directory where the store
+        has one, and past _SHARDS_LOOKED_UP without a listing (plain HTTP), only those holding tensors: a header
+        may claim a million shards."""
+        shards = range(self.num_shards)
+        if not loc.is_url(self.prefix) or self.num_shards <= _SHARDS_LISTED:
+            return [i for i in shards if not loc.exists(self.shard_path(i))], ()
+        with contextlib.suppress(OSError, CkptcheckError):
+            present = set(loc.listdir(loc.dirname(self.prefix)))
+            return [i for i in shards if loc.basename(self.shard_path(i)) not in present], ()
+        if self.num_shards <= _SHARDS_LOOKED_UP:
+            return [i for i in shards if not loc.exists(self.shard_path(i))], ()
+        used = self.shards_used()
+        note = (f"the header names {self.num_shards:,} data shards and this store has no listing: the {len(used):,} "
+                "holding tensors were looked up, the others not")
+        return [i for i in used if not loc.exists(self.shard_path(i))], (note,)
 
     def slices_of(self, entry: BundleEntry) -> list[tuple[tuple[Extent, ...], BundleEntry]]:
         """The stored slices of a partitioned variable, each matched to its own entry."""
