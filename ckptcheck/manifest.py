@@ -217,6 +217,9 @@ def _record_problem(record: Any) -> str | None:
         return "its shape is not a list of sizes"
     if not isinstance(record.get("sha256"), str):
         return "its sha256 is not text"
+    nbytes = record.get("nbytes")
+    if nbytes is not None and (not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0):
+        return "its nbytes is not a size"
     if not all(record.get(k) is None or isinstance(record.get(k), str) for k in ("variable", "kind")):
         return "its variable or kind is not text"
     stats = record.get("stats", {})

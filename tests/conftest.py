@@ -1,7 +1,9 @@
 """Session-wide test set-up: checkpoints are built once per session, with TensorFlow and Keras as the oracle.
 
-Builders live in their own modules (tf_builders.py, keras_builders.py); their session-scoped fixtures are
-re-exported here so every test module can use them.
+Tests are grouped as the package is (formats/, lab/, restore_check/, the commands at the top); their helpers live
+in support/ (builders of checkpoints, index writers, servers, memory probes, restore-check's model files), which is
+put on the import path here. The builders' session-scoped fixtures are re-exported so every test module can use
+them.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from keras_builders import *  # noqa: F403
-from tf_builders import *  # noqa: F403
 
 _HERE = Path(__file__).parent
+_SUPPORT = _HERE / "support"
+sys.path.insert(0, str(_SUPPORT))
+
+from keras_builders import *  # noqa: E402, F403
+from tf_builders import *  # noqa: E402, F403
+
 # A test needs TensorFlow when it uses a fixture these modules build with it, or imports it itself.
 _BUILDER_MODULES = ("tf_builders.py", "keras_builders.py")
 _IMPORTS_TF = re.compile(r"\bimport (?:tensorflow|keras|tf_keras)\b|\b_tf\(\)|\b_keras\(\)")
@@ -33,7 +39,7 @@ _TF_PACKAGES = ("tensorflow", "keras", "tf_keras")
 def _builder_fixtures() -> frozenset[str]:
     names = set()
     for module in _BUILDER_MODULES:
-        tree = ast.parse((_HERE / module).read_text())
+        tree = ast.parse((_SUPPORT / module).read_text())
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and any("fixture" in ast.unparse(d) for d in node.decorator_list):
                 names.add(node.name)

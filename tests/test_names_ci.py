@@ -26,6 +26,8 @@ from typer.testing import CliRunner
 
 from ckptcheck.cli import app
 
+pytestmark = pytest.mark.tf  # every test here trains, saves or restores Keras models
+
 runner = CliRunner()
 
 VOCAB, SEQ, HIDDEN, INTER = 200, 8, 64, 128

@@ -82,7 +82,7 @@ def _peak_mib(code: str, traced: bool = True) -> tuple[float, str]:
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=str(Path(__file__).parents[1]))
+                          cwd=str(Path(__file__).parents[2]))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     return float(lines[-1].split()[1]), "\n".join(lines[:-1])

@@ -26,7 +26,7 @@ from ckptcheck.cli import app
 pytestmark = pytest.mark.tf  # every test here builds or restores models
 
 runner = CliRunner()
-MODELS = Path(__file__).parent / "restore_models"
+MODELS = Path(__file__).parents[1] / "support" / "restore_models"
 MOBILENET = str(MODELS / "mobilenet.py")
 MARKER = -7.25
 

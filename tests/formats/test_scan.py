@@ -31,8 +31,8 @@ from ckptcheck.formats.keras import pickle_scan
 from ckptcheck.scan import ScanReport, scan_paths
 
 runner = CliRunner()
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _scan(*paths: Path | str) -> ScanReport:

@@ -166,7 +166,7 @@ def test_truncated_snappy_stream_is_damage(tmp_path: Path) -> None:
 
 def test_masked_crc_covers_the_type_byte(tmp_path: Path) -> None:
     """Flipping only the type byte (1 -> 0) breaks the checksum: damage, exit 1, not 'unknown format'."""
-    prefix, _ = snappy_copy(str(Path(__file__).parents[1] / "fixtures/tf1/model.ckpt-2"), tmp_path / "t")
+    prefix, _ = snappy_copy(str(Path(__file__).parents[2] / "fixtures/tf1/model.ckpt-2"), tmp_path / "t")
     index = Path(prefix + ".index")
     data = bytearray(index.read_bytes())
     table = SSTable(str(index), bytes(data))

@@ -23,7 +23,7 @@ import ckptcheck
 from ckptcheck.cli import app
 from ckptcheck.formats import location
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 BIG_BYTES = 60 << 20
 

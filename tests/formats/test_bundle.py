@@ -583,7 +583,7 @@ def test_tf_slot_variables_map_to_their_variable(tf2_slots_checkpoint: str) -> N
 
 
 def test_index_writer_round_trips_a_real_index(tf2_sharded: str, tmp_path: Path) -> None:
-    """tests/index_writer.py writes tables this reader (and TensorFlow) accept: rewrite a real index with it."""
+    """tests/support/index_writer.py writes tables this reader (and TensorFlow) accept: rewrite a real index with it."""
     tf = _tf()
     source = Path(tf2_sharded)
     for f in source.parent.glob(source.name + ".data-*"):

@@ -1,7 +1,7 @@
 """`ckptcheck restore-check`: models whose layers were renamed, added, removed or resized between save and restore,
 for TF1, TF2 and Keras checkpoints, each with the exact report expected.
 
-The checkpoints are written once per session from the models in tests/restore_models/ (every weight holding
+The checkpoints are written once per session from the models in tests/support/restore_models/ (every weight holding
 distinct values, one optimizer step taken so its state is not all zeros); the models restored into are the
 variants in the same files. Every check runs the CLI in-process and reads its JSON.
 """
@@ -24,7 +24,7 @@ from ckptcheck.cli import app
 pytestmark = pytest.mark.tf  # every test here builds or restores models
 
 runner = CliRunner()
-MODELS = Path(__file__).parent / "restore_models"
+MODELS = Path(__file__).parents[1] / "support" / "restore_models"
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 

@@ -34,7 +34,7 @@ from ckptcheck.formats.keras.safety import scan
 from ckptcheck.manifest import build_manifest
 from ckptcheck.verify import verify
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 KERAS_FILES = {"keras": FIXTURES / "keras" / "model.keras", "weights": FIXTURES / "keras-weights" / "model.weights.h5",
                "legacy": FIXTURES / "keras-h5" / "model.h5"}
 MEMORY_BOUND = 64 << 20  # the fuzzed files hold ~20 KiB; nothing they claim may be allocated
