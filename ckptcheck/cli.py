@@ -734,6 +734,9 @@ def restore_check_command(
     with errors_to_exit():
         shapes = parse_input_shapes(input_shape)
         from ckptcheck.lab.gate import import_tensorflow
+        from ckptcheck.restore_check.arguments import check_arguments
+
+        check_arguments(checkpoint, model, apply_rename_map)  # a typo is said before TensorFlow's start-up
 
         import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         with progress_bar(show_progress(json_output), 4, "restore-check") as tick:

@@ -85,6 +85,9 @@ def restore_check(
     """Restore CHECKPOINT into the model --model builds and report every variable and every stored value."""
     import gc
 
+    from ckptcheck.restore_check.arguments import check_arguments
+
+    check_arguments(checkpoint, model, apply_map)  # before TensorFlow's start-up: a typo costs no seconds
     pairs = read_rename_map(apply_map) if apply_map is not None else None
     from ckptcheck.formats.resolve import resolve
     from ckptcheck.records import SAFETENSORS
