@@ -754,6 +754,49 @@ def restore_check_command(
         raise typer.Exit(EXIT_PROBLEM)
 
 
+# --- keras3-check ---
+
+
+@app.command("keras3-check", cls=_Command)
+def keras3_check_command(
+    path: Annotated[str, typer.Argument(help="A legacy .h5 model file (Keras 2 / tf_keras model.save).")],
+    write_fixed: Annotated[str | None, typer.Option(
+        "--write-fixed", metavar="OUT.h5",
+        help="Write a copy of the file whose config has the certain fixes (when every failing layer has one).")]
+    = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Will Keras 3 load this Keras 2 .h5? Each layer of its config is deserialized by the installed Keras; certain
+    fixes are checked, and the fixed file is loaded and measured (weights, optimizer state). Exit 0 loads as it is,
+    1 some layers fail, 2 bad input."""
+    from ckptcheck.render.keras3 import keras3_dict, keras3_text
+    from ckptcheck.restore_check.keras3 import keras3_check
+
+    warn_unsafe(path)
+    with errors_to_exit():
+        from ckptcheck.formats.resolve import resolve
+        from ckptcheck.lab.gate import import_keras
+
+        resolve(path)  # a typo is said before TensorFlow's start-up
+        if write_fixed is not None and os.path.exists(write_fixed) and os.path.samefile(write_fixed, path):
+            raise UsageError("refusing to write the fixed copy over the file itself", path=write_fixed)
+        import_keras()
+        report = keras3_check(path, fixed_copy=write_fixed)
+        if write_fixed is not None:
+            if report.load is None or report.fixed_config is None:
+                typer.echo(f"ckptcheck: {write_fixed} not written: "
+                           + ("no fix to apply" if report.fixed_config is None else "not every failing layer has a "
+                              "certain fix"), err=True)
+            else:
+                typer.echo(f"wrote {write_fixed}: the file with the fixed config", err=True)
+    if json_output:
+        emit_json(keras3_dict(report))
+    else:
+        emit(keras3_text(report))
+    if not report.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
 def _app_for(args: list[str]) -> typer.Typer:
     """``app`` with only the command ``args`` start with registered, when they start with one: Typer builds every
     registered command's parameters at each start (~20 ms here), one command's in a fraction of that. Anything else

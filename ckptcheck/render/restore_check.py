@@ -117,6 +117,10 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
         lines.append("to load everything but the mismatched layers (measured with this format):")
         lines += [_labelled(r, "  - ") for r in report.recipes]
     lines += [_labelled(n, "note:       ") for n in report.notes]
+    if report.keras3 is not None:
+        from ckptcheck.render.keras3 import restore_check_section
+
+        lines += restore_check_section(report.keras3)
     tail = " (TF2 keys shown without /.ATTRIBUTES/VARIABLE_VALUE)" if report.format in (TF2, SAVEDMODEL) else ""
     if report.mismatches:
         lines += ["", "dtype and shape mismatches:"]
@@ -144,7 +148,7 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
         renamed = [v for v in mapped if v.from_another_name]
         lines += ["", f"restored by the rename map: {len(mapped)} variables"
                       + (f", {len(renamed)} of them from a value saved under another name: " + _names_text(
-                          tuple(f"{v.variable} <- {v.source_variable}" for v in renamed), verbose)
+                          tuple(f"{v.variable} <- {v.source_variable}" for v in renamed), verbose, 5)
                          if renamed else "")]
     allowed = report.allowed_missing
     if allowed:
@@ -228,10 +232,10 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
     return "\n".join(lines)
 
 
-def _names_text(names: Sequence[str], verbose: bool) -> str:
-    if verbose or len(names) <= MAX_NAMED:
+def _names_text(names: Sequence[str], verbose: bool, most: int = MAX_NAMED) -> str:
+    if verbose or len(names) <= most:
         return ", ".join(names)
-    return ", ".join(names[:MAX_NAMED]) + f", ... and {len(names) - MAX_NAMED} more (--verbose, --json)"
+    return ", ".join(names[:most]) + f", ... and {len(names) - most} more (--verbose, --json)"
 
 
 def _labelled(text: str, label: str) -> str:
@@ -380,4 +384,13 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
             for s in report.suggestions
         ],
         "notes": list(report.notes),
+        "keras3": _keras3_json(report),
     }
+
+
+def _keras3_json(report: RestoreCheckReport) -> dict[str, Any] | None:
+    if report.keras3 is None:
+        return None
+    from ckptcheck.render.keras3 import keras3_dict
+
+    return keras3_dict(report.keras3)

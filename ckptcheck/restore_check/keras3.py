@@ -126,8 +126,9 @@ class Keras3Report:
 
     @property
     def ok(self) -> bool:
-        """Keras 3 deserializes the config as it is."""
-        return self.whole_error is None and not self.failing
+        """Keras 3 deserializes the config as it is, and (where measured) load_model loads and compiles it."""
+        loaded = self.load is None or (self.load.error is None and self.load.compile_error is None)
+        return self.whole_error is None and not self.failing and loaded
 
 
 def _reason(exc: BaseException) -> str:
