@@ -396,6 +396,10 @@ def diff(
     kind: KindOption = None,
     exclude: ExcludeOption = None,
     jobs: JobsOption = None,
+    rename_map: Annotated[str | None, typer.Option(
+        "--rename-map", metavar="FILE",
+        help="Pair tensors as a rename map (written by restore-check --rename-map) maps them: its key on one side "
+             "with its variable on the other.")] = None,
 ) -> None:
     """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different.
 
@@ -412,9 +416,14 @@ def diff(
     warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
         selection = Selection.of(filter_, exclude, kind)
+        if rename_map is not None:
+            from ckptcheck.renames import load_rename_map
+
+            load_rename_map(rename_map)  # a bad map is said before any value is read
         with byte_progress("diff", show_progress(json_output)) as progress:
             report = diff_checkpoints(ra, rb, atol, rtol, selection=selection,
-                                      on_tensor=bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
+                                      on_tensor=bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)),
+                                      rename_map=rename_map)
         report = sort_changes(report, sort)
         if json_output:
             emit_json(diff_dict(report))

@@ -146,3 +146,62 @@ def load_rename_map(source: str | dict[str, Any]) -> list[tuple[str, str]]:
             raise UsageError(f"variable {variable!r} is mapped twice", path=where)
         seen.add(variable)
     return pairs
+
+
+# --- diff: renamed tensors ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A tensor of A paired with a tensor of B under another name, and why."""
+
+    name_a: str  # A's key
+    name_b: str  # B's key
+    variable_a: str
+    variable_b: str
+    rule: str  # "rename map", or the leaf rename: "depthwise_kernel -> kernel"
+    evidence: str  # what made the pair
+
+
+def pair_renamed(ra: Any, rb: Any, removed: Sequence[Any], added: Sequence[Any], name_of: Callable[[Any], str],
+                 rename_map: str | dict[str, Any] | None = None
+                 ) -> tuple[list[tuple[Any, Any]], list[Any], list[Any], list[Renamed]]:
+    """Among tensors left unpaired (A's `removed`, B's `added`, TensorInfo each), the renamed ones: those a rename
+    map pairs (its `key` on one side, its `variable` on the other, in either direction), then those whose
+    variables differ only in the leaf under the same layer, each the other's only candidate of its dtype and
+    shape there, with bit-identical values. Returns the new pairs, what is still removed and added, and why each
+    pair was made."""
+    from ckptcheck.compare import compare_tensors
+
+    left_a, left_b = list(removed), list(added)
+    pairs: list[tuple[Any, Any]] = []
+    why: list[Renamed] = []
+
+    def take(x: Any, y: Any, rule: str, evidence: str) -> None:
+        left_a.remove(x)
+        left_b.remove(y)
+        pairs.append((x, y))
+        why.append(Renamed(x.name, y.name, name_of(x), name_of(y), rule, evidence))
+
+    if rename_map is not None:
+        for variable, key in load_rename_map(rename_map):
+            for keyed, named, forward in ((left_a, left_b, True), (left_b, left_a, False)):
+                x = next((t for t in keyed if t.name == key), None)
+                y = next((t for t in named if variable in (name_of(t), t.name)), None)
+                if x is not None and y is not None:
+                    take(*((x, y) if forward else (y, x)), "rename map",
+                         f"the rename map restores {variable} from {key}")
+                    break
+    old = [LeafCandidate(t.name, name_of(t), t.dtype, tuple(t.shape)) for t in left_a]
+    new = [LeafCandidate(t.name, name_of(t), t.dtype, tuple(t.shape)) for t in left_b]
+    by_a = {t.name: t for t in left_a}
+    by_b = {t.name: t for t in left_b}
+    for o, n in leaf_pairs(old, new):
+        x, y = by_a[o.ident], by_b[n.ident]
+        if not compare_tensors(ra, x.name, rb, y.name).equal:
+            continue  # a leaf rename is only believed with the same values
+        leaf_a, leaf_b = layer_and_leaf(o.name)[1], layer_and_leaf(n.name)[1]
+        take(x, y, f"{leaf_a} -> {leaf_b}", f"the only fit of its dtype and shape under layer "
+                                             f"{layer_and_leaf(o.name)[0]}, with equal values"
+                                             f"{spelling_note(leaf_a, leaf_b)}")
+    return pairs, left_a, left_b, why

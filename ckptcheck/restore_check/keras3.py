@@ -330,7 +330,7 @@ def keras3_check(path: str, *, measure_load: bool = True, fixed_copy: str | None
     load = None
     fixes_all = all(c.ok or c.fixed_ok for c in checks)
     if measure_load and not flagged and fixes_all and fixed_error is None:
-        load = _load_fixed(keras, resolved.location, fixed_config, fixed_copy)
+        load = _load_fixed(keras, resolved.location, fixed_config, fixed_copy if any_fix else None)
     return Keras3Report(
         path=path, keras_version=str(getattr(keras.keras, "__version__", "?")),
         model_class=str(config.get("class_name")), layers=tuple(checks), whole_error=whole_error,
