@@ -397,15 +397,16 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
                                         kept=kept))
         else:
             checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, MISSING, v.key, name=v.name,
-                                        reason=_missing_reason(v, fmt), kept=kept))
+                                        reason=_missing_reason(v, fmt, stored), kept=kept))
     return checks, mismatches
 
 
-def _missing_reason(v: _Var, fmt: str) -> str:
+def _missing_reason(v: _Var, fmt: str, stored: _Stored | None = None) -> str:
     if v.key is None:
-        if fmt == KERAS_H5 and v.kind == OPTIMIZER and (v.name or "").endswith("/learning_rate"):
-            return ("a legacy .h5 stores no learning-rate variable (its training_config records the value); it "
-                    "keeps the value the model was compiled with")
+        if fmt == KERAS_H5 and v.kind == OPTIMIZER and (v.name or "").endswith("/learning_rate") and not any(
+                (t.variable or "").endswith("learning_rate") for t in (stored.infos.values() if stored else ())):
+            return ("the .h5 stores no learning-rate variable (a Keras 2 optimizer's learning rate is in its "
+                    "training_config); it keeps the value the model was compiled with")
         if fmt == KERAS_H5:
             return ("load_weights does not read a legacy .h5's optimizer_weights" if v.kind == OPTIMIZER else
                     "the file has no layer group at its position")
