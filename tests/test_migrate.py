@@ -436,10 +436,11 @@ def test_keras3_blockers_of_mobilenet_and_the_fixed_file(keras2: dict[str, Any],
         stored = []
         f["optimizer_weights"].visititems(
             lambda _n, obj: stored.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    held = [v.path for v in model.optimizer.variables
+    held = [v.path.split("/", 1)[1] for v in model.optimizer.variables
             if any(np.shape(s) == tuple(v.shape) and np.array_equal(s, v.numpy()) for s in stored)]
-    assert (load["optimizer"], load["optimizer_variables"], load["optimizer_loaded"]) == (
-        type(model.optimizer).__name__, len(model.optimizer.variables), held)
+    # (Keras numbers the optimizer of each model it loads: adam_6/iteration, adam_7/iteration.)
+    assert (load["optimizer"], load["optimizer_variables"], [p.split("/", 1)[1] for p in load["optimizer_loaded"]]
+            ) == (type(model.optimizer).__name__, len(model.optimizer.variables), held)
     assert load["stored_optimizer_values"] == len(stored) == 317
     assert load["weights_equal"] == load["weights"] == len(model.weights)
 
@@ -475,7 +476,7 @@ def test_keras3_blockers_of_attention_and_the_fix_keeps_its_output(keras2: dict[
 @pytest.mark.slow
 def test_keras2_optimizer_state_carries_over(keras2: dict[str, Any], tmp_path: Path) -> None:
     """The rename map pairs each Keras 2 slot with its Keras 3 variable; with it, Keras 3's next training step is
-    the one tf_keras took from the same file. Without it, it is not."""
+    the one tf_keras took from the same file (to float rounding: 1.1e-6 here). Without it, it is not (0.017 apart)."""
     from ckptcheck.restore_check import apply_rename_map
 
     mapping = tmp_path / "renames.json"
@@ -489,8 +490,8 @@ def test_keras2_optimizer_state_carries_over(keras2: dict[str, Any], tmp_path: P
     code, data = _json("restore-check", keras2["attention"], "--model", f"{MIGRATE}:attention", "--apply-rename-map",
                        str(mapping))
     assert code == 1
-    left = [v["variable"] for v in data["variables"] if not v["restored"]]
-    assert left == ["adam/learning_rate"]  # a Keras 2 .h5 stores none: it is in the training config
+    left = [v["variable"].split("/", 1)[1] for v in data["variables"] if not v["restored"]]
+    assert left == ["learning_rate"]  # a Keras 2 .h5 stores none: it is in the training config
     for carry in (True, False):
         model = _module().attention()
         model.optimizer.build(model.trainable_variables)
@@ -499,7 +500,7 @@ def test_keras2_optimizer_state_carries_over(keras2: dict[str, Any], tmp_path: P
             assert len(apply_rename_map(model, keras2["attention"], str(mapping))) == len(entries)
         model.train_on_batch(keras2["x2"], keras2["y2"])
         worst = max(float(np.max(np.abs(v.numpy() - keras2["next_step"][v.path]))) for v in model.weights)
-        if carry:
-            assert worst < 1e-6, worst
-        else:
+        if carry:  # float rounding apart (tf_keras's and Keras 3's layers order their operations differently)
+            assert worst < 1e-5, worst
+        else:  # Adam's first step from fresh moments moves each weight by about the learning rate
             assert worst > 1e-3, worst

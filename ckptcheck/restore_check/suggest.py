@@ -234,7 +234,8 @@ def _carried_slots(variables: Sequence[VariableCheck], waiting: Sequence[Variabl
     """Pair a Keras 3 optimizer variable (`adam/Conv1_kernel_momentum`: the slot of the model variable whose path,
     '/' as '_', it starts with) with the stored Keras 2 slot (`Adam/m/Conv1/kernel`, or `Adam/Conv1/kernel/m` from
     a legacy optimizer) of the stored variable that model variable was restored from; the iteration count with the
-    iteration count. Only for optimizers of one name (Adam and adam), each pair the other's only candidate."""
+    iteration count. Only for optimizers of one name (Adam and adam, adam_1), each pair the other's only
+    candidate."""
     restored_from: dict[str, str] = {}  # stored variable -> the model variable restored from it
     flat: dict[str, list[str]] = {}  # a model variable's path with '/' as '_' -> its paths
     for v in variables:
@@ -249,6 +250,7 @@ def _carried_slots(variables: Sequence[VariableCheck], waiting: Sequence[Variabl
         if v.kind != "optimizer" or not v.name or "/" not in v.name:
             return None
         opt, rest = v.name.split("/", 1)
+        opt = re.sub(r"_\d+$", "", opt)  # Keras numbers a second optimizer of a name: adam_1
         if rest in _ITERATIONS:
             return opt.lower(), "", "iteration"
         found = [(owner, rest[i + 1:]) for i, ch in enumerate(rest) if ch == "_"
@@ -349,10 +351,23 @@ def read_rename_map(source: str | dict[str, Any]) -> list[tuple[str, str]]:
     return load_rename_map(source)
 
 
+def _unnumbered(label: str) -> str:
+    """A label with Keras's numbering of its first part dropped: adam_3/dense_kernel_momentum -> adam/..."""
+    head, sep, rest = label.partition("/")
+    return re.sub(r"_\d+$", "", head) + sep + rest
+
+
 def _resolve_map(pairs: Sequence[tuple[str, str]], by_label: dict[str, Any], stored: _Stored, where: str,
                  shape_of: Callable[[Any], tuple[str, tuple[int, ...]]]) -> list[tuple[str, str, Any]]:
     out = []
+    # Keras numbers a second object of a name in one process (adam, adam_1): a map written in one process names
+    # the optimizer as that process did. A label matching only after that numbering is dropped is the same one.
+    renumbered: dict[str, list[str]] = {}
+    for label in by_label:
+        renumbered.setdefault(_unnumbered(label), []).append(label)
     for variable, key in pairs:
+        if variable not in by_label and len(renumbered.get(_unnumbered(variable), ())) == 1:
+            variable = renumbered[_unnumbered(variable)][0]
         if variable not in by_label:
             close = difflib.get_close_matches(variable, list(by_label), n=3)
             raise UsageError(f"the model has no variable {variable!r}", path=where,
