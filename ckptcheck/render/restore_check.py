@@ -141,15 +141,13 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
     others = [v for v in report.variables if v.from_another_name and v.via != "rename map"]
     if others:
         lines += ["", f"restored from a value saved under another name: {len(others)} variables (the format matches "
-                      f"by path or position, not by name): " + _names_text(
-                          tuple(f"{v.variable} <- {v.source_variable}" for v in others), verbose)]
+                      f"by path or position, not by name): " + _renamed_text(others, verbose)]
     mapped = [v for v in report.variables if v.restored and v.via == "rename map"]
     if mapped:
         renamed = [v for v in mapped if v.from_another_name]
         lines += ["", f"restored by the rename map: {len(mapped)} variables"
-                      + (f", {len(renamed)} of them from a value saved under another name: " + _names_text(
-                          tuple(f"{v.variable} <- {v.source_variable}" for v in renamed), verbose, 5)
-                         if renamed else "")]
+                      + (f", {len(renamed)} of them from a value saved under another name: "
+                         + _renamed_text(renamed, verbose, 5) if renamed else "")]
     allowed = report.allowed_missing
     if allowed:
         lines += ["", f"allowed to be missing (--allow-missing {' '.join(report.allow_missing)}): {len(allowed)} "
@@ -230,6 +228,23 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
         lines += ["", f"checkpoint optimizer state and counters: {_use_text(state)}{ignored}",
                   table(headers, _value_rows(state, with_variable))]
     return "\n".join(lines)
+
+
+def _renamed_text(variables: Sequence[VariableCheck], verbose: bool, most: int = MAX_NAMED) -> str:
+    """`variable <- saved name` for each, or, when one rename of the last name part is shared by several (17
+    depthwise kernels saved as depthwise_kernel), a count per rename with an example."""
+    from ckptcheck.renames import differing
+
+    pairs = tuple(f"{v.variable} <- {v.source_variable}" for v in variables)
+    if verbose:
+        return _names_text(pairs, verbose)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for v, pair in zip(variables, pairs, strict=True):
+        groups.setdefault(differing(v.source_variable or "", v.name or v.variable), []).append(pair)
+    if len(groups) * 2 > len(variables):
+        return _names_text(pairs, verbose, most)
+    return "; ".join(f"{a or '(none)'} -> {b or '(none)'}: {len(ps)} (e.g. {ps[0]})" for (a, b), ps in
+                     groups.items()) + " (--verbose lists them)"
 
 
 def _names_text(names: Sequence[str], verbose: bool, most: int = MAX_NAMED) -> str:

@@ -33,7 +33,6 @@ from typing import Any
 
 from ckptcheck.errors import UsageError
 
-KERAS3_SCHEMA = "ckptcheck.keras3-check/1"
 MAX_REASON_CHARS = 400
 
 
@@ -160,18 +159,12 @@ class _Keras:
     """The installed Keras's legacy-.h5 deserializer: the call keras.saving.load_model makes for an .h5."""
 
     def __init__(self) -> None:
-        from ckptcheck.lab.gate import import_keras
+        from ckptcheck.lab.gate import import_keras, import_keras_module
 
         self.keras = import_keras()
-        try:
-            from keras.src.legacy.saving import saving_options, saving_utils
-            from keras.src.saving import serialization_lib
-        except ImportError as exc:
-            raise UsageError(f"this Keras ({getattr(self.keras, '__version__', '?')}) has no legacy .h5 loader to "
-                             f"ask ({exc})", hint="the check needs Keras 3") from None
-        self._options = saving_options
-        self._utils = saving_utils
-        self._safe = serialization_lib
+        self._options = import_keras_module("keras.src.legacy.saving.saving_options")
+        self._utils = import_keras_module("keras.src.legacy.saving.saving_utils")
+        self._safe = import_keras_module("keras.src.saving.serialization_lib")
 
     def deserialize(self, config: dict[str, Any]) -> None:
         with self._options.keras_option_scope(use_legacy_config=True), self._safe.SafeModeScope(True), \
