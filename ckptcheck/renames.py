@@ -81,19 +81,22 @@ def leaf_pairs(old: Sequence[LeafCandidate], new: Sequence[LeafCandidate],
     layer)``, equality by default), where each is the other's only candidate of its dtype and shape under that
     layer. A candidate with the same leaf on the other side (which should have paired by name) blocks the pair:
     evidence of something else going on, not of a rename."""
-    same_layer = same_layer or (lambda a, b: a == b)
-    by_group: dict[tuple[str, tuple[int, ...]], list[LeafCandidate]] = {}
+    # Candidates are looked up by dtype and shape, and by layer too where layers must be equal (diff: thousands of
+    # unpaired tensors of one shape stay linear).
+    exact = same_layer is None
+    by_group: dict[tuple[str, tuple[int, ...], str], list[LeafCandidate]] = {}
     for n in new:
-        by_group.setdefault((n.dtype, n.shape), []).append(n)
+        layer_n = layer_and_leaf(n.name)[0]
+        if layer_n:
+            by_group.setdefault((n.dtype, n.shape, layer_n if exact else ""), []).append(n)
     fits_old: dict[str, list[LeafCandidate]] = {}
     fits_new: dict[str, list[LeafCandidate]] = {}
     for o in old:
         layer_o = layer_and_leaf(o.name)[0]
         if not layer_o:
             continue
-        for n in by_group.get((o.dtype, o.shape), ()):
-            layer_n, _leaf_n = layer_and_leaf(n.name)
-            if layer_n and same_layer(layer_o, layer_n):
+        for n in by_group.get((o.dtype, o.shape, layer_o if exact else ""), ()):
+            if exact or (same_layer is not None and same_layer(layer_o, layer_and_leaf(n.name)[0])):
                 fits_old.setdefault(o.ident, []).append(n)
                 fits_new.setdefault(n.ident, []).append(o)
     out = []

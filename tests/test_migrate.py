@@ -209,6 +209,22 @@ def test_leaf_rename_needs_the_only_fit_on_both_sides() -> None:
     assert suggest([_var("opt/kernel", (4, 5), "optimizer")], [_value("opt/weights", (4, 5), "optimizer")]) == ()
 
 
+def test_leaf_pairs_for_diff() -> None:
+    """diff's candidates (values are compared after): same layer, one fit each way, leaves differing."""
+    from ckptcheck.renames import LeafCandidate, leaf_pairs
+
+    def c(name: str, shape: tuple[int, ...] = (3,)) -> LeafCandidate:
+        return LeafCandidate(name, name, "float32", shape)
+
+    assert [(o.name, n.name) for o, n in leaf_pairs([c("b1/depthwise_kernel"), c("b2/depthwise_kernel")],
+                                                    [c("b2/kernel"), c("b1/kernel")])] == [
+        ("b1/depthwise_kernel", "b1/kernel"), ("b2/depthwise_kernel", "b2/kernel")]
+    assert leaf_pairs([c("b1/x"), c("b1/y")], [c("b1/kernel")]) == []  # a tie
+    assert leaf_pairs([c("b1/kernel")], [c("b1/kernel")]) == []  # the same leaf: not a rename
+    assert leaf_pairs([c("b1/x")], [c("b1/kernel", (4,))]) == []  # another shape
+    assert leaf_pairs([c("x")], [c("kernel")]) == []  # no layer to share
+
+
 # --- restore-check fails fast -----------------------------------------------------------------------------------
 
 
