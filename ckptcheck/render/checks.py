@@ -166,7 +166,8 @@ def _diff_body(report: DiffReport) -> str:
         lines.append(f"compared: {a} of A's {total_a} tensors and {b} of B's {total_b}, those "
                      f"{report.selection.text()} selects")
     optimizers_a, optimizers_b = report.optimizers
-    if optimizers_a != optimizers_b:
+    carried = any(report.kinds.get(r.name_a) == "optimizer" for r in report.renamed)  # paired by a rename map
+    if optimizers_a != optimizers_b and not carried:
         lines.append(f"optimizer: {', '.join(optimizers_a) or 'none'} in A, {', '.join(optimizers_b) or 'none'} in "
                      "B: its state is reported removed and added, not compared")
     if report.matching != "variables":
