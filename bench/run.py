@@ -406,7 +406,7 @@ def export_rows(big: str, runs: int) -> list[Result]:
 def remote_rows(small: str, big: str, runs: int, resnet: str | None = None) -> list[Result]:
     """The checkpoints served over loopback HTTP by the tests' Range-answering server (sendfile: it is not the
     bottleneck), in this process, while the commands run in their own."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
+    sys.path.insert(0, str(HERE.parent / "tests" / "support"))
     from remote_servers import http_server
 
     out = []

@@ -396,6 +396,10 @@ def diff(
     kind: KindOption = None,
     exclude: ExcludeOption = None,
     jobs: JobsOption = None,
+    rename_map: Annotated[str | None, typer.Option(
+        "--rename-map", metavar="FILE",
+        help="Pair tensors as a rename map (written by restore-check --rename-map) maps them: its key on one side "
+             "with its variable on the other.")] = None,
 ) -> None:
     """Tensors added, removed and changed from A to B; for changed values, by how much. Exit 1 if different.
 
@@ -412,9 +416,14 @@ def diff(
     warn_unsafe(a, b)
     with errors_to_exit(), open_checkpoint(a) as ra, open_checkpoint(b) as rb:
         selection = Selection.of(filter_, exclude, kind)
+        if rename_map is not None:
+            from ckptcheck.renames import load_rename_map
+
+            load_rename_map(rename_map)  # a bad map is said before any value is read
         with byte_progress("diff", show_progress(json_output)) as progress:
             report = diff_readers(ra, rb, atol, rtol, selection=selection,
-                                      on_tensor=bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)))
+                                  on_tensor=bytes_ticker(ra, progress), jobs=(_jobs(jobs, ra), _jobs(jobs, rb)),
+                                  rename_map=rename_map)
         report = sort_changes(report, sort)
         if json_output:
             emit_json(diff_dict(report))
@@ -734,6 +743,9 @@ def restore_check_command(
     with errors_to_exit():
         shapes = parse_input_shapes(input_shape)
         from ckptcheck.lab.gate import import_tensorflow
+        from ckptcheck.restore_check.arguments import check_arguments
+
+        check_arguments(checkpoint, model, apply_rename_map)  # a typo is said before TensorFlow's start-up
 
         import_tensorflow()  # before the progress bar: TensorFlow's start-up lines and a missing install come first
         with progress_bar(show_progress(json_output), 4, "restore-check") as tick:
@@ -747,6 +759,49 @@ def restore_check_command(
         emit_json(restore_check_dict(report))
     else:
         emit(restore_check_text(report, verbose=verbose))
+    if not report.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+# --- keras3-check ---
+
+
+@app.command("keras3-check", cls=_Command)
+def keras3_check_command(
+    path: Annotated[str, typer.Argument(help="A legacy .h5 model file (Keras 2 / tf_keras model.save).")],
+    write_fixed: Annotated[str | None, typer.Option(
+        "--write-fixed", metavar="OUT.h5",
+        help="Write a copy of the file whose config has the certain fixes (when every failing layer has one).")]
+    = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Will Keras 3 load this Keras 2 .h5? Each layer of its config is deserialized by the installed Keras; certain
+    fixes are checked, and the fixed file is loaded and measured (weights, optimizer state). Exit 0 loads as it is,
+    1 some layers fail, 2 bad input."""
+    from ckptcheck.render.keras3 import keras3_dict, keras3_text
+    from ckptcheck.restore_check.keras3 import keras3_check
+
+    warn_unsafe(path)
+    with errors_to_exit():
+        from ckptcheck.formats.resolve import resolve
+        from ckptcheck.lab.gate import import_keras
+
+        resolve(path)  # a typo is said before TensorFlow's start-up
+        if write_fixed is not None and os.path.exists(write_fixed) and os.path.samefile(write_fixed, path):
+            raise UsageError("refusing to write the fixed copy over the file itself", path=write_fixed)
+        import_keras()
+        report = keras3_check(path, fixed_copy=write_fixed)
+        if write_fixed is not None:
+            if report.load is None or report.fixed_config is None:
+                typer.echo(f"ckptcheck: {write_fixed} not written: "
+                           + ("no fix to apply" if report.fixed_config is None else "not every failing layer has a "
+                              "certain fix"), err=True)
+            else:
+                typer.echo(f"wrote {write_fixed}: the file with the fixed config", err=True)
+    if json_output:
+        emit_json(keras3_dict(report))
+    else:
+        emit(keras3_text(report))
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ckptcheck.compare import Scratch, ValueDiff, compare_tensors
 from ckptcheck.formats.interface import CheckpointReader
@@ -20,6 +20,7 @@ from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.order import natural_sorted
 from ckptcheck.pairing import Pairs, identity, named, normalize_name, optimizer_names, pair_tensors, same_keys
 from ckptcheck.records import KERAS, CheckpointInfo, TensorInfo
+from ckptcheck.renames import Renamed
 from ckptcheck.selection import Selection
 
 T = TypeVar("T")
@@ -98,6 +99,7 @@ class DiffReport:
     selection: Selection = dataclasses.field(default_factory=Selection)
     # (A's tensors selected, A's tensors, B's selected, B's): what --filter, --exclude and --kind left
     selected: tuple[int, int, int, int] = (0, 0, 0, 0)
+    renamed: tuple[Renamed, ...] = ()  # pairs made under another name (renames.py): also in changed or unchanged
 
     @property
     def same(self) -> bool:
@@ -156,6 +158,7 @@ def diff_readers(
     on_tensor: Callable[[str], None] | None = None,
     jobs: tuple[int, int] = (1, 1),
     selection: Selection | None = None,
+    rename_map: str | dict[str, Any] | None = None,
 ) -> DiffReport:
     """``include`` is asked about each tensor's key and its variable; a tensor is compared if either passes.
     ``selection``: --filter, --exclude and --kind (applied to both sides, each by its own kinds).
@@ -205,8 +208,15 @@ def diff_readers(
     kept = {id(t) for t in (*removed, *added, *aside)} | {id(t) for pair in pairs for t in pair}
     ta = [t for t in ta if id(t) in kept]
     tb = [t for t in tb if id(t) in kept]
-    pairing = dataclasses.replace(whole, pairs=pairs, removed=removed, added=added,
-                                  moved=[(x, y) for x, y in pairs if keys_alike and x.name != y.name])
+    # --- renamed tensors (ckptcheck/renames.py): a rename map's pairs, and leaves renamed with equal values ---
+    from ckptcheck.renames import pair_renamed
+
+    more, removed, added, renamed = pair_renamed(ra, rb, removed, added, variable_of, rename_map)
+    stored_elsewhere = [(x, y) for x, y in pairs if keys_alike and x.name != y.name]  # (not the renamed)
+    pairs += more
+    whole = dataclasses.replace(whole, how=whole.how + " and renames") if renamed else whole
+    # ---
+    pairing = dataclasses.replace(whole, pairs=pairs, removed=removed, added=added, moved=stored_elsewhere)
     optimizers = (optimizer_names(ta, [kind_a[t.name] for t in ta]), optimizer_names(tb, [kind_b[t.name] for t in tb]))
     selected = (sum(id(t) in kept for t in ia.tensors), len(ia.tensors),
                 sum(id(t) in kept for t in ib.tensors), len(ib.tensors))
@@ -247,7 +257,7 @@ def diff_readers(
         matching=pairing.how, atol=atol, rtol=rtol, note=note, bookkeeping=tuple(aside),
         warnings=(*_archive_warnings(ia), *_archive_warnings(ib)), graph_differences=graph, moved=tuple(moved),
         unchanged_names=tuple(n for n, _ in unchanged), kinds=kind_a, kinds_b=kind_b, optimizers=optimizers,
-        selection=selection, selected=selected,
+        selection=selection, selected=selected, renamed=tuple(renamed),
     )
 
 

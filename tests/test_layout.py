@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ckptcheck"
 TENSORFLOW = ("tensorflow", "keras", "tf_keras")
 # What needs TensorFlow: the lab and restore-check (they build and restore models), and the renderers of their
 # reports, which the reading commands never load.
-TF_WING = ("ckptcheck.lab", "ckptcheck.restore_check", "ckptcheck.render.lab", "ckptcheck.render.restore_check")
+TF_WING = ("ckptcheck.lab", "ckptcheck.restore_check", "ckptcheck.render.lab", "ckptcheck.render.restore_check",
+           "ckptcheck.render.keras3")
 # The command line and the package's face reach everything (lazily, per command).
 ABOVE_ALL = ("ckptcheck.cli", "ckptcheck.__main__")
 

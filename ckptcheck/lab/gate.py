@@ -61,3 +61,16 @@ def import_keras() -> Any:
         raise UsageError(f"Keras runs on the {keras.backend.backend()} backend; ckptcheck needs tensorflow",
                          hint="set KERAS_BACKEND=tensorflow")
     return keras
+
+
+def import_keras_module(name: str) -> Any:
+    """A module of the installed Keras (``keras.src.legacy.saving.saving_utils``), through the gate: Keras imported
+    quietly first, and a Keras without it one line (a UsageError naming the module)."""
+    import importlib
+
+    keras = import_keras()
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise UsageError(f"this Keras ({getattr(keras, '__version__', '?')}) has no {name} ({exc})",
+                         hint="the command needs Keras 3") from None

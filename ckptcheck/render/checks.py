@@ -166,11 +166,13 @@ def _diff_body(report: DiffReport) -> str:
         lines.append(f"compared: {a} of A's {total_a} tensors and {b} of B's {total_b}, those "
                      f"{report.selection.text()} selects")
     optimizers_a, optimizers_b = report.optimizers
-    if optimizers_a != optimizers_b:
+    carried = any(report.kinds.get(r.name_a) == "optimizer" for r in report.renamed)  # paired by a rename map
+    if optimizers_a != optimizers_b and not carried:
         lines.append(f"optimizer: {', '.join(optimizers_a) or 'none'} in A, {', '.join(optimizers_b) or 'none'} in "
                      "B: its state is reported removed and added, not compared")
     if report.matching != "variables":
         lines.append(f"tensors matched by {report.matching}")
+    lines += _renamed_lines(report)
     if report.note:
         lines.append(f"note: {report.note}")
     if report.moved:
@@ -210,6 +212,21 @@ def _diff_body(report: DiffReport) -> str:
                                 [[_variable_cell(t), report.kind_of(t, side) or "", t.dtype, shape_text(t.shape)]
                                  for t in tensors])]
     return "\n".join(lines)
+
+
+def _renamed_lines(report: DiffReport) -> list[str]:
+    """Tensors paired under another name (renames.py), one line per kind of rename with an example."""
+    if not report.renamed:
+        return []
+    groups: dict[str, list[Any]] = {}
+    for r in report.renamed:
+        groups.setdefault(r.rule, []).append(r)
+    lines = [f"renamed: {len(report.renamed)} tensors paired under another name (counted above as unchanged or "
+             f"changed; --json lists them):"]
+    for rule, rs in groups.items():
+        r = rs[0]
+        lines.append(f"  {rule}: {len(rs)} (e.g. {r.variable_a} -> {r.variable_b}: {r.evidence})")
+    return lines
 
 
 def diff_dict(report: DiffReport) -> dict[str, Any]:
@@ -257,4 +274,6 @@ def diff_dict(report: DiffReport) -> dict[str, Any]:
             for c in report.changed
         ],
         "bookkeeping": [{**brief(t, "a"), "kind": "bookkeeping"} for t in report.bookkeeping],
+        "renamed": [{"name": r.name_a, "name_b": r.name_b, "variable": r.variable_a, "variable_b": r.variable_b,
+                     "rule": r.rule, "evidence": r.evidence} for r in report.renamed],
     }

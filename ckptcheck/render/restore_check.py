@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
 from ckptcheck.records import (
     SAVEDMODEL,
+    TF1,
     TF2,
 )
 from ckptcheck.render.inspect import FORMAT_TITLES, stats_dict
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from ckptcheck.restore_check.report import RestoreCheckReport, StoredValueUse, VariableCheck
 
 RESTORE_CHECK_SCHEMA = "ckptcheck.restore-check/1"
+WEIGHT, OPTIMIZER, COUNTER = "weight", "optimizer", "counter"  # restore_check.report's kinds
 _STATUS_TEXT = {"restored": "yes", "restored-different": "VALUES DIFFER", "mismatch": "NO: mismatch",
                 "skipped": "NO: skipped", "missing": "NO: missing"}
 
@@ -36,8 +39,11 @@ def _restore_verdict(report: RestoreCheckReport) -> str:
     counted = [v for v in report.variables if report.counts(v.kind)]
     bad = report.not_restored
     unused = report.unused
-    if report.ok:
+    restored = sum(1 for v in counted if v.restored)
+    if report.ok and restored == len(counted):
         head = f"OK: all {len(counted)} variables restored, values equal to the checkpoint's"
+    elif report.ok:  # some allowed to be missing: said, not counted as restored (the footer counts the same)
+        head = f"OK: {restored} of {len(counted)} variables restored, values equal to the checkpoint's"
     elif bad:
         head = f"NOT RESTORED: {len(bad)} of {len(counted)} variables (they keep the values shown)"
     elif report.restore_error is not None:
@@ -111,6 +117,10 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
         lines.append("to load everything but the mismatched layers (measured with this format):")
         lines += [_labelled(r, "  - ") for r in report.recipes]
     lines += [_labelled(n, "note:       ") for n in report.notes]
+    if report.keras3 is not None:
+        from ckptcheck.render.keras3 import restore_check_section
+
+        lines += restore_check_section(report.keras3)
     tail = " (TF2 keys shown without /.ATTRIBUTES/VARIABLE_VALUE)" if report.format in (TF2, SAVEDMODEL) else ""
     if report.mismatches:
         lines += ["", "dtype and shape mismatches:"]
@@ -119,15 +129,25 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
             lines.append(f"  {m.variable} <- {_key_text(m.key)}: " + "; ".join(parts))
     left = set(stop.left_behind) if stop is not None and not verbose else set()
     bad = [v for v in report.not_restored if v.variable not in left]
-    if bad:
+    # Optimizer state is one line per optimizer unless --verbose: hundreds of slots say one thing.
+    bad_state = [v for v in bad if v.kind == OPTIMIZER] if not verbose else []
+    bad = [v for v in bad if not any(v is w for w in bad_state)]
+    if bad or bad_state:
         lines += ["", f"variables not restored: {len(report.not_restored)}"
-                  + (f" ({len(left)} left behind by the stop, named above)" if left else "") + tail,
-                  table(_VARIABLE_HEADERS, _variable_rows(bad))]
-    others = [v for v in report.variables if v.from_another_name]
+                  + (f" ({len(left)} left behind by the stop, named above)" if left else "") + tail]
+        if bad:
+            lines.append(table(_VARIABLE_HEADERS, _variable_rows(bad)))
+        lines += _optimizer_variable_lines(bad_state)
+    others = [v for v in report.variables if v.from_another_name and v.via != "rename map"]
     if others:
         lines += ["", f"restored from a value saved under another name: {len(others)} variables (the format matches "
-                      f"by path or position, not by name): " + _names_text(
-                          tuple(f"{v.variable} <- {v.source_variable}" for v in others), verbose)]
+                      f"by path or position, not by name): " + _renamed_text(others, verbose)]
+    mapped = [v for v in report.variables if v.restored and v.via == "rename map"]
+    if mapped:
+        renamed = [v for v in mapped if v.from_another_name]
+        lines += ["", f"restored by the rename map: {len(mapped)} variables"
+                      + (f", {len(renamed)} of them from a value saved under another name: "
+                         + _renamed_text(renamed, verbose, 5) if renamed else "")]
     allowed = report.allowed_missing
     if allowed:
         lines += ["", f"allowed to be missing (--allow-missing {' '.join(report.allow_missing)}): {len(allowed)} "
@@ -142,32 +162,48 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
         lines += ["", f"stored values unused: {len(unused)}"
                   + (f" ({len(unused) - len(shown)} are the values of the variables left behind)" if left else "")
                   + (" (allowed: --allow-unused)" if report.allow_unused else "")]
+        state_shown = [s for s in shown if s.kind == OPTIMIZER]
+        shown = [s for s in shown if s.kind != OPTIMIZER]
         if shown:
             lines.append(table(headers, _value_rows(shown, with_variable)))
+        lines += _optimizer_value_lines(state_shown, report.format)
     suggestions = [s for s in report.suggestions if s.variable not in left]
     if len(suggestions) < len(report.suggestions):
         lines += ["", f"likely matches: each of the {len(report.suggestions) - len(suggestions)} variables left behind "
                       f"is suggested the value saved under its own name (--rename-map FILE writes them; --verbose "
                       f"lists them)"]
+    kinds = {v.variable: v.kind for v in report.variables}
+    state_suggestions = [s for s in suggestions if kinds.get(s.variable) == OPTIMIZER] if not verbose else []
+    suggestions = [s for s in suggestions if not any(s is t for t in state_suggestions)]
+    if state_suggestions:
+        lines += ["", _labelled(f"likely matches for optimizer state: {len(state_suggestions)} variables, e.g. "
+                                f"{state_suggestions[0].variable} <- {_key_text(state_suggestions[0].key)} "
+                                f"({state_suggestions[0].evidence}); --verbose lists them, --rename-map FILE writes "
+                                f"them", "")]
     if suggestions:
         rows = [[s.variable, "<-", _key_text(s.key), shape_text(s.shape), s.stored_variable or "", s.evidence]
                 for s in suggestions]
-        lines += ["", "likely matches (the value saved under the variable's own name, or under it with a layer "
-                      "renamed; same dtype and shape):",
+        lines += ["", "likely matches (the value saved under the variable's own name, under it with a layer "
+                      "renamed, or the only fit under the same layer; same dtype and shape):",
                   table(["variable", "", "stored value", "shape", "saved as", "evidence"], rows)]
         renames = _rename_counts(report)
         if renames:
             lines.append("renames: " + ", ".join(f"{_rename_text((a, b))} ({n} values)" for (a, b), n in renames))
         lines.append("write them as a mapping to review with --rename-map FILE; check it with --apply-rename-map FILE")
-    weights = [v for v in report.variables if v.kind != "optimizer"]
-    optimizer = [v for v in report.variables if v.kind == "optimizer"]
+    # The footer counts what the headline counts: model weights, step counters and optimizer variables, each
+    # said counted or not (--ignore-optimizer) and with those allowed to be missing.
+    weights = [v for v in report.variables if v.kind == WEIGHT]
+    counters = [v for v in report.variables if v.kind == COUNTER]
+    optimizer = [v for v in report.variables if v.kind == OPTIMIZER]
     ignored = " — not counted (--ignore-optimizer)" if report.ignore_optimizer else ""
     stored_weights = [s for s in report.values if s.kind == "weight"]
     state = [s for s in report.values if s.kind != "weight"]
     if not verbose:
-        lines += ["", f"model variables: {_count_text(weights) if weights else 'none'}"]
+        lines += ["", f"model variables: {_count_text(weights, report) if weights else 'none'}"]
+        if counters:
+            lines.append(f"step counters: {_count_text(counters, report)}{ignored}")
         if optimizer:
-            lines.append(f"optimizer variables: {_count_text(optimizer)}{ignored}")
+            lines.append(f"optimizer variables: {_count_text(optimizer, report)}{ignored}")
         if stored_weights:
             lines.append(f"checkpoint weights: {_use_text(stored_weights)}")
         if state:
@@ -175,12 +211,15 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
         lines.append("(--verbose lists every variable and stored value; --json has everything)")
         return "\n".join(lines)
     if weights:
-        lines += ["", f"model variables: {_count_text(weights)}{tail}",
+        lines += ["", f"model variables: {_count_text(weights, report)}{tail}",
                   table(_VARIABLE_HEADERS, _variable_rows(weights))]
     else:
         lines += ["", "model variables: none"]
+    if counters:
+        lines += ["", f"step counters: {_count_text(counters, report)}{ignored}",
+                  table(_VARIABLE_HEADERS, _variable_rows(counters))]
     if optimizer:
-        lines += ["", f"optimizer variables: {_count_text(optimizer)}{ignored}",
+        lines += ["", f"optimizer variables: {_count_text(optimizer, report)}{ignored}",
                   table(_VARIABLE_HEADERS, _variable_rows(optimizer))]
     if stored_weights:
         lines += ["", f"checkpoint weights: {_use_text(stored_weights)}",
@@ -191,10 +230,27 @@ def restore_check_text(report: RestoreCheckReport, *, verbose: bool = False) -> 
     return "\n".join(lines)
 
 
-def _names_text(names: Sequence[str], verbose: bool) -> str:
-    if verbose or len(names) <= MAX_NAMED:
+def _renamed_text(variables: Sequence[VariableCheck], verbose: bool, most: int = MAX_NAMED) -> str:
+    """`variable <- saved name` for each, or, when one rename of the last name part is shared by several (17
+    depthwise kernels saved as depthwise_kernel), a count per rename with an example."""
+    from ckptcheck.renames import differing
+
+    pairs = tuple(f"{v.variable} <- {v.source_variable}" for v in variables)
+    if verbose:
+        return _names_text(pairs, verbose)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for v, pair in zip(variables, pairs, strict=True):
+        groups.setdefault(differing(v.source_variable or "", v.name or v.variable), []).append(pair)
+    if len(groups) * 2 > len(variables):
+        return _names_text(pairs, verbose, most)
+    return "; ".join(f"{a or '(none)'} -> {b or '(none)'}: {len(ps)} (e.g. {ps[0]})" for (a, b), ps in
+                     groups.items()) + " (--verbose lists them)"
+
+
+def _names_text(names: Sequence[str], verbose: bool, most: int = MAX_NAMED) -> str:
+    if verbose or len(names) <= most:
         return ", ".join(names)
-    return ", ".join(names[:MAX_NAMED]) + f", ... and {len(names) - MAX_NAMED} more (--verbose, --json)"
+    return ", ".join(names[:most]) + f", ... and {len(names) - most} more (--verbose, --json)"
 
 
 def _labelled(text: str, label: str) -> str:
@@ -204,9 +260,60 @@ def _labelled(text: str, label: str) -> str:
                          break_on_hyphens=False, break_long_words=False)
 
 
-def _count_text(variables: Sequence[VariableCheck]) -> str:
+def _count_text(variables: Sequence[VariableCheck], report: RestoreCheckReport) -> str:
     restored = sum(1 for v in variables if v.restored)
-    return f"{restored} of {len(variables)} restored"
+    allowed = sum(1 for v in variables if report.allowed(v))
+    return f"{restored} of {len(variables)} restored" + (f" ({allowed} allowed to be missing)" if allowed else "")
+
+
+_SLOT = "/.OPTIMIZER_SLOT/"
+
+
+def optimizer_of(label: str, fmt: str | None = None) -> str:
+    """The optimizer a piece of optimizer state belongs to, for one summary line each: a TF slot's optimizer path
+    (`dense/kernel/.OPTIMIZER_SLOT/optimizer/m` -> `optimizer`), a TF1 slot's optimizer name (`dense/kernel/Adam_1`
+    -> `Adam`, and Adam's beta powers), else the first part of the name (`adam/dense_kernel_momentum` -> `adam`,
+    `optimizer_weights/Adam/m/...` -> `optimizer_weights`)."""
+    if _SLOT in label:
+        rest = label.split(_SLOT, 1)[1]
+        return rest.rsplit("/", 1)[0] if "/" in rest else rest
+    if fmt == TF1:
+        last = label.rsplit("/", 1)[-1]
+        return "Adam" if last in ("beta1_power", "beta2_power") else re.sub(r"_\d+$", "", last)
+    return label.split("/", 1)[0]
+
+
+def _optimizer_variable_lines(variables: Sequence[VariableCheck]) -> list[str]:
+    """One line per optimizer: how many of its variables were not restored, by status, with the commonest
+    reason."""
+    groups: dict[str, list[VariableCheck]] = {}
+    for v in variables:
+        groups.setdefault(optimizer_of(v.variable), []).append(v)
+    out = []
+    for name, group in groups.items():
+        by_status: dict[str, list[VariableCheck]] = {}
+        for v in group:
+            by_status.setdefault(v.status, []).append(v)
+        parts = []
+        for status, vs in sorted(by_status.items(), key=lambda item: -len(item[1])):
+            reasons: dict[str, int] = {}
+            for v in vs:
+                reasons[v.reason or ""] = reasons.get(v.reason or "", 0) + 1
+            reason = max(reasons, key=lambda r: reasons[r])
+            more = ", ..." if len(reasons) > 1 else ""
+            parts.append(f"{len(vs)} {status}" + (f" ({reason}{more})" if reason else ""))
+        out.append(_labelled(f"{name}: {len(group)} optimizer variables — {'; '.join(parts)}; e.g. "
+                             f"{group[0].variable} (--verbose lists them)", "  "))
+    return out
+
+
+def _optimizer_value_lines(values: Sequence[StoredValueUse], fmt: str) -> list[str]:
+    """One line per optimizer whose stored state no variable took."""
+    groups: dict[str, list[StoredValueUse]] = {}
+    for s in values:
+        groups.setdefault(optimizer_of(s.label if fmt in (TF2, SAVEDMODEL) else s.key, fmt), []).append(s)
+    return [_labelled(f"{name}: {len(group)} optimizer values, e.g. {_key_text(group[0].label)} (--verbose lists "
+                      f"them)", "  ") for name, group in groups.items()]
 
 
 def _use_text(values: Sequence[StoredValueUse]) -> str:
@@ -292,4 +399,13 @@ def restore_check_dict(report: RestoreCheckReport) -> dict[str, Any]:
             for s in report.suggestions
         ],
         "notes": list(report.notes),
+        "keras3": _keras3_json(report),
     }
+
+
+def _keras3_json(report: RestoreCheckReport) -> dict[str, Any] | None:
+    if report.keras3 is None:
+        return None
+    from ckptcheck.render.keras3 import keras3_dict
+
+    return keras3_dict(report.keras3)

@@ -14,17 +14,22 @@ edge by edge from the root as TensorFlow does; TF1: its variable name; Keras 3: 
 it, found by saving the fingerprinted model; legacy .h5: its position among the layers with weights), and whether
 that name is missing or holds another dtype or shape. Unrestored variables and unused values of the same dtype
 and shape are paired into rename suggestions only on evidence (the value's own saved name equals the variable's,
-or does after one consistent rename of a layer), which `write_rename_map` writes as a reviewable JSON mapping and
-`apply_rename_map` applies.
+or does after one consistent rename of a layer; or it is the only unused value of its dtype and shape under the
+variable's layer, for the only variable there without one; or it is a Keras 2 optimizer slot of the variable's
+source), which `write_rename_map` writes as a reviewable JSON mapping and `apply_rename_map` applies.
 
 One module per step, in the order they run:
 
+- `arguments`: the model file, FUNCTION (by `ast`), a rename map and the checkpoint path, checked before TensorFlow
+  is imported;
 - `user_model`: load the user's model and create what it creates lazily;
 - `variables`: enumerate its variables, and the fingerprints they are filled with;
 - `matching`: the stored name each variable is looked up by, per format;
 - `stored`: the checkpoint's values, and whether a restored value is one of them;
 - `measure`: run the restore and report what happened (`restore_check`);
-- `suggest`: rename suggestions and rename maps.
+- `suggest`: rename suggestions and rename maps;
+- `keras3` (for a legacy .h5 restored into a Keras 3 model, and `keras3-check`): each layer of its config asked of
+  the installed Keras.
 
 TensorFlow and Keras are imported inside the functions that need them; the user's model file is imported with
 its output sent to stderr, and its errors are reported as its own (type, message, file and line).

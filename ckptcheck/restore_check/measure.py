@@ -85,6 +85,9 @@ def restore_check(
     """Restore CHECKPOINT into the model --model builds and report every variable and every stored value."""
     import gc
 
+    from ckptcheck.restore_check.arguments import check_arguments
+
+    check_arguments(checkpoint, model, apply_map)  # before TensorFlow's start-up: a typo costs no seconds
     pairs = read_rename_map(apply_map) if apply_map is not None else None
     from ckptcheck.formats.resolve import resolve
     from ckptcheck.records import SAFETENSORS
@@ -131,6 +134,7 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
             stored = _Stored(reader)
             stage("restoring")
             outcome = _restore(fmt, local, loaded, reader, stored, variables, work, tf, keras)
+            keras3 = _keras3(fmt, local, loaded, keras)
         for v in variables:  # values are read again when compared, one at a time: no copy of the whole model
             v.via = "restore" if v.fingerprint is not None and not same_bits(_value_of(v.obj), v.fingerprint) else None
         if pairs is not None:
@@ -141,6 +145,12 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         values = _uses(fmt, reader, stored, checks, outcome.others)
         suggestions = suggest(checks, values, use_paths=fmt in (TF2, SAVEDMODEL), copies=_copies(values, stored))
         notes = outcome.notes + _format_notes(fmt, variables, keras, stored)
+        if fmt == KERAS_H5 and any(v.kind == OPTIMIZER for v in checks if v.variable in {s.variable for s in
+                                                                                         suggestions}):
+            notes.append("its optimizer state carries over to a Keras 3 optimizer of the same algorithm: "
+                         "--rename-map FILE writes each Keras 2 slot paired with its Keras 3 variable (likely matches "
+                         "below); after model.optimizer.build(model.trainable_variables) and load_weights, "
+                         "ckptcheck.restore_check.apply_rename_map(model, PATH, FILE) assigns them")
         stopped = _stopped(fmt, outcome.error, checks, mismatches, stored)
         recipes = _recipes(fmt, loaded, variables, mismatches, stopped, outcome.method, suggestions)
     return RestoreCheckReport(
@@ -148,7 +158,20 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         method=outcome.method, built=tuple(built), restore_error=outcome.error, variables=tuple(checks),
         values=tuple(values), mismatches=tuple(mismatches), suggestions=suggestions, notes=tuple(notes),
         allow_unused=allow_unused, ignore_optimizer=ignore_optimizer, applied_map=apply_map,
-        allow_missing=tuple(allow_missing), stopped=stopped, recipes=tuple(recipes))
+        allow_missing=tuple(allow_missing), stopped=stopped, recipes=tuple(recipes), keras3=keras3)
+
+
+def _keras3(fmt: str, local: str, loaded: LoadedModel, keras: Any) -> Any:
+    """For a legacy .h5 restored into a Keras 3 model: each layer of its config asked of the installed Keras
+    (the weights restore by position whatever the config; keras.saving.load_model needs the config)."""
+    if fmt != KERAS_H5 or keras is None or not isinstance(loaded.target, getattr(keras, "Model", ())):
+        return None
+    from ckptcheck.restore_check.keras3 import keras3_check
+
+    try:
+        return keras3_check(local, measure_load=False)
+    except UsageError:  # a weights-only .h5: no config to ask about
+        return None
 
 
 def _local_copy(location: str, files: Sequence[str], work: str) -> str:
@@ -374,12 +397,16 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
                                         kept=kept))
         else:
             checks.append(VariableCheck(v.label, v.kind, v.dtype, v.shape, MISSING, v.key, name=v.name,
-                                        reason=_missing_reason(v, fmt), kept=kept))
+                                        reason=_missing_reason(v, fmt, stored), kept=kept))
     return checks, mismatches
 
 
-def _missing_reason(v: _Var, fmt: str) -> str:
+def _missing_reason(v: _Var, fmt: str, stored: _Stored | None = None) -> str:
     if v.key is None:
+        if fmt == KERAS_H5 and v.kind == OPTIMIZER and (v.name or "").endswith("/learning_rate") and not any(
+                (t.variable or "").endswith("learning_rate") for t in (stored.infos.values() if stored else ())):
+            return ("the .h5 stores no learning-rate variable (a Keras 2 optimizer's learning rate is in its "
+                    "training_config); it keeps the value the model was compiled with")
         if fmt == KERAS_H5:
             return ("load_weights does not read a legacy .h5's optimizer_weights" if v.kind == OPTIMIZER else
                     "the file has no layer group at its position")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # (stats imports numpy)
+    from ckptcheck.restore_check.keras3 import Keras3Report
     from ckptcheck.stats import TensorStats
 
 # What a variable or a stored value is for: a model weight, optimizer state (slots, moments, the optimizer's own
@@ -144,6 +145,8 @@ class RestoreCheckReport:
     stopped: RestoreStop | None = None  # the restore raised part-way and left variables behind
     # Ways this format loads everything but the mismatched layers, each checked against TensorFlow/Keras by the tests.
     recipes: tuple[str, ...] = ()
+    # A legacy .h5 restored into a Keras 3 model: what the installed Keras says of each layer of its config.
+    keras3: Keras3Report | None = None
 
     def counts(self, kind: str) -> bool:
         """Whether variables and values of this kind decide the verdict."""

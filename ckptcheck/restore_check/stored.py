@@ -30,8 +30,8 @@ def stored_kinds(reader: CheckpointReader, tensors: Sequence[TensorInfo],
     for t, kind in zip(tensors, summary.classify_kinds(reader, tensors, refs), strict=True):
         if kind == summary.OPTIMIZER:
             kinds[t.name] = OPTIMIZER
-        elif t.shape == () and t.dtype.startswith(("int", "uint")):
-            kinds[t.name] = COUNTER
+        elif kind in (summary.COUNTERS, summary.BOOKKEEPING) and t.shape == () and t.dtype.startswith(("int", "uint")):
+            kinds[t.name] = COUNTER  # an integer scalar inside a layer (normalization/count) is the layer's weight
         else:
             kinds[t.name] = WEIGHT
     return kinds

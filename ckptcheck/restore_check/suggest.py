@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ckptcheck.errors import UsageError
+from ckptcheck.renames import RENAME_MAP_SCHEMA as RENAME_MAP_SCHEMA
+from ckptcheck.renames import LeafCandidate, differing, leaf_pairs, load_rename_map, spelling_note
 from ckptcheck.restore_check.matching import short_key
 from ckptcheck.restore_check.report import (
     RESTORED_DIFFERENT,
@@ -22,12 +23,7 @@ from ckptcheck.restore_check.report import (
     VariableCheck,
 )
 from ckptcheck.restore_check.stored import _Stored
-from ckptcheck.restore_check.user_model import _one_line
 from ckptcheck.restore_check.variables import _dtype_name, _value_of, variable_labels
-
-RENAME_MAP_SCHEMA = "ckptcheck.rename-map/1"
-MAX_MAP_BYTES = 64 << 20
-
 
 # --- suggestions ----------------------------------------------------------------------------------------------------
 
@@ -124,12 +120,13 @@ def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]
     taken_v: set[str] = set()
     taken_s: set[str] = set()
 
-    def take(v: VariableCheck, s: StoredValueUse, rename: tuple[str, str], support: int, what: str = "name"
-             ) -> None:
+    def take(v: VariableCheck, s: StoredValueUse, rename: tuple[str, str], support: int, what: str = "name",
+             evidence: str | None = None) -> None:
         taken_v.add(v.variable)
         taken_s.add(s.key)
         out.append(RenameSuggestion(variable=v.variable, variable_key=v.key, key=s.key, dtype=v.dtype, shape=v.shape,
-                                    score=1.0, rename=rename, evidence=_evidence_text(rename, support, what),
+                                    score=1.0, rename=rename,
+                                    evidence=evidence or _evidence_text(rename, support, what),
                                     stored_variable=s.variable))
 
     # 1. The same name: the value this variable was saved as (a restore that stopped, or was skipped, left it).
@@ -165,7 +162,10 @@ def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]
         if len(options) == 1:  # two renames as well supported: no evidence which
             v, s, r = options[0]
             take(v, s, r, support[r], kinds[(v.variable, s.key)])
-    # 3. Optimizer slots named after their variable's path (Keras 3), under a rename already established.
+    # 3. A leaf spelled another way under the same layer (logits/weights -> logits/kernel): the only unused value
+    # of its dtype and shape under the layer, for the only variable without one there.
+    _leaf_renames(waiting, free, names, accepted, taken_v, taken_s, take)
+    # 4. Optimizer slots named after their variable's path (Keras 3), under a rename already established.
     layer_renames = [r for r in accepted if r[0] and r[1]]
     for v in waiting:
         if v.variable in taken_v or not v.name:
@@ -174,7 +174,130 @@ def suggest(variables: Sequence[VariableCheck], values: Sequence[StoredValueUse]
                 for r in layer_renames if _flat_renamed(s.variable, v.name, r)]
         if len(fits) == 1:
             take(v, fits[0][0], fits[0][1], support[fits[0][1]])
+    # 5. A Keras 2 optimizer's state for a Keras 3 optimizer of the same algorithm: each slot of the stored
+    # variable a model variable was restored from.
+    _carried_slots(variables, waiting, free, taken_v, taken_s, take)
     return tuple(sorted(out, key=lambda x: x.variable))
+
+
+def _leaf_renames(waiting: Sequence[VariableCheck], free: Sequence[StoredValueUse],
+                  names: Callable[[VariableCheck, StoredValueUse], list[tuple[str, str, str]]],
+                  accepted: set[tuple[str, str]], taken_v: set[str], taken_s: set[str],
+                  take: Callable[..., None]) -> None:
+    """Weights whose leaf differs (weights -> kernel, depthwise_kernel -> kernel) under the same layer (or the
+    layer an accepted rename makes it), each the other's only candidate of its dtype and shape there."""
+    layer_renames = {("", "")} | accepted
+
+    def same_layer(stored_layer: str, model_layer: str) -> bool:
+        # A sentinel leaf makes rename_of compare the layers as whole paths (it needs a common last part).
+        return rename_of(f"{stored_layer}/\0", f"{model_layer}/\0") in layer_renames
+
+    vs = [v for v in waiting if v.kind == WEIGHT and v.variable not in taken_v]
+    ss = [s for s in free if s.kind == WEIGHT and s.key not in taken_s]
+    for what in ("name", "object path"):
+        # The names each side is compared by: own names where both are unique, else TF2 object paths.
+        named_v: dict[str, str] = {}
+        named_s: dict[str, str] = {}
+        for v in vs:
+            for s in ss:
+                if (v.dtype, v.shape) != (s.dtype, s.shape):
+                    continue
+                for a, b, kind in names(v, s):
+                    if kind == what and not _index_like(b) and not _index_like(a):
+                        named_v[v.variable] = b
+                        named_s[s.key] = a
+        old = [LeafCandidate(s.key, named_s[s.key], s.dtype, s.shape) for s in ss
+               if s.key in named_s and s.key not in taken_s]
+        new = [LeafCandidate(v.variable, named_v[v.variable], v.dtype, v.shape) for v in vs
+               if v.variable in named_v and v.variable not in taken_v]
+        by_v = {v.variable: v for v in vs}
+        by_s = {s.key: s for s in ss}
+        for o, n in leaf_pairs(old, new, same_layer):
+            v, s = by_v[n.ident], by_s[o.ident]
+            before, after = differing(o.name, n.name)
+            (layer_s, leaf_s), (layer_v, leaf_v) = o.name.rsplit("/", 1), n.name.rsplit("/", 1)
+            where = f"layer {layer_s}" if layer_s == layer_v else f"{layer_s} (in the model {layer_v})"
+            evidence = (f"the only unused {s.dtype} {list(s.shape)} value under {where}, for its only variable "
+                        f"without one: {leaf_s} -> {leaf_v}{spelling_note(leaf_s, leaf_v)}")
+            take(v, s, (before, after), 1, what, evidence=evidence)
+
+
+# Keras 2's slot spellings of the Adam family, as Keras 3 spells them (the first and second moments, AMSGrad's
+# maximum); any other slot carries over under its own spelling (momentum, velocity, accumulator, ...).
+KERAS2_SLOTS = {"m": "momentum", "v": "velocity", "vhat": "velocity_hat"}
+_ITERATIONS = ("iteration", "iterations", "iter")
+
+
+def _carried_slots(variables: Sequence[VariableCheck], waiting: Sequence[VariableCheck],
+                   free: Sequence[StoredValueUse], taken_v: set[str], taken_s: set[str],
+                   take: Callable[..., None]) -> None:
+    """Pair a Keras 3 optimizer variable (`adam/Conv1_kernel_momentum`: the slot of the model variable whose path,
+    '/' as '_', it starts with) with the stored Keras 2 slot (`Adam/m/Conv1/kernel`, or `Adam/Conv1/kernel/m` from
+    a legacy optimizer) of the stored variable that model variable was restored from; the iteration count with the
+    iteration count. Only for optimizers of one name (Adam and adam, adam_1), each pair the other's only
+    candidate."""
+    restored_from: dict[str, str] = {}  # stored variable -> the model variable restored from it
+    flat: dict[str, list[str]] = {}  # a model variable's path with '/' as '_' -> its paths
+    for v in variables:
+        if v.kind == WEIGHT and v.restored and v.source_variable and v.name:
+            restored_from[v.source_variable] = v.name
+        if v.kind == WEIGHT and v.name:
+            flat.setdefault(v.name.replace("/", "_"), []).append(v.name)
+    stored_weights = set(restored_from)
+
+    def model_side(v: VariableCheck) -> tuple[str, str, str] | None:
+        """(optimizer, owner variable or "", slot) of a Keras 3 optimizer variable."""
+        if v.kind != "optimizer" or not v.name or "/" not in v.name:
+            return None
+        opt, rest = v.name.split("/", 1)
+        opt = re.sub(r"_\d+$", "", opt)  # Keras numbers a second optimizer of a name: adam_1
+        if rest in _ITERATIONS:
+            return opt.lower(), "", "iteration"
+        found = [(owner, rest[i + 1:]) for i, ch in enumerate(rest) if ch == "_"
+                 for owner in flat.get(rest[:i], ())]
+        return (opt.lower(), found[0][0], found[0][1]) if len(found) == 1 else None
+
+    def stored_side(s: StoredValueUse) -> tuple[str, str, str] | None:
+        """(optimizer, owner stored variable or "", slot as Keras 3 spells it) of a Keras 2 optimizer value."""
+        name = s.variable
+        if s.kind != "optimizer" or not name:
+            return None
+        parts = name.split("/")
+        if parts[-1] in _ITERATIONS and len(parts) <= 2:
+            return (parts[0].lower() if len(parts) == 2 else ""), "", "iteration"
+        if len(parts) >= 3 and "/".join(parts[2:]) in stored_weights:  # Adam/m/Conv1/kernel
+            return parts[0].lower(), "/".join(parts[2:]), KERAS2_SLOTS.get(parts[1], parts[1])
+        if len(parts) >= 3 and "/".join(parts[1:-1]) in stored_weights:  # Adam/Conv1/kernel/m (legacy optimizer)
+            return parts[0].lower(), "/".join(parts[1:-1]), KERAS2_SLOTS.get(parts[-1], parts[-1])
+        return None
+
+    model = [(v, m) for v in waiting if v.variable not in taken_v and (m := model_side(v)) is not None]
+    stored = [(s, k) for s in free if s.key not in taken_s and (k := stored_side(s)) is not None]
+    optimizers = {k[0] for _, k in stored if k[0]}
+    fits_v: dict[str, list[StoredValueUse]] = {}
+    fits_s: dict[str, list[VariableCheck]] = {}
+    for v, (opt, owner, slot) in model:
+        for s, (s_opt, s_owner, s_slot) in stored:
+            same_optimizer = s_opt == opt or (not s_opt and optimizers == {opt})  # `iteration` names none
+            same_owner = (owner == "" == s_owner) or (s_owner != "" and restored_from.get(s_owner) == owner)
+            if same_optimizer and same_owner and slot == s_slot and (v.dtype, v.shape) == (s.dtype, s.shape):
+                fits_v.setdefault(v.variable, []).append(s)
+                fits_s.setdefault(s.key, []).append(v)
+    for v, (_opt, owner, slot) in model:
+        fits = fits_v.get(v.variable, [])
+        if len(fits) != 1 or len(fits_s.get(fits[0].key, [])) != 1:
+            continue
+        s = fits[0]
+        k = stored_side(s)
+        assert k is not None
+        if owner:
+            parts = (s.variable or "").split("/")
+            stored_slot = parts[1] if "/".join(parts[2:]) == k[1] else parts[-1]
+            evidence = (f"the Keras 2 optimizer's {stored_slot} slot of {k[1]}, the stored variable {owner} was "
+                        f"restored from ({slot} in Keras 3)")
+        else:
+            evidence = "the Keras 2 optimizer's iteration count"
+        take(v, s, differing(s.variable or s.key, v.name or v.variable), 1, "name", evidence=evidence)
 
 
 def _counts(items: Iterator[Any] | Sequence[Any] | Any) -> dict[Any, int]:
@@ -225,40 +348,26 @@ def write_rename_map(report: RestoreCheckReport, path: str) -> dict[str, Any]:
 
 def read_rename_map(source: str | dict[str, Any]) -> list[tuple[str, str]]:
     """(variable, key) pairs from a rename map file (or its parsed dict), checked for shape."""
-    where = source if isinstance(source, str) else "rename map"
-    if isinstance(source, str):
-        if not os.path.isfile(source):
-            raise UsageError("no such rename map file", path=source)
-        if os.path.getsize(source) > MAX_MAP_BYTES:
-            raise UsageError("too large for a rename map", path=source)
-        try:
-            with open(source, encoding="utf-8") as f:
-                data = json.load(f)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UsageError(f"not a JSON rename map: {_one_line(str(exc))}", path=source) from None
-    else:
-        data = source
-    if not isinstance(data, dict) or data.get("schema") != RENAME_MAP_SCHEMA or not isinstance(data.get("renames"),
-                                                                                                list):
-        raise UsageError(f"not a rename map (expected an object with schema {RENAME_MAP_SCHEMA!r} and a renames list)",
-                         path=where, hint="write one with `ckptcheck restore-check ... --rename-map FILE`")
-    pairs: list[tuple[str, str]] = []
-    for i, entry in enumerate(data["renames"]):
-        if not (isinstance(entry, dict) and isinstance(entry.get("variable"), str)
-                and isinstance(entry.get("key"), str)):
-            raise UsageError(f"renames[{i}] needs string fields `variable` and `key`", path=where)
-        pairs.append((entry["variable"], entry["key"]))
-    variables = [v for v, _ in pairs]
-    dup = next((v for v in variables if variables.count(v) > 1), None)
-    if dup is not None:
-        raise UsageError(f"variable {dup!r} is mapped twice", path=where)
-    return pairs
+    return load_rename_map(source)
+
+
+def _unnumbered(label: str) -> str:
+    """A label with Keras's numbering of its first part dropped: adam_3/dense_kernel_momentum -> adam/..."""
+    head, sep, rest = label.partition("/")
+    return re.sub(r"_\d+$", "", head) + sep + rest
 
 
 def _resolve_map(pairs: Sequence[tuple[str, str]], by_label: dict[str, Any], stored: _Stored, where: str,
                  shape_of: Callable[[Any], tuple[str, tuple[int, ...]]]) -> list[tuple[str, str, Any]]:
     out = []
+    # Keras numbers a second object of a name in one process (adam, adam_1): a map written in one process names
+    # the optimizer as that process did. A label matching only after that numbering is dropped is the same one.
+    renumbered: dict[str, list[str]] = {}
+    for label in by_label:
+        renumbered.setdefault(_unnumbered(label), []).append(label)
     for variable, key in pairs:
+        if variable not in by_label and len(renumbered.get(_unnumbered(variable), ())) == 1:
+            variable = renumbered[_unnumbered(variable)][0]
         if variable not in by_label:
             close = difflib.get_close_matches(variable, list(by_label), n=3)
             raise UsageError(f"the model has no variable {variable!r}", path=where,

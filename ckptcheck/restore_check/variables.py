@@ -196,7 +196,10 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
         labels[label] = n + 1
         unique = label if n == 0 else f"{label}#{n + 1}"
         value = _value_of(obj)
-        if kind == WEIGHT and value.shape == () and value.dtype.kind in "iu":
+        own = _keras_label(obj) or _tf_name(obj, keras) or ""
+        if kind == WEIGHT and value.shape == () and value.dtype.kind in "iu" and "/" not in own:
+            # A step counter; an integer scalar inside a layer (normalization/count) is the layer's weight, as
+            # model.summary() and `inspect` count it.
             kind = COUNTER
         out.append(_Var(obj, unique, kind, _dtype_name(value), tuple(value.shape), value, inits.get(id(obj)),
                         name=_keras_label(obj) or _tf_name(obj, keras)))
