@@ -36,7 +36,7 @@ class ValueDiff:
         return any(c is not None and c[0] != c[1] for c in (self.nan, self.inf))
 
 
-def _aligned(a: Iterator[np.ndarray], b: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def aligned_chunks(a: Iterator[np.ndarray], b: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Pair two chunk streams of the same elements cut at different places."""
     ca = cb = np.empty(0)
     while True:
@@ -216,7 +216,7 @@ def compare_tensors(
             counts = (nonfinite_counts(read_a), nonfinite_counts(read_b)) if nonfinite else None
             return _value_diff(read_a.size, differing, max_abs, max_rel, counts)
     # C order of the whole on both sides: a partitioned variable is streamed from its slices, not assembled.
-    pairs = _aligned(ra.iter_c_order(name_a, chunk_bytes), rb.iter_c_order(name_b, chunk_bytes))
+    pairs = aligned_chunks(ra.iter_c_order(name_a, chunk_bytes), rb.iter_c_order(name_b, chunk_bytes))
     count = differing = 0
     max_abs = max_rel = 0.0
     any_nonfinite = False

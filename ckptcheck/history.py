@@ -416,7 +416,7 @@ def _sums_of(cur: CheckpointReader, key: str, prev: CheckpointReader | None, pre
              scratch: Scratch, chunk_bytes: int) -> _Sums:
     """One variable's sums in the current checkpoint, and against the previous one when given: both streamed side
     by side, chunk against chunk of the same elements."""
-    from ckptcheck.compare import _aligned
+    from ckptcheck.compare import aligned_chunks
 
     sums = _Sums(same=True if prev is not None else None)
     try:
@@ -436,7 +436,7 @@ def _sums_of(cur: CheckpointReader, key: str, prev: CheckpointReader | None, pre
         return sums
     chunks = _side(cur.iter_c_order(key, chunk_bytes), _CUR)
     earlier = _side(prev.iter_c_order(prev_key, chunk_bytes), _PREV)
-    for then, now in _aligned(earlier, chunks):
+    for then, now in aligned_chunks(earlier, chunks):
         _add(sums, now, then, scratch)
     return sums
 

@@ -48,10 +48,10 @@ def check_model_spec(spec: str) -> None:
             source = f.read()
         tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
-        from ckptcheck.restore_check.user_model import ModelLoadError, _one_line
+        from ckptcheck.restore_check.user_model import ModelLoadError, one_line
 
         where = f"{exc.filename or path}:{exc.lineno}" if exc.lineno is not None else path
-        raise ModelLoadError(f"SyntaxError: {_one_line(str(exc))}", path=where,
+        raise ModelLoadError(f"SyntaxError: {one_line(str(exc))}", path=where,
                              hint=f"raised while importing {os.path.basename(path)}") from None
     except (OSError, ValueError, UnicodeDecodeError):
         return  # the import says what is wrong with it, in its own words

@@ -16,7 +16,7 @@ from ckptcheck.formats.tensorflow.keys import VALUE_SUFFIX
 from ckptcheck.formats.tensorflow.object_graph import escape_name, parse_graph, slot_path
 from ckptcheck.records import TensorInfo
 from ckptcheck.restore_check.user_model import LoadedModel
-from ckptcheck.restore_check.variables import _children, _live_slot, _Var, _walk
+from ckptcheck.restore_check.variables import Var, children_of, live_slot, walk_trackables
 
 # --- what the format looks each variable up by ----------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ def short_key(key: str) -> str:
     return key[: -len(VALUE_SUFFIX)] if key.endswith(VALUE_SUFFIX) else key
 
 
-def _tf2_root(loaded: LoadedModel, reader: CheckpointReader, tf: Any) -> tuple[Any, Any, str, list[str]]:
+def tf2_root(loaded: LoadedModel, reader: CheckpointReader, tf: Any) -> tuple[Any, Any, str, list[str]]:
     """The tf.train.Checkpoint to restore with, the object its graph's root stands for, how it is written, and
     notes. A dict names the root's children; else the model becomes `model=` when the checkpoint's root has a
     `model` child (tf.train.Checkpoint(model=...), as `ckptcheck generate` writes), and the root itself otherwise
@@ -58,7 +58,7 @@ class _Tf2Match:
     others: dict[str, str]  # key -> path of a bound live object that is not a model variable (save_counter...)
 
 
-def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], tf: Any, keras: Any) -> _Tf2Match:
+def match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[Var], tf: Any, keras: Any) -> _Tf2Match:
     """Bind checkpoint nodes to live objects as TensorFlow's object-based restore does: from the root, each
     checkpoint child edge to the live child of the same name, breadth first; a node is bound once."""
     data = getattr(reader, "object_graph_bytes", lambda: None)()
@@ -70,7 +70,7 @@ def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], t
     queue: deque[int] = deque([0])
     while queue:
         node_id = queue.popleft()
-        live = _children(bound[node_id], tf)
+        live = children_of(bound[node_id], tf)
         for child_id, name in nodes[node_id].children:
             if child_id in bound or not 0 <= child_id < len(nodes) or name not in live:
                 continue
@@ -85,7 +85,7 @@ def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], t
             original = bound.get(slot.original_node)
             if original is None or slot.slot_node in bound or not 0 <= slot.slot_node < len(nodes):
                 continue
-            live = _live_slot(obj, original, slot.slot_name)
+            live = live_slot(obj, original, slot.slot_name)
             if live is not None:
                 bound[slot.slot_node] = live
                 path_of[slot.slot_node] = slot_path(path_of[slot.original_node], path_of[node_id], slot.slot_name)
@@ -101,11 +101,11 @@ def _match_tf2(reader: CheckpointReader, root: Any, variables: Sequence[_Var], t
     return _Tf2Match(keys, others)
 
 
-def _predict_tf2(variables: Sequence[_Var], match: _Tf2Match, root: Any, tf: Any, keras: Any) -> None:
+def predict_tf2(variables: Sequence[Var], match: _Tf2Match, root: Any, tf: Any, keras: Any) -> None:
     """The key each variable is restored from; for one the restore does not reach, the key it would be saved
     under (its object path through the model, for a weight)."""
-    model_side = _walk([("", root)], tf, keras, into_optimizers=False, escaped=True)
-    everything = _walk([("", root)], tf, keras, into_optimizers=True, escaped=True)
+    model_side = walk_trackables([("", root)], tf, keras, into_optimizers=False, escaped=True)
+    everything = walk_trackables([("", root)], tf, keras, into_optimizers=True, escaped=True)
     for v in variables:
         found = match.keys.get(id(v.obj))
         if found is not None:
@@ -115,14 +115,14 @@ def _predict_tf2(variables: Sequence[_Var], match: _Tf2Match, root: Any, tf: Any
         v.key = path + VALUE_SUFFIX if path else None
 
 
-def _predict_keras3(model: Any, variables: Sequence[_Var], work: str) -> None:
+def predict_keras3(model: Any, variables: Sequence[Var], work: str) -> None:
     """Keras 3 keys layers by class and position (layers/dense_1/vars/0), not by name: save the fingerprinted
     model with Keras's own writer and see where each fingerprint lands."""
     import ckptcheck
 
     probe = os.path.join(work, "probe.weights.h5")
     model.save_weights(probe)
-    by_group: dict[tuple[str, tuple[int, ...]], list[_Var]] = {}
+    by_group: dict[tuple[str, tuple[int, ...]], list[Var]] = {}
     for v in variables:
         by_group.setdefault((v.dtype, v.shape), []).append(v)
     with ckptcheck.open_checkpoint(probe) as reader:
@@ -136,7 +136,7 @@ def _predict_keras3(model: Any, variables: Sequence[_Var], work: str) -> None:
                 hit.key = t.name
 
 
-def _predict_legacy_h5(model: Any, variables: Sequence[_Var], stored: Sequence[TensorInfo]) -> None:
+def predict_legacy_h5(model: Any, variables: Sequence[Var], stored: Sequence[TensorInfo]) -> None:
     """Keras loads a legacy .h5 by position: the k-th layer with weights takes the k-th layer group of the file,
     weight by weight in order (trainable, then non-trainable). Optimizer state is not read."""
     groups: list[list[str]] = []

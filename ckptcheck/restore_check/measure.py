@@ -19,12 +19,12 @@ from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.object_graph import OPTIMIZER_SLOT
 from ckptcheck.records import KERAS, KERAS_FORMATS, KERAS_H5, KERAS_WEIGHTS, SAVEDMODEL, TF1, TF2, ObjectRef, TensorInfo
 from ckptcheck.restore_check.matching import (
-    _match_tf2,
-    _predict_keras3,
-    _predict_legacy_h5,
-    _predict_tf2,
-    _tf2_root,
+    match_tf2,
+    predict_keras3,
+    predict_legacy_h5,
+    predict_tf2,
     short_key,
+    tf2_root,
 )
 from ckptcheck.restore_check.report import (
     MISMATCH,
@@ -42,26 +42,26 @@ from ckptcheck.restore_check.report import (
     StoredValueUse,
     VariableCheck,
 )
-from ckptcheck.restore_check.stored import _equal, _max_abs_diff, _Stored, stored_kinds
-from ckptcheck.restore_check.suggest import _resolve_map, read_rename_map, suggest
+from ckptcheck.restore_check.stored import StoredValues, equal_values, largest_difference, stored_kinds
+from ckptcheck.restore_check.suggest import read_rename_map, resolve_map, suggest
 from ckptcheck.restore_check.user_model import (
     LoadedModel,
-    _import_keras,
-    _import_tensorflow,
-    _is_keras_model,
-    _one_line,
-    _quiet,
     build_lazy,
+    is_keras_model,
+    keras_module,
     load_model,
+    one_line,
+    quiet_logs,
+    tensorflow_module,
 )
 from ckptcheck.restore_check.variables import (
-    _DETERMINISTIC_INITIALIZERS,
-    _enumerate,
-    _fingerprint,
-    _number_text,
-    _tf_name,
-    _value_of,
-    _Var,
+    DETERMINISTIC_INITIALIZERS,
+    Var,
+    argument_text,
+    enumerate_variables,
+    fingerprint_of,
+    tf_name,
+    value_of,
 )
 
 KERAS_SKIPS_OPTIMIZER = "Skipping variable loading for optimizer"
@@ -97,15 +97,15 @@ def restore_check(
                          "TensorFlow or Keras restore reads a safetensors file", path=checkpoint,
                          hint="assign its tensors by name (README: export's recipes), or restore-check the "
                               "checkpoint it was exported from")
-    tf = _import_tensorflow()
+    tf = tensorflow_module()
     try:
-        with _quiet(tf, []):
+        with quiet_logs(tf, []):
             return _check(checkpoint, model, input_shapes, allow_unused, ignore_optimizer, apply_map, pairs,
                           on_stage or (lambda _what: None), tf, allow_missing)
     finally:
         # A restore that raised leaves TensorFlow's restore coordinator on the model's objects, and it logs every
         # unrestored value when they are collected: collect them now, while TensorFlow's logger is quiet.
-        with _quiet(tf, []):
+        with quiet_logs(tf, []):
             gc.collect()
 
 
@@ -118,10 +118,10 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
         fmt = reader.format
         location = reader.info().location
         stage("loading the model")
-        keras = _import_keras()
+        keras = keras_module()
         loaded = load_model(model)
         if fmt in KERAS_FORMATS and (isinstance(loaded.target, dict)
-                                                          or not _is_keras_model(loaded.target)):
+                                                          or not is_keras_model(loaded.target)):
             raise UsageError(f"a Keras file is restored with Model.load_weights; the model is a {loaded.kind}",
                              path=model, hint="return a Keras model from FUNCTION for a Keras checkpoint")
         with tempfile.TemporaryDirectory(prefix="ckptcheck-restore-check-") as work:
@@ -130,13 +130,13 @@ def _check(checkpoint: str, model: str, input_shapes: Sequence[tuple[int, ...]],
             local = _local_copy(location, reader.info().files, work)
             stage("building")
             built = loaded.notes + build_lazy(loaded, input_shapes, fmt, local)
-            variables = _enumerate(loaded, fmt, tf, keras)
-            stored = _Stored(reader)
+            variables = enumerate_variables(loaded, fmt, tf, keras)
+            stored = StoredValues(reader)
             stage("restoring")
             outcome = _restore(fmt, local, loaded, reader, stored, variables, work, tf, keras)
             keras3 = _keras3(fmt, local, loaded, keras)
         for v in variables:  # values are read again when compared, one at a time: no copy of the whole model
-            v.via = "restore" if v.fingerprint is not None and not same_bits(_value_of(v.obj), v.fingerprint) else None
+            v.via = "restore" if v.fingerprint is not None and not same_bits(value_of(v.obj), v.fingerprint) else None
         if pairs is not None:
             _apply_pairs(pairs, variables, stored, apply_map or "")
         stage("comparing")
@@ -188,7 +188,7 @@ def _local_copy(location: str, files: Sequence[str], work: str) -> str:
     return os.path.join(directory, loc.basename(location))
 
 
-def _copies(values: Sequence[StoredValueUse], stored: _Stored) -> dict[str, str]:
+def _copies(values: Sequence[StoredValueUse], stored: StoredValues) -> dict[str, str]:
     """Stored values saved under the same name with the same bits (the same variable saved twice), each mapped to
     the first; only values sharing a name are read."""
     groups: dict[tuple[str, str, tuple[int, ...]], list[str]] = {}
@@ -207,7 +207,7 @@ def _copies(values: Sequence[StoredValueUse], stored: _Stored) -> dict[str, str]
 
 
 def _stopped(fmt: str, error: str | None, checks: Sequence[VariableCheck], mismatches: Sequence[Mismatch],
-             stored: _Stored) -> RestoreStop | None:
+             stored: StoredValues) -> RestoreStop | None:
     """TensorFlow's restore (object- and name-based) raises at the first dtype or shape mismatch, and what it had
     not reached yet stays unrestored although it is stored under its own name, fitting."""
     if error is None or fmt not in (TF2, SAVEDMODEL, TF1):
@@ -231,7 +231,7 @@ def _stopped(fmt: str, error: str | None, checks: Sequence[VariableCheck], misma
                        left_behind=left)
 
 
-def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatches: Sequence[Mismatch],
+def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[Var], mismatches: Sequence[Mismatch],
              stopped: RestoreStop | None, method: str, suggestions: Sequence[RenameSuggestion] = ()) -> list[str]:
     """Ways to load everything but the mismatched layers in this format. Each is measured by the tests against
     TensorFlow and Keras (tests/test_restore_real.py); none is offered where it was not."""
@@ -261,11 +261,11 @@ def _recipes(fmt: str, loaded: LoadedModel, variables: Sequence[_Var], mismatche
     return out
 
 
-def _head_layers(target: Any, variables: Sequence[_Var], mismatches: Sequence[Mismatch]
+def _head_layers(target: Any, variables: Sequence[Var], mismatches: Sequence[Mismatch]
                  ) -> tuple[int, list[str]] | None:
     """(the index in model.layers of the last layer before them, the mismatched layers) when every mismatch is
     in the last layers of a Keras functional model: the case a model without the head restores."""
-    if isinstance(target, dict) or type(target).__name__ != "Functional" or not _is_keras_model(target):
+    if isinstance(target, dict) or type(target).__name__ != "Functional" or not is_keras_model(target):
         return None
     by_label = {v.label: v for v in variables}
     owners = set()
@@ -293,18 +293,18 @@ class _Outcome:
     warnings: tuple[str, ...] = ()  # their text
 
 
-def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointReader, stored: _Stored,
-             variables: list[_Var], work: str, tf: Any, keras: Any) -> _Outcome:
+def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointReader, stored: StoredValues,
+             variables: list[Var], work: str, tf: Any, keras: Any) -> _Outcome:
     """Fingerprint every variable, run the format's restore, and say how (the error it raised, if any)."""
     notes: list[str] = []
     others: dict[str, str] = {}
     root = None
     if fmt in (TF2, SAVEDMODEL):
-        root, graph_root, written, root_notes = _tf2_root(loaded, reader, tf)
+        root, graph_root, written, root_notes = tf2_root(loaded, reader, tf)
         notes += root_notes
         _ = root.save_counter  # created now (not on restore), so it is bound like any other object
-        match = _match_tf2(reader, graph_root, variables, tf, keras)
-        _predict_tf2(variables, match, graph_root, tf, keras)
+        match = match_tf2(reader, graph_root, variables, tf, keras)
+        predict_tf2(variables, match, graph_root, tf, keras)
         others = match.others
         method = (f"{written}.restore() — object-based: stored objects are matched to the model's by their path "
                   f"of attribute names from the root")
@@ -312,11 +312,11 @@ def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointRea
         target = loaded.target
         root = tf.train.Checkpoint(**target) if isinstance(target, dict) else tf.train.Checkpoint(model=target)
         for v in variables:
-            v.key = _tf_name(v.obj, keras)
+            v.key = tf_name(v.obj, keras)
         method = ("tf.train.Checkpoint(...).restore() — name-based: a TF1 checkpoint has no object graph, so "
                   "TensorFlow matches each variable by its name")
     elif fmt == KERAS_H5:
-        _predict_legacy_h5(loaded.target, variables, list(stored.infos.values()))
+        predict_legacy_h5(loaded.target, variables, list(stored.infos.values()))
         method = ("keras.Model.load_weights() — legacy HDF5: the k-th layer with weights takes the file's k-th layer "
                   "group, whatever the names")
     else:
@@ -328,17 +328,17 @@ def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointRea
         groups[(v.dtype, v.shape)] = k + 1
         avoid = stored.read(v.key) if v.key in stored.infos and stored.infos[v.key].shape == v.shape else None
         v.initial_stats = _initial_stats(v)
-        v.fingerprint = _fingerprint(v, k, avoid)
+        v.fingerprint = fingerprint_of(v, k, avoid)
         del avoid
         v.initial = np.empty(0, dtype=v.initial.dtype)
         v.obj.assign(v.fingerprint)
-        v.fingerprint = _compact(_value_of(v.obj))  # as the variable holds it
+        v.fingerprint = _compact(value_of(v.obj))  # as the variable holds it
     if fmt in (KERAS, KERAS_WEIGHTS):
-        with _quiet(tf, []):
-            _predict_keras3(loaded.target, variables, work)
+        with quiet_logs(tf, []):
+            predict_keras3(loaded.target, variables, work)
     error = None
     warned: list[str] = []
-    with _quiet(tf, warned):
+    with quiet_logs(tf, warned):
         try:
             if root is not None:
                 status = root.restore(location)
@@ -348,27 +348,27 @@ def _restore(fmt: str, location: str, loaded: LoadedModel, reader: CheckpointRea
             else:
                 loaded.target.load_weights(location)
         except Exception as exc:  # whatever the restore raises is what the user's own restore would raise
-            error = f"{type(exc).__name__}: {_one_line(str(exc))}"
+            error = f"{type(exc).__name__}: {one_line(str(exc))}"
     return _Outcome(method, error, notes + [f"the restore warned: {w}" for w in warned], others, bool(warned),
                     tuple(warned))
 
 
-def _apply_pairs(pairs: Sequence[tuple[str, str]], variables: list[_Var], stored: _Stored, where: str) -> None:
+def _apply_pairs(pairs: Sequence[tuple[str, str]], variables: list[Var], stored: StoredValues, where: str) -> None:
     by_label = {v.label: v for v in variables}
-    resolved = _resolve_map(pairs, dict(by_label), stored, where, lambda v: (v.dtype, v.shape))
+    resolved = resolve_map(pairs, dict(by_label), stored, where, lambda v: (v.dtype, v.shape))
     for _label, key, v in resolved:
         v.obj.assign(stored.read(key))
         v.via = f"rename map:{key}"
 
 
-def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | None, warned: bool,
+def _checks(variables: Sequence[Var], stored: StoredValues, fmt: str, error: str | None, warned: bool,
             skipped_optimizer: str | None = None) -> tuple[list[VariableCheck], list[Mismatch]]:
     checks: list[VariableCheck] = []
     mismatches: list[Mismatch] = []
     for v in variables:
         info = stored.infos.get(v.key) if v.key is not None else None
         if v.via is not None:
-            v.after = _value_of(v.obj)
+            v.after = value_of(v.obj)
             checks.append(_written(v, stored, info))
             v.after = None
             continue
@@ -401,7 +401,7 @@ def _checks(variables: Sequence[_Var], stored: _Stored, fmt: str, error: str | N
     return checks, mismatches
 
 
-def _missing_reason(v: _Var, fmt: str, stored: _Stored | None = None) -> str:
+def _missing_reason(v: Var, fmt: str, stored: StoredValues | None = None) -> str:
     if v.key is None:
         if fmt == KERAS_H5 and v.kind == OPTIMIZER and (v.name or "").endswith("/learning_rate") and not any(
                 (t.variable or "").endswith("learning_rate") for t in (stored.infos.values() if stored else ())):
@@ -416,7 +416,7 @@ def _missing_reason(v: _Var, fmt: str, stored: _Stored | None = None) -> str:
     return "nothing stored under this name"
 
 
-def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck:
+def _written(v: Var, stored: StoredValues, info: TensorInfo | None) -> VariableCheck:
     """A variable the restore (or the rename map) wrote: find the stored value it now equals."""
     assert v.after is not None
     via = "rename map" if v.via and v.via.startswith("rename map:") else "restore"
@@ -426,7 +426,7 @@ def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck
                          key=lambda k: (stored.infos[k].variable != v.name, k))
     equal: list[tuple[str, str | None]] = []
     for k in candidates:
-        same, conversion = _equal(v.after, stored.read(k))
+        same, conversion = equal_values(v.after, stored.read(k))
         if same:
             equal.append((k, conversion))
             if k == preferred:
@@ -446,7 +446,7 @@ def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck
         return VariableCheck(v.label, v.kind, v.dtype, v.shape, RESTORED, v.key, name=v.name, source=source,
                              values_equal=True, via=via, reason="; ".join(notes) or None, source_variable=saved_as)
     near = preferred if preferred in stored.infos else None
-    diff = _max_abs_diff(v.after, stored.read(near)) if near is not None else None
+    diff = largest_difference(v.after, stored.read(near)) if near is not None else None
     why = "written by the restore, but equal to no stored value"
     if near is not None:
         why += f"; it differs from {short_key(near)}" + (f" by up to {diff:.6g}" if diff is not None else "")
@@ -454,7 +454,7 @@ def _written(v: _Var, stored: _Stored, info: TensorInfo | None) -> VariableCheck
                          values_equal=False, via=via, reason=why)
 
 
-def _initial_stats(v: _Var) -> Any:
+def _initial_stats(v: Var) -> Any:
     from ckptcheck.stats import stats_of_chunks
 
     return stats_of_chunks(v.label, v.dtype, [v.initial.reshape(-1)]) if v.initial.size else None
@@ -469,7 +469,7 @@ def _compact(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _kept(v: _Var) -> KeptValue:
+def _kept(v: Var) -> KeptValue:
     """What a variable that was not restored holds: its initial value, described by its initializer where the code
     that built it says, and by statistics of the values."""
 
@@ -478,7 +478,7 @@ def _kept(v: _Var) -> KeptValue:
     if v.initializer is not None:
         cls = v.initializer.split("(", 1)[0]
         snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls).lower()
-        if cls in _DETERMINISTIC_INITIALIZERS:
+        if cls in DETERMINISTIC_INITIALIZERS:
             described = (stats.note if stats is not None and stats.note else summary) or "its initial value"
             return KeptValue(v.initializer, f"{described} (its initializer, {v.initializer})", stats)
         return KeptValue(v.initializer, f"{snake} draw" + (f" ({summary})" if summary else ""), stats)
@@ -490,11 +490,11 @@ def _kept(v: _Var) -> KeptValue:
 def _stats_text(stats: Any) -> str:
     if stats is None or stats.min is None:
         return stats.note if stats is not None and stats.note else ""
-    return (f"min {_number_text(stats.min)}, max {_number_text(stats.max)}, mean {_number_text(stats.mean)}, "
-            f"std {_number_text(stats.std)}")
+    return (f"min {argument_text(stats.min)}, max {argument_text(stats.max)}, mean {argument_text(stats.mean)}, "
+            f"std {argument_text(stats.std)}")
 
 
-def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[VariableCheck],
+def _uses(fmt: str, reader: CheckpointReader, stored: StoredValues, checks: Sequence[VariableCheck],
           others: dict[str, str]) -> list[StoredValueUse]:
     refs: dict[str, ObjectRef] = {}
     if fmt in (TF2, SAVEDMODEL):
@@ -535,7 +535,7 @@ def _uses(fmt: str, reader: CheckpointReader, stored: _Stored, checks: Sequence[
     return out
 
 
-def _format_notes(fmt: str, variables: Sequence[_Var], keras: Any, stored: _Stored) -> list[str]:
+def _format_notes(fmt: str, variables: Sequence[Var], keras: Any, stored: StoredValues) -> list[str]:
     notes = []
     kv = getattr(keras, "Variable", None) if keras is not None else None
     keras_vars = [v for v in variables if kv is not None and isinstance(v.obj, kv) and v.via is None]

@@ -11,7 +11,7 @@ from ckptcheck.formats.interface import CheckpointReader
 from ckptcheck.formats.tensorflow.keys import OBJECT_GRAPH_KEY
 from ckptcheck.records import ObjectRef, TensorInfo
 from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
-from ckptcheck.restore_check.variables import _dtype_name
+from ckptcheck.restore_check.variables import dtype_name
 
 CACHED_BYTES = 1 << 16  # values up to this size are read once
 
@@ -37,7 +37,7 @@ def stored_kinds(reader: CheckpointReader, tensors: Sequence[TensorInfo],
     return kinds
 
 
-class _Stored:
+class StoredValues:
     """The checkpoint's values, read once each, on demand."""
 
     def __init__(self, reader: CheckpointReader) -> None:
@@ -56,7 +56,7 @@ class _Stored:
         return value
 
 
-def _equal(after: np.ndarray, stored: np.ndarray) -> tuple[bool, str | None]:
+def equal_values(after: np.ndarray, stored: np.ndarray) -> tuple[bool, str | None]:
     """Whether a restored value is the stored one: bit for bit, or after the dtype conversion a restore does."""
     if after.shape != stored.shape:
         return False, None
@@ -70,11 +70,11 @@ def _equal(after: np.ndarray, stored: np.ndarray) -> tuple[bool, str | None]:
     except (TypeError, ValueError):
         return False, None
     if same_bits(after, converted):
-        return True, f"converted from {_dtype_name(stored)} to {_dtype_name(after)}"
+        return True, f"converted from {dtype_name(stored)} to {dtype_name(after)}"
     return False, None
 
 
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float | None:
+def largest_difference(a: np.ndarray, b: np.ndarray) -> float | None:
     if a.shape != b.shape or a.dtype == object or b.dtype == object:
         return None
     try:

@@ -22,8 +22,8 @@ from ckptcheck.restore_check.report import (
     StoredValueUse,
     VariableCheck,
 )
-from ckptcheck.restore_check.stored import _Stored
-from ckptcheck.restore_check.variables import _dtype_name, _value_of, variable_labels
+from ckptcheck.restore_check.stored import StoredValues
+from ckptcheck.restore_check.variables import dtype_name, value_of, variable_labels
 
 # --- suggestions ----------------------------------------------------------------------------------------------------
 
@@ -357,7 +357,7 @@ def _unnumbered(label: str) -> str:
     return re.sub(r"_\d+$", "", head) + sep + rest
 
 
-def _resolve_map(pairs: Sequence[tuple[str, str]], by_label: dict[str, Any], stored: _Stored, where: str,
+def resolve_map(pairs: Sequence[tuple[str, str]], by_label: dict[str, Any], stored: StoredValues, where: str,
                  shape_of: Callable[[Any], tuple[str, tuple[int, ...]]]) -> list[tuple[str, str, Any]]:
     out = []
     # Keras numbers a second object of a name in one process (adam, adam_1): a map written in one process names
@@ -394,13 +394,13 @@ def apply_rename_map(model: Any, checkpoint: str, rename_map: str | dict[str, An
     by_label = variable_labels(model)
     where = rename_map if isinstance(rename_map, str) else "rename map"
     with ckptcheck.open_checkpoint(checkpoint) as reader:
-        stored = _Stored(reader)
+        stored = StoredValues(reader)
 
         def shape_of(obj: Any) -> tuple[str, tuple[int, ...]]:
-            value = _value_of(obj)
-            return _dtype_name(value), tuple(value.shape)
+            value = value_of(obj)
+            return dtype_name(value), tuple(value.shape)
 
-        resolved = _resolve_map(pairs, by_label, stored, where, shape_of)
+        resolved = resolve_map(pairs, by_label, stored, where, shape_of)
         for _, key, obj in resolved:
             obj.assign(stored.read(key))
     return tuple(v for v, _, _ in resolved)

@@ -45,7 +45,7 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # TensorFlow's op-wrapper prefix
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
@@ -76,7 +76,7 @@ def user_code(code_file: str | None, doing: str, *, blame: str | None = None) ->
     except (KeyboardInterrupt, CkptcheckError):
         raise
     except BaseException as exc:  # SystemExit from the user's code is its error too
-        message = f"{type(exc).__name__}: {_one_line(str(exc))}" if str(exc) else type(exc).__name__
+        message = f"{type(exc).__name__}: {one_line(str(exc))}" if str(exc) else type(exc).__name__
         if code_file is None:
             raise ModelLoadError(message, path=blame, hint=f"raised while {doing}") from None
         path, line = _user_frame(exc, code_file)
@@ -109,7 +109,7 @@ def _import_file(path: str) -> Any:
 def load_model(spec: str) -> LoadedModel:
     """``FILE.py:FUNCTION`` -> what FUNCTION() returns; ``FILE.keras`` -> a fresh model built from its config.json
     (the architecture and initializers, not the file's weights), compiled as it records."""
-    keras = _import_keras()
+    keras = keras_module()
     if spec.lower().endswith(".keras"):
         return _model_from_keras_file(spec, keras)
     path, sep, function = spec.rpartition(":")
@@ -187,7 +187,7 @@ def _check_target(loaded: LoadedModel, keras: Any) -> None:
     if isinstance(target, dict) and not all(isinstance(k, str) and k for k in target):
         raise UsageError("the dict's keys must be non-empty strings (they name the checkpoint's root objects)",
                          path=loaded.code_file)
-    tf = _import_tensorflow()
+    tf = tensorflow_module()
     for part in parts:
         if not _is_trackable(part, tf, keras):
             raise UsageError(f"the model function returned an object of type {type(part).__name__}, which "
@@ -197,7 +197,7 @@ def _check_target(loaded: LoadedModel, keras: Any) -> None:
 
 
 def _is_trackable(obj: Any, tf: Any, keras: Any) -> bool:
-    return isinstance(obj, tf.__internal__.tracking.Trackable) or _is_variable(obj, tf, keras)
+    return isinstance(obj, tf.__internal__.tracking.Trackable) or is_variable(obj, tf, keras)
 
 
 def _describe_target(target: Any) -> str:
@@ -218,15 +218,15 @@ def _describe_one(obj: Any) -> str:
 # --- TensorFlow and Keras ----------------------------------------------------------------------------------------
 
 
-def _import_tensorflow() -> Any:
+def tensorflow_module() -> Any:
     from ckptcheck.lab.gate import import_tensorflow
 
     return import_tensorflow()
 
 
-def _import_keras() -> Any:
+def keras_module() -> Any:
     """Keras 3 when it is installed (TensorFlow 2.16+ ships it); None otherwise."""
-    _import_tensorflow()
+    tensorflow_module()
     try:
         import keras
     except ImportError:
@@ -234,23 +234,23 @@ def _import_keras() -> Any:
     return keras
 
 
-def _is_variable(obj: Any, tf: Any, keras: Any) -> bool:
+def is_variable(obj: Any, tf: Any, keras: Any) -> bool:
     if isinstance(obj, tf.Variable):
         return True
     kv = getattr(keras, "Variable", None) if keras is not None else None
     return kv is not None and isinstance(obj, kv)
 
 
-def _is_optimizer(obj: Any) -> bool:
+def is_optimizer(obj: Any) -> bool:
     return hasattr(obj, "apply_gradients")
 
 
-def _is_keras_model(obj: Any) -> bool:
+def is_keras_model(obj: Any) -> bool:
     return hasattr(obj, "load_weights") and hasattr(obj, "weights") and hasattr(obj, "layers")
 
 
 @contextlib.contextmanager
-def _quiet(tf: Any, caught: list[str]) -> Iterator[None]:
+def quiet_logs(tf: Any, caught: list[str]) -> Iterator[None]:
     """TensorFlow's and absl's log lines off stderr, and Python warnings collected (they become notes)."""
     loggers = [tf.get_logger(), logging.getLogger("absl")]
     levels = [lg.level for lg in loggers]
@@ -263,7 +263,7 @@ def _quiet(tf: Any, caught: list[str]) -> Iterator[None]:
         for w in seen:
             if issubclass(w.category, DeprecationWarning):
                 continue
-            text = _one_line(str(w.message))
+            text = one_line(str(w.message))
             if text and text not in caught:
                 caught.append(text)
     finally:
@@ -288,7 +288,7 @@ def parse_input_shapes(specs: Sequence[str] | None) -> tuple[tuple[int, ...], ..
     return tuple(shapes)
 
 
-def _parts(target: Any) -> list[tuple[str, Any]]:
+def path_parts(target: Any) -> list[tuple[str, Any]]:
     return list(target.items()) if isinstance(target, dict) else [("", target)]
 
 
@@ -336,7 +336,7 @@ def _shape_text(shapes: Sequence[tuple[int, ...]]) -> str:
 
 def _unbuilt(obj: Any) -> bool:
     """A Keras model or layer whose variables do not exist yet, or a tf.Module with none (created on call)."""
-    if _is_keras_model(obj) or hasattr(obj, "built"):
+    if is_keras_model(obj) or hasattr(obj, "built"):
         return getattr(obj, "built", True) is False
     variables = getattr(obj, "variables", None)
     return callable(obj) and isinstance(variables, (tuple, list)) and not variables
@@ -345,11 +345,11 @@ def _unbuilt(obj: Any) -> bool:
 def build_lazy(loaded: LoadedModel, input_shapes: Sequence[tuple[int, ...]], fmt: str, location: str) -> list[str]:
     """Create what the model creates lazily, before the restore: call it on zeros (when --input-shape is given, or
     when it is not built and a Keras file's config records its input shape), then build each optimizer."""
-    tf = _import_tensorflow()
-    keras = _import_keras()
+    tf = tensorflow_module()
+    keras = keras_module()
     done: list[str] = []
-    for name, obj in _parts(loaded.target):
-        if _is_variable(obj, tf, keras) or _is_optimizer(obj) or not callable(obj):
+    for name, obj in path_parts(loaded.target):
+        if is_variable(obj, tf, keras) or is_optimizer(obj) or not callable(obj):
             continue
         shapes = tuple(input_shapes)
         source = "--input-shape"
@@ -390,10 +390,10 @@ def _unbuilt_optimizer(opt: Any) -> bool:
 
 def _build_optimizers(loaded: LoadedModel, tf: Any, keras: Any) -> list[str]:
     done = []
-    parts = _parts(loaded.target)
-    models = [(n, o) for n, o in parts if not _is_optimizer(o) and not _is_variable(o, tf, keras)]
-    owned = [(n, getattr(o, "optimizer", None), o) for n, o in models if _is_keras_model(o)]
-    loose = [(n, o, None) for n, o in parts if _is_optimizer(o)]
+    parts = path_parts(loaded.target)
+    models = [(n, o) for n, o in parts if not is_optimizer(o) and not is_variable(o, tf, keras)]
+    owned = [(n, getattr(o, "optimizer", None), o) for n, o in models if is_keras_model(o)]
+    loose = [(n, o, None) for n, o in parts if is_optimizer(o)]
     for name, opt, owner in owned + loose:
         if opt is None or not hasattr(opt, "build") or not _unbuilt_optimizer(opt):
             continue
@@ -401,7 +401,7 @@ def _build_optimizers(loaded: LoadedModel, tf: Any, keras: Any) -> list[str]:
             variables = list(owner.trainable_variables)
         else:
             variables = [v for _, o in models for v in (
-                [o] if _is_variable(o, tf, keras) else list(getattr(o, "trainable_variables", ())))]
+                [o] if is_variable(o, tf, keras) else list(getattr(o, "trainable_variables", ())))]
         with user_code(loaded.code_file, "building the optimizer"):
             opt.build(variables)
         # A dict may name the model's own optimizer too ({"model": m, "optimizer": m.optimizer}): use that name.

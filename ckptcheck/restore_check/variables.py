@@ -19,24 +19,24 @@ from ckptcheck.records import KERAS_FORMATS, KERAS_WEIGHTS, TF2
 from ckptcheck.restore_check.report import COUNTER, OPTIMIZER, WEIGHT
 from ckptcheck.restore_check.user_model import (
     LoadedModel,
-    _import_keras,
-    _import_tensorflow,
-    _is_keras_model,
-    _is_optimizer,
-    _is_variable,
-    _parts,
+    is_keras_model,
+    is_optimizer,
+    is_variable,
+    keras_module,
+    path_parts,
+    tensorflow_module,
 )
 
 # Keras names a layer's initializer after the variable, except for these.
 _INITIALIZER_ATTRS = {"recurrent_kernel": "recurrent_initializer", "embeddings": "embeddings_initializer"}
-_DETERMINISTIC_INITIALIZERS = frozenset({"Constant", "Zeros", "Ones", "Identity", "IdentityInitializer"})
+DETERMINISTIC_INITIALIZERS = frozenset({"Constant", "Zeros", "Ones", "Identity", "IdentityInitializer"})
 
 
 # --- the model's variables ----------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Var:
+class Var:
     obj: Any
     label: str
     kind: str
@@ -54,23 +54,23 @@ class _Var:
     name: str | None = None  # its own name: a Keras variable's path, a tf.Variable's name without ':0'
 
 
-def _value_of(obj: Any) -> np.ndarray:
+def value_of(obj: Any) -> np.ndarray:
     value = obj.numpy()
     return np.array(value, copy=True) if isinstance(value, np.ndarray) else np.asarray(value)
 
 
-def _dtype_name(a: np.ndarray) -> str:
+def dtype_name(a: np.ndarray) -> str:
     return "string" if a.dtype == object or a.dtype.kind in "SU" else a.dtype.name
 
 
-def _children(obj: Any, tf: Any) -> dict[str, Any]:
+def children_of(obj: Any, tf: Any) -> dict[str, Any]:
     try:
         return dict(tf.train.TrackableView.children(obj))
     except (TypeError, AttributeError, ValueError):
         return {}
 
 
-def _walk(roots: Sequence[tuple[str, Any]], tf: Any, keras: Any, *, into_optimizers: bool,
+def walk_trackables(roots: Sequence[tuple[str, Any]], tf: Any, keras: Any, *, into_optimizers: bool,
           escaped: bool = False) -> dict[int, tuple[str, Any]]:
     """Breadth-first over trackable children: the first path (names joined by '/') reaching each object."""
     first: dict[int, tuple[str, Any]] = {}
@@ -81,9 +81,9 @@ def _walk(roots: Sequence[tuple[str, Any]], tf: Any, keras: Any, *, into_optimiz
             queue.append(first[id(obj)])
     while queue:
         path, obj = queue.popleft()
-        if _is_variable(obj, tf, keras) or (_is_optimizer(obj) and not into_optimizers and path):
+        if is_variable(obj, tf, keras) or (is_optimizer(obj) and not into_optimizers and path):
             continue
-        for name, child in _children(obj, tf).items():
+        for name, child in children_of(obj, tf).items():
             if id(child) in first:
                 continue
             part = escape_name(name) if escaped else name
@@ -97,7 +97,7 @@ def _keras_label(obj: Any) -> str | None:
     return path if isinstance(path, str) and path else None
 
 
-def _tf_name(obj: Any, keras: Any) -> str | None:
+def tf_name(obj: Any, keras: Any) -> str | None:
     """The name a name-based (TF1) restore looks a variable up by: its TensorFlow name without ':0' (a Keras 3
     variable's is its backing tf.Variable's: the variable's path)."""
     kv = getattr(keras, "Variable", None) if keras is not None else None
@@ -114,7 +114,7 @@ def _initializers(target: Any, keras: Any) -> dict[int, str]:
     if keras is None:
         return found
     layers: list[Any] = []
-    for _, obj in _parts(target):
+    for _, obj in path_parts(target):
         flatten = getattr(obj, "_flatten_layers", None)
         if callable(flatten):
             with contextlib.suppress(Exception):
@@ -138,17 +138,17 @@ def initializer_text(init: Any) -> str:
     config: dict[str, Any] = {}
     with contextlib.suppress(Exception):
         config = dict(init.get_config())
-    args = ", ".join(f"{k}={_number_text(v)}" for k, v in config.items() if v is not None)
+    args = ", ".join(f"{k}={argument_text(v)}" for k, v in config.items() if v is not None)
     return f"{name}({args})"
 
 
-def _number_text(value: Any) -> str:
+def argument_text(value: Any) -> str:
     if isinstance(value, float):
         return number_text(value)
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]:
+def enumerate_variables(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[Var]:
     """Every variable the restore can write. Keras files: the model's weights and its optimizer's variables (what
     load_weights reads); TensorFlow bundles: every variable reachable through trackable children (what
     tf.train.Checkpoint saves and restores)."""
@@ -159,24 +159,24 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
         for v in target.weights:
             if id(v) not in seen:
                 seen.add(id(v))
-                entries.append((v, _keras_label(v) or _tf_name(v, keras) or "?", WEIGHT))
+                entries.append((v, _keras_label(v) or tf_name(v, keras) or "?", WEIGHT))
         opt = getattr(target, "optimizer", None)
         opt_vars = getattr(opt, "variables", ()) if opt is not None else ()
         for v in list((opt_vars() if callable(opt_vars) else opt_vars) or ()):
             if id(v) not in seen:
                 seen.add(id(v))
-                entries.append((v, _keras_label(v) or _tf_name(v, keras) or "?", OPTIMIZER))
+                entries.append((v, _keras_label(v) or tf_name(v, keras) or "?", OPTIMIZER))
     else:
-        roots = _parts(target)
-        model_side = _walk(roots, tf, keras, into_optimizers=False)
-        everything = _walk(roots, tf, keras, into_optimizers=True)
-        found = [(ident, path, obj) for ident, (path, obj) in everything.items() if _is_variable(obj, tf, keras)]
+        roots = path_parts(target)
+        model_side = walk_trackables(roots, tf, keras, into_optimizers=False)
+        everything = walk_trackables(roots, tf, keras, into_optimizers=True)
+        found = [(ident, path, obj) for ident, (path, obj) in everything.items() if is_variable(obj, tf, keras)]
         # A Keras 3 variable's own path names it best, then a scoped TensorFlow name (tf_keras's dense/kernel, as in
         # its .h5 files and TF1 checkpoints), unless two variables share it (Keras names optimizer slots after the
         # variable's short name: two tf.Variables named "kernel" give two "adam/kernel_0_momentum"); else the
         # object path.
         keras_paths = [_keras_label(obj) for _, _, obj in found]
-        tf_names = [_tf_name(obj, keras) for _, _, obj in found]
+        tf_names = [tf_name(obj, keras) for _, _, obj in found]
         for (ident, path, obj), own, name in zip(found, keras_paths, tf_names, strict=True):
             in_model = ident in model_side
             object_path = model_side[ident][0] if in_model else path
@@ -189,24 +189,24 @@ def _enumerate(loaded: LoadedModel, fmt: str, tf: Any, keras: Any) -> list[_Var]
             entries.append((obj, label, WEIGHT if in_model else OPTIMIZER))
         entries += [(slot, label, OPTIMIZER) for slot, label in _slot_variables(everything, tf, keras)]
     inits = _initializers(target, keras)
-    out: list[_Var] = []
+    out: list[Var] = []
     labels: dict[str, int] = {}
     for obj, label, kind in entries:
         n = labels.get(label, 0)
         labels[label] = n + 1
         unique = label if n == 0 else f"{label}#{n + 1}"
-        value = _value_of(obj)
-        own = _keras_label(obj) or _tf_name(obj, keras) or ""
+        value = value_of(obj)
+        own = _keras_label(obj) or tf_name(obj, keras) or ""
         if kind == WEIGHT and value.shape == () and value.dtype.kind in "iu" and "/" not in own:
             # A step counter; an integer scalar inside a layer (normalization/count) is the layer's weight, as
             # model.summary() and `inspect` count it.
             kind = COUNTER
-        out.append(_Var(obj, unique, kind, _dtype_name(value), tuple(value.shape), value, inits.get(id(obj)),
-                        name=_keras_label(obj) or _tf_name(obj, keras)))
+        out.append(Var(obj, unique, kind, dtype_name(value), tuple(value.shape), value, inits.get(id(obj)),
+                        name=_keras_label(obj) or tf_name(obj, keras)))
     return out
 
 
-def _live_slot(optimizer: Any, variable: Any, slot_name: str) -> Any:
+def live_slot(optimizer: Any, variable: Any, slot_name: str) -> Any:
     """``optimizer.get_slot(variable, slot_name)``, or None when the optimizer has no such slot (yet)."""
     get_slot = getattr(optimizer, "get_slot", None)
     if not callable(get_slot):
@@ -221,17 +221,17 @@ def _slot_variables(walked: dict[int, tuple[str, Any]], tf: Any, keras: Any) -> 
     """Slot variables of optimizers that keep them per variable (tf.compat.v1 optimizers, tf_keras's): they are not
     trackable children, so walking does not find them. TensorFlow saves each under
     ``<variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot name>``, the label used here."""
-    variables = [(path, obj) for path, obj in walked.values() if _is_variable(obj, tf, keras)]
+    variables = [(path, obj) for path, obj in walked.values() if is_variable(obj, tf, keras)]
     out: list[tuple[Any, str]] = []
     seen = set(walked)
     for opt_path, opt in walked.values():
         names = getattr(opt, "get_slot_names", None)
-        if not _is_optimizer(opt) or not callable(names):
+        if not is_optimizer(opt) or not callable(names):
             continue
         for slot_name in names():
             for var_path, var in variables:
-                slot = _live_slot(opt, var, slot_name)
-                if slot is not None and _is_variable(slot, tf, keras) and id(slot) not in seen:
+                slot = live_slot(opt, var, slot_name)
+                if slot is not None and is_variable(slot, tf, keras) and id(slot) not in seen:
                     seen.add(id(slot))
                     out.append((slot, slot_path(var_path, opt_path, slot_name)))
     return out
@@ -239,13 +239,13 @@ def _slot_variables(walked: dict[int, tuple[str, Any]], tf: Any, keras: Any) -> 
 
 def variable_labels(target: Any) -> dict[str, Any]:
     """label -> variable for what a model function returns, as restore-check and rename maps name them."""
-    tf = _import_tensorflow()
-    keras = _import_keras()
+    tf = tensorflow_module()
+    keras = keras_module()
     loaded = LoadedModel(target, "", "", None)
-    fmt = KERAS_WEIGHTS if _is_keras_model(target) and not isinstance(target, dict) else TF2
-    labels = {v.label: v.obj for v in _enumerate(loaded, fmt, tf, keras)}
+    fmt = KERAS_WEIGHTS if is_keras_model(target) and not isinstance(target, dict) else TF2
+    labels = {v.label: v.obj for v in enumerate_variables(loaded, fmt, tf, keras)}
     if fmt == KERAS_WEIGHTS:  # a Keras model restored from a bundle has the same labels, and maybe more variables
-        for v in _enumerate(loaded, TF2, tf, keras):
+        for v in enumerate_variables(loaded, TF2, tf, keras):
             labels.setdefault(v.label, v.obj)
     return labels
 
@@ -253,7 +253,7 @@ def variable_labels(target: Any) -> dict[str, Any]:
 # --- fingerprints -------------------------------------------------------------------------------------------------
 
 
-def _fingerprint(v: _Var, k: int, avoid: np.ndarray | None) -> np.ndarray:
+def fingerprint_of(v: Var, k: int, avoid: np.ndarray | None) -> np.ndarray:
     """A value for variable v (number k among variables of its dtype and shape) that no checkpoint holds by chance,
     distinct from the other k's, and different from `avoid` (the value it should be restored to)."""
     dtype = v.initial.dtype

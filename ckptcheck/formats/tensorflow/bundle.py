@@ -134,7 +134,7 @@ class BundleEntry(NamedTuple):
 
 
 @lru_cache(maxsize=4096)
-def _decode_shape(buf: bytes) -> tuple[tuple[int, ...], bool]:
+def decode_shape(buf: bytes) -> tuple[tuple[int, ...], bool]:
     # Cached: a model repeats a few shapes across thousands of entries (and every Adam slot copies its variable's).
     dims: list[int] = []
     unknown = False
@@ -150,7 +150,7 @@ def _decode_shape(buf: bytes) -> tuple[tuple[int, ...], bool]:
     return tuple(dims), unknown
 
 
-def _decode_slice(buf: bytes) -> tuple[Extent, ...]:
+def decode_slice(buf: bytes) -> tuple[Extent, ...]:
     extents: list[Extent] = []
     for number, _wire, value in iter_fields(buf):
         if number != 1:
@@ -190,7 +190,7 @@ def _decode_entry_fast(key: str, buf: bytes) -> BundleEntry | None:
     if known is None:
         if pos > end:
             return None
-        shape, unknown = _decode_shape(buf[4:pos])
+        shape, unknown = decode_shape(buf[4:pos])
         if len(_HEADS) >= 4096:
             _HEADS.clear()
         known = _HEADS[head] = (dtypes.from_enum(buf[1]), shape, unknown)
@@ -254,7 +254,7 @@ def _decode_entry_general(key: str, buf: bytes) -> BundleEntry:
         if number == 1:
             dtype_enum = as_int(value, "dtype")
         elif number == 2:
-            shape, unknown = _decode_shape(as_bytes(value, "shape"))
+            shape, unknown = decode_shape(as_bytes(value, "shape"))
         elif number == 3:
             shard_id = to_int64(as_int(value, "shard_id"))
         elif number == 4:
@@ -264,7 +264,7 @@ def _decode_entry_general(key: str, buf: bytes) -> BundleEntry:
         elif number == 6:
             crc = as_int(value, "crc32c")
         elif number == 7:
-            slices.append(_decode_slice(as_bytes(value, "slices")))
+            slices.append(decode_slice(as_bytes(value, "slices")))
     return BundleEntry(key, dtypes.from_enum(dtype_enum), shape, unknown, shard_id, offset, size, crc, tuple(slices))
 
 

@@ -35,9 +35,9 @@ from ckptcheck.formats.tensorflow import dtypes
 from ckptcheck.formats.tensorflow.bundle import (
     Extent,
     Versions,
-    _decode_shape,
-    _decode_slice,
     check_versions,
+    decode_shape,
+    decode_slice,
     decode_slice_key,
     decode_versions,
 )
@@ -358,14 +358,14 @@ class V1Reader(CheckpointReader):
             if number == 1:
                 key_name = as_bytes(value, "name")
             elif number == 2:
-                shape, unknown = _decode_shape(as_bytes(value, "shape"))
+                shape, unknown = decode_shape(as_bytes(value, "shape"))
                 if unknown:
                     raise CorruptCheckpointError("a tensor of unknown rank", path=path,
                                                  tensor=key_name.decode("utf-8", "surrogateescape"))
             elif number == 3:
                 dtype_enum = as_int(value, "type")
             elif number == 4:
-                slices.append(_decode_slice(as_bytes(value, "slice")))
+                slices.append(decode_slice(as_bytes(value, "slice")))
         name = key_name.decode("utf-8", "surrogateescape")
         if any(d < 0 for d in shape):
             raise CorruptCheckpointError(f"the tensor has an invalid shape {list(shape)}", path=path, tensor=name)
@@ -474,7 +474,7 @@ class V1Reader(CheckpointReader):
                 if number == 1:
                     stored_name = bytes(as_view(value, "name"))
                 elif number == 2:
-                    stored_slice = _decode_slice(bytes(as_view(value, "slice")))
+                    stored_slice = decode_slice(bytes(as_view(value, "slice")))
                 elif number == 3:
                     proto = as_view(value, "data")
             if stored_name is not None and stored_name != t.key_name:
