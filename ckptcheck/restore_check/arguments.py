@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import Iterator
 
 from ckptcheck.errors import UsageError
+from ckptcheck.restore_check.user_model import model_file_and_function
 
 MAX_MODEL_SOURCE_BYTES = 16 << 20  # a model file larger than this is imported without the early check
 
@@ -35,12 +36,7 @@ def check_model_spec(spec: str) -> None:
         if not zipfile.is_zipfile(spec):
             raise UsageError("not a .keras archive (not a zip file)", path=spec)
         return
-    path, sep, function = spec.rpartition(":")
-    if not sep or not path or not function.isidentifier():
-        raise UsageError(f"--model {spec!r}: expected FILE.py:FUNCTION or a .keras file",
-                         hint="e.g. --model models.py:build_model")
-    if not os.path.isfile(path):
-        raise UsageError("no such model file", path=path, hint="--model FILE.py:FUNCTION")
+    path, function = model_file_and_function(spec)
     if os.path.getsize(path) > MAX_MODEL_SOURCE_BYTES:
         return
     try:

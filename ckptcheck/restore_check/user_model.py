@@ -106,18 +106,24 @@ def _import_file(path: str) -> Any:
     return module
 
 
-def load_model(spec: str) -> LoadedModel:
-    """``FILE.py:FUNCTION`` -> what FUNCTION() returns; ``FILE.keras`` -> a fresh model built from its config.json
-    (the architecture and initializers, not the file's weights), compiled as it records."""
-    keras = keras_module()
-    if spec.lower().endswith(".keras"):
-        return _model_from_keras_file(spec, keras)
+def model_file_and_function(spec: str) -> tuple[str, str]:
+    """``FILE.py:FUNCTION`` split, the file checked to exist (UsageError otherwise)."""
     path, sep, function = spec.rpartition(":")
     if not sep or not path or not function.isidentifier():
         raise UsageError(f"--model {spec!r}: expected FILE.py:FUNCTION or a .keras file",
                          hint="e.g. --model models.py:build_model")
     if not os.path.isfile(path):
         raise UsageError("no such model file", path=path, hint="--model FILE.py:FUNCTION")
+    return path, function
+
+
+def load_model(spec: str) -> LoadedModel:
+    """``FILE.py:FUNCTION`` -> what FUNCTION() returns; ``FILE.keras`` -> a fresh model built from its config.json
+    (the architecture and initializers, not the file's weights), compiled as it records."""
+    keras = keras_module()
+    if spec.lower().endswith(".keras"):
+        return _model_from_keras_file(spec, keras)
+    path, function = model_file_and_function(spec)
     module = _import_file(path)
     fn = getattr(module, function, None)
     if fn is None or not callable(fn):
