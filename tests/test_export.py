@@ -3,13 +3,9 @@ for bit with what TensorFlow (tf.train.load_checkpoint) or h5py reads for the sa
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +13,7 @@ import h5py
 import ml_dtypes
 import numpy as np
 import pytest
+from h5_oracle import weights_h5
 from keras_builders import KerasBuild
 from typer.testing import CliRunner
 
@@ -238,16 +235,6 @@ def test_savedmodel(savedmodel_dir: Path, tmp_path: Path) -> None:
 # --- Keras files -----------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def weights_h5(path: Path) -> Iterator[h5py.File]:
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            data = z.read("model.weights.h5")
-        with h5py.File(io.BytesIO(data), "r") as f:
-            yield f
-    else:
-        with h5py.File(path, "r") as f:
-            yield f
 
 
 def h5_value(f: h5py.File, key: str) -> np.ndarray:

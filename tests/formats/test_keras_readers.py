@@ -4,7 +4,6 @@ h5py reads from the same file and what the model held (get_weights(), optimizer 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import h5py
 import ml_dtypes
 import numpy as np
 import pytest
+from h5_oracle import weights_h5
 from keras_builders import SPLIT_LAYERS, KerasBuild
 from typer.testing import CliRunner
 
@@ -72,17 +72,6 @@ def need_tf_keras(build: KerasBuild) -> None:
         pytest.skip("tf_keras is not installed (pip install tf-keras) to write Keras 2 files")
 
 
-@contextmanager
-def weights_h5(path: Path, kind: str) -> Iterator[h5py.File]:
-    """h5py's own view of the weights: the file itself, or model.weights.h5 inside a .keras."""
-    if kind == "keras":
-        with zipfile.ZipFile(path) as z:
-            data = z.read("model.weights.h5")
-        with h5py.File(io.BytesIO(data), "r") as f:
-            yield f
-    else:
-        with h5py.File(path, "r") as f:
-            yield f
 
 
 # --- listing and values -------------------------------------------------------------------------------------------
@@ -93,7 +82,7 @@ def test_every_value_equals_h5py(keras_build: KerasBuild, key: str) -> None:
     if key.startswith("keras2"):
         need_tf_keras(keras_build)
     path = keras_build.files[key]
-    with unchanged(path), open_file(path) as reader, weights_h5(path, reader.format) as f:
+    with unchanged(path), open_file(path) as reader, weights_h5(path) as f:
         info = reader.info()
         datasets = h5_datasets(f)
         prefix = "model_weights/" if "model_weights" in f else ""
