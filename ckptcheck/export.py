@@ -154,7 +154,12 @@ def read_renames(path: str, reader: CheckpointReader) -> dict[str, str]:
     except CkptcheckError as exc:
         raise UsageError(exc.message, path=path) from None
     if isinstance(data, dict) and "schema" in data:
-        pairs = _rename_map_pairs(data, path)
+        from ckptcheck.renames import load_rename_map
+
+        try:  # restore-check's map: each entry's checkpoint key is exported as its model variable
+            pairs = [(key, variable) for variable, key in load_rename_map(data)]
+        except UsageError as exc:
+            raise UsageError(exc.message, path=path, hint=exc.hint) from None
     elif isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         pairs = list(data.items())
     else:
@@ -174,30 +179,6 @@ def read_renames(path: str, reader: CheckpointReader) -> dict[str, str]:
             raise UsageError(f"the rename map names the tensor {key!r} twice", path=path)
         out[key] = new
     return out
-
-
-RENAME_MAP_SCHEMA = "ckptcheck.rename-map/1"  # what restore-check --rename-map writes (restore_check.suggest)
-
-
-def _rename_map_pairs(data: dict[str, Any], path: str) -> list[tuple[str, str]]:
-    """(key, name) from restore-check's rename map: only ``schema`` and each entry's ``variable`` and ``key`` are
-    read, as --apply-rename-map reads them. (Read here rather than through restore_check, which reaches
-    TensorFlow: export is on the reading side.)"""
-    renames = data.get("renames")
-    if data.get("schema") != RENAME_MAP_SCHEMA or not isinstance(renames, list):
-        raise UsageError(f"not a rename map (expected an object with schema {RENAME_MAP_SCHEMA!r} and a renames "
-                         "list)", path=path, hint="write one with `ckptcheck restore-check ... --rename-map FILE`")
-    pairs = []
-    for i, entry in enumerate(renames):
-        if not (isinstance(entry, dict) and isinstance(entry.get("variable"), str)
-                and isinstance(entry.get("key"), str)):
-            raise UsageError(f"renames[{i}] needs string fields `variable` and `key`", path=path)
-        pairs.append((entry["key"], entry["variable"]))
-    names = [name for _, name in pairs]
-    twice = next((n for n in names if names.count(n) > 1), None)
-    if twice is not None:
-        raise UsageError(f"the rename map names {twice!r} twice", path=path)
-    return pairs
 
 
 def _check_name(name: str, key: str, out_format: str, out: str) -> None:
