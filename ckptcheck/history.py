@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
@@ -290,6 +291,9 @@ def _list(path: str, named: bool | None, kinds: tuple[str, ...], match: Callable
             info = reader.info()
             counters: dict[str, int] = {}
             selected: dict[str, _Var] = {}
+            # A variable several tensors hold (two layers both named `kernel` in a TF2 checkpoint of unnamed
+            # Keras layers) identifies none of them: each is followed by its key, as diff pairs them.
+            held = Counter(variable_of(t) for t in info.tensors)
             for t, (kind, _group) in zip(info.tensors, classify(reader, info.tensors), strict=True):
                 if not t.shape and t.dtype.startswith(("int", "uint")):
                     source = _counter_source(t.name, t.variable, kind)
@@ -302,7 +306,8 @@ def _list(path: str, named: bool | None, kinds: tuple[str, ...], match: Callable
                     continue
                 variable = variable_of(t)
                 if match(variable) or match(t.name):
-                    selected.setdefault(variable, _Var(t.name, t.dtype, t.shape, kind))
+                    selected.setdefault(variable if held[variable] == 1 else t.name,
+                                        _Var(t.name, t.dtype, t.shape, kind))
             fmt = info.format
     except (CkptcheckError, OSError) as exc:
         return unreadable(_error_text(exc))

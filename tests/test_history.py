@@ -568,3 +568,21 @@ def test_page_draws_the_heatmap_and_markers_offline(keras_run: Run, tmp_path: Pa
     shot = tmp_path / "shot.png"
     taken = browser(page, f"--screenshot={shot}", "--window-size=1100,900")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and taken.requests == []
+
+
+@pytest.mark.tf
+def test_a_variable_name_two_tensors_hold_follows_each_by_its_key() -> None:
+    """fixtures/tf2 holds two Dense layers whose variables are both saved as `kernel` and `bias`: each of the four
+    weights is followed (by its key), none dropped, each norm as TensorFlow reads the values."""
+    import tensorflow as tf
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "tf2"
+    data = history_json(str(fixture))
+    prefix = tf.train.latest_checkpoint(str(fixture))
+    reader = tf.train.load_checkpoint(prefix)
+    weights = {k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/_trainable_variables/")}
+    assert len(weights) == 4
+    follows = {s["name"]: s for s in data["variables"]}
+    assert set(follows) == weights
+    for key in weights:
+        assert math.isclose(follows[key]["norm"][0], float(np.linalg.norm(reader.get_tensor(key))), rel_tol=1e-6)
